@@ -1,0 +1,336 @@
+"""The synthetic task server: a real OpenAI-compatible HTTP server with known answers.
+
+Each problem has a known behaviour: how many steps its solutions take, the
+probability of each final answer, an optional per-step error rate (a step that
+switches the path to a wrong answer) and a latency. A solution looks like
+
+    Step 1: this points to 42.
+
+    Step 2: this points to 42.
+
+    The answer is 42.
+
+and the server continues any prefix of one, in completions or chat mode,
+honouring ``n``, ``stop``, ``max_tokens``, ``seed`` and ``logprobs`` and
+reporting usage (one token per word or punctuation mark), with vLLM's
+``stop_reason``. Fault knobs: an error rate answered with 429/500/503 (and
+Retry-After), extra latency, ignoring ``n``, leaving usage out. ``GET /stats``
+counts what was served. The server finds a problem by the ``[task:ID]`` marker
+its question carries (``make_problems`` writes such questions).
+
+Tests, benchmarks and ``treesearch demo`` start it as a separate process with
+``spawn``; users rehearse strategies offline with ``treesearch serve-fake``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from treesearch.problems import Problem, read_problems
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_MARKER = re.compile(r"\[task:([^\]\s]+)\]")
+_STEP = re.compile(r"Step (\d+): this points to (\S+?)\.")
+_FINISHED = re.compile(r"The answer is \S+\.\s*$")
+_GOOD_LOGPROB = math.log(0.9)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FakeTask:
+    """One problem's behaviour. ``answers`` maps each final answer to its probability."""
+
+    steps: int = 3
+    answers: Mapping[str, float] = field(default_factory=lambda: {"42": 1.0})
+    step_error: float = 0.0
+    latency_s: float = 0.0
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> FakeTask:
+        spec = metadata.get("fake") or {}
+        return cls(
+            steps=int(spec.get("steps", 3)),
+            answers={str(k): float(v) for k, v in spec.get("answers", {"42": 1.0}).items()},
+            step_error=float(spec.get("step_error", 0.0)),
+            latency_s=float(spec.get("latency_s", 0.0)),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FakeServerConfig:
+    model: str = "fake"
+    latency_s: float = 0.0
+    error_rate: float = 0.0
+    error_statuses: tuple[int, ...] = (429, 500, 503)
+    retry_after_s: float | None = None
+    ignore_n: bool = False
+    usage: bool = True
+    max_context: int = 8192
+    seed: int = 0
+    tasks: Mapping[str, FakeTask] = field(default_factory=dict)
+
+
+def count_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+def make_problems(
+    count: int, *, p_correct: float = 0.6, steps: int = 3, wrong: int = 1, prefix: str = "p",
+    latency_s: float = 0.0, step_error: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Problem records whose right answer has probability ``p_correct`` and the rest is spread
+    evenly over ``wrong`` wrong answers; ready for a problems JSONL file and for the server."""
+    records = []
+    for index in range(count):
+        gold = str(10 + index)
+        answers = {gold: p_correct}
+        for k in range(wrong):
+            answers[str(1000 + 10 * index + k)] = (1.0 - p_correct) / wrong
+        task_id = f"{prefix}{index}"
+        records.append({
+            "id": task_id,
+            "question": f"Synthetic problem [task:{task_id}].",
+            "answer": gold,
+            "fake": {"steps": steps, "answers": answers, "step_error": step_error,
+                     "latency_s": latency_s},
+        })
+    return records
+
+
+# -- generation ---------------------------------------------------------------------
+
+
+def _continue(task: FakeTask, context: str, rng: random.Random) -> str:
+    """The rest of a solution after ``context``: the path keeps the answer its steps point to."""
+    done = _STEP.findall(context)
+    answers, weights = list(task.answers), list(task.answers.values())
+    current = done[-1][1] if done else rng.choices(answers, weights)[0]
+    taken = int(done[-1][0]) if done else 0
+    if _FINISHED.search(context):
+        return ""  # already answered: the model ends the sequence
+    steps = []
+    for number in range(taken + 1, task.steps):
+        if task.step_error and rng.random() < task.step_error:
+            others = [a for a in answers if a != current] or [str(int(current) + 1)]
+            current = rng.choice(others)
+        steps.append(f"Step {number}: this points to {current}.")
+    steps.append(f"The answer is {current}.")
+    return "\n\n".join(steps)
+
+
+def _cut(text: str, stops: Sequence[str], max_tokens: int) -> tuple[str, str, str | None]:
+    """Apply stop strings and the token limit: (text, finish_reason, stop_reason)."""
+    finish, stop_reason = "stop", None
+    hits = [(text.find(s), s) for s in stops if s and s in text]
+    if hits:
+        position, stop_reason = min(hits)
+        text = text[:position]
+    tokens = list(_TOKEN.finditer(text))
+    if len(tokens) > max_tokens:
+        text = text[: tokens[max_tokens - 1].end()] if max_tokens else ""
+        finish, stop_reason = "length", None
+    return text, finish, stop_reason
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FakeServer:
+    def __init__(self, config: FakeServerConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self._faults = random.Random(config.seed + 1)
+        self.stats = {"requests": 0, "ok": 0, "errors": 0, "choices": 0,
+                      "prompt_tokens": 0, "completion_tokens": 0}
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/stats", self._stats)
+        return app
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": self.config.model, "object": "model", "owned_by": "treesearch"}]})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats)
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        return await self._serve(request, chat=False)
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        return await self._serve(request, chat=True)
+
+    async def _serve(self, request: web.Request, *, chat: bool) -> web.Response:
+        self.stats["requests"] += 1
+        config = self.config
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise _BadRequest(400, "body must be a JSON object")
+            if body.get("model") != config.model:
+                raise _BadRequest(404, f"The model `{body.get('model')}` does not exist.")
+            context, prompt_tokens = self._context(body, chat)
+            task = self._task(context)
+            n = int(body.get("n") or 1)
+            max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 256)
+            if n < 1 or max_tokens < 1:
+                raise _BadRequest(400, "n and max_tokens must be at least 1")
+            if prompt_tokens + max_tokens > config.max_context:
+                raise _BadRequest(400, (
+                    f"This model's maximum context length is {config.max_context} tokens. "
+                    f"However, you requested {prompt_tokens + max_tokens} tokens."))
+        except _BadRequest as exc:
+            return self._error(exc.status, str(exc))
+        except (ValueError, TypeError) as exc:
+            return self._error(400, f"invalid request: {exc}")
+        await asyncio.sleep(config.latency_s + task.latency_s)
+        if config.error_rate and self._faults.random() < config.error_rate:
+            status = self._faults.choice(config.error_statuses)
+            headers = {}
+            if config.retry_after_s is not None and status in (429, 503):
+                headers["Retry-After"] = str(config.retry_after_s)
+            return self._error(status, "injected fault", headers)
+
+        stop = body.get("stop") or []
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        seed = body.get("seed")
+        logprobs = body.get("logprobs")
+        choices, completion_tokens = [], 0
+        for index in range(1 if config.ignore_n else n):
+            rng = self._rng if seed is None else random.Random(f"{seed}:{index}")
+            text, finish, stop_reason = _cut(_continue(task, context, rng), stops, max_tokens)
+            tokens = _TOKEN.findall(text)
+            completion_tokens += len(tokens)
+            choice: dict[str, Any] = {"index": index, "finish_reason": finish,
+                                      "stop_reason": stop_reason}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+                if logprobs:
+                    choice["logprobs"] = {"content": [
+                        {"token": t, "logprob": _GOOD_LOGPROB, "bytes": None,
+                         "top_logprobs": [{"token": t, "logprob": _GOOD_LOGPROB}]}
+                        for t in tokens]}
+            else:
+                choice["text"] = text
+                choice["logprobs"] = None if logprobs is None else {
+                    "tokens": tokens,
+                    "token_logprobs": [_GOOD_LOGPROB] * len(tokens),
+                    "top_logprobs": [{t: _GOOD_LOGPROB} for t in tokens],
+                    "text_offset": [m.start() for m in _TOKEN.finditer(text)],
+                }
+            choices.append(choice)
+        self.stats["ok"] += 1
+        self.stats["choices"] += len(choices)
+        self.stats["prompt_tokens"] += prompt_tokens
+        self.stats["completion_tokens"] += completion_tokens
+        response: dict[str, Any] = {
+            "id": f"fake-{self.stats['requests']}",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": 0,
+            "model": config.model,
+            "choices": choices,
+        }
+        if config.usage:
+            response["usage"] = {"prompt_tokens": prompt_tokens,
+                                 "completion_tokens": completion_tokens,
+                                 "total_tokens": prompt_tokens + completion_tokens}
+        return web.json_response(response)
+
+    def _context(self, body: dict[str, Any], chat: bool) -> tuple[str, int]:
+        """The text the model sees and its token count."""
+        if not chat:
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str):
+                raise _BadRequest(400, "prompt must be a string")
+            return prompt, count_tokens(prompt)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _BadRequest(400, "messages must be a non-empty list")
+        contents = [str(m.get("content") or "") for m in messages]
+        tokens = sum(count_tokens(c) + 4 for c in contents)
+        extra = body.get("extra_body") or {}
+        continuing = body.get("continue_final_message") or extra.get("continue_final_message")
+        if messages[-1].get("role") == "assistant" and continuing:
+            return "\n".join(contents), tokens
+        return "\n".join(contents), tokens + 3  # the generation prompt's tokens
+
+    def _task(self, context: str) -> FakeTask:
+        marker = _MARKER.search(context)
+        if marker is None or marker.group(1) not in self.config.tasks:
+            return FakeTask()
+        return self.config.tasks[marker.group(1)]
+
+    def _error(self, status: int, message: str, headers: Mapping[str, str] | None = None,
+               ) -> web.Response:
+        self.stats["errors"] += 1
+        body = {"error": {"message": message, "type": "fake_error", "code": status}}
+        return web.json_response(body, status=status, headers=headers)
+
+
+def tasks_from_file(path: str | Path) -> dict[str, FakeTask]:
+    return {problem.id: FakeTask.from_metadata(problem.metadata) for problem in read_problems(path)}
+
+
+async def serve(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Serve until cancelled; the first stdout line is ``listening on <base URL>``."""
+    runner = web.AppRunner(FakeServer(config).app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    print(f"listening on http://{bound_host}:{bound_port}/v1", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+@contextmanager
+def spawn(args: Sequence[str] = (), problems: Sequence[Problem | dict[str, Any]] | None = None,
+          workdir: Path | None = None) -> Iterator[str]:
+    """Run ``treesearch serve-fake ARGS`` in a separate process; yield its base URL.
+
+    ``problems`` (records or Problems) are written to a file in ``workdir`` and served."""
+    command = [sys.executable, "-m", "treesearch.cli", "serve-fake", "--port", "0", *args]
+    if problems is not None:
+        if workdir is None:
+            raise ValueError("problems need a workdir to be written to")
+        path = workdir / "fake-problems.jsonl"
+        path.write_text("".join(json.dumps(_record(p)) + "\n" for p in problems), encoding="utf-8")
+        command += ["--problems", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"fake server did not start (exit code {process.wait()})")
+        yield line.split()[-1]
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _record(problem: Problem | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(problem, dict):
+        return problem
+    return {"id": problem.id, "question": problem.question, "answer": problem.answer,
+            **problem.metadata}

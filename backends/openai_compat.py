@@ -1,0 +1,283 @@
+"""Policy over any OpenAI-compatible server: vLLM, SGLang, llama.cpp, Ollama, OpenAI.
+
+Two modes. ``completions`` continues a raw prompt (the default: base models
+need it, and an unchanged prefix lets vLLM's prefix cache hit). ``chat`` sends
+the problem as a user message and the steps so far as an assistant message the
+server continues (vLLM's ``continue_final_message``).
+
+Responses are read as plain JSON rather than SDK models: cheaper per request,
+and it keeps vLLM's ``stop_reason``, which tells a step delimiter from the end
+of the sequence. An endpoint that returns fewer choices than ``n`` asked is
+remembered; the SearchContext then tops up with further requests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+import anyio
+import httpx2
+import openai
+import structlog
+
+from treesearch.errors import ConfigError, EndpointError
+from treesearch.policy import Choice, Generation, Prefix, SamplingParams, estimate_tokens
+from treesearch.policy import token_upper_bound as byte_bound
+
+from .retry import RetryPolicy
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TEMPLATE = (
+    "Solve the following problem step by step. Separate the steps with a blank line and end"
+    " with \"The answer is X.\" where X is the final answer.\n\n"
+    "Problem: {question}\n\nSolution:\n"
+)
+DEFAULT_SYSTEM_PROMPT = (
+    "Solve the problem step by step. Separate the steps with a blank line and end with"
+    ' "The answer is X." where X is the final answer.'
+)
+Api = Literal["completions", "chat"]
+Transport = Literal["aiohttp", "httpx"]
+
+
+class OpenAIPolicy:
+    """A Policy over one OpenAI-compatible endpoint, with its own concurrency limit and retries.
+
+    ``concurrency`` bounds requests in flight to this endpoint across every problem of a
+    run. ``transport`` picks the HTTP client under the openai SDK: aiohttp costs about half
+    the client CPU per request of httpx (see benchmarks/bench_overhead.py).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api: Api = "completions",
+        api_key: str | None = None,
+        concurrency: int = 256,
+        timeout_s: float = 600.0,
+        retry: RetryPolicy | None = None,
+        prompt_template: str = DEFAULT_TEMPLATE,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        continue_final_message: bool = True,
+        transport: Transport = "aiohttp",
+    ) -> None:
+        if api not in ("completions", "chat"):
+            raise ConfigError(f"unknown api {api!r}; choose completions or chat")
+        if concurrency <= 0:
+            raise ConfigError(f"concurrency must be positive, got {concurrency}")
+        if "{question}" not in prompt_template:
+            raise ConfigError("the prompt template needs a {question} field")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api = api
+        self.prompt_template = prompt_template
+        self.system_prompt = system_prompt
+        self.continue_final_message = continue_final_message
+        self._api_key = api_key or "EMPTY"
+        self._concurrency = concurrency
+        self._timeout_s = timeout_s
+        self._retry = retry or RetryPolicy()
+        self._transport = transport
+        self._client: openai.AsyncOpenAI | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._max_choices: int | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url
+
+    def choices_per_request(self, n: int) -> int:
+        return n if self._max_choices is None else min(n, self._max_choices)
+
+    def prompt_token_bound(self, prefix: Prefix) -> int:
+        if self.api == "completions":
+            return byte_bound(self.render_prompt(prefix)) + 4  # BOS and friends
+        messages = self.render_messages(prefix)
+        return sum(byte_bound(m["content"]) + 16 for m in messages) + 32  # template overhead
+
+    # -- rendering --------------------------------------------------------------
+
+    def render_prompt(self, prefix: Prefix) -> str:
+        problem = prefix.problem
+        head = problem.prompt or self.prompt_template.format(question=problem.question)
+        return head + prefix.continuation()
+
+    def render_messages(self, prefix: Prefix) -> list[dict[str, str]]:
+        problem = prefix.problem
+        messages = [] if self.system_prompt is None else [
+            {"role": "system", "content": self.system_prompt}
+        ]
+        messages.append({"role": "user", "content": problem.prompt or problem.question})
+        if prefix.steps:
+            messages.append({"role": "assistant", "content": prefix.continuation()})
+        return messages
+
+    # -- requests ---------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Fail fast, with one clear error, when the endpoint cannot be reached or refuses us.
+        A server without ``/models`` (a 404) passes: only reachability is checked."""
+        client, _ = self._connect()
+        try:
+            await client.with_options(timeout=15.0).models.with_raw_response.list()
+        except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                raise EndpointError(self.base_url, exc.status_code, _excerpt(exc)) from exc
+        except openai.APIError as exc:
+            raise EndpointError(self.base_url, None, f"cannot connect ({exc})") from exc
+
+    async def generate(self, prefix: Prefix, n: int, params: SamplingParams) -> Generation:
+        client, limiter = self._connect()
+        body = self._body(prefix, n, params)
+        started = time.perf_counter()
+        attempts = 0
+        try:
+            async with limiter:
+                async for attempt in self._retry.retrying():
+                    with attempt:
+                        attempts += 1
+                        raw = await self._send(client, body)
+        except openai.APIStatusError as exc:
+            raise EndpointError(self.base_url, exc.status_code, _excerpt(exc)) from exc
+        except openai.APIError as exc:
+            raise EndpointError(self.base_url, None, str(exc) or type(exc).__name__) from exc
+        generation = self._parse(raw, prefix, n)
+        log.debug(
+            "request",
+            endpoint=self.base_url,
+            n=n,
+            choices=len(generation.choices),
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            attempts=attempts,
+            latency_s=round(time.perf_counter() - started, 4),
+        )
+        return generation
+
+    async def _send(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> Any:
+        if self.api == "completions":
+            response = await client.completions.with_raw_response.create(**body)
+        else:
+            response = await client.chat.completions.with_raw_response.create(**body)
+        try:
+            return json.loads(response.http_response.content)
+        except json.JSONDecodeError as exc:
+            raise EndpointError(self.base_url, response.http_response.status_code,
+                                "response is not JSON") from exc
+
+    def _body(self, prefix: Prefix, n: int, params: SamplingParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "n": n,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if self.api == "completions":
+            body["prompt"] = self.render_prompt(prefix)
+            if params.logprobs is not None:
+                body["logprobs"] = params.logprobs
+        else:
+            body["messages"] = self.render_messages(prefix)
+            if params.logprobs is not None:
+                body["logprobs"] = True
+                body["top_logprobs"] = params.logprobs
+            if prefix.steps and self.continue_final_message:
+                body["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+        return body
+
+    def _parse(self, raw: Any, prefix: Prefix, n: int) -> Generation:
+        try:
+            choices = sorted(raw["choices"], key=lambda c: c.get("index", 0))
+            parsed = tuple(self._choice(c) for c in choices)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise EndpointError(self.base_url, 200, f"unexpected response shape: {exc!r}") from exc
+        if 0 < len(parsed) < n and self._max_choices is None:
+            self._max_choices = len(parsed)
+            log.info("endpoint_ignores_n", endpoint=self.base_url, asked=n, got=len(parsed))
+        usage = raw.get("usage") or {}
+        if "prompt_tokens" in usage and "completion_tokens" in usage:
+            return Generation(
+                choices=parsed,
+                prompt_tokens=int(usage["prompt_tokens"]),
+                completion_tokens=int(usage["completion_tokens"]),
+            )
+        prompt = (
+            self.render_prompt(prefix)
+            if self.api == "completions"
+            else "".join(m["content"] for m in self.render_messages(prefix))
+        )
+        return Generation(
+            choices=parsed,
+            prompt_tokens=estimate_tokens(prompt),
+            completion_tokens=sum(c.tokens or estimate_tokens(c.text) for c in parsed),
+            estimated=True,
+        )
+
+    def _choice(self, raw: dict[str, Any]) -> Choice:
+        if self.api == "completions":
+            text = raw["text"]
+            logprobs = raw.get("logprobs") or {}
+            token_logprobs = logprobs.get("token_logprobs")
+        else:
+            text = raw["message"].get("content") or ""
+            content = (raw.get("logprobs") or {}).get("content")
+            token_logprobs = None if content is None else [t["logprob"] for t in content]
+        finish = raw.get("finish_reason") or "stop"
+        # vLLM says which stop matched; None there means the model ended the sequence.
+        if finish == "stop" and "stop_reason" in raw and raw["stop_reason"] is None:
+            finish = "eos"
+        return Choice(
+            text=text,
+            finish_reason=finish,
+            tokens=None if token_logprobs is None else len(token_logprobs),
+            logprob=None if token_logprobs is None else float(
+                sum(v for v in token_logprobs if v is not None)
+            ),
+        )
+
+    # -- connection -------------------------------------------------------------
+
+    def _connect(self) -> tuple[openai.AsyncOpenAI, anyio.CapacityLimiter]:
+        """The client and limiter, made on first use inside the event loop, once per endpoint."""
+        if self._client is None or self._limiter is None:
+            limits = httpx2.Limits(
+                max_connections=self._concurrency, max_keepalive_connections=self._concurrency
+            )
+            http_client = (
+                openai.DefaultAioHttpClient(limits=limits, timeout=self._timeout_s)
+                if self._transport == "aiohttp"
+                else openai.DefaultAsyncHttpxClient(limits=limits, timeout=self._timeout_s)
+            )
+            self._client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key,
+                max_retries=0,
+                timeout=self._timeout_s,
+                http_client=http_client,
+            )
+            self._limiter = anyio.CapacityLimiter(self._concurrency)
+        return self._client, self._limiter
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+            self._limiter = None
+
+
+def _excerpt(exc: openai.APIStatusError) -> str:
+    try:
+        body = exc.response.text
+    except Exception:  # a streamed or closed body
+        body = exc.message
+    return " ".join(body.split())[:300]

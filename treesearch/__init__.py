@@ -1,0 +1,69 @@
+"""treesearch: test-time compute scaling for language models.
+
+Sampling and voting, verifier-guided tree search and budgets over
+OpenAI-compatible endpoints. The Python API in a few lines::
+
+    import treesearch
+    from treesearch.backends.openai_compat import OpenAIPolicy
+
+    problems = treesearch.load_problems("problems.jsonl")
+    policy = OpenAIPolicy("http://127.0.0.1:8000/v1", "my-model")
+    config = treesearch.SearchConfig(strategy="majority-vote", n=16)
+    results = await treesearch.run(problems, policy, config, output="out.jsonl")
+"""
+
+from treesearch.aggregate import AGGREGATORS, Candidate
+from treesearch.answers import extract_answer, math_equal
+from treesearch.budget import Budget, BudgetLimits, Usage
+from treesearch.config import SearchConfig
+from treesearch.context import SearchContext, StepFormat
+from treesearch.errors import (
+    BudgetExhausted,
+    ConfigError,
+    EndpointError,
+    ProblemFileError,
+    TreeSearchError,
+)
+from treesearch.policy import Choice, Generation, Policy, Prefix, SamplingParams
+from treesearch.problems import Problem, load_problems
+from treesearch.registry import make_backend
+from treesearch.runner import run
+from treesearch.search import SearchResult, search
+from treesearch.strategies import STRATEGIES
+from treesearch.tree import Node, NodeStatus, SearchTree
+from treesearch.verify import CallableVerifier, Verifier
+
+__all__ = [
+    "AGGREGATORS",
+    "STRATEGIES",
+    "Budget",
+    "BudgetExhausted",
+    "BudgetLimits",
+    "CallableVerifier",
+    "Candidate",
+    "Choice",
+    "ConfigError",
+    "EndpointError",
+    "Generation",
+    "Node",
+    "NodeStatus",
+    "Policy",
+    "Prefix",
+    "Problem",
+    "ProblemFileError",
+    "SamplingParams",
+    "SearchConfig",
+    "SearchContext",
+    "SearchResult",
+    "SearchTree",
+    "StepFormat",
+    "TreeSearchError",
+    "Usage",
+    "Verifier",
+    "extract_answer",
+    "load_problems",
+    "make_backend",
+    "math_equal",
+    "run",
+    "search",
+]

@@ -1,0 +1,75 @@
+"""Aggregators: how the finished paths of a search become one answer.
+
+Each is a plain function of the candidates and their answer groups (which
+answers are equivalent, computed once by ``group_answers``), so they are
+testable without an event loop. Ties go to the larger score sum, then to the
+answer found first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from treesearch.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Candidate:
+    """A finished path: its last node, its answer (None if it gave none) and its score."""
+
+    node: int
+    answer: str | None
+    score: float | None = None
+
+
+Aggregator = Callable[[Sequence[Candidate], Sequence[int]], str | None]
+
+
+def _tally(
+    candidates: Sequence[Candidate], groups: Sequence[int], weight: Callable[[Candidate], float]
+) -> str | None:
+    totals: dict[int, tuple[float, float]] = {}
+    first: dict[int, str] = {}
+    for candidate, group in zip(candidates, groups, strict=True):
+        if candidate.answer is None:
+            continue
+        first.setdefault(group, candidate.answer)
+        value, score_sum = totals.get(group, (0.0, 0.0))
+        totals[group] = (value + weight(candidate), score_sum + (candidate.score or 0.0))
+    if not totals:
+        return None
+    order = list(first)
+    best = max(order, key=lambda group: (totals[group], -order.index(group)))
+    return first[best]
+
+
+def majority_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
+    """The answer given by the most paths."""
+    return _tally(candidates, groups, lambda candidate: 1.0)
+
+
+def weighted_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
+    """The answer whose paths' scores sum highest (Snell et al.'s best-of-N weighted)."""
+    return _tally(candidates, groups, lambda candidate: candidate.score or 0.0)
+
+
+def best_of_n(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
+    """The answer of the single best-scored path."""
+    answered = [c for c in candidates if c.answer is not None]
+    if not answered:
+        return None
+    return max(answered, key=lambda c: (c.score if c.score is not None else float("-inf"))).answer
+
+
+AGGREGATORS: dict[str, Aggregator] = {
+    "majority": majority_vote,
+    "weighted": weighted_vote,
+    "best": best_of_n,
+}
+
+
+def get_aggregator(name: str) -> Aggregator:
+    if name not in AGGREGATORS:
+        raise ConfigError(f"unknown aggregator {name!r}; choose from {', '.join(AGGREGATORS)}")
+    return AGGREGATORS[name]

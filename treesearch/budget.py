@@ -1,0 +1,138 @@
+"""Budgets: tokens, requests and a deadline, never overrun however many calls are in flight.
+
+A call *reserves* its worst case before it is sent and *settles* to what the
+server reported after. A reservation that does not fit is refused with
+BudgetExhausted, which ends a search gracefully. Reserve and settle do not
+await, so on one event loop they are atomic without a lock: the total charged
+plus the total reserved never exceeds the limit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from treesearch.errors import BudgetExhausted, ConfigError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BudgetLimits:
+    """Per-problem limits; None means unlimited. ``count_prompt`` false counts completion tokens only."""
+
+    tokens: int | None = None
+    requests: int | None = None
+    deadline_s: float | None = None
+    count_prompt: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("tokens", "requests", "deadline_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"budget {name} must be positive, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Usage:
+    """What a search spent. ``estimated`` is true when some server gave no usage and counts were guessed."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def flops(self, parameters: float) -> float:
+        """Inference FLOPs, 2 × parameters × tokens (Snell et al.'s unit)."""
+        return 2.0 * parameters * self.total_tokens
+
+
+@dataclass(slots=True)
+class Reservation:
+    tokens: int
+    requests: int
+    open: bool = True
+
+
+class Budget:
+    """The running account of one problem's search against its limits."""
+
+    def __init__(self, limits: BudgetLimits) -> None:
+        self.limits = limits
+        self._deadline = (
+            None if limits.deadline_s is None else time.monotonic() + limits.deadline_s
+        )
+        self._charged_tokens = 0
+        self._reserved_tokens = 0
+        self._charged_requests = 0
+        self._reserved_requests = 0
+        self._usage = Usage()
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage
+
+    @property
+    def charged_tokens(self) -> int:
+        """Tokens counted against the limit (prompt + completion, or completion only)."""
+        return self._charged_tokens
+
+    def seconds_left(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def reserve(self, prompt_tokens: int, completion_tokens: int, requests: int = 1) -> Reservation:
+        """Hold the worst case of a call, or raise BudgetExhausted if it does not fit."""
+        left = self.seconds_left()
+        if left is not None and left <= 0:
+            raise BudgetExhausted("deadline passed")
+        tokens = completion_tokens + (prompt_tokens if self.limits.count_prompt else 0)
+        limit = self.limits.tokens
+        if limit is not None and self._charged_tokens + self._reserved_tokens + tokens > limit:
+            raise BudgetExhausted(
+                f"{tokens} tokens asked, {limit - self._charged_tokens - self._reserved_tokens}"
+                f" of {limit} left"
+            )
+        if (
+            self.limits.requests is not None
+            and self._charged_requests + self._reserved_requests + requests > self.limits.requests
+        ):
+            raise BudgetExhausted(f"request limit {self.limits.requests} reached")
+        self._reserved_tokens += tokens
+        self._reserved_requests += requests
+        return Reservation(tokens=tokens, requests=requests)
+
+    def settle(
+        self, reservation: Reservation, prompt_tokens: int, completion_tokens: int, *, estimated: bool
+    ) -> None:
+        """Replace a reservation by what the call really cost."""
+        self._close(reservation)
+        tokens = completion_tokens + (prompt_tokens if self.limits.count_prompt else 0)
+        if tokens > reservation.tokens:
+            # The worst case was wrong (a tokenizer merged differently): charge the truth, say so.
+            log.warning("reservation_exceeded", reserved=reservation.tokens, charged=tokens)
+        self._charged_tokens += tokens
+        self._charged_requests += reservation.requests
+        used = self._usage
+        self._usage = Usage(
+            prompt_tokens=used.prompt_tokens + prompt_tokens,
+            completion_tokens=used.completion_tokens + completion_tokens,
+            requests=used.requests + reservation.requests,
+            estimated=used.estimated or estimated,
+        )
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a reservation back unused (the call failed or was cancelled)."""
+        self._close(reservation)
+
+    def _close(self, reservation: Reservation) -> None:
+        if not reservation.open:
+            raise RuntimeError("reservation settled twice")
+        reservation.open = False
+        self._reserved_tokens -= reservation.tokens
+        self._reserved_requests -= reservation.requests

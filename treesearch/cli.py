@@ -1,0 +1,229 @@
+"""The command line: ``treesearch run | demo | serve-fake``.
+
+Options mirror SearchConfig one to one. Every error treesearch raises on
+purpose is printed as one line with a non-zero exit (2 for bad input, 1 when
+some problems failed); a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import codecs
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from treesearch.budget import BudgetLimits
+from treesearch.config import SearchConfig
+from treesearch.context import StepFormat
+from treesearch.errors import ConfigError, EndpointError, TreeSearchError
+from treesearch.logs import configure
+from treesearch.policy import SamplingParams
+from treesearch.problems import load_problems
+from treesearch.registry import make_backend
+from treesearch.runner import run
+from treesearch.strategies import STRATEGIES
+from treesearch.verify import CallableVerifier, Verifier
+
+
+def _text(value: str) -> str:
+    """Command-line text with backslash escapes, so ``--step-delimiter '\\n\\n'`` works."""
+    return codecs.decode(value, "unicode_escape")
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", default="majority-vote",
+                        help=f"one of: {', '.join(STRATEGIES)} (default majority-vote)")
+    parser.add_argument("--n", type=int, default=8, help="samples / finished paths (default 8)")
+    parser.add_argument("--sampling", choices=["whole", "steps"], default="whole",
+                        help="sample each solution in one request or step by step (default whole)")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--max-step-tokens", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=1024,
+                        help="tokens of a whole solution sampled in one request")
+    parser.add_argument("--step-delimiter", type=_text, default="\n\n")
+    parser.add_argument("--stop", type=_text, action="append", default=[],
+                        help="a further stop string that ends a solution (repeatable)")
+    parser.add_argument("--max-depth", type=int, default=40)
+    parser.add_argument("--budget-tokens", type=int, default=None, help="per problem")
+    parser.add_argument("--budget-requests", type=int, default=None, help="per problem")
+    parser.add_argument("--budget-seconds", type=float, default=None, help="per problem")
+    parser.add_argument("--budget-count", choices=["total", "completion"], default="total",
+                        help="count prompt+completion tokens (total) or completion only")
+    parser.add_argument("--aggregator", default=None, help="majority, weighted or best")
+    parser.add_argument("--reduction", default="last", help="last, min, prod or mean")
+    parser.add_argument("--verifier", default=None, metavar="MODULE:FUNCTION",
+                        help="a Python function (problem, steps) -> score(s) to verify with")
+
+
+def _config(args: argparse.Namespace) -> SearchConfig:
+    return SearchConfig(
+        strategy=args.strategy,
+        n=args.n,
+        whole=args.sampling == "whole",
+        sampling=SamplingParams(temperature=args.temperature, top_p=args.top_p, seed=args.seed),
+        step=StepFormat(
+            delimiter=args.step_delimiter,
+            end_stops=tuple(args.stop),
+            max_step_tokens=args.max_step_tokens,
+            max_depth=args.max_depth,
+            max_tokens=args.max_tokens,
+        ),
+        budget=BudgetLimits(
+            tokens=args.budget_tokens,
+            requests=args.budget_requests,
+            deadline_s=args.budget_seconds,
+            count_prompt=args.budget_count == "total",
+        ),
+        reduction=args.reduction,
+        aggregator=args.aggregator,
+    )
+
+
+def _verifier(spec: str | None) -> Verifier | None:
+    if spec is None:
+        return None
+    module_name, _, function_name = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot load verifier {spec!r}: {exc}") from exc
+    return CallableVerifier(function)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    problems = load_problems(args.problems)
+    verifier = _verifier(args.verifier)
+    policy = make_backend(
+        "openai",
+        base_url=args.base_url,
+        model=args.model,
+        api=args.api,
+        api_key=args.api_key,
+        concurrency=args.concurrency,
+    )
+    log_file = configure(args.log_json)
+    try:
+        await policy.ping()
+        results = await run(
+            problems,
+            policy,
+            config,
+            verifier=verifier,
+            output=args.output,
+            trees_dir=args.trees,
+            keep_trees=False,
+            max_problems_in_flight=args.concurrency,
+            progress=True,
+        )
+    finally:
+        await policy.aclose()
+        if log_file is not None:
+            log_file.close()
+    failed = [r for r in results if r.error is not None]
+    graded = [r for r in results if r.correct is not None]
+    summary = f"{len(results)} problems run, {len(problems) - len(results)} already done"
+    if graded:
+        summary += f", accuracy {sum(bool(r.correct) for r in graded) / len(graded):.3f}"
+    print(summary, file=sys.stderr)
+    if failed:
+        print(f"treesearch: {len(failed)} problems failed; first: {failed[0].error}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve_fake(args: argparse.Namespace) -> int:
+    from treesearch.backends.fake_server import FakeServerConfig, serve, tasks_from_file
+
+    config = FakeServerConfig(
+        model=args.model,
+        latency_s=args.latency,
+        error_rate=args.error_rate,
+        error_statuses=tuple(int(s) for s in args.error_statuses.split(",")),
+        retry_after_s=args.retry_after,
+        ignore_n=args.ignore_n,
+        usage=not args.no_usage,
+        max_context=args.max_context,
+        seed=args.seed,
+        tasks=tasks_from_file(args.problems) if args.problems else {},
+    )
+    try:
+        asyncio.run(serve(config, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from treesearch.demo import demo
+
+    return anyio.run(demo)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="treesearch", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+
+    run_parser = commands.add_parser("run", help="one strategy over a JSONL problem set")
+    run_parser.add_argument("--base-url", required=True)
+    run_parser.add_argument("--model", required=True)
+    run_parser.add_argument("--api", choices=["completions", "chat"], default="completions")
+    run_parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
+    run_parser.add_argument("--concurrency", type=int, default=256,
+                            help="requests in flight to the endpoint (default 256)")
+    run_parser.add_argument("--problems", required=True, type=Path)
+    run_parser.add_argument("--output", required=True, type=Path)
+    run_parser.add_argument("--trees", type=Path, default=None,
+                            help="write each search tree here as node-link JSON")
+    run_parser.add_argument("--log-json", type=Path, default=None)
+    _add_search_options(run_parser)
+    run_parser.set_defaults(handler=lambda a: anyio.run(_run, a))
+
+    fake = commands.add_parser("serve-fake", help="the synthetic OpenAI-compatible task server")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8000)
+    fake.add_argument("--model", default="fake")
+    fake.add_argument("--problems", type=Path, default=None,
+                      help="JSONL problems whose \"fake\" field sets their behaviour")
+    fake.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    fake.add_argument("--error-rate", type=float, default=0.0)
+    fake.add_argument("--error-statuses", default="429,500,503")
+    fake.add_argument("--retry-after", type=float, default=None)
+    fake.add_argument("--ignore-n", action="store_true", help="answer one choice whatever n says")
+    fake.add_argument("--no-usage", action="store_true", help="leave usage out of responses")
+    fake.add_argument("--max-context", type=int, default=8192)
+    fake.add_argument("--seed", type=int, default=0)
+    fake.set_defaults(handler=_serve_fake)
+
+    demo = commands.add_parser("demo", help="see test-time compute work, offline")
+    demo.set_defaults(handler=_demo)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: Any = parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except EndpointError as exc:
+        print(f"treesearch: error: {exc}", file=sys.stderr)
+        return 1
+    except TreeSearchError as exc:
+        print(f"treesearch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

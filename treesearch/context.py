@@ -1,0 +1,282 @@
+"""The SearchContext: the only way a strategy reaches the world.
+
+A strategy asks the context to expand nodes and to score them; the context
+reserves the budget for every request, tops up when an endpoint gives fewer
+choices than asked, records every step in the SearchTree, and emits events.
+Strategies never see HTTP and never count tokens.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+import anyio
+import structlog
+
+from treesearch.answers import extract_answer
+from treesearch.budget import Budget
+from treesearch.errors import BudgetExhausted, ConfigError, EndpointError
+from treesearch.policy import Choice, Generation, Policy, Prefix, SamplingParams, token_upper_bound
+from treesearch.problems import Problem
+from treesearch.tree import ROOT, Node, NodeStatus, SearchTree
+from treesearch.verify import Verifier, reduce_scores
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepFormat:
+    """What a step is: text up to ``delimiter`` (at most ``max_step_tokens``), a path at most
+    ``max_depth`` steps deep. ``end_stops`` are further stop strings that end a solution (say
+    "\\nQ:" after a few-shot prompt). A whole solution in one call may use ``max_tokens``."""
+
+    delimiter: str = "\n\n"
+    end_stops: tuple[str, ...] = ()
+    max_step_tokens: int = 256
+    max_depth: int = 40
+    max_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.delimiter:
+            raise ConfigError("the step delimiter must not be empty")
+        if self.max_step_tokens <= 0 or self.max_depth <= 0 or self.max_tokens <= 0:
+            raise ConfigError("max step tokens, max depth and max tokens must be positive")
+
+
+# A prefix the server has tokenized may be re-tokenized a little differently once a
+# step is appended; this many tokens per appended step cover that.
+_BOUNDARY_SLACK = 2
+
+
+class SearchContext:
+    """One problem's search: its tree, budget, policy and (optional) verifier."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        policy: Policy,
+        budget: Budget,
+        *,
+        sampling: SamplingParams,
+        step_format: StepFormat,
+        verifier: Verifier | None = None,
+        reduction: str = "last",
+    ) -> None:
+        self.problem = problem
+        self.policy = policy
+        self.budget = budget
+        self.sampling = sampling
+        self.step_format = step_format
+        self.verifier = verifier
+        self.reduction = reduction
+        self.tree = SearchTree(problem.id, problem.prompt or problem.question)
+        self._requests_per_node: dict[int, int] = {}
+        self._log = log.bind(problem_id=problem.id)
+
+    # -- proposals --------------------------------------------------------------
+
+    async def expand(
+        self, node_id: int, n: int, *, whole: bool = False, temperature: float | None = None
+    ) -> list[Node]:
+        """Add ``n`` children under ``node_id``: next steps, or (``whole``) entire solutions.
+
+        One request asks for all ``n`` when the endpoint honours ``n``; when it returns
+        fewer, the rest comes from further requests (the policy remembers). Each request
+        reserves its own worst case, and each child is in the tree as soon as its request
+        returns, so a budget refusal midway loses nothing.
+        """
+        params = self._params(whole, temperature)
+        prefix = Prefix(
+            problem=self.problem, steps=self.tree.steps(node_id), delimiter=self.step_format.delimiter
+        )
+        prompt_bound = self._prompt_bound(node_id, prefix)
+        children: list[Node] = []
+        wanted = n
+        while wanted > 0:
+            per_request = max(1, self.policy.choices_per_request(wanted))
+            sizes = [per_request] * (wanted // per_request)
+            if wanted % per_request:
+                sizes.append(wanted % per_request)
+
+            async def one(size: int, seed: int | None) -> list[Node]:
+                reservation = self.budget.reserve(prompt_bound, size * params.max_tokens)
+                try:
+                    generation = await self.policy.generate(prefix, size, replace(params, seed=seed))
+                except BaseException:
+                    self.budget.release(reservation)
+                    raise
+                self.budget.settle(
+                    reservation,
+                    generation.prompt_tokens,
+                    generation.completion_tokens,
+                    estimated=generation.estimated,
+                )
+                return self._record(node_id, generation, whole)
+
+            batches = await gather([
+                (lambda size=size, seed=self._seed(node_id): one(size, seed)) for size in sizes
+            ])
+            got = [child for batch in batches for child in batch]
+            if not got:
+                raise EndpointError(self.policy.endpoint, None, "the server returned no choices")
+            children.extend(got)
+            wanted -= len(got)
+        return children
+
+    async def expand_many(
+        self, widths: Mapping[int, int], *, temperature: float | None = None
+    ) -> dict[int, list[Node]]:
+        """Expand several nodes concurrently: ``widths`` maps a node to its number of children."""
+        items = [(node, width) for node, width in widths.items() if width > 0]
+        batches = await gather([
+            (lambda node=node, width=width: self.expand(node, width, temperature=temperature))
+            for node, width in items
+        ])
+        return {node: batch for (node, _), batch in zip(items, batches, strict=True)}
+
+    async def rollout(self, node_id: int, *, temperature: float | None = None) -> Node:
+        """Extend one path a step at a time until it finishes; return its last node."""
+        node = self.tree.node(node_id)
+        while not node.terminal:
+            (node,) = await self.expand(node.id, 1, temperature=temperature)
+        return node
+
+    # -- scores -----------------------------------------------------------------
+
+    async def score(self, node_ids: Sequence[int]) -> None:
+        """Score the paths ending at ``node_ids`` in one batched verifier call."""
+        if self.verifier is None:
+            raise ConfigError("this strategy needs a verifier")
+        todo = [node for node in node_ids if self.tree.node(node).scores is None]
+        if not todo:
+            return
+        paths = [self._verifier_steps(node) for node in todo]
+        scores = await self.verifier.score(self.problem, paths)
+        if len(scores) != len(todo):
+            raise EndpointError("verifier", None, f"{len(scores)} scores for {len(todo)} paths")
+        for node, values in zip(todo, scores, strict=True):
+            self.tree.update(node, scores=tuple(values))
+            self._log.debug("node_scored", node_id=node, scores=values)
+
+    def path_score(self, node_id: int) -> float | None:
+        scores = self.tree.node(node_id).scores
+        return None if scores is None else reduce_scores(scores, self.reduction)
+
+    # -- internals --------------------------------------------------------------
+
+    def _params(self, whole: bool, temperature: float | None) -> SamplingParams:
+        fmt = self.step_format
+        return replace(
+            self.sampling,
+            temperature=self.sampling.temperature if temperature is None else temperature,
+            max_tokens=fmt.max_tokens if whole else fmt.max_step_tokens,
+            stop=fmt.end_stops if whole else (fmt.delimiter, *fmt.end_stops),
+        )
+
+    def _seed(self, node_id: int) -> int | None:
+        """A distinct, reproducible seed per request: the same under any scheduling order."""
+        if self.sampling.seed is None:
+            return None
+        count = self._requests_per_node.get(node_id, 0)
+        self._requests_per_node[node_id] = count + 1
+        key = f"{self.sampling.seed}:{self.problem.id}:{node_id}:{count}"
+        return zlib.crc32(key.encode())
+
+    def _prompt_bound(self, node_id: int, prefix: Prefix) -> int:
+        """The most prompt tokens this prefix can take: the exact count the server reported
+        for the nearest ancestor plus a byte bound for the steps after it, or the policy's
+        own bound before any count is known."""
+        path = [self.tree.node(ROOT), *self.tree.path(node_id)]
+        extra = 0
+        for node in reversed(path):
+            if node.prompt_tokens is not None:
+                return node.prompt_tokens + extra
+            if node.id != ROOT:
+                extra += token_upper_bound(node.text + prefix.delimiter) + _BOUNDARY_SLACK
+        return self.policy.prompt_token_bound(prefix)
+
+    def _record(self, parent_id: int, generation: Generation, whole: bool) -> list[Node]:
+        if not generation.estimated and self.tree.node(parent_id).prompt_tokens is None:
+            self.tree.update(parent_id, prompt_tokens=generation.prompt_tokens)
+        total_chars = sum(len(choice.text) for choice in generation.choices) or 1
+        children = []
+        for choice in generation.choices:
+            tokens = choice.tokens
+            if tokens is None:
+                tokens = round(generation.completion_tokens * len(choice.text) / total_chars)
+            answer = extract_answer(choice.text)
+            child = self.tree.add_child(
+                parent_id,
+                text=choice.text,
+                status=self._status(parent_id, choice, answer, whole),
+                finish_reason=choice.finish_reason,
+                answer=answer,
+                tokens=tokens,
+                logprob=choice.logprob,
+            )
+            children.append(child)
+            self._log.debug(
+                "node_added",
+                node_id=child.id,
+                parent=parent_id,
+                depth=child.depth,
+                status=child.status.value,
+                tokens=tokens,
+            )
+        return children
+
+    def _status(self, parent_id: int, choice: Choice, answer: str | None, whole: bool) -> NodeStatus:
+        if answer is not None:
+            return NodeStatus.ANSWERED
+        ended = whole or choice.finish_reason != "stop" or not choice.text.strip()
+        too_deep = self.tree.node(parent_id).depth + 1 >= self.step_format.max_depth
+        return NodeStatus.DEAD_END if ended or too_deep else NodeStatus.OPEN
+
+    def _verifier_steps(self, node_id: int) -> list[str]:
+        """A path's steps for a verifier: a whole solution in one node splits at the delimiter."""
+        delimiter = self.step_format.delimiter
+        return [
+            part for node in self.tree.path(node_id) for part in node.text.split(delimiter) if part
+        ]
+
+
+async def gather(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run calls concurrently in one task group and return their results in order.
+
+    A budget refusal lets the calls already in flight finish (their steps are in the
+    tree) and is raised after them; any other failure cancels the rest. Either way the
+    error surfaces as itself, not as an exception group.
+    """
+    if len(calls) == 1:
+        return [await calls[0]()]
+    results: list[T | None] = [None] * len(calls)
+    refused: list[BudgetExhausted] = []
+
+    async def run(index: int, call: Callable[[], Awaitable[T]]) -> None:
+        try:
+            results[index] = await call()
+        except BudgetExhausted as exc:
+            refused.append(exc)
+
+    try:
+        async with anyio.create_task_group() as group:
+            for index, call in enumerate(calls):
+                group.start_soon(run, index, call)
+    except BaseExceptionGroup as failure:
+        raise most_telling(failure) from None
+    if refused:
+        raise refused[0]
+    return results  # type: ignore[return-value]
+
+
+def most_telling(failure: BaseException) -> BaseException:
+    """The leaf of a (nested) exception group to report: anything before BudgetExhausted."""
+    if not isinstance(failure, BaseExceptionGroup):
+        return failure
+    leaves = [most_telling(inner) for inner in failure.exceptions]
+    return next((leaf for leaf in leaves if not isinstance(leaf, BudgetExhausted)), leaves[0])

@@ -1,0 +1,50 @@
+"""Every error treesearch raises on purpose.
+
+    TreeSearchError                 base of everything below
+    ├── ConfigError                 a setting or argument that cannot work
+    ├── ProblemFileError            a problems JSONL line that cannot be read (carries the line)
+    ├── EndpointError               an endpoint failed for good (carries URL, status, body excerpt)
+    └── BudgetExhausted             a reservation did not fit; internal control flow that ends a
+                                    search gracefully, never shown to a user as a crash
+
+The command line prints any of them as one line; a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+
+class TreeSearchError(Exception):
+    """Base class for the errors treesearch raises on purpose."""
+
+
+class ConfigError(TreeSearchError):
+    """A setting, argument or name (strategy, backend) that cannot work."""
+
+
+class ProblemFileError(TreeSearchError):
+    """A line of a problems file that is not a usable problem."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+
+class EndpointError(TreeSearchError):
+    """An endpoint answered with an error that retries did not cure, or could not be reached."""
+
+    def __init__(self, url: str, status: int | None, detail: str) -> None:
+        where = f"{url} answered {status}" if status is not None else f"{url} unreachable"
+        super().__init__(f"{where}: {detail[:300]}")
+        self.url = url
+        self.status = status
+        self.detail = detail
+
+
+class BudgetExhausted(TreeSearchError):
+    """A reservation did not fit in what is left of a budget (or the deadline passed)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"budget exhausted: {reason}")
+        self.reason = reason

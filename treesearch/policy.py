@@ -1,0 +1,103 @@
+"""The Policy protocol: what a strategy's proposals come from.
+
+A Policy turns a prefix (the problem and the steps so far) into continuations.
+One ``generate`` call is one request to one endpoint; the SearchContext above
+it reserves the budget for that request, tops up when an endpoint gives fewer
+choices than asked, and records the results in the tree. Adapters (OpenAI-
+compatible servers, an embedded llama.cpp model) live in ``treesearch.backends``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from treesearch.problems import Problem
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SamplingParams:
+    """Decoding settings of one request. ``stop`` is empty when a whole solution is wanted."""
+
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ("\n\n",)
+    seed: int | None = None
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Prefix:
+    """What to continue: the problem and the steps already taken, joined by ``delimiter``."""
+
+    problem: Problem
+    steps: tuple[str, ...] = ()
+    delimiter: str = "\n\n"
+
+    def continuation(self) -> str:
+        """The text after the prompt: every step followed by the delimiter, so the next starts clean."""
+        return "".join(step + self.delimiter for step in self.steps)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Choice:
+    """One continuation. ``stop_reason`` is the stop string matched, when the server says so
+    (vLLM does; llama.cpp and OpenAI do not), and None for end-of-sequence or unknown."""
+
+    text: str
+    finish_reason: str
+    stop_reason: str | None = None
+    tokens: int | None = None
+    logprob: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Generation:
+    """The choices of one request and what the server charged for it.
+
+    ``estimated`` is true when the server reported no usage and the counts are a
+    tokenizer-free estimate.
+    """
+
+    choices: tuple[Choice, ...]
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Proposes continuations of a prefix. Implementations keep their own endpoint state."""
+
+    @property
+    def endpoint(self) -> str:
+        """A label for events and errors (a base URL, or a model path)."""
+        ...
+
+    def choices_per_request(self, n: int) -> int:
+        """How many of ``n`` wanted choices one request should ask for (n, unless the
+        endpoint has shown it returns fewer)."""
+        ...
+
+    def prompt_token_bound(self, prefix: Prefix) -> int:
+        """The most tokens the rendered prompt of ``prefix`` can take (before any usage is known)."""
+        ...
+
+    async def generate(self, prefix: Prefix, n: int, params: SamplingParams) -> Generation:
+        """One request for up to ``n`` continuations of ``prefix``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free token count for servers that report no usage (about 4 characters a token)."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def token_upper_bound(text: str) -> int:
+    """A count no tokenizer exceeds for ``text``: every token covers at least one UTF-8 byte."""
+    return len(text.encode("utf-8"))

@@ -1,0 +1,81 @@
+"""Problems and the JSONL files they come in.
+
+A line is one JSON object with ``id``, ``question`` (or a ready ``prompt``) and an
+optional gold ``answer``; any other keys are kept as metadata, where backends
+such as the synthetic server find their own settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from treesearch.errors import ProblemFileError
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Problem:
+    """One question to search on. ``prompt``, when given, is sent as is instead of a template."""
+
+    id: str
+    question: str
+    prompt: str | None = None
+    answer: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Problem:
+        """Build a problem from a decoded JSONL object; raise ValueError naming what is wrong."""
+        if "id" not in record:
+            raise ValueError('missing "id"')
+        question, prompt = record.get("question"), record.get("prompt")
+        if not isinstance(question, str) and not isinstance(prompt, str):
+            raise ValueError('needs a string "question" or "prompt"')
+        answer = record.get("answer")
+        known = {"id", "question", "prompt", "answer"}
+        return cls(
+            id=str(record["id"]),
+            question=question if isinstance(question, str) else str(prompt),
+            prompt=prompt if isinstance(prompt, str) else None,
+            answer=None if answer is None else str(answer),
+            metadata={k: v for k, v in record.items() if k not in known},
+        )
+
+
+def read_problems(path: str | Path) -> Iterator[Problem]:
+    """Yield the problems of a JSONL file, raising ProblemFileError with the line of a bad one."""
+    path = Path(path)
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise ProblemFileError(str(path), 0, exc.strerror or str(exc)) from exc
+    seen: set[str] = set()
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ProblemFileError(str(path), number, f"not JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise ProblemFileError(str(path), number, "not a JSON object")
+            try:
+                problem = Problem.from_record(record)
+            except ValueError as exc:
+                raise ProblemFileError(str(path), number, str(exc)) from exc
+            if problem.id in seen:
+                raise ProblemFileError(str(path), number, f"duplicate id {problem.id!r}")
+            seen.add(problem.id)
+            yield problem
+
+
+def load_problems(path: str | Path) -> list[Problem]:
+    """All problems of a JSONL file, validated before any search starts."""
+    problems = list(read_problems(path))
+    if not problems:
+        raise ProblemFileError(str(path), 0, "no problems in file")
+    return problems

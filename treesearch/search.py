@@ -1,0 +1,166 @@
+"""One problem, one strategy: run it under the budget and aggregate what it finished.
+
+The strategy grows the tree; running out of budget (or time) simply ends the
+growing. Whatever finished is then scored if the aggregator needs scores,
+grouped by answer equivalence (in a worker thread: math-verify is blocking)
+and aggregated into a SearchResult.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+
+from treesearch.aggregate import Candidate, get_aggregator
+from treesearch.answers import Equivalence, group_answers, math_equal
+from treesearch.budget import Budget, Usage
+from treesearch.config import SearchConfig
+from treesearch.context import SearchContext, most_telling
+from treesearch.errors import BudgetExhausted, ConfigError
+from treesearch.policy import Policy
+from treesearch.problems import Problem
+from treesearch.strategies import get_strategy
+from treesearch.tree import SearchTree
+from treesearch.verify import Verifier
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SearchResult:
+    """``stopped_by`` is "done" (the strategy finished), "budget", "deadline" or "error"."""
+
+    problem_id: str
+    strategy: str
+    answer: str | None
+    gold: str | None
+    correct: bool | None
+    candidates: tuple[Candidate, ...]
+    usage: Usage
+    stopped_by: str
+    wall_s: float
+    error: str | None = None
+    tree: SearchTree | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSONL output line (without the tree)."""
+        return {
+            "id": self.problem_id,
+            "strategy": self.strategy,
+            "answer": self.answer,
+            "gold": self.gold,
+            "correct": self.correct,
+            "candidates": [
+                {"node": c.node, "answer": c.answer, "score": c.score} for c in self.candidates
+            ],
+            "usage": {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+                "requests": self.usage.requests,
+                "estimated": self.usage.estimated,
+            },
+            "stopped_by": self.stopped_by,
+            "wall_s": round(self.wall_s, 4),
+            "error": self.error,
+        }
+
+
+def check_config(config: SearchConfig, verifier: Verifier | None) -> None:
+    """Refuse a configuration that cannot run, before any request is sent."""
+    strategy = get_strategy(config.strategy)
+    aggregator = config.aggregator or strategy.aggregator
+    get_aggregator(aggregator)
+    needs_scores = strategy.needs_verifier or aggregator != "majority"
+    if needs_scores and verifier is None:
+        raise ConfigError(f"strategy {config.strategy!r} with {aggregator} aggregation needs a verifier")
+
+
+async def search(
+    problem: Problem,
+    policy: Policy,
+    config: SearchConfig,
+    *,
+    verifier: Verifier | None = None,
+    same: Equivalence = math_equal,
+) -> SearchResult:
+    """Search one problem. Budget and deadline end the search early but never raise;
+    a failing endpoint or verifier is reported in ``error`` with what was finished."""
+    check_config(config, verifier)
+    strategy = get_strategy(config.strategy)
+    aggregator = config.aggregator or strategy.aggregator
+    started = time.perf_counter()
+    budget = Budget(config.budget)
+    ctx = SearchContext(
+        problem,
+        policy,
+        budget,
+        sampling=config.sampling,
+        step_format=config.step,
+        verifier=verifier,
+        reduction=config.reduction,
+    )
+    stopped_by, error = "done", None
+    try:
+        seconds = budget.seconds_left()
+        with anyio.move_on_after(math.inf if seconds is None else seconds) as scope:
+            await strategy.run(ctx, config)
+        if scope.cancelled_caught:
+            stopped_by = "deadline"
+        finished = ctx.tree.terminals()
+        if aggregator != "majority" and finished:
+            await ctx.score([node.id for node in finished])
+    except BudgetExhausted:
+        stopped_by = "budget"
+    except Exception as exc:
+        failure = most_telling(exc)
+        if isinstance(failure, BudgetExhausted):
+            stopped_by = "budget"
+        else:
+            stopped_by, error = "error", str(failure) or type(failure).__name__
+            log.warning("problem_failed", problem_id=problem.id, error=error)
+
+    candidates = tuple(
+        Candidate(node=node.id, answer=node.answer, score=ctx.path_score(node.id))
+        for node in ctx.tree.terminals()
+    )
+    answers = [c.answer for c in candidates if c.answer is not None]
+    answered = [c for c in candidates if c.answer is not None]
+
+    def decide() -> tuple[str | None, bool | None]:
+        groups = group_answers(answers, same)
+        answer = get_aggregator(aggregator)(answered, groups)
+        if problem.answer is None:
+            return answer, None
+        return answer, answer is not None and same(answer, problem.answer)
+
+    answer, correct = await anyio.to_thread.run_sync(decide)
+    result = SearchResult(
+        problem_id=problem.id,
+        strategy=config.strategy,
+        answer=answer,
+        gold=problem.answer,
+        correct=correct,
+        candidates=candidates,
+        usage=budget.usage,
+        stopped_by=stopped_by,
+        wall_s=time.perf_counter() - started,
+        error=error,
+        tree=ctx.tree,
+    )
+    log.info(
+        "problem_finished",
+        problem_id=problem.id,
+        answer=answer,
+        correct=correct,
+        stopped_by=stopped_by,
+        nodes=len(ctx.tree),
+        tokens=budget.usage.total_tokens,
+    )
+    return result
+
+

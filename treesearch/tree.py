@@ -1,0 +1,158 @@
+"""The search tree: every step any strategy explored, over a networkx DiGraph.
+
+Node 0 is the problem; every other node is one reasoning step. Node records are
+immutable; a change (a verifier score, a status) replaces the record. The graph
+is the single source of truth for what was explored: strategies keep node ids,
+never private copies of paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+
+class NodeStatus(StrEnum):
+    """Where a path stands: still open, finished with an answer, or finished without one."""
+
+    OPEN = "open"
+    ANSWERED = "answered"
+    DEAD_END = "dead_end"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Node:
+    """One step (or the problem, at the root).
+
+    ``tokens`` is the step's completion tokens (a proportional share when a server
+    reports only a request total); ``prompt_tokens`` the exact token count of the
+    prefix ending at this node, when a server reported it; ``scores`` the
+    verifier's per-step scores of the path ending here.
+    """
+
+    id: int
+    parent: int | None
+    depth: int
+    text: str
+    status: NodeStatus = NodeStatus.OPEN
+    finish_reason: str | None = None
+    answer: str | None = None
+    tokens: int = 0
+    logprob: float | None = None
+    prompt_tokens: int | None = None
+    scores: tuple[float, ...] | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status is not NodeStatus.OPEN
+
+
+ROOT = 0
+
+
+class SearchTree:
+    """A typed layer over ``networkx.DiGraph`` holding one problem's search."""
+
+    def __init__(self, problem_id: str, prompt: str) -> None:
+        self.problem_id = problem_id
+        self.graph: nx.DiGraph = nx.DiGraph(problem_id=problem_id)
+        self.graph.add_node(ROOT, record=Node(id=ROOT, parent=None, depth=0, text=prompt))
+
+    def __len__(self) -> int:
+        return int(self.graph.number_of_nodes())
+
+    def node(self, node_id: int) -> Node:
+        record: Node = self.graph.nodes[node_id]["record"]
+        return record
+
+    def nodes(self) -> list[Node]:
+        return [data["record"] for _, data in self.graph.nodes(data=True)]
+
+    def add_child(self, parent: int, **fields: Any) -> Node:
+        """Add a step under ``parent``; ``fields`` are Node fields other than the ids and depth."""
+        node_id = self.graph.number_of_nodes()
+        record = Node(id=node_id, parent=parent, depth=self.node(parent).depth + 1, **fields)
+        self.graph.add_node(node_id, record=record)
+        self.graph.add_edge(parent, node_id)
+        return record
+
+    def update(self, node_id: int, **changes: Any) -> Node:
+        record = dataclasses.replace(self.node(node_id), **changes)
+        self.graph.nodes[node_id]["record"] = record
+        return record
+
+    def children(self, node_id: int) -> list[Node]:
+        return [self.node(child) for child in self.graph.successors(node_id)]
+
+    def path(self, node_id: int) -> list[Node]:
+        """The steps from the first one down to ``node_id`` (the root excluded)."""
+        steps: list[Node] = []
+        current: int | None = node_id
+        while current is not None and current != ROOT:
+            record = self.node(current)
+            steps.append(record)
+            current = record.parent
+        steps.reverse()
+        return steps
+
+    def steps(self, node_id: int) -> tuple[str, ...]:
+        return tuple(node.text for node in self.path(node_id))
+
+    def open_leaves(self) -> list[Node]:
+        return [
+            node
+            for node in self.nodes()
+            if node.status is NodeStatus.OPEN and self.graph.out_degree(node.id) == 0
+        ]
+
+    def terminals(self) -> list[Node]:
+        """Finished paths, in the order they were added."""
+        return [node for node in self.nodes() if node.terminal]
+
+    # -- export ---------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """Node-link JSON: ``{"nodes": [...], "edges": [...]}`` with every Node field."""
+        flat = nx.DiGraph(problem_id=self.problem_id)
+        for node in self.nodes():
+            flat.add_node(node.id, **_plain(node))
+        flat.add_edges_from(self.graph.edges)
+        data: dict[str, Any] = nx.node_link_data(flat, edges="edges")
+        return data
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json()), encoding="utf-8")
+
+    def write_graphml(self, path: str | Path) -> None:
+        """GraphML, which takes scalars only: missing values become "" and scores a JSON list."""
+        flat = nx.DiGraph()
+        for node in self.nodes():
+            attrs = _plain(node)
+            attrs["scores"] = json.dumps(attrs["scores"])
+            flat.add_node(node.id, **{k: ("" if v is None else v) for k, v in attrs.items()})
+        flat.add_edges_from(self.graph.edges)
+        nx.write_graphml(flat, str(path))
+
+    def to_dot(self) -> str:
+        """Graphviz DOT, one box per node labelled with its step text (cut to 60 characters)."""
+        lines = ["digraph search {", "  node [shape=box];"]
+        for node in self.nodes():
+            label = node.text if node.id != ROOT else f"problem {self.problem_id}"
+            label = json.dumps(label[:60] + (f"\\n→ {node.answer}" if node.answer else ""))
+            lines.append(f"  {node.id} [label={label}];")
+        lines.extend(f"  {a} -> {b};" for a, b in self.graph.edges)
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def _plain(node: Node) -> dict[str, Any]:
+    attrs = dataclasses.asdict(node)
+    attrs["status"] = node.status.value
+    attrs["scores"] = None if node.scores is None else list(node.scores)
+    return attrs

@@ -1,0 +1,65 @@
+"""The Verifier protocol, the Python-callable verifier, and path-score reductions.
+
+A verifier scores paths step by step: ``score(problem, paths)`` returns one list
+of step scores per path, in one batched call. A path's single score is a
+reduction of its step scores: the last one (Snell et al.'s choice, the default),
+the minimum, the product or the mean.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from statistics import fmean
+from typing import Protocol, runtime_checkable
+
+from treesearch.errors import ConfigError
+from treesearch.problems import Problem
+
+StepScores = list[float]
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    async def score(self, problem: Problem, paths: Sequence[Sequence[str]]) -> list[StepScores]:
+        """Scores in [0, 1] for each step of each path, batched in as few calls as possible."""
+        ...
+
+
+ScoreFunction = Callable[
+    [Problem, Sequence[str]], "float | Sequence[float] | Awaitable[float | Sequence[float]]"
+]
+
+
+class CallableVerifier:
+    """A verifier from a Python function of (problem, steps) returning a score for the whole
+    path or one per step; sync or async. Exact checkers (a unit test, an arithmetic check)
+    plug in this way. A sync function runs on the event loop, so it must be quick."""
+
+    def __init__(self, function: ScoreFunction) -> None:
+        self._function = function
+
+    async def score(self, problem: Problem, paths: Sequence[Sequence[str]]) -> list[StepScores]:
+        scored: list[StepScores] = []
+        for steps in paths:
+            value = self._function(problem, steps)
+            if inspect.isawaitable(value):
+                value = await value
+            scored.append([float(value)] if isinstance(value, int | float) else list(value))
+        return scored
+
+
+REDUCTIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "last": lambda scores: scores[-1],
+    "min": min,
+    "prod": math.prod,
+    "mean": fmean,
+}
+
+
+def reduce_scores(scores: Sequence[float], how: str = "last") -> float:
+    """One score for a path from its step scores; an unscored path gets 0."""
+    if how not in REDUCTIONS:
+        raise ConfigError(f"unknown score reduction {how!r}; choose from {', '.join(REDUCTIONS)}")
+    return REDUCTIONS[how](scores) if scores else 0.0
