@@ -87,8 +87,14 @@ def count_tokens(text: str) -> int:
 
 
 def make_problems(
-    count: int, *, p_correct: float = 0.6, steps: int = 3, wrong: int = 1, prefix: str = "p",
-    latency_s: float = 0.0, step_error: float = 0.0,
+    count: int,
+    *,
+    p_correct: float = 0.6,
+    steps: int = 3,
+    wrong: int = 1,
+    prefix: str = "p",
+    latency_s: float = 0.0,
+    step_error: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Problem records whose right answer has probability ``p_correct`` and the rest is spread
     evenly over ``wrong`` wrong answers; ready for a problems JSONL file and for the server."""
@@ -99,13 +105,19 @@ def make_problems(
         for k in range(wrong):
             answers[str(1000 + 10 * index + k)] = (1.0 - p_correct) / wrong
         task_id = f"{prefix}{index}"
-        records.append({
-            "id": task_id,
-            "question": f"Synthetic problem [task:{task_id}].",
-            "answer": gold,
-            "fake": {"steps": steps, "answers": answers, "step_error": step_error,
-                     "latency_s": latency_s},
-        })
+        records.append(
+            {
+                "id": task_id,
+                "question": f"Synthetic problem [task:{task_id}].",
+                "answer": gold,
+                "fake": {
+                    "steps": steps,
+                    "answers": answers,
+                    "step_error": step_error,
+                    "latency_s": latency_s,
+                },
+            }
+        )
     return records
 
 
@@ -155,8 +167,14 @@ class FakeServer:
         self.config = config
         self._rng = random.Random(config.seed)
         self._faults = random.Random(config.seed + 1)
-        self.stats = {"requests": 0, "ok": 0, "errors": 0, "choices": 0,
-                      "prompt_tokens": 0, "completion_tokens": 0}
+        self.stats = {
+            "requests": 0,
+            "ok": 0,
+            "errors": 0,
+            "choices": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        }
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -167,8 +185,12 @@ class FakeServer:
         return app
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
-            {"id": self.config.model, "object": "model", "owned_by": "treesearch"}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": self.config.model, "object": "model", "owned_by": "treesearch"}],
+            }
+        )
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats)
@@ -195,9 +217,13 @@ class FakeServer:
             if n < 1 or max_tokens < 1:
                 raise _BadRequest(400, "n and max_tokens must be at least 1")
             if prompt_tokens + max_tokens > config.max_context:
-                raise _BadRequest(400, (
-                    f"This model's maximum context length is {config.max_context} tokens. "
-                    f"However, you requested {prompt_tokens + max_tokens} tokens."))
+                raise _BadRequest(
+                    400,
+                    (
+                        f"This model's maximum context length is {config.max_context} tokens. "
+                        f"However, you requested {prompt_tokens + max_tokens} tokens."
+                    ),
+                )
         except _BadRequest as exc:
             return self._error(exc.status, str(exc))
         except (ValueError, TypeError) as exc:
@@ -220,23 +246,33 @@ class FakeServer:
             text, finish, stop_reason = _cut(_continue(task, context, rng), stops, max_tokens)
             tokens = _TOKEN.findall(text)
             completion_tokens += len(tokens)
-            choice: dict[str, Any] = {"index": index, "finish_reason": finish,
-                                      "stop_reason": stop_reason}
+            choice: dict[str, Any] = {"index": index, "finish_reason": finish, "stop_reason": stop_reason}
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
                 if logprobs:
-                    choice["logprobs"] = {"content": [
-                        {"token": t, "logprob": _GOOD_LOGPROB, "bytes": None,
-                         "top_logprobs": [{"token": t, "logprob": _GOOD_LOGPROB}]}
-                        for t in tokens]}
+                    choice["logprobs"] = {
+                        "content": [
+                            {
+                                "token": t,
+                                "logprob": _GOOD_LOGPROB,
+                                "bytes": None,
+                                "top_logprobs": [{"token": t, "logprob": _GOOD_LOGPROB}],
+                            }
+                            for t in tokens
+                        ]
+                    }
             else:
                 choice["text"] = text
-                choice["logprobs"] = None if logprobs is None else {
-                    "tokens": tokens,
-                    "token_logprobs": [_GOOD_LOGPROB] * len(tokens),
-                    "top_logprobs": [{t: _GOOD_LOGPROB} for t in tokens],
-                    "text_offset": [m.start() for m in _TOKEN.finditer(text)],
-                }
+                choice["logprobs"] = (
+                    None
+                    if logprobs is None
+                    else {
+                        "tokens": tokens,
+                        "token_logprobs": [_GOOD_LOGPROB] * len(tokens),
+                        "top_logprobs": [{t: _GOOD_LOGPROB} for t in tokens],
+                        "text_offset": [m.start() for m in _TOKEN.finditer(text)],
+                    }
+                )
             choices.append(choice)
         self.stats["ok"] += 1
         self.stats["choices"] += len(choices)
@@ -250,9 +286,11 @@ class FakeServer:
             "choices": choices,
         }
         if config.usage:
-            response["usage"] = {"prompt_tokens": prompt_tokens,
-                                 "completion_tokens": completion_tokens,
-                                 "total_tokens": prompt_tokens + completion_tokens}
+            response["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
         return web.json_response(response)
 
     def _context(self, body: dict[str, Any], chat: bool) -> tuple[str, int]:
@@ -279,8 +317,12 @@ class FakeServer:
             return FakeTask()
         return self.config.tasks[marker.group(1)]
 
-    def _error(self, status: int, message: str, headers: Mapping[str, str] | None = None,
-               ) -> web.Response:
+    def _error(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
         self.stats["errors"] += 1
         body = {"error": {"message": message, "type": "fake_error", "code": status}}
         return web.json_response(body, status=status, headers=headers)
@@ -305,8 +347,11 @@ async def serve(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 0
 
 
 @contextmanager
-def spawn(args: Sequence[str] = (), problems: Sequence[Problem | dict[str, Any]] | None = None,
-          workdir: Path | None = None) -> Iterator[str]:
+def spawn(
+    args: Sequence[str] = (),
+    problems: Sequence[Problem | dict[str, Any]] | None = None,
+    workdir: Path | None = None,
+) -> Iterator[str]:
     """Run ``treesearch serve-fake ARGS`` in a separate process; yield its base URL.
 
     ``problems`` (records or Problems) are written to a file in ``workdir`` and served."""
@@ -327,10 +372,11 @@ def spawn(args: Sequence[str] = (), problems: Sequence[Problem | dict[str, Any]]
     finally:
         process.terminate()
         process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _record(problem: Problem | dict[str, Any]) -> dict[str, Any]:
     if isinstance(problem, dict):
         return problem
-    return {"id": problem.id, "question": problem.question, "answer": problem.answer,
-            **problem.metadata}
+    return {"id": problem.id, "question": problem.question, "answer": problem.answer, **problem.metadata}

@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_TEMPLATE = (
     "Solve the following problem step by step. Separate the steps with a blank line and end"
-    " with \"The answer is X.\" where X is the final answer.\n\n"
+    ' with "The answer is X." where X is the final answer.\n\n'
     "Problem: {question}\n\nSolution:\n"
 )
 DEFAULT_SYSTEM_PROMPT = (
@@ -81,7 +81,7 @@ class OpenAIPolicy:
         self._api_key = api_key or "EMPTY"
         self._concurrency = concurrency
         self._timeout_s = timeout_s
-        self._retry = retry or RetryPolicy()
+        self._retrying = (retry or RetryPolicy()).retrying()
         self._transport = transport
         self._client: openai.AsyncOpenAI | None = None
         self._limiter: anyio.CapacityLimiter | None = None
@@ -109,9 +109,7 @@ class OpenAIPolicy:
 
     def render_messages(self, prefix: Prefix) -> list[dict[str, str]]:
         problem = prefix.problem
-        messages = [] if self.system_prompt is None else [
-            {"role": "system", "content": self.system_prompt}
-        ]
+        messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
         messages.append({"role": "user", "content": problem.prompt or problem.question})
         if prefix.steps:
             messages.append({"role": "assistant", "content": prefix.continuation()})
@@ -138,7 +136,7 @@ class OpenAIPolicy:
         attempts = 0
         try:
             async with limiter:
-                async for attempt in self._retry.retrying():
+                async for attempt in self._retrying.copy():
                     with attempt:
                         attempts += 1
                         raw = await self._send(client, body)
@@ -167,8 +165,9 @@ class OpenAIPolicy:
         try:
             return json.loads(response.http_response.content)
         except json.JSONDecodeError as exc:
-            raise EndpointError(self.base_url, response.http_response.status_code,
-                                "response is not JSON") from exc
+            raise EndpointError(
+                self.base_url, response.http_response.status_code, "response is not JSON"
+            ) from exc
 
     def _body(self, prefix: Prefix, n: int, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -240,9 +239,9 @@ class OpenAIPolicy:
             text=text,
             finish_reason=finish,
             tokens=None if token_logprobs is None else len(token_logprobs),
-            logprob=None if token_logprobs is None else float(
-                sum(v for v in token_logprobs if v is not None)
-            ),
+            logprob=None
+            if token_logprobs is None
+            else float(sum(v for v in token_logprobs if v is not None)),
         )
 
     # -- connection -------------------------------------------------------------

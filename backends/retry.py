@@ -25,7 +25,7 @@ class RetryPolicy:
 
     def retrying(self) -> tenacity.AsyncRetrying:
         backoff = tenacity.wait_exponential_jitter(
-            initial=self.initial_wait_s, max=self.max_wait_s, jitter=self.jitter_s
+            multiplier=self.initial_wait_s, max=self.max_wait_s, jitter=self.jitter_s
         )
 
         def wait(state: RetryCallState) -> float:
@@ -36,8 +36,7 @@ class RetryPolicy:
         return tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(is_retryable),
             wait=wait,
-            stop=tenacity.stop_after_attempt(self.attempts)
-            | tenacity.stop_after_delay(self.give_up_after_s),
+            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.give_up_after_s),
             reraise=True,
         )
 

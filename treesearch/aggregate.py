@@ -59,7 +59,7 @@ def best_of_n(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | N
     answered = [c for c in candidates if c.answer is not None]
     if not answered:
         return None
-    return max(answered, key=lambda c: (c.score if c.score is not None else float("-inf"))).answer
+    return max(answered, key=lambda c: c.score if c.score is not None else float("-inf")).answer
 
 
 AGGREGATORS: dict[str, Aggregator] = {

@@ -1,10 +1,11 @@
 """Budgets: tokens, requests and a deadline, never overrun however many calls are in flight.
 
 A call *reserves* its worst case before it is sent and *settles* to what the
-server reported after. A reservation that does not fit is refused with
-BudgetExhausted, which ends a search gracefully. Reserve and settle do not
-await, so on one event loop they are atomic without a lock: the total charged
-plus the total reserved never exceeds the limit.
+server reported after. A reservation takes as many choices as fit; when none
+fits it waits for calls in flight to settle, and when none is in flight it is
+refused with BudgetExhausted, which ends a search gracefully. The check and the
+taking never await in between, so on one event loop they are atomic without a
+lock: the total charged plus the total reserved never exceeds the limit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import anyio
 import structlog
 
 from treesearch.errors import BudgetExhausted, ConfigError
@@ -57,6 +59,7 @@ class Usage:
 class Reservation:
     tokens: int
     requests: int
+    choices: int = 1
     open: bool = True
 
 
@@ -65,14 +68,13 @@ class Budget:
 
     def __init__(self, limits: BudgetLimits) -> None:
         self.limits = limits
-        self._deadline = (
-            None if limits.deadline_s is None else time.monotonic() + limits.deadline_s
-        )
+        self._deadline = None if limits.deadline_s is None else time.monotonic() + limits.deadline_s
         self._charged_tokens = 0
         self._reserved_tokens = 0
         self._charged_requests = 0
         self._reserved_requests = 0
         self._usage = Usage()
+        self._settled: anyio.Event | None = None
 
     @property
     def usage(self) -> Usage:
@@ -86,26 +88,51 @@ class Budget:
     def seconds_left(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
-    def reserve(self, prompt_tokens: int, completion_tokens: int, requests: int = 1) -> Reservation:
-        """Hold the worst case of a call, or raise BudgetExhausted if it does not fit."""
-        left = self.seconds_left()
-        if left is not None and left <= 0:
-            raise BudgetExhausted("deadline passed")
-        tokens = completion_tokens + (prompt_tokens if self.limits.count_prompt else 0)
-        limit = self.limits.tokens
-        if limit is not None and self._charged_tokens + self._reserved_tokens + tokens > limit:
-            raise BudgetExhausted(
-                f"{tokens} tokens asked, {limit - self._charged_tokens - self._reserved_tokens}"
-                f" of {limit} left"
-            )
+    async def reserve(self, prompt_tokens: int, tokens_per_choice: int, choices: int = 1) -> Reservation:
+        """Hold the worst case of one request for up to ``choices`` choices, or raise BudgetExhausted.
+
+        The reservation may hold fewer choices than asked (as many as fit, at least one):
+        the caller asks for the rest later. When not even one fits but other calls are in
+        flight, it waits for them to settle, since they usually give most of their worst
+        case back; when nothing is in flight, the budget is spent.
+        """
+        while True:
+            left_s = self.seconds_left()
+            if left_s is not None and left_s <= 0:
+                raise BudgetExhausted("deadline passed")
+            fit = self._choices_that_fit(prompt_tokens, tokens_per_choice, choices)
+            if fit:
+                tokens = fit * tokens_per_choice + (prompt_tokens if self.limits.count_prompt else 0)
+                self._reserved_tokens += tokens
+                self._reserved_requests += 1
+                return Reservation(tokens=tokens, requests=1, choices=fit)
+            if not self._reserved_requests:
+                raise BudgetExhausted(self._why(prompt_tokens, tokens_per_choice))
+            if self._settled is None:
+                self._settled = anyio.Event()
+            await self._settled.wait()
+
+    def _choices_that_fit(self, prompt_tokens: int, tokens_per_choice: int, choices: int) -> int:
+        limits = self.limits
         if (
-            self.limits.requests is not None
-            and self._charged_requests + self._reserved_requests + requests > self.limits.requests
+            limits.requests is not None
+            and self._charged_requests + self._reserved_requests >= limits.requests
         ):
-            raise BudgetExhausted(f"request limit {self.limits.requests} reached")
-        self._reserved_tokens += tokens
-        self._reserved_requests += requests
-        return Reservation(tokens=tokens, requests=requests)
+            return 0
+        if limits.tokens is None:
+            return choices
+        left = limits.tokens - self._charged_tokens - self._reserved_tokens
+        left -= prompt_tokens if limits.count_prompt else 0
+        return max(0, min(choices, left // max(tokens_per_choice, 1)))
+
+    def _why(self, prompt_tokens: int, tokens_per_choice: int) -> str:
+        if self.limits.tokens is None or (
+            self.limits.requests is not None and self._charged_requests >= self.limits.requests
+        ):
+            return f"request limit {self.limits.requests} reached"
+        left = self.limits.tokens - self._charged_tokens
+        need = prompt_tokens + tokens_per_choice
+        return f"{left} of {self.limits.tokens} tokens left, a request needs up to {need}"
 
     def settle(
         self, reservation: Reservation, prompt_tokens: int, completion_tokens: int, *, estimated: bool
@@ -136,3 +163,6 @@ class Budget:
         reservation.open = False
         self._reserved_tokens -= reservation.tokens
         self._reserved_requests -= reservation.requests
+        if self._settled is not None:  # wake the calls waiting for room
+            self._settled.set()
+            self._settled = None

@@ -38,30 +38,49 @@ def _text(value: str) -> str:
 
 
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strategy", default="majority-vote",
-                        help=f"one of: {', '.join(STRATEGIES)} (default majority-vote)")
+    parser.add_argument(
+        "--strategy", default="majority-vote", help=f"one of: {', '.join(STRATEGIES)} (default majority-vote)"
+    )
     parser.add_argument("--n", type=int, default=8, help="samples / finished paths (default 8)")
-    parser.add_argument("--sampling", choices=["whole", "steps"], default="whole",
-                        help="sample each solution in one request or step by step (default whole)")
+    parser.add_argument(
+        "--sampling",
+        choices=["whole", "steps"],
+        default="whole",
+        help="sample each solution in one request or step by step (default whole)",
+    )
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-step-tokens", type=int, default=256)
-    parser.add_argument("--max-tokens", type=int, default=1024,
-                        help="tokens of a whole solution sampled in one request")
+    parser.add_argument(
+        "--max-tokens", type=int, default=1024, help="tokens of a whole solution sampled in one request"
+    )
     parser.add_argument("--step-delimiter", type=_text, default="\n\n")
-    parser.add_argument("--stop", type=_text, action="append", default=[],
-                        help="a further stop string that ends a solution (repeatable)")
+    parser.add_argument(
+        "--stop",
+        type=_text,
+        action="append",
+        default=[],
+        help="a further stop string that ends a solution (repeatable)",
+    )
     parser.add_argument("--max-depth", type=int, default=40)
     parser.add_argument("--budget-tokens", type=int, default=None, help="per problem")
     parser.add_argument("--budget-requests", type=int, default=None, help="per problem")
     parser.add_argument("--budget-seconds", type=float, default=None, help="per problem")
-    parser.add_argument("--budget-count", choices=["total", "completion"], default="total",
-                        help="count prompt+completion tokens (total) or completion only")
+    parser.add_argument(
+        "--budget-count",
+        choices=["total", "completion"],
+        default="total",
+        help="count prompt+completion tokens (total) or completion only",
+    )
     parser.add_argument("--aggregator", default=None, help="majority, weighted or best")
     parser.add_argument("--reduction", default="last", help="last, min, prod or mean")
-    parser.add_argument("--verifier", default=None, metavar="MODULE:FUNCTION",
-                        help="a Python function (problem, steps) -> score(s) to verify with")
+    parser.add_argument(
+        "--verifier",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="a Python function (problem, steps) -> score(s) to verify with",
+    )
 
 
 def _config(args: argparse.Namespace) -> SearchConfig:
@@ -136,8 +155,7 @@ async def _run(args: argparse.Namespace) -> int:
         summary += f", accuracy {sum(bool(r.correct) for r in graded) / len(graded):.3f}"
     print(summary, file=sys.stderr)
     if failed:
-        print(f"treesearch: {len(failed)} problems failed; first: {failed[0].error}",
-              file=sys.stderr)
+        print(f"treesearch: {len(failed)} problems failed; first: {failed[0].error}", file=sys.stderr)
         return 1
     return 0
 
@@ -179,12 +197,14 @@ def parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--model", required=True)
     run_parser.add_argument("--api", choices=["completions", "chat"], default="completions")
     run_parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
-    run_parser.add_argument("--concurrency", type=int, default=256,
-                            help="requests in flight to the endpoint (default 256)")
+    run_parser.add_argument(
+        "--concurrency", type=int, default=256, help="requests in flight to the endpoint (default 256)"
+    )
     run_parser.add_argument("--problems", required=True, type=Path)
     run_parser.add_argument("--output", required=True, type=Path)
-    run_parser.add_argument("--trees", type=Path, default=None,
-                            help="write each search tree here as node-link JSON")
+    run_parser.add_argument(
+        "--trees", type=Path, default=None, help="write each search tree here as node-link JSON"
+    )
     run_parser.add_argument("--log-json", type=Path, default=None)
     _add_search_options(run_parser)
     run_parser.set_defaults(handler=lambda a: anyio.run(_run, a))
@@ -193,8 +213,9 @@ def parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8000)
     fake.add_argument("--model", default="fake")
-    fake.add_argument("--problems", type=Path, default=None,
-                      help="JSONL problems whose \"fake\" field sets their behaviour")
+    fake.add_argument(
+        "--problems", type=Path, default=None, help='JSONL problems whose "fake" field sets their behaviour'
+    )
     fake.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     fake.add_argument("--error-rate", type=float, default=0.0)
     fake.add_argument("--error-statuses", default="429,500,503")

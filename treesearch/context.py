@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TypeVar
 
 import anyio
@@ -104,9 +105,11 @@ class SearchContext:
                 sizes.append(wanted % per_request)
 
             async def one(size: int, seed: int | None) -> list[Node]:
-                reservation = self.budget.reserve(prompt_bound, size * params.max_tokens)
+                reservation = await self.budget.reserve(prompt_bound, params.max_tokens, size)
                 try:
-                    generation = await self.policy.generate(prefix, size, replace(params, seed=seed))
+                    generation = await self.policy.generate(
+                        prefix, reservation.choices, replace(params, seed=seed)
+                    )
                 except BaseException:
                     self.budget.release(reservation)
                     raise
@@ -118,9 +121,7 @@ class SearchContext:
                 )
                 return self._record(node_id, generation, whole)
 
-            batches = await gather([
-                (lambda size=size, seed=self._seed(node_id): one(size, seed)) for size in sizes
-            ])
+            batches = await gather([partial(one, size, self._seed(node_id)) for size in sizes])
             got = [child for batch in batches for child in batch]
             if not got:
                 raise EndpointError(self.policy.endpoint, None, "the server returned no choices")
@@ -133,10 +134,9 @@ class SearchContext:
     ) -> dict[int, list[Node]]:
         """Expand several nodes concurrently: ``widths`` maps a node to its number of children."""
         items = [(node, width) for node, width in widths.items() if width > 0]
-        batches = await gather([
-            (lambda node=node, width=width: self.expand(node, width, temperature=temperature))
-            for node, width in items
-        ])
+        batches = await gather(
+            [partial(self.expand, node, width, temperature=temperature) for node, width in items]
+        )
         return {node: batch for (node, _), batch in zip(items, batches, strict=True)}
 
     async def rollout(self, node_id: int, *, temperature: float | None = None) -> Node:
@@ -240,9 +240,7 @@ class SearchContext:
     def _verifier_steps(self, node_id: int) -> list[str]:
         """A path's steps for a verifier: a whole solution in one node splits at the delimiter."""
         delimiter = self.step_format.delimiter
-        return [
-            part for node in self.tree.path(node_id) for part in node.text.split(delimiter) if part
-        ]
+        return [part for node in self.tree.path(node_id) for part in node.text.split(delimiter) if part]
 
 
 async def gather(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:

@@ -35,14 +35,14 @@ async def demo() -> int:
     problems = [Problem.from_record(record) for record in records]
     print("majority vote on the synthetic server: accuracy (tokens per problem)")
     print(f"{'K':>4}  " + "  ".join(f"{name:>16}" for name in DIFFICULTIES))
-    with tempfile.TemporaryDirectory() as workdir, spawn(
-        ["--latency", "0.02"], problems=records, workdir=Path(workdir)
-    ) as url:
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        spawn(["--latency", "0.02"], problems=records, workdir=Path(workdir)) as url,
+    ):
         policy = OpenAIPolicy(url, "fake")
         try:
             for votes in VOTES:
-                config = SearchConfig(strategy="majority-vote", n=votes,
-                                      sampling=SamplingParams(seed=0))
+                config = SearchConfig(strategy="majority-vote", n=votes, sampling=SamplingParams(seed=0))
                 results = await run(problems, policy, config)
                 cells = []
                 for name in DIFFICULTIES:

@@ -20,7 +20,7 @@ def configure(json_path: str | Path | None) -> TextIO | None:
     if json_path is None:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
         return None
-    handle = Path(json_path).open("a", encoding="utf-8")
+    handle = Path(json_path).open("a", encoding="utf-8")  # noqa: SIM115 - the caller closes it
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

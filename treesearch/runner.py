@@ -72,7 +72,7 @@ async def run(
     skip = finished_ids(output) if output is not None else set()
     todo = [problem for problem in problems if problem.id not in skip]
     if trees_dir is not None:
-        Path(trees_dir).mkdir(parents=True, exist_ok=True)
+        await anyio.Path(trees_dir).mkdir(parents=True, exist_ok=True)
     results: dict[str, SearchResult] = {}
     limiter = anyio.CapacityLimiter(max_problems_in_flight)
     bar = _Progress(len(todo), sys.stderr) if progress else None

@@ -55,9 +55,7 @@ class SearchResult:
             "answer": self.answer,
             "gold": self.gold,
             "correct": self.correct,
-            "candidates": [
-                {"node": c.node, "answer": c.answer, "score": c.score} for c in self.candidates
-            ],
+            "candidates": [{"node": c.node, "answer": c.answer, "score": c.score} for c in self.candidates],
             "usage": {
                 "prompt_tokens": self.usage.prompt_tokens,
                 "completion_tokens": self.usage.completion_tokens,
@@ -162,5 +160,3 @@ async def search(
         tokens=budget.usage.total_tokens,
     )
     return result
-
-

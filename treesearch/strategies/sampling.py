@@ -7,6 +7,8 @@ path then rolls out on its own, so a slow path never holds the others back.
 
 from __future__ import annotations
 
+from functools import partial
+
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, gather
 from treesearch.tree import ROOT
@@ -14,4 +16,4 @@ from treesearch.tree import ROOT
 
 async def sample(ctx: SearchContext, config: SearchConfig) -> None:
     firsts = await ctx.expand(ROOT, config.n, whole=config.whole)
-    await gather([(lambda node=node: ctx.rollout(node.id)) for node in firsts if not node.terminal])
+    await gather([partial(ctx.rollout, node.id) for node in firsts if not node.terminal])

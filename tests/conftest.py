@@ -1,0 +1,86 @@
+"""Shared fixtures: synthetic servers started once per session as real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import structlog
+
+from treesearch.backends.fake_server import make_problems, spawn
+from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.problems import Problem
+
+# Problems every session server knows: four difficulties, known answer distributions.
+RECORDS: list[dict[str, Any]] = [
+    *make_problems(300, p_correct=0.6, prefix="a"),
+    *make_problems(300, p_correct=0.4, prefix="b"),
+    *make_problems(300, p_correct=0.75, prefix="c"),
+    *make_problems(20, p_correct=1.0, steps=4, prefix="sure"),
+]
+PROBLEMS = {record["id"]: Problem.from_record(record) for record in RECORDS}
+
+
+def _drop(logger: object, method: str, event: object) -> Any:
+    raise structlog.DropEvent
+
+
+# The test session is an edge: events are dropped unless a test captures them
+# (capture_logs swaps the processors, so every level must stay enabled).
+structlog.configure(processors=[_drop])
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+    """``fake_server(*flags)``: the base URL of a synthetic server started with those
+    serve-fake flags (one process per distinct set of flags, shared by the session)."""
+    servers: dict[tuple[str, ...], str] = {}
+    workdir = tmp_path_factory.mktemp("fake")
+    with ExitStack() as stack:
+
+        def get(*flags: str) -> str:
+            if flags not in servers:
+                servers[flags] = stack.enter_context(spawn(list(flags), RECORDS, workdir))
+            return servers[flags]
+
+        yield get
+
+
+def server_stats(base_url: str) -> dict[str, int]:
+    response = httpx2.get(base_url.removesuffix("/v1") + "/stats")
+    stats: dict[str, int] = response.json()
+    return stats
+
+
+def problems(prefix: str, count: int) -> list[Problem]:
+    return [PROBLEMS[f"{prefix}{index}"] for index in range(count)]
+
+
+def write_problems(path: Path, chosen: list[Problem]) -> Path:
+    lines = [json.dumps({"id": p.id, "question": p.question, "answer": p.answer}) for p in chosen]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+async def make_policy() -> AsyncIterator[Callable[..., OpenAIPolicy]]:
+    """``make_policy(url, **options)``: an OpenAIPolicy closed when the test ends, pass or fail."""
+    made: list[OpenAIPolicy] = []
+
+    def make(url: str, model: str = "fake", **options: Any) -> OpenAIPolicy:
+        made.append(OpenAIPolicy(url, model, **options))
+        return made[-1]
+
+    yield make
+    for policy in made:
+        await policy.aclose()

@@ -1,0 +1,79 @@
+"""Aggregators as plain functions, and majority vote against the binomial closed form."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+from conftest import problems
+from scipy.stats import binom
+
+from treesearch import CallableVerifier, Candidate, ConfigError, SamplingParams, SearchConfig, run
+from treesearch.aggregate import best_of_n, get_aggregator, majority_vote, weighted_vote
+from treesearch.backends.openai_compat import OpenAIPolicy
+
+
+def candidates(*pairs: tuple[str | None, float | None]) -> list[Candidate]:
+    return [Candidate(node=i + 1, answer=a, score=s) for i, (a, s) in enumerate(pairs)]
+
+
+def test_majority_counts_groups_and_breaks_ties_by_score() -> None:
+    cs = candidates(("1", 0.1), ("2", 0.9), ("1", 0.1), ("2", 0.2), (None, 1.0))
+    assert majority_vote(cs[:4], [0, 1, 0, 1]) == "2"  # 2 v 2, the 2s score higher
+    assert majority_vote(cs[:3], [0, 1, 0]) == "1"
+
+
+def test_equivalent_answers_vote_together() -> None:
+    cs = candidates(("0.5", None), ("1/2", None), ("3", None))
+    assert majority_vote(cs, [0, 0, 1]) == "0.5"
+
+
+def test_weighted_and_best_use_scores() -> None:
+    cs = candidates(("7", 0.3), ("7", 0.3), ("9", 0.5))
+    assert weighted_vote(cs, [0, 0, 1]) == "7"  # 0.6 beats 0.5
+    assert best_of_n(cs, [0, 0, 1]) == "9"
+    assert majority_vote([], []) is None and best_of_n([], []) is None
+
+
+def test_unknown_aggregator() -> None:
+    with pytest.raises(ConfigError, match="unknown aggregator 'median'"):
+        get_aggregator("median")
+
+
+def majority_accuracy(p: float, k: int) -> float:
+    """P[the right answer wins a K-vote] with two answers, K odd: P[Bin(K, p) > K/2]."""
+    return float(binom.sf(k // 2, k, p))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("prefix", "p", "k"), [("a", 0.6, 5), ("b", 0.4, 7), ("c", 0.75, 3)])
+async def test_majority_vote_matches_the_binomial(
+    fake_server: Callable[..., str], prefix: str, p: float, k: int, make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    policy = make_policy(fake_server(), "fake")
+    config = SearchConfig(strategy="majority-vote", n=k, sampling=SamplingParams(seed=7))
+    results = await run(problems(prefix, 300), policy, config)
+    accuracy = sum(bool(r.correct) for r in results) / len(results)
+    expected = majority_accuracy(p, k)
+    sigma = math.sqrt(expected * (1 - expected) / len(results))
+    assert abs(accuracy - expected) < 3.5 * sigma
+    assert all(len(r.candidates) == k and r.stopped_by == "done" for r in results)
+
+
+@pytest.mark.anyio
+async def test_best_of_n_picks_what_the_verifier_prefers(
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    """An exact checker as the verifier: best-of-N is right whenever one sample is."""
+
+    def exact(problem, steps):  # type: ignore[no-untyped-def]
+        return 1.0 if problem.answer in steps[-1] else 0.0
+
+    policy = make_policy(fake_server(), "fake")
+    config = SearchConfig(strategy="best-of-n", n=4, sampling=SamplingParams(seed=3))
+    results = await run(problems("b", 60), policy, config, verifier=CallableVerifier(exact))
+    for result in results:
+        any_right = any(c.answer == result.gold for c in result.candidates)
+        assert result.correct == any_right
+        assert all(c.score in (0.0, 1.0) for c in result.candidates)
