@@ -127,7 +127,7 @@ class OpenAIPolicy:
             if exc.status_code in (401, 403):
                 raise EndpointError(self.base_url, exc.status_code, _excerpt(exc)) from exc
         except openai.APIError as exc:
-            raise EndpointError(self.base_url, None, f"cannot connect ({exc})") from exc
+            raise EndpointError(self.base_url, None, _root_cause(exc)) from exc
 
     async def generate(self, prefix: Prefix, n: int, params: SamplingParams) -> Generation:
         client, limiter = self._connect()
@@ -143,7 +143,7 @@ class OpenAIPolicy:
         except openai.APIStatusError as exc:
             raise EndpointError(self.base_url, exc.status_code, _excerpt(exc)) from exc
         except openai.APIError as exc:
-            raise EndpointError(self.base_url, None, str(exc) or type(exc).__name__) from exc
+            raise EndpointError(self.base_url, None, _root_cause(exc)) from exc
         generation = self._parse(raw, prefix, n)
         log.debug(
             "request",
@@ -272,6 +272,13 @@ class OpenAIPolicy:
             await self._client.close()
             self._client = None
             self._limiter = None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause's message: "Connect call failed" rather than the SDK's "timed out"."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return str(exc) or type(exc).__name__
 
 
 def _excerpt(exc: openai.APIStatusError) -> str:

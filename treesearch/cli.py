@@ -28,6 +28,7 @@ from treesearch.policy import SamplingParams
 from treesearch.problems import load_problems
 from treesearch.registry import make_backend
 from treesearch.runner import run
+from treesearch.search import check_config
 from treesearch.strategies import STRATEGIES
 from treesearch.verify import CallableVerifier, Verifier
 
@@ -120,8 +121,9 @@ def _verifier(spec: str | None) -> Verifier | None:
 
 async def _run(args: argparse.Namespace) -> int:
     config = _config(args)
-    problems = load_problems(args.problems)
     verifier = _verifier(args.verifier)
+    check_config(config, verifier)
+    problems = load_problems(args.problems)
     policy = make_backend(
         "openai",
         base_url=args.base_url,

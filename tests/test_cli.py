@@ -1,0 +1,86 @@
+"""The command line as a user runs it: a real process, real files, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import problems, write_problems
+
+
+def treesearch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "treesearch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def run_args(url: str, problems_file: Path, output: Path, *extra: str) -> list[str]:
+    return ["run", "--base-url", url, "--model", "fake", "--problems", str(problems_file),
+            "--output", str(output), *extra]  # fmt: skip
+
+
+def test_run_writes_results_and_events(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 3))
+    output, events = tmp_path / "out.jsonl", tmp_path / "events.jsonl"
+    done = treesearch(
+        *run_args(fake_server(), problems_file, output, "--n", "3", "--sampling", "steps",
+                  "--seed", "1", "--step-delimiter", "\\n\\n", "--log-json", str(events))
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["correct"] for r in records] == [True, True, True]
+    assert all(r["usage"]["requests"] == 1 + 3 * 3 for r in records)
+    logged = [json.loads(line) for line in events.read_text().splitlines()]
+    assert sum(e["event"] == "problem_finished" for e in logged) == 3
+    assert "accuracy 1.000" in done.stderr
+
+
+def test_a_bad_problems_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "question": "ok"}\n{"id": 2, "question": \n')
+    done = treesearch(*run_args("http://127.0.0.1:9/v1", bad, tmp_path / "o.jsonl"))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "bad.jsonl:2: not JSON" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--strategy", "telepathy"], "unknown strategy 'telepathy'"),
+        (["--budget-tokens", "0"], "budget tokens must be positive"),
+        (["--budget-requests", "0"], "budget requests must be positive"),
+        (["--strategy", "best-of-n"], "needs a verifier"),
+        (["--verifier", "no_such_module:f"], "cannot load verifier"),
+    ],
+)
+def test_bad_settings_are_one_line(tmp_path: Path, extra: list[str], message: str) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 1))
+    done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o", *extra))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert message in done.stderr
+
+
+def test_an_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 2))
+    done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"))
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0
+    assert "http://127.0.0.1:9/v1 unreachable" in done.stderr
+
+
+def test_failed_problems_give_a_non_zero_exit(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 2))
+    done = treesearch(*run_args(fake_server("--max-context", "100"), problems_file, tmp_path / "o"))
+    assert done.returncode == 1
+    assert "2 problems failed" in done.stderr
+    assert "400" in done.stderr

@@ -1,0 +1,47 @@
+"""Reading problems files: good lines, and bad ones named by line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from treesearch import ProblemFileError, load_problems
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.jsonl"
+    path.write_text(text)
+    return path
+
+
+def test_question_prompt_answer_and_metadata(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '{"id": 1, "question": "2+2?", "answer": 4, "level": 3}\n\n{"id": "b", "prompt": "Q: 1+1\\nA:"}\n',
+    )
+    first, second = load_problems(path)
+    assert (first.id, first.question, first.answer, first.prompt) == ("1", "2+2?", "4", None)
+    assert first.metadata == {"level": 3}
+    assert second.prompt == "Q: 1+1\nA:"
+    assert second.answer is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"id": 1, "question": "a"}\n[1, 2]\n', "p.jsonl:2: not a JSON object"),
+        ('{"question": "a"}\n', 'p.jsonl:1: missing "id"'),
+        ('{"id": 1}\n', 'p.jsonl:1: needs a string "question" or "prompt"'),
+        ('{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n', "p.jsonl:2: duplicate id '1'"),
+        ("", "no problems in file"),
+    ],
+)
+def test_bad_files_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ProblemFileError, match=message.replace("[", "\\[")):
+        load_problems(write(tmp_path, text))
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ProblemFileError, match="No such file"):
+        load_problems(tmp_path / "absent.jsonl")
