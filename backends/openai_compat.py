@@ -13,19 +13,17 @@ remembered; the SearchContext then tops up with further requests.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Literal
 
 import anyio
-import httpx2
-import openai
 import structlog
 
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.policy import Choice, Generation, Prefix, SamplingParams, estimate_tokens
 from treesearch.policy import token_upper_bound as byte_bound
 
+from .http import TRANSPORTS, ConnectFailure, StatusFailure, Transport, TransportName
 from .retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -40,15 +38,14 @@ DEFAULT_SYSTEM_PROMPT = (
     ' "The answer is X." where X is the final answer.'
 )
 Api = Literal["completions", "chat"]
-Transport = Literal["aiohttp", "httpx"]
 
 
 class OpenAIPolicy:
     """A Policy over one OpenAI-compatible endpoint, with its own concurrency limit and retries.
 
     ``concurrency`` bounds requests in flight to this endpoint across every problem of a
-    run. ``transport`` picks the HTTP client under the openai SDK: aiohttp costs about half
-    the client CPU per request of httpx (see benchmarks/bench_overhead.py).
+    run. ``transport`` is "aiohttp" (lean, the default) or "openai" (through AsyncOpenAI);
+    see ``http.py`` for why.
     """
 
     def __init__(
@@ -64,10 +61,12 @@ class OpenAIPolicy:
         prompt_template: str = DEFAULT_TEMPLATE,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         continue_final_message: bool = True,
-        transport: Transport = "aiohttp",
+        transport: TransportName = "aiohttp",
     ) -> None:
         if api not in ("completions", "chat"):
             raise ConfigError(f"unknown api {api!r}; choose completions or chat")
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"unknown transport {transport!r}; choose {' or '.join(TRANSPORTS)}")
         if concurrency <= 0:
             raise ConfigError(f"concurrency must be positive, got {concurrency}")
         if "{question}" not in prompt_template:
@@ -83,9 +82,10 @@ class OpenAIPolicy:
         self._timeout_s = timeout_s
         self._retrying = (retry or RetryPolicy()).retrying()
         self._transport = transport
-        self._client: openai.AsyncOpenAI | None = None
+        self._http: Transport | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._max_choices: int | None = None
+        self._path = "/completions" if api == "completions" else "/chat/completions"
 
     @property
     def endpoint(self) -> str:
@@ -120,17 +120,18 @@ class OpenAIPolicy:
     async def ping(self) -> None:
         """Fail fast, with one clear error, when the endpoint cannot be reached or refuses us.
         A server without ``/models`` (a 404) passes: only reachability is checked."""
-        client, _ = self._connect()
+        http, _ = self._connect()
         try:
-            await client.with_options(timeout=15.0).models.with_raw_response.list()
-        except openai.APIStatusError as exc:
-            if exc.status_code in (401, 403):
-                raise EndpointError(self.base_url, exc.status_code, _excerpt(exc)) from exc
-        except openai.APIError as exc:
-            raise EndpointError(self.base_url, None, _root_cause(exc)) from exc
+            with anyio.fail_after(15):
+                await http.get("/models")
+        except StatusFailure as exc:
+            if exc.status in (401, 403):
+                raise EndpointError(self.base_url, exc.status, exc.body) from exc
+        except (ConnectFailure, TimeoutError) as exc:
+            raise EndpointError(self.base_url, None, str(exc) or "timed out") from exc
 
     async def generate(self, prefix: Prefix, n: int, params: SamplingParams) -> Generation:
-        client, limiter = self._connect()
+        http, limiter = self._connect()
         body = self._body(prefix, n, params)
         started = time.perf_counter()
         attempts = 0
@@ -139,11 +140,11 @@ class OpenAIPolicy:
                 async for attempt in self._retrying.copy():
                     with attempt:
                         attempts += 1
-                        raw = await self._send(client, body)
-        except openai.APIStatusError as exc:
-            raise EndpointError(self.base_url, exc.status_code, _excerpt(exc)) from exc
-        except openai.APIError as exc:
-            raise EndpointError(self.base_url, None, _root_cause(exc)) from exc
+                        raw = await http.post(self._path, body)
+        except StatusFailure as exc:
+            raise EndpointError(self.base_url, exc.status, " ".join(exc.body.split())) from exc
+        except ConnectFailure as exc:
+            raise EndpointError(self.base_url, None, str(exc)) from exc
         generation = self._parse(raw, prefix, n)
         log.debug(
             "request",
@@ -156,18 +157,6 @@ class OpenAIPolicy:
             latency_s=round(time.perf_counter() - started, 4),
         )
         return generation
-
-    async def _send(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> Any:
-        if self.api == "completions":
-            response = await client.completions.with_raw_response.create(**body)
-        else:
-            response = await client.chat.completions.with_raw_response.create(**body)
-        try:
-            return json.loads(response.http_response.content)
-        except json.JSONDecodeError as exc:
-            raise EndpointError(
-                self.base_url, response.http_response.status_code, "response is not JSON"
-            ) from exc
 
     def _body(self, prefix: Prefix, n: int, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -191,7 +180,8 @@ class OpenAIPolicy:
                 body["logprobs"] = True
                 body["top_logprobs"] = params.logprobs
             if prefix.steps and self.continue_final_message:
-                body["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
         return body
 
     def _parse(self, raw: Any, prefix: Prefix, n: int) -> Generation:
@@ -246,44 +236,17 @@ class OpenAIPolicy:
 
     # -- connection -------------------------------------------------------------
 
-    def _connect(self) -> tuple[openai.AsyncOpenAI, anyio.CapacityLimiter]:
-        """The client and limiter, made on first use inside the event loop, once per endpoint."""
-        if self._client is None or self._limiter is None:
-            limits = httpx2.Limits(
-                max_connections=self._concurrency, max_keepalive_connections=self._concurrency
-            )
-            http_client = (
-                openai.DefaultAioHttpClient(limits=limits, timeout=self._timeout_s)
-                if self._transport == "aiohttp"
-                else openai.DefaultAsyncHttpxClient(limits=limits, timeout=self._timeout_s)
-            )
-            self._client = openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=self._api_key,
-                max_retries=0,
-                timeout=self._timeout_s,
-                http_client=http_client,
+    def _connect(self) -> tuple[Transport, anyio.CapacityLimiter]:
+        """The transport and limiter, made on first use inside the event loop, once per endpoint."""
+        if self._http is None or self._limiter is None:
+            self._http = TRANSPORTS[self._transport](
+                self.base_url, self._api_key, self._concurrency, self._timeout_s
             )
             self._limiter = anyio.CapacityLimiter(self._concurrency)
-        return self._client, self._limiter
+        return self._http, self._limiter
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
             self._limiter = None
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost cause's message: "Connect call failed" rather than the SDK's "timed out"."""
-    while (inner := exc.__cause__ or exc.__context__) is not None:
-        exc = inner
-    return str(exc) or type(exc).__name__
-
-
-def _excerpt(exc: openai.APIStatusError) -> str:
-    try:
-        body = exc.response.text
-    except Exception:  # a streamed or closed body
-        body = exc.message
-    return " ".join(body.split())[:300]

@@ -1,7 +1,7 @@
 """The retry policy of an endpoint: which failures are worth another try, and how long to wait.
 
-Connection errors, timeouts, 429 and 5xx are retried with exponential backoff
-and jitter (a 429's or 503's Retry-After wins when the server sends one); any
+Connection failures (refused, reset, timed out), 429 and 5xx are retried with
+exponential backoff and jitter (a Retry-After sent with the error wins); any
 other 4xx is final. The policy is a value built once per endpoint; the openai
 client's own retries are switched off so attempts never multiply.
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import openai
 import tenacity
 from tenacity import RetryCallState
+
+from .http import ConnectFailure, StatusFailure
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -24,6 +25,7 @@ class RetryPolicy:
     give_up_after_s: float = 120.0
 
     def retrying(self) -> tenacity.AsyncRetrying:
+        """A tenacity controller; ``.copy()`` it for each call."""
         backoff = tenacity.wait_exponential_jitter(
             multiplier=self.initial_wait_s, max=self.max_wait_s, jitter=self.jitter_s
         )
@@ -42,18 +44,18 @@ class RetryPolicy:
 
 
 def is_retryable(failure: BaseException) -> bool:
-    if isinstance(failure, openai.APIConnectionError):  # timeouts are connection errors too
+    if isinstance(failure, ConnectFailure):
         return True
-    if isinstance(failure, openai.APIStatusError):
-        return failure.status_code == 429 or failure.status_code >= 500
+    if isinstance(failure, StatusFailure):
+        return failure.status == 429 or failure.status >= 500
     return False
 
 
 def retry_after(failure: BaseException) -> float | None:
     """Seconds the server asked us to wait (Retry-After or retry-after-ms), if it did."""
-    if not isinstance(failure, openai.APIStatusError):
+    if not isinstance(failure, StatusFailure):
         return None
-    headers = failure.response.headers
+    headers = {name.lower(): value for name, value in failure.headers.items()}
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name)
         if value is None:

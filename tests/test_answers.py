@@ -35,3 +35,12 @@ def test_math_equal(a: str, b: str, same: bool) -> None:
 def test_group_answers_in_order_of_appearance() -> None:
     assert group_answers(["2", "0.5", "1/2", "2.0", "7"]) == [0, 1, 1, 0, 2]
     assert group_answers(["a", "A", "b"], same=lambda x, y: x == y) == [0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [("1,000", "1000", True), ("-3.50", "-3.5", True), ("3", "3.0000000001", True),
+     ("10", "1000", False), ("2.5", "5/2", True)],
+)  # fmt: skip
+def test_plain_numbers_compare_without_sympy(a: str, b: str, same: bool) -> None:
+    assert math_equal(a, b) is same

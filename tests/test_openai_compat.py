@@ -48,11 +48,12 @@ async def test_n_is_one_request(
     assert policy.choices_per_request(5) == 5
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "openai"])
 async def test_ignored_n_is_topped_up_and_remembered(
-    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy], transport: str
 ) -> None:
     url = fake_server("--ignore-n")
-    policy = make_policy(url, "fake")
+    policy = make_policy(url, "fake", transport=transport)
     ctx = context(policy, PROBLEMS["a1"])
     before = server_stats(url)["requests"]
     first = await ctx.expand(ROOT, 5, whole=True)
@@ -67,11 +68,12 @@ async def test_ignored_n_is_topped_up_and_remembered(
     assert len({node.text for node in first}) > 1
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "openai"])
 async def test_injected_faults_are_retried(
-    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy], transport: str
 ) -> None:
     url = fake_server("--error-rate", "0.5", "--error-statuses", "429,500,503", "--retry-after", "0")
-    policy = make_policy(url, "fake", retry=FAST_RETRY)
+    policy = make_policy(url, "fake", retry=FAST_RETRY, transport=transport)
     before = server_stats(url)
     ctx = context(policy, PROBLEMS["sure0"])
     children = await ctx.expand_many({ROOT: 4})
@@ -83,11 +85,12 @@ async def test_injected_faults_are_retried(
     assert all(node.answer == "10" for node in ctx.tree.terminals())
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "openai"])
 async def test_bad_request_is_a_clear_error_without_retries(
-    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy], transport: str
 ) -> None:
     url = fake_server("--max-context", "64")
-    policy = make_policy(url, "fake", retry=FAST_RETRY)
+    policy = make_policy(url, "fake", retry=FAST_RETRY, transport=transport)
     before = server_stats(url)["requests"]
     with pytest.raises(EndpointError) as caught:
         await policy.generate(Prefix(problem=PROBLEMS["a0"]), 1, SamplingParams(max_tokens=100))
@@ -105,8 +108,9 @@ async def test_unknown_model_is_a_clear_error(
         await policy.generate(Prefix(problem=PROBLEMS["a0"]), 1, SamplingParams())
 
 
-async def test_unreachable_endpoint(make_policy: Callable[..., OpenAIPolicy]) -> None:
-    policy = make_policy("http://127.0.0.1:9/v1", "fake", retry=RetryPolicy(attempts=1))
+@pytest.mark.parametrize("transport", ["aiohttp", "openai"])
+async def test_unreachable_endpoint(make_policy: Callable[..., OpenAIPolicy], transport: str) -> None:
+    policy = make_policy("http://127.0.0.1:9/v1", "fake", retry=RetryPolicy(attempts=1), transport=transport)
     with pytest.raises(EndpointError, match="unreachable") as caught:
         await policy.ping()
     assert caught.value.status is None

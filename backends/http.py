@@ -1,0 +1,132 @@
+"""How JSON reaches an OpenAI-compatible server: two transports behind one small seam.
+
+``aiohttp`` (the default) posts JSON on one pooled aiohttp session: chosen by
+measurement, it spends a fraction of the client CPU per request of the openai
+SDK's stack (see benchmarks/bench_overhead.py), which matters when a search
+sends thousands of small requests. ``openai`` goes through ``AsyncOpenAI``
+itself (its auth hooks, proxies and headers), for servers that need them.
+
+Both raise the same two failures, so the retry policy and the error messages
+are one piece of code: StatusFailure (the server answered an error status) and
+ConnectFailure (no answer: refused, reset, timed out).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
+
+import aiohttp
+import httpx2
+import openai
+
+TransportName = Literal["aiohttp", "openai"]
+
+
+class StatusFailure(Exception):
+    def __init__(self, status: int, body: str, headers: Mapping[str, str]) -> None:
+        super().__init__(f"{status}: {body[:200]}")
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+class ConnectFailure(Exception):
+    """No usable answer: the message is the innermost cause (e.g. "Connect call failed")."""
+
+
+class Transport(Protocol):
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST JSON to base URL + path and return the decoded JSON answer."""
+        ...
+
+    async def get(self, path: str) -> None:
+        """GET base URL + path; raise if it fails."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class AioHttpTransport:
+    def __init__(self, base_url: str, api_key: str, connections: int, timeout_s: float) -> None:
+        self._base = base_url
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            headers={"Authorization": f"Bearer {api_key}"},
+            json_serialize=json.dumps,
+        )
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        return await self._call("POST", path, body)
+
+    async def get(self, path: str) -> None:
+        await self._call("GET", path, None)
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        try:
+            async with self._session.request(method, self._base + path, json=body) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    raise StatusFailure(response.status, text, dict(response.headers))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ConnectFailure(_root_cause(exc)) from exc
+        return _decode(text, response.status)
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+class OpenAITransport:
+    def __init__(self, base_url: str, api_key: str, connections: int, timeout_s: float) -> None:
+        limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            max_retries=0,  # one retry policy (ours) owns retries
+            timeout=timeout_s,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout_s),
+        )
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        # The low-level post: the SDK's connection, headers and errors, without the
+        # per-call walk over typed parameters, which costs more CPU than the exchange.
+        try:
+            response = await self._client.post(path, body=body, cast_to=httpx2.Response)
+        except openai.APIStatusError as exc:
+            raise StatusFailure(exc.status_code, exc.response.text, exc.response.headers) from exc
+        except openai.APIError as exc:
+            raise ConnectFailure(_root_cause(exc)) from exc
+        return _decode(response.text, response.status_code)
+
+    async def get(self, path: str) -> None:
+        try:
+            await self._client.get(path, cast_to=httpx2.Response)
+        except openai.APIStatusError as exc:
+            raise StatusFailure(exc.status_code, exc.response.text, exc.response.headers) from exc
+        except openai.APIError as exc:
+            raise ConnectFailure(_root_cause(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+TRANSPORTS: dict[str, type[AioHttpTransport] | type[OpenAITransport]] = {
+    "aiohttp": AioHttpTransport,
+    "openai": OpenAITransport,
+}
+
+
+def _decode(text: str, status: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StatusFailure(status, f"response is not JSON: {text[:100]!r}", {}) from exc
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause's message: "Connect call failed" rather than a wrapper's "timed out"."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return str(exc) or type(exc).__name__

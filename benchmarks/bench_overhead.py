@@ -1,0 +1,192 @@
+"""Client overhead: treesearch against its lower bound, the raw openai client and its_hub.
+
+A self-consistency workload (200 problems, K=31 votes each) against the
+synthetic server with a fixed latency, once with the server honouring ``n``
+and once ignoring it. For each client, in the same run:
+
+- wall time, and wall time over its lower bound: the latency times the number
+  of sequential rounds the concurrency limit allows;
+- client CPU per HTTP request (the server runs in its own process).
+
+Clients: treesearch (majority vote, whole solutions); the raw ``openai``
+client sending the same requests (n=K, then one request per missing choice),
+with its default httpx transport and with aiohttp; its_hub's SelfConsistency
+(one chat request per sample: it never sends ``n``).
+
+    python benchmarks/bench_overhead.py [--problems 200] [--k 31] [--latency 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import openai
+
+from treesearch import Prefix, Problem, SamplingParams, SearchConfig, math_equal, run
+from treesearch.backends.fake_server import make_problems, spawn
+from treesearch.backends.openai_compat import OpenAIPolicy
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def measure(label: str, work: Callable[[], Any]) -> dict[str, Any]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    requests, correct = work()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"client": label, "requests": requests, "wall_s": wall, "cpu_s": cpu,
+            "cpu_ms_per_request": 1000 * cpu / max(requests, 1), "accuracy": correct}
+
+
+def treesearch_run(
+    url: str, problems: list[Problem], k: int, concurrency: int, transport: str
+) -> Callable[[], Any]:
+    async def main() -> tuple[int, float]:
+        policy = OpenAIPolicy(url, "fake", concurrency=concurrency, transport=transport)  # type: ignore[arg-type]
+        config = SearchConfig(strategy="majority-vote", n=k, sampling=SamplingParams(seed=0))
+        try:
+            results = await run(problems, policy, config, max_problems_in_flight=len(problems))
+        finally:
+            await policy.aclose()
+        correct = sum(bool(r.correct) for r in results) / len(results)
+        return sum(r.usage.requests for r in results), correct
+
+    return lambda: anyio.run(main)
+
+
+def raw_openai_run(
+    url: str, problems: list[Problem], k: int, concurrency: int, transport: str
+) -> Callable[[], Any]:
+    """The same requests treesearch sends, by hand: n=k, then n=1 for each missing choice."""
+    render = OpenAIPolicy(url, "fake").render_prompt
+
+    async def main() -> tuple[int, float]:
+        http = (openai.DefaultAioHttpClient() if transport == "aiohttp"
+                else openai.DefaultAsyncHttpxClient())
+        client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, http_client=http)
+        gate = asyncio.Semaphore(concurrency)
+        sent = 0
+
+        async def ask(prompt: str, n: int) -> list[str]:
+            nonlocal sent
+            async with gate:
+                sent += 1
+                response = await client.completions.create(
+                    model="fake", prompt=prompt, n=n, max_tokens=1024, temperature=0.8
+                )
+            return [choice.text for choice in response.choices]
+
+        async def one(problem: Problem) -> bool:
+            prompt = render(Prefix(problem=problem))
+            texts = await ask(prompt, k)
+            if len(texts) < k:
+                rest = await asyncio.gather(*(ask(prompt, 1) for _ in range(k - len(texts))))
+                texts += [text for batch in rest for text in batch]
+            votes: dict[str, int] = {}
+            for text in texts:
+                found = re.search(r"The answer is (\S+)\.", text)
+                if found:
+                    votes[found.group(1)] = votes.get(found.group(1), 0) + 1
+            return max(votes, key=votes.__getitem__) == problem.answer
+
+        try:
+            correct = await asyncio.gather(*(one(p) for p in problems))
+        finally:
+            await client.close()
+        return sent, sum(correct) / len(correct)
+
+    return lambda: asyncio.run(main())
+
+
+def its_hub_run(url: str, problems: list[Problem], k: int, concurrency: int) -> Callable[[], Any]:
+    from its_hub import LMOrchestrator, OpenAICompatibleLanguageModel, SelfConsistency
+    from its_hub.core.algorithms.self_consistency import create_regex_projection_function
+
+    async def main() -> tuple[int, float]:
+        lm = OpenAICompatibleLanguageModel(
+            endpoint=url, api_key="x", model_name="fake", max_completion_tokens=1024,
+            temperature=0.8,
+        )
+        sc = SelfConsistency(
+            consistency_space_projection_func=create_regex_projection_function(
+                r"The answer is (\S+)\."
+            ),
+            orchestrator=LMOrchestrator(max_concurrency=concurrency),
+        )
+        async with lm:
+            results = await asyncio.gather(
+                *(sc.ainfer(lm, p.question, k, return_response_only=False) for p in problems)
+            )
+        correct = [
+            re.search(r"The answer is (\S+)\.", r.the_one["content"] or "") for r in results
+        ]
+        right = sum(1 for m, p in zip(correct, problems, strict=True) if m and m[1] == p.answer)
+        return sum(r.usage.num_calls for r in results), right / len(problems)
+
+    return lambda: asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=200)
+    parser.add_argument("--k", type=int, default=31)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--concurrency", type=int, default=256)
+    args = parser.parse_args()
+    records = make_problems(args.problems, p_correct=0.6)
+    math_equal("1", "2")  # import sympy and math-verify before any clock starts
+    problems = [Problem.from_record(r) for r in records]
+    k, c, latency = args.k, args.concurrency, args.latency
+    rows: list[dict[str, Any]] = []
+    for mode, flags in (("n honoured", []), ("n ignored", ["--ignore-n"])):
+        with tempfile.TemporaryDirectory() as tmp, spawn(
+            ["--latency", str(latency), *flags], records, Path(tmp)
+        ) as url:
+            clients: list[tuple[str, Callable[[], Any]]] = [
+                ("treesearch", treesearch_run(url, problems, k, c, "aiohttp")),
+                ("treesearch (openai sdk)", treesearch_run(url, problems, k, c, "openai")),
+                ("openai raw (httpx)", raw_openai_run(url, problems, k, c, "httpx")),
+                ("openai raw (aiohttp)", raw_openai_run(url, problems, k, c, "aiohttp")),
+                ("its_hub", its_hub_run(url, problems, k, c)),
+            ]
+            for label, work in clients:
+                row = measure(label, work)
+                # its_hub sends one request per sample whatever the server does with n.
+                first = args.problems if label != "its_hub" and mode == "n ignored" else 0
+                rounds = math.ceil(first / c) + math.ceil((row["requests"] - first) / c)
+                row.update(server=mode, lower_bound_s=latency * rounds,
+                           over_bound=row["wall_s"] / (latency * rounds))
+                rows.append(row)
+                print(f"{mode:>10}  {label:<24} requests {row['requests']:>5}  "
+                      f"wall {row['wall_s']:6.2f}s  bound {row['lower_bound_s']:5.2f}s  "
+                      f"x{row['over_bound']:5.2f}  cpu/request {row['cpu_ms_per_request']:5.2f} ms  "
+                      f"acc {row['accuracy']:.3f}", flush=True)
+
+    def get(mode: str, label: str) -> dict[str, Any]:
+        return next(r for r in rows if r["server"] == mode and r["client"] == label)
+
+    print("\nratios")
+    for mode in ("n honoured", "n ignored"):
+        ours, hub = get(mode, "treesearch"), get(mode, "its_hub")
+        raw = get(mode, "openai raw (aiohttp)")
+        print(f"  {mode}: its_hub wall / treesearch wall = {hub['wall_s'] / ours['wall_s']:.2f}; "
+              f"treesearch wall / lower bound = {ours['over_bound']:.2f}; "
+              f"treesearch cpu/request / raw openai (aiohttp) = "
+              f"{ours['cpu_ms_per_request'] / raw['cpu_ms_per_request']:.2f}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "overhead.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    print(f"\nwritten to {RESULTS / 'overhead.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
