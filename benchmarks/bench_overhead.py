@@ -44,8 +44,14 @@ def measure(label: str, work: Callable[[], Any]) -> dict[str, Any]:
     cpu, wall = time.process_time(), time.perf_counter()
     requests, correct = work()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"client": label, "requests": requests, "wall_s": wall, "cpu_s": cpu,
-            "cpu_ms_per_request": 1000 * cpu / max(requests, 1), "accuracy": correct}
+    return {
+        "client": label,
+        "requests": requests,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_ms_per_request": 1000 * cpu / max(requests, 1),
+        "accuracy": correct,
+    }
 
 
 def treesearch_run(
@@ -71,8 +77,7 @@ def raw_openai_run(
     render = OpenAIPolicy(url, "fake").render_prompt
 
     async def main() -> tuple[int, float]:
-        http = (openai.DefaultAioHttpClient() if transport == "aiohttp"
-                else openai.DefaultAsyncHttpxClient())
+        http = openai.DefaultAioHttpClient() if transport == "aiohttp" else openai.DefaultAsyncHttpxClient()
         client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, http_client=http)
         gate = asyncio.Semaphore(concurrency)
         sent = 0
@@ -114,22 +119,21 @@ def its_hub_run(url: str, problems: list[Problem], k: int, concurrency: int) -> 
 
     async def main() -> tuple[int, float]:
         lm = OpenAICompatibleLanguageModel(
-            endpoint=url, api_key="x", model_name="fake", max_completion_tokens=1024,
+            endpoint=url,
+            api_key="x",
+            model_name="fake",
+            max_completion_tokens=1024,
             temperature=0.8,
         )
         sc = SelfConsistency(
-            consistency_space_projection_func=create_regex_projection_function(
-                r"The answer is (\S+)\."
-            ),
+            consistency_space_projection_func=create_regex_projection_function(r"The answer is (\S+)\."),
             orchestrator=LMOrchestrator(max_concurrency=concurrency),
         )
         async with lm:
             results = await asyncio.gather(
                 *(sc.ainfer(lm, p.question, k, return_response_only=False) for p in problems)
             )
-        correct = [
-            re.search(r"The answer is (\S+)\.", r.the_one["content"] or "") for r in results
-        ]
+        correct = [re.search(r"The answer is (\S+)\.", r.the_one["content"] or "") for r in results]
         right = sum(1 for m, p in zip(correct, problems, strict=True) if m and m[1] == p.answer)
         return sum(r.usage.num_calls for r in results), right / len(problems)
 
@@ -149,9 +153,10 @@ def main() -> None:
     k, c, latency = args.k, args.concurrency, args.latency
     rows: list[dict[str, Any]] = []
     for mode, flags in (("n honoured", []), ("n ignored", ["--ignore-n"])):
-        with tempfile.TemporaryDirectory() as tmp, spawn(
-            ["--latency", str(latency), *flags], records, Path(tmp)
-        ) as url:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            spawn(["--latency", str(latency), *flags], records, Path(tmp)) as url,
+        ):
             clients: list[tuple[str, Callable[[], Any]]] = [
                 ("treesearch", treesearch_run(url, problems, k, c, "aiohttp")),
                 ("treesearch (openai sdk)", treesearch_run(url, problems, k, c, "openai")),
@@ -164,13 +169,17 @@ def main() -> None:
                 # its_hub sends one request per sample whatever the server does with n.
                 first = args.problems if label != "its_hub" and mode == "n ignored" else 0
                 rounds = math.ceil(first / c) + math.ceil((row["requests"] - first) / c)
-                row.update(server=mode, lower_bound_s=latency * rounds,
-                           over_bound=row["wall_s"] / (latency * rounds))
+                row.update(
+                    server=mode, lower_bound_s=latency * rounds, over_bound=row["wall_s"] / (latency * rounds)
+                )
                 rows.append(row)
-                print(f"{mode:>10}  {label:<24} requests {row['requests']:>5}  "
-                      f"wall {row['wall_s']:6.2f}s  bound {row['lower_bound_s']:5.2f}s  "
-                      f"x{row['over_bound']:5.2f}  cpu/request {row['cpu_ms_per_request']:5.2f} ms  "
-                      f"acc {row['accuracy']:.3f}", flush=True)
+                print(
+                    f"{mode:>10}  {label:<24} requests {row['requests']:>5}  "
+                    f"wall {row['wall_s']:6.2f}s  bound {row['lower_bound_s']:5.2f}s  "
+                    f"x{row['over_bound']:5.2f}  cpu/request {row['cpu_ms_per_request']:5.2f} ms  "
+                    f"acc {row['accuracy']:.3f}",
+                    flush=True,
+                )
 
     def get(mode: str, label: str) -> dict[str, Any]:
         return next(r for r in rows if r["server"] == mode and r["client"] == label)
@@ -179,10 +188,12 @@ def main() -> None:
     for mode in ("n honoured", "n ignored"):
         ours, hub = get(mode, "treesearch"), get(mode, "its_hub")
         raw = get(mode, "openai raw (aiohttp)")
-        print(f"  {mode}: its_hub wall / treesearch wall = {hub['wall_s'] / ours['wall_s']:.2f}; "
-              f"treesearch wall / lower bound = {ours['over_bound']:.2f}; "
-              f"treesearch cpu/request / raw openai (aiohttp) = "
-              f"{ours['cpu_ms_per_request'] / raw['cpu_ms_per_request']:.2f}")
+        print(
+            f"  {mode}: its_hub wall / treesearch wall = {hub['wall_s'] / ours['wall_s']:.2f}; "
+            f"treesearch wall / lower bound = {ours['over_bound']:.2f}; "
+            f"treesearch cpu/request / raw openai (aiohttp) = "
+            f"{ours['cpu_ms_per_request'] / raw['cpu_ms_per_request']:.2f}"
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "overhead.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     print(f"\nwritten to {RESULTS / 'overhead.json'}", file=sys.stderr)
