@@ -13,18 +13,15 @@ remembered; the SearchContext then tops up with further requests.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
-import anyio
 import structlog
 
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.policy import Choice, Generation, Prefix, SamplingParams, estimate_tokens
 from treesearch.policy import token_upper_bound as byte_bound
 
-from .http import TRANSPORTS, ConnectFailure, StatusFailure, Transport, TransportName
-from .retry import RetryPolicy
+from .endpoint import Endpoint
 
 log = structlog.get_logger(__name__)
 
@@ -41,55 +38,38 @@ Api = Literal["completions", "chat"]
 
 
 class OpenAIPolicy:
-    """A Policy over one OpenAI-compatible endpoint, with its own concurrency limit and retries.
-
-    ``concurrency`` bounds requests in flight to this endpoint across every problem of a
-    run. ``transport`` is "aiohttp" (lean, the default) or "openai" (through AsyncOpenAI);
-    see ``http.py`` for why.
-    """
+    """A Policy over one OpenAI-compatible server; its concurrency limit, retries and
+    transport live in its Endpoint."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Endpoint,
         model: str,
         *,
         api: Api = "completions",
-        api_key: str | None = None,
-        concurrency: int = 256,
-        timeout_s: float = 600.0,
-        retry: RetryPolicy | None = None,
         prompt_template: str = DEFAULT_TEMPLATE,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         continue_final_message: bool = True,
-        transport: TransportName = "aiohttp",
+        **endpoint_options: Any,
     ) -> None:
+        """``base_url`` is a URL (``endpoint_options`` go to its Endpoint: api_key,
+        concurrency, timeout_s, retry, transport) or an Endpoint shared with others."""
         if api not in ("completions", "chat"):
             raise ConfigError(f"unknown api {api!r}; choose completions or chat")
-        if transport not in TRANSPORTS:
-            raise ConfigError(f"unknown transport {transport!r}; choose {' or '.join(TRANSPORTS)}")
-        if concurrency <= 0:
-            raise ConfigError(f"concurrency must be positive, got {concurrency}")
         if "{question}" not in prompt_template:
             raise ConfigError("the prompt template needs a {question} field")
-        self.base_url = base_url.rstrip("/")
+        self.http = base_url if isinstance(base_url, Endpoint) else Endpoint(base_url, **endpoint_options)
         self.model = model
         self.api = api
         self.prompt_template = prompt_template
         self.system_prompt = system_prompt
         self.continue_final_message = continue_final_message
-        self._api_key = api_key or "EMPTY"
-        self._concurrency = concurrency
-        self._timeout_s = timeout_s
-        self._retrying = (retry or RetryPolicy()).retrying()
-        self._transport = transport
-        self._http: Transport | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
         self._max_choices: int | None = None
         self._path = "/completions" if api == "completions" else "/chat/completions"
 
     @property
     def endpoint(self) -> str:
-        return self.base_url
+        return self.http.base_url
 
     def choices_per_request(self, n: int) -> int:
         return n if self._max_choices is None else min(n, self._max_choices)
@@ -118,45 +98,11 @@ class OpenAIPolicy:
     # -- requests ---------------------------------------------------------------
 
     async def ping(self) -> None:
-        """Fail fast, with one clear error, when the endpoint cannot be reached or refuses us.
-        A server without ``/models`` (a 404) passes: only reachability is checked."""
-        http, _ = self._connect()
-        try:
-            with anyio.fail_after(15):
-                await http.get("/models")
-        except StatusFailure as exc:
-            if exc.status in (401, 403):
-                raise EndpointError(self.base_url, exc.status, exc.body) from exc
-        except (ConnectFailure, TimeoutError) as exc:
-            raise EndpointError(self.base_url, None, str(exc) or "timed out") from exc
+        await self.http.ping()
 
     async def generate(self, prefix: Prefix, n: int, params: SamplingParams) -> Generation:
-        http, limiter = self._connect()
-        body = self._body(prefix, n, params)
-        started = time.perf_counter()
-        attempts = 0
-        try:
-            async with limiter:
-                async for attempt in self._retrying.copy():
-                    with attempt:
-                        attempts += 1
-                        raw = await http.post(self._path, body)
-        except StatusFailure as exc:
-            raise EndpointError(self.base_url, exc.status, " ".join(exc.body.split())) from exc
-        except ConnectFailure as exc:
-            raise EndpointError(self.base_url, None, str(exc)) from exc
-        generation = self._parse(raw, prefix, n)
-        log.debug(
-            "request",
-            endpoint=self.base_url,
-            n=n,
-            choices=len(generation.choices),
-            prompt_tokens=generation.prompt_tokens,
-            completion_tokens=generation.completion_tokens,
-            attempts=attempts,
-            latency_s=round(time.perf_counter() - started, 4),
-        )
-        return generation
+        raw = await self.http.post(self._path, self._body(prefix, n, params))
+        return self._parse(raw, prefix, n)
 
     def _body(self, prefix: Prefix, n: int, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -189,10 +135,10 @@ class OpenAIPolicy:
             choices = sorted(raw["choices"], key=lambda c: c.get("index", 0))
             parsed = tuple(self._choice(c) for c in choices)
         except (KeyError, TypeError, AttributeError) as exc:
-            raise EndpointError(self.base_url, 200, f"unexpected response shape: {exc!r}") from exc
+            raise EndpointError(self.endpoint, 200, f"unexpected response shape: {exc!r}") from exc
         if 0 < len(parsed) < n and self._max_choices is None:
             self._max_choices = len(parsed)
-            log.info("endpoint_ignores_n", endpoint=self.base_url, asked=n, got=len(parsed))
+            log.info("endpoint_ignores_n", endpoint=self.endpoint, asked=n, got=len(parsed))
         usage = raw.get("usage") or {}
         if "prompt_tokens" in usage and "completion_tokens" in usage:
             return Generation(
@@ -234,19 +180,5 @@ class OpenAIPolicy:
             else float(sum(v for v in token_logprobs if v is not None)),
         )
 
-    # -- connection -------------------------------------------------------------
-
-    def _connect(self) -> tuple[Transport, anyio.CapacityLimiter]:
-        """The transport and limiter, made on first use inside the event loop, once per endpoint."""
-        if self._http is None or self._limiter is None:
-            self._http = TRANSPORTS[self._transport](
-                self.base_url, self._api_key, self._concurrency, self._timeout_s
-            )
-            self._limiter = anyio.CapacityLimiter(self._concurrency)
-        return self._http, self._limiter
-
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-            self._limiter = None
+        await self.http.aclose()

@@ -1,0 +1,101 @@
+"""One OpenAI-compatible server as used by every adapter: a transport, a limiter, a retry policy.
+
+A policy and the verifiers that talk to the same server can share one Endpoint,
+and so one concurrency limit. Every failure that retries did not cure leaves
+here as EndpointError, naming the URL and status.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import structlog
+
+from treesearch.errors import ConfigError, EndpointError
+
+from .http import TRANSPORTS, ConnectFailure, StatusFailure, Transport, TransportName
+from .retry import RetryPolicy
+
+log = structlog.get_logger(__name__)
+
+
+class Endpoint:
+    """``concurrency`` bounds requests in flight across every problem of a run. ``transport``
+    is "aiohttp" (lean, the default) or "openai" (through AsyncOpenAI); see ``http.py``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 256,
+        timeout_s: float = 600.0,
+        retry: RetryPolicy | None = None,
+        transport: TransportName = "aiohttp",
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise ConfigError(f"unknown transport {transport!r}; choose {' or '.join(TRANSPORTS)}")
+        if concurrency <= 0:
+            raise ConfigError(f"concurrency must be positive, got {concurrency}")
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key or "EMPTY"
+        self._concurrency = concurrency
+        self._timeout_s = timeout_s
+        self._retrying = (retry or RetryPolicy()).retrying()
+        self._transport = transport
+        self._http: Transport | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST JSON with retries inside the concurrency limit; the decoded JSON answer."""
+        http, limiter = self._connect()
+        started = time.perf_counter()
+        attempts = 0
+        try:
+            async with limiter:
+                async for attempt in self._retrying.copy():
+                    with attempt:
+                        attempts += 1
+                        answer = await http.post(path, body)
+        except StatusFailure as exc:
+            raise EndpointError(self.base_url, exc.status, " ".join(exc.body.split())) from exc
+        except ConnectFailure as exc:
+            raise EndpointError(self.base_url, None, str(exc)) from exc
+        log.debug(
+            "request",
+            endpoint=self.base_url,
+            path=path,
+            attempts=attempts,
+            latency_s=round(time.perf_counter() - started, 4),
+        )
+        return answer
+
+    async def ping(self) -> None:
+        """Fail fast, with one clear error, when the server cannot be reached or refuses us.
+        A server without ``/models`` (a 404) passes: only reachability is checked."""
+        http, _ = self._connect()
+        try:
+            with anyio.fail_after(15):
+                await http.get("/models")
+        except StatusFailure as exc:
+            if exc.status in (401, 403):
+                raise EndpointError(self.base_url, exc.status, exc.body) from exc
+        except (ConnectFailure, TimeoutError) as exc:
+            raise EndpointError(self.base_url, None, str(exc) or "timed out") from exc
+
+    def _connect(self) -> tuple[Transport, anyio.CapacityLimiter]:
+        """Made on first use, inside the event loop, once per endpoint."""
+        if self._http is None or self._limiter is None:
+            self._http = TRANSPORTS[self._transport](
+                self.base_url, self._api_key, self._concurrency, self._timeout_s
+            )
+            self._limiter = anyio.CapacityLimiter(self._concurrency)
+        return self._http, self._limiter
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+            self._limiter = None
