@@ -62,10 +62,20 @@ def best_of_n(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | N
     return max(answered, key=lambda c: c.score if c.score is not None else float("-inf")).answer
 
 
+def filter_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
+    """Chen et al.'s filter-vote: majority over the answers a judge kept (score ≥ 0.5);
+    when the judge kept none, over all of them."""
+    kept = [i for i, c in enumerate(candidates) if c.answer is not None and (c.score or 0.0) >= 0.5]
+    if not kept:
+        return majority_vote(candidates, groups)
+    return majority_vote([candidates[i] for i in kept], [groups[i] for i in kept])
+
+
 AGGREGATORS: dict[str, Aggregator] = {
     "majority": majority_vote,
     "weighted": weighted_vote,
     "best": best_of_n,
+    "filter": filter_vote,
 }
 
 

@@ -75,6 +75,7 @@ class Budget:
         self._reserved_requests = 0
         self._usage = Usage()
         self._settled: anyio.Event | None = None
+        self._in_flight = 0
 
     @property
     def usage(self) -> Usage:
@@ -88,7 +89,9 @@ class Budget:
     def seconds_left(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
-    async def reserve(self, prompt_tokens: int, tokens_per_choice: int, choices: int = 1) -> Reservation:
+    async def reserve(
+        self, prompt_tokens: int, tokens_per_choice: int, choices: int = 1, requests: int = 1
+    ) -> Reservation:
         """Hold the worst case of one request for up to ``choices`` choices, or raise BudgetExhausted.
 
         The reservation may hold fewer choices than asked (as many as fit, at least one):
@@ -100,23 +103,26 @@ class Budget:
             left_s = self.seconds_left()
             if left_s is not None and left_s <= 0:
                 raise BudgetExhausted("deadline passed")
-            fit = self._choices_that_fit(prompt_tokens, tokens_per_choice, choices)
+            fit = self._choices_that_fit(prompt_tokens, tokens_per_choice, choices, requests)
             if fit:
                 tokens = fit * tokens_per_choice + (prompt_tokens if self.limits.count_prompt else 0)
                 self._reserved_tokens += tokens
-                self._reserved_requests += 1
-                return Reservation(tokens=tokens, requests=1, choices=fit)
-            if not self._reserved_requests:
+                self._reserved_requests += requests
+                self._in_flight += 1
+                return Reservation(tokens=tokens, requests=requests, choices=fit)
+            if not self._in_flight:
                 raise BudgetExhausted(self._why(prompt_tokens, tokens_per_choice))
             if self._settled is None:
                 self._settled = anyio.Event()
             await self._settled.wait()
 
-    def _choices_that_fit(self, prompt_tokens: int, tokens_per_choice: int, choices: int) -> int:
+    def _choices_that_fit(
+        self, prompt_tokens: int, tokens_per_choice: int, choices: int, requests: int
+    ) -> int:
         limits = self.limits
         if (
             limits.requests is not None
-            and self._charged_requests + self._reserved_requests >= limits.requests
+            and self._charged_requests + self._reserved_requests + requests > limits.requests
         ):
             return 0
         if limits.tokens is None:
@@ -135,21 +141,29 @@ class Budget:
         return f"{left} of {self.limits.tokens} tokens left, a request needs up to {need}"
 
     def settle(
-        self, reservation: Reservation, prompt_tokens: int, completion_tokens: int, *, estimated: bool
+        self,
+        reservation: Reservation,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        estimated: bool,
+        requests: int | None = None,
     ) -> None:
-        """Replace a reservation by what the call really cost."""
+        """Replace a reservation by what the call really cost (``requests`` defaults to the
+        reserved count)."""
         self._close(reservation)
+        requests = reservation.requests if requests is None else requests
         tokens = completion_tokens + (prompt_tokens if self.limits.count_prompt else 0)
         if tokens > reservation.tokens:
             # The worst case was wrong (a tokenizer merged differently): charge the truth, say so.
             log.warning("reservation_exceeded", reserved=reservation.tokens, charged=tokens)
         self._charged_tokens += tokens
-        self._charged_requests += reservation.requests
+        self._charged_requests += requests
         used = self._usage
         self._usage = Usage(
             prompt_tokens=used.prompt_tokens + prompt_tokens,
             completion_tokens=used.completion_tokens + completion_tokens,
-            requests=used.requests + reservation.requests,
+            requests=used.requests + requests,
             estimated=used.estimated or estimated,
         )
 
@@ -163,6 +177,7 @@ class Budget:
         reservation.open = False
         self._reserved_tokens -= reservation.tokens
         self._reserved_requests -= reservation.requests
+        self._in_flight -= 1
         if self._settled is not None:  # wake the calls waiting for room
             self._settled.set()
             self._settled = None

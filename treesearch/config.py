@@ -16,9 +16,12 @@ from treesearch.policy import SamplingParams
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SearchConfig:
-    """``n`` is the number of finished paths a strategy aims for (K samples for voting).
-    ``whole`` samples each solution in one request instead of step by step.
-    ``aggregator`` None takes the strategy's own (majority for voting, best for best-of-n).
+    """``n`` is the number of finished paths a strategy aims for (K samples for voting, N for
+    beam, DVTS and REBASE; MCTS's number of iterations). ``whole`` samples each solution in
+    one request instead of step by step (sampling strategies only). ``beam_width`` is M:
+    children per kept beam, per DVTS subtree step and per MCTS expansion. ``lookahead`` is
+    k, the greedy steps that value a candidate in lookahead search. ``aggregator`` None
+    takes the strategy's own.
     """
 
     strategy: str = "majority-vote"
@@ -29,9 +32,17 @@ class SearchConfig:
     budget: BudgetLimits = field(default_factory=BudgetLimits)
     reduction: str = "last"
     aggregator: str | None = None
+    beam_width: int = 4
+    lookahead: int = 2
+    rebase_temperature: float = 0.1
+    mcts_c: float = 1.0
 
     def __post_init__(self) -> None:
         if self.n <= 0:
             raise ConfigError(f"n must be positive, got {self.n}")
+        if self.beam_width <= 0 or self.lookahead < 0:
+            raise ConfigError("beam width must be positive and lookahead not negative")
+        if self.rebase_temperature <= 0:
+            raise ConfigError(f"rebase temperature must be positive, got {self.rebase_temperature}")
         if not 0.0 <= self.sampling.temperature <= 5.0:
             raise ConfigError(f"temperature must be in [0, 5], got {self.sampling.temperature}")

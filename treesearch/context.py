@@ -55,7 +55,8 @@ _BOUNDARY_SLACK = 2
 
 
 class SearchContext:
-    """One problem's search: its tree, budget, policy and (optional) verifier."""
+    """One problem's search: its tree, budget, policy, and optional verifier and
+    completion judge (a verifier whose score is P(the path has reached its answer))."""
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class SearchContext:
         sampling: SamplingParams,
         step_format: StepFormat,
         verifier: Verifier | None = None,
+        finish_check: Verifier | None = None,
         reduction: str = "last",
     ) -> None:
         self.problem = problem
@@ -74,6 +76,7 @@ class SearchContext:
         self.sampling = sampling
         self.step_format = step_format
         self.verifier = verifier
+        self.finish_check = finish_check
         self.reduction = reduction
         self.tree = SearchTree(problem.id, problem.prompt or problem.question)
         self._requests_per_node: dict[int, int] = {}
@@ -127,7 +130,23 @@ class SearchContext:
                 raise EndpointError(self.policy.endpoint, None, "the server returned no choices")
             children.extend(got)
             wanted -= len(got)
+        if self.finish_check is not None:
+            children = await self._check_finished(children)
         return children
+
+    async def _check_finished(self, children: list[Node]) -> list[Node]:
+        """Ask the completion judge which open children already hold a final answer; those
+        become finished, their last step standing as the answer when no pattern matches."""
+        assert self.finish_check is not None
+        open_ids = [child.id for child in children if not child.terminal]
+        if not open_ids:
+            return children
+        verdicts = await self._judge(self.finish_check, open_ids)
+        for node_id, verdict in zip(open_ids, verdicts, strict=True):
+            if verdict[-1] >= 0.5:
+                text = self.tree.node(node_id).text.strip()
+                self.tree.update(node_id, status=NodeStatus.ANSWERED, answer=text.splitlines()[-1])
+        return [self.tree.node(child.id) for child in children]
 
     async def expand_many(
         self, widths: Mapping[int, int], *, temperature: float | None = None
@@ -139,29 +158,63 @@ class SearchContext:
         )
         return {node: batch for (node, _), batch in zip(items, batches, strict=True)}
 
-    async def rollout(self, node_id: int, *, temperature: float | None = None) -> Node:
-        """Extend one path a step at a time until it finishes; return its last node."""
+    async def rollout(
+        self, node_id: int, *, temperature: float | None = None, max_steps: int | None = None
+    ) -> Node:
+        """Extend one path a step at a time until it finishes (or ``max_steps`` more steps);
+        return its last node."""
         node = self.tree.node(node_id)
-        while not node.terminal:
+        steps = 0
+        while not node.terminal and (max_steps is None or steps < max_steps):
             (node,) = await self.expand(node.id, 1, temperature=temperature)
+            steps += 1
         return node
 
     # -- scores -----------------------------------------------------------------
 
     async def score(self, node_ids: Sequence[int]) -> None:
-        """Score the paths ending at ``node_ids`` in one batched verifier call."""
+        """Score the paths ending at ``node_ids`` (those not scored yet) in one batched
+        verifier call, charged to the budget like any request."""
         if self.verifier is None:
             raise ConfigError("this strategy needs a verifier")
-        todo = [node for node in node_ids if self.tree.node(node).scores is None]
+        todo = [node for node in dict.fromkeys(node_ids) if self.tree.node(node).scores is None]
         if not todo:
             return
-        paths = [self._verifier_steps(node) for node in todo]
-        scores = await self.verifier.score(self.problem, paths)
-        if len(scores) != len(todo):
-            raise EndpointError("verifier", None, f"{len(scores)} scores for {len(todo)} paths")
+        scores = await self._judge(self.verifier, todo)
         for node, values in zip(todo, scores, strict=True):
-            self.tree.update(node, scores=tuple(values))
+            self.tree.update(node, scores=self._full_path_scores(node, values))
             self._log.debug("node_scored", node_id=node, scores=values)
+
+    async def _judge(self, verifier: Verifier, node_ids: Sequence[int]) -> list[list[float]]:
+        paths = [self._verifier_steps(node) for node in node_ids]
+        bound = verifier.cost_bound(self.problem, paths)
+        reservation = await self.budget.reserve(
+            bound.prompt_tokens, bound.completion_tokens, requests=bound.requests
+        )
+        try:
+            scored = await verifier.score(self.problem, paths)
+        except BaseException:
+            self.budget.release(reservation)
+            raise
+        self.budget.settle(
+            reservation,
+            scored.cost.prompt_tokens,
+            scored.cost.completion_tokens,
+            estimated=scored.estimated,
+            requests=scored.cost.requests,
+        )
+        if len(scored.scores) != len(node_ids) or not all(scored.scores):
+            raise EndpointError("verifier", None, f"{len(scored.scores)} scores for {len(paths)} paths")
+        return scored.scores
+
+    def _full_path_scores(self, node_id: int, values: Sequence[float]) -> tuple[float, ...]:
+        """A verifier that judged only the newest steps gets the earlier ones from the parent."""
+        depth = len(self._verifier_steps(node_id))
+        parent = self.tree.node(node_id).parent
+        earlier = self.tree.node(parent).scores if parent is not None else None
+        if len(values) < depth and earlier is not None:
+            return tuple(earlier[: depth - len(values)]) + tuple(values)
+        return tuple(values)
 
     def path_score(self, node_id: int) -> float | None:
         scores = self.tree.node(node_id).scores

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,19 @@ class SearchResult:
         }
 
 
+def _seconds_left(budget: Budget) -> float:
+    seconds = budget.seconds_left()
+    return math.inf if seconds is None else seconds
+
+
+def _stop_cause(exc: BaseException) -> tuple[str, str | None]:
+    """("budget", None) for a budget refusal, else ("error", its message)."""
+    failure = most_telling(exc)
+    if isinstance(failure, BudgetExhausted):
+        return "budget", None
+    return "error", str(failure) or type(failure).__name__
+
+
 def check_config(config: SearchConfig, verifier: Verifier | None) -> None:
     """Refuse a configuration that cannot run, before any request is sent."""
     strategy = get_strategy(config.strategy)
@@ -84,6 +98,7 @@ async def search(
     config: SearchConfig,
     *,
     verifier: Verifier | None = None,
+    finish_check: Verifier | None = None,
     same: Equivalence = math_equal,
 ) -> SearchResult:
     """Search one problem. Budget and deadline end the search early but never raise;
@@ -100,31 +115,34 @@ async def search(
         sampling=config.sampling,
         step_format=config.step,
         verifier=verifier,
+        finish_check=finish_check,
         reduction=config.reduction,
     )
     stopped_by, error = "done", None
+    chosen: Sequence[int] | None = None
     try:
-        seconds = budget.seconds_left()
-        with anyio.move_on_after(math.inf if seconds is None else seconds) as scope:
-            await strategy.run(ctx, config)
+        with anyio.move_on_after(_seconds_left(budget)) as scope:
+            chosen = await strategy.run(ctx, config)
         if scope.cancelled_caught:
             stopped_by = "deadline"
-        finished = ctx.tree.terminals()
-        if aggregator != "majority" and finished:
-            await ctx.score([node.id for node in finished])
-    except BudgetExhausted:
-        stopped_by = "budget"
     except Exception as exc:
-        failure = most_telling(exc)
-        if isinstance(failure, BudgetExhausted):
-            stopped_by = "budget"
-        else:
-            stopped_by, error = "error", str(failure) or type(failure).__name__
-            log.warning("problem_failed", problem_id=problem.id, error=error)
-
+        stopped_by, error = _stop_cause(exc)
+    # A search cut short aggregates every finished path it has.
+    final = [ctx.tree.node(node) for node in chosen] if chosen is not None else ctx.tree.terminals()
+    if aggregator != "majority" and final and error is None:
+        try:
+            with anyio.move_on_after(_seconds_left(budget)):
+                await ctx.score([node.id for node in final])
+        except Exception as exc:
+            cause, failure = _stop_cause(exc)
+            if failure is not None:
+                stopped_by, error = cause, failure
+            elif stopped_by == "done":
+                stopped_by = cause
+    if error is not None:
+        log.warning("problem_failed", problem_id=problem.id, error=error)
     candidates = tuple(
-        Candidate(node=node.id, answer=node.answer, score=ctx.path_score(node.id))
-        for node in ctx.tree.terminals()
+        Candidate(node=node.id, answer=node.answer, score=ctx.path_score(node.id)) for node in final
     )
     answers = [c.answer for c in candidates if c.answer is not None]
     answered = [c for c in candidates if c.answer is not None]

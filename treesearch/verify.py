@@ -1,9 +1,12 @@
 """The Verifier protocol, the Python-callable verifier, and path-score reductions.
 
 A verifier scores paths step by step: ``score(problem, paths)`` returns one list
-of step scores per path, in one batched call. A path's single score is a
-reduction of its step scores: the last one (Snell et al.'s choice, the default),
-the minimum, the product or the mean.
+of step scores per path (or only the last steps' scores, for verifiers that
+judge the newest step), batched in as few requests as it can, with what the
+calls cost. ``cost_bound`` is the worst case of that cost, which the context
+reserves in the budget before the call. A path's single score is a reduction of
+its step scores: the last one (Snell et al.'s choice, the default), the
+minimum, the product or the mean.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from statistics import fmean
 from typing import Protocol, runtime_checkable
 
@@ -20,10 +24,30 @@ from treesearch.problems import Problem
 StepScores = list[float]
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Cost:
+    """Tokens and requests: the worst case a call reserves, or what it spent."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Scored:
+    scores: list[StepScores]
+    cost: Cost = Cost()
+    estimated: bool = False
+
+
 @runtime_checkable
 class Verifier(Protocol):
-    async def score(self, problem: Problem, paths: Sequence[Sequence[str]]) -> list[StepScores]:
-        """Scores in [0, 1] for each step of each path, batched in as few calls as possible."""
+    def cost_bound(self, problem: Problem, paths: Sequence[Sequence[str]]) -> Cost:
+        """The most that ``score`` on these paths can cost."""
+        ...
+
+    async def score(self, problem: Problem, paths: Sequence[Sequence[str]]) -> Scored:
+        """Scores in [0, 1] for the steps of each path, batched in as few calls as possible."""
         ...
 
 
@@ -40,14 +64,17 @@ class CallableVerifier:
     def __init__(self, function: ScoreFunction) -> None:
         self._function = function
 
-    async def score(self, problem: Problem, paths: Sequence[Sequence[str]]) -> list[StepScores]:
+    def cost_bound(self, problem: Problem, paths: Sequence[Sequence[str]]) -> Cost:
+        return Cost()
+
+    async def score(self, problem: Problem, paths: Sequence[Sequence[str]]) -> Scored:
         scored: list[StepScores] = []
         for steps in paths:
             value = self._function(problem, steps)
             if inspect.isawaitable(value):
                 value = await value
             scored.append([float(value)] if isinstance(value, int | float) else list(value))
-        return scored
+        return Scored(scores=scored)
 
 
 REDUCTIONS: dict[str, Callable[[Sequence[float]], float]] = {

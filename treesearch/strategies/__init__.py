@@ -1,21 +1,25 @@
 """The strategy registry: a name maps to a search routine and its default aggregator.
 
-A routine is ``async (SearchContext, SearchConfig) -> None``: it grows the tree;
-the engine aggregates what it finished. Names are the command line's
+A routine is ``async (SearchContext, SearchConfig) -> candidates``: it grows the
+tree and returns the finished nodes to aggregate (None: every finished node);
+the engine scores and aggregates them. Names are the command line's
 ``--strategy`` values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext
 from treesearch.errors import ConfigError
+from treesearch.strategies.beam import beam, dvts, lookahead
+from treesearch.strategies.mcts import mcts
+from treesearch.strategies.rebase import rebase
 from treesearch.strategies.sampling import sample
 
-Routine = Callable[[SearchContext, SearchConfig], Awaitable[None]]
+Routine = Callable[[SearchContext, SearchConfig], Awaitable[Sequence[int] | None]]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -28,6 +32,13 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     "majority-vote": Strategy(run=sample, aggregator="majority"),
     "best-of-n": Strategy(run=sample, aggregator="best", needs_verifier=True),
+    "weighted-vote": Strategy(run=sample, aggregator="weighted", needs_verifier=True),
+    "filter-vote": Strategy(run=sample, aggregator="filter", needs_verifier=True),
+    "beam": Strategy(run=beam, aggregator="weighted", needs_verifier=True),
+    "lookahead": Strategy(run=lookahead, aggregator="weighted", needs_verifier=True),
+    "dvts": Strategy(run=dvts, aggregator="weighted", needs_verifier=True),
+    "rebase": Strategy(run=rebase, aggregator="weighted", needs_verifier=True),
+    "mcts": Strategy(run=mcts, aggregator="weighted", needs_verifier=True),
 }
 
 

@@ -15,5 +15,6 @@ from treesearch.tree import ROOT
 
 
 async def sample(ctx: SearchContext, config: SearchConfig) -> None:
+    """Every finished path is a candidate, so this returns None."""
     firsts = await ctx.expand(ROOT, config.n, whole=config.whole)
     await gather([partial(ctx.rollout, node.id) for node in firsts if not node.terminal])
