@@ -44,7 +44,10 @@ from treesearch.problems import Problem, read_problems
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _MARKER = re.compile(r"\[task:([^\]\s]+)\]")
 _STEP = re.compile(r"Step (\d+): this points to (\S+?)\.")
+_CLAIM = re.compile(r"(?:Step \d+: this points to|The answer is) (\S+?)\.")
 _FINISHED = re.compile(r"The answer is \S+\.\s*$")
+_YES_NO = re.compile(r"Answer Yes or No\.\s*Answer:\s*$")
+_JUDGE = re.compile(r"\[Answer\]:(.*)Instruction: Review your previous answer", re.DOTALL)
 _GOOD_LOGPROB = math.log(0.9)
 
 
@@ -56,11 +59,13 @@ class FakeTask:
     answers: Mapping[str, float] = field(default_factory=lambda: {"42": 1.0})
     step_error: float = 0.0
     latency_s: float = 0.0
+    gold: str | None = None
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> FakeTask:
+    def from_metadata(cls, metadata: Mapping[str, Any], gold: str | None = None) -> FakeTask:
         spec = metadata.get("fake") or {}
         return cls(
+            gold=gold,
             steps=int(spec.get("steps", 3)),
             answers={str(k): float(v) for k, v in spec.get("answers", {"42": 1.0}).items()},
             step_error=float(spec.get("step_error", 0.0)),
@@ -78,6 +83,10 @@ class FakeServerConfig:
     ignore_n: bool = False
     usage: bool = True
     max_context: int = 8192
+    prm_model: str = "fake-prm"
+    prm_step_tag: str = "<extra_0>"
+    prm_noise: float = 0.0
+    judge_accuracy: float = 0.9
     seed: int = 0
     tasks: Mapping[str, FakeTask] = field(default_factory=dict)
 
@@ -124,22 +133,41 @@ def make_problems(
 # -- generation ---------------------------------------------------------------------
 
 
-def _continue(task: FakeTask, context: str, rng: random.Random) -> str:
-    """The rest of a solution after ``context``: the path keeps the answer its steps point to."""
+def _continue(task: FakeTask, context: str, rng: random.Random, greedy: bool) -> str:
+    """The rest of a solution after ``context``: the path keeps the answer its steps point to,
+    unless a step errs. Greedy decoding takes the likeliest answer and never errs."""
     done = _STEP.findall(context)
     answers, weights = list(task.answers), list(task.answers.values())
-    current = done[-1][1] if done else rng.choices(answers, weights)[0]
+    if done:
+        current = done[-1][1]
+    elif greedy:
+        current = max(answers, key=task.answers.__getitem__)
+    else:
+        current = rng.choices(answers, weights)[0]
     taken = int(done[-1][0]) if done else 0
     if _FINISHED.search(context):
         return ""  # already answered: the model ends the sequence
     steps = []
     for number in range(taken + 1, task.steps):
-        if task.step_error and rng.random() < task.step_error:
+        if task.step_error and not greedy and rng.random() < task.step_error:
             others = [a for a in answers if a != current] or [str(int(current) + 1)]
             current = rng.choice(others)
         steps.append(f"Step {number}: this points to {current}.")
     steps.append(f"The answer is {current}.")
     return "\n\n".join(steps)
+
+
+def step_score(task: FakeTask, task_id: str, text: str, noise: float) -> float:
+    """The synthetic PRM's P(good) for the last claim in ``text``: high when it points to the
+    gold answer, low when not, 0.5 without a claim; ``noise`` (in logits) is a fixed function
+    of the step, so the same step always gets the same score."""
+    claims = _CLAIM.findall(text)
+    if not claims or task.gold is None:
+        return 0.5
+    logit = 1.5 if claims[-1] == task.gold else -1.5
+    if noise:
+        logit += noise * random.Random(f"{task_id}:{len(claims)}:{claims[-1]}").gauss(0.0, 1.0)
+    return 1.0 / (1.0 + math.exp(-logit))
 
 
 def _cut(text: str, stops: Sequence[str], max_tokens: int) -> tuple[str, str, str | None]:
@@ -168,6 +196,7 @@ class FakeServer:
         self._rng = random.Random(config.seed)
         self._faults = random.Random(config.seed + 1)
         self.stats = {
+            "prm_inputs": 0,
             "requests": 0,
             "ok": 0,
             "errors": 0,
@@ -181,6 +210,7 @@ class FakeServer:
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/pooling", self._pooling)
         app.router.add_get("/stats", self._stats)
         return app
 
@@ -241,9 +271,11 @@ class FakeServer:
         seed = body.get("seed")
         logprobs = body.get("logprobs")
         choices, completion_tokens = [], 0
+        greedy = float(body.get("temperature", 1.0)) == 0.0
         for index in range(1 if config.ignore_n else n):
             rng = self._rng if seed is None else random.Random(f"{seed}:{index}")
-            text, finish, stop_reason = _cut(_continue(task, context, rng), stops, max_tokens)
+            reply, yes = self._reply(task, context, rng, greedy)
+            text, finish, stop_reason = _cut(reply, stops, max_tokens)
             tokens = _TOKEN.findall(text)
             completion_tokens += len(tokens)
             choice: dict[str, Any] = {"index": index, "finish_reason": finish, "stop_reason": stop_reason}
@@ -263,16 +295,7 @@ class FakeServer:
                     }
             else:
                 choice["text"] = text
-                choice["logprobs"] = (
-                    None
-                    if logprobs is None
-                    else {
-                        "tokens": tokens,
-                        "token_logprobs": [_GOOD_LOGPROB] * len(tokens),
-                        "top_logprobs": [{t: _GOOD_LOGPROB} for t in tokens],
-                        "text_offset": [m.start() for m in _TOKEN.finditer(text)],
-                    }
-                )
+                choice["logprobs"] = None if logprobs is None else _logprobs(text, yes)
             choices.append(choice)
         self.stats["ok"] += 1
         self.stats["choices"] += len(choices)
@@ -293,6 +316,69 @@ class FakeServer:
             }
         return web.json_response(response)
 
+    def _reply(
+        self, task: FakeTask, context: str, rng: random.Random, greedy: bool
+    ) -> tuple[str, float | None]:
+        """What the model says, and for a yes/no question the probability of "Yes"."""
+        task_id = self._task_id(context)
+        judged = _JUDGE.search(context)
+        if judged is not None:  # Chen et al.'s filter prompt
+            claims = _CLAIM.findall(judged.group(1))
+            right = bool(claims) and claims[-1] == task.gold
+            if rng.random() >= self.config.judge_accuracy:
+                right = not right
+            return ("The steps check out. [[correct]]" if right else "A step is wrong. [[wrong]]"), None
+        if _YES_NO.search(context):
+            question = context.rsplit("Question:", 1)
+            if "final answer" in question[-1]:
+                yes = 0.97 if "The answer is" in question[0].rsplit("Step", 1)[-1] else 0.03
+            else:
+                yes = step_score(task, task_id, question[0], self.config.prm_noise)
+            return (" Yes" if yes >= 0.5 else " No"), yes
+        return _continue(task, context, rng, greedy), None
+
+    async def _pooling(self, request: web.Request) -> web.Response:
+        """vLLM's /pooling for a process reward model: per input, [p_bad, p_good] per step tag."""
+        self.stats["requests"] += 1
+        config = self.config
+        try:
+            body = await request.json()
+            if body.get("model") != config.prm_model:
+                raise _BadRequest(404, f"The model `{body.get('model')}` does not exist.")
+            inputs = body.get("input")
+            inputs = [inputs] if isinstance(inputs, str) else inputs
+            if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+                raise _BadRequest(400, "input must be a string or a list of strings")
+        except _BadRequest as exc:
+            return self._error(exc.status, str(exc))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return self._error(400, f"invalid request: {exc}")
+        await asyncio.sleep(config.latency_s)
+        data, prompt_tokens = [], 0
+        for index, text in enumerate(inputs):
+            task, task_id = self._task(text), self._task_id(text)
+            parts = text.split(config.prm_step_tag)[:-1]
+            rows = []
+            for upto in range(1, len(parts) + 1):
+                good = step_score(task, task_id, "".join(parts[:upto]), config.prm_noise)
+                rows.append([1.0 - good, good])
+            data.append({"index": index, "object": "pooling", "data": rows})
+            prompt_tokens += count_tokens(text) + len(parts)
+        self.stats["ok"] += 1
+        self.stats["prm_inputs"] += len(inputs)
+        self.stats["prompt_tokens"] += prompt_tokens
+        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens, "completion_tokens": 0}
+        return web.json_response(
+            {
+                "id": "pool-fake",
+                "object": "list",
+                "created": 0,
+                "model": config.prm_model,
+                "data": data,
+                "usage": usage,
+            }
+        )
+
     def _context(self, body: dict[str, Any], chat: bool) -> tuple[str, int]:
         """The text the model sees and its token count."""
         if not chat:
@@ -311,11 +397,12 @@ class FakeServer:
             return "\n".join(contents), tokens
         return "\n".join(contents), tokens + 3  # the generation prompt's tokens
 
-    def _task(self, context: str) -> FakeTask:
+    def _task_id(self, context: str) -> str:
         marker = _MARKER.search(context)
-        if marker is None or marker.group(1) not in self.config.tasks:
-            return FakeTask()
-        return self.config.tasks[marker.group(1)]
+        return "" if marker is None else marker.group(1)
+
+    def _task(self, context: str) -> FakeTask:
+        return self.config.tasks.get(self._task_id(context)) or FakeTask()
 
     def _error(
         self,
@@ -329,7 +416,25 @@ class FakeServer:
 
 
 def tasks_from_file(path: str | Path) -> dict[str, FakeTask]:
-    return {problem.id: FakeTask.from_metadata(problem.metadata) for problem in read_problems(path)}
+    return {
+        problem.id: FakeTask.from_metadata(problem.metadata, gold=problem.answer)
+        for problem in read_problems(path)
+    }
+
+
+def _logprobs(text: str, yes: float | None) -> dict[str, Any]:
+    """Completions-style logprobs: a flat 0.9 per token, or the yes/no distribution."""
+    tokens = _TOKEN.findall(text)
+    offsets = [m.start() for m in _TOKEN.finditer(text)]
+    if yes is not None:
+        top = {" Yes": math.log(max(yes, 1e-9)), " No": math.log(max(1.0 - yes, 1e-9))}
+        return {"tokens": [text], "token_logprobs": [top[text]], "top_logprobs": [top], "text_offset": [0]}
+    return {
+        "tokens": tokens,
+        "token_logprobs": [_GOOD_LOGPROB] * len(tokens),
+        "top_logprobs": [{t: _GOOD_LOGPROB} for t in tokens],
+        "text_offset": offsets,
+    }
 
 
 async def serve(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 0) -> None:

@@ -22,6 +22,8 @@ RECORDS: list[dict[str, Any]] = [
     *make_problems(300, p_correct=0.4, prefix="b"),
     *make_problems(300, p_correct=0.75, prefix="c"),
     *make_problems(20, p_correct=1.0, steps=4, prefix="sure"),
+    # For search: wrong answers likelier than the right one, steps that err.
+    *make_problems(40, p_correct=0.35, wrong=2, steps=4, step_error=0.2, prefix="s"),
 ]
 PROBLEMS = {record["id"]: Problem.from_record(record) for record in RECORDS}
 

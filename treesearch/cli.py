@@ -19,6 +19,9 @@ from typing import Any
 
 import anyio
 
+# The command line is an edge: it may build adapters directly.
+from treesearch.backends.endpoint import Endpoint
+from treesearch.backends.verifiers import FINISHED_TEMPLATE
 from treesearch.budget import BudgetLimits
 from treesearch.config import SearchConfig
 from treesearch.context import StepFormat
@@ -74,13 +77,29 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
         default="total",
         help="count prompt+completion tokens (total) or completion only",
     )
-    parser.add_argument("--aggregator", default=None, help="majority, weighted or best")
-    parser.add_argument("--reduction", default="last", help="last, min, prod or mean")
+    parser.add_argument("--aggregator", default=None, help="majority, weighted, best or filter")
+    parser.add_argument("--score-reduction", default="last", help="last, min, prod or mean")
+    parser.add_argument("--beam-width", type=int, default=4, help="M: children per kept beam")
+    parser.add_argument("--lookahead", type=int, default=2, help="k: greedy steps valuing a step")
+    parser.add_argument("--rebase-temperature", type=float, default=0.1, help="REBASE's T_b")
+    parser.add_argument("--mcts-c", type=float, default=1.0, help="UCT's exploration constant")
     parser.add_argument(
         "--verifier",
         default=None,
-        metavar="MODULE:FUNCTION",
-        help="a Python function (problem, steps) -> score(s) to verify with",
+        metavar="KIND",
+        help="vllm-pooling, logprob, judge, or MODULE:FUNCTION (a Python function "
+        "(problem, steps) -> score(s)); vllm-pooling when --prm-url is given",
+    )
+    parser.add_argument("--prm-url", default=None, help="the verifier's server (default --base-url)")
+    parser.add_argument("--prm-model", default=None, help="the verifier's model (default --model)")
+    parser.add_argument("--prm-step-tag", type=_text, default="<extra_0>")
+    parser.add_argument("--prm-good-column", type=int, default=1)
+    parser.add_argument(
+        "--completion-check",
+        choices=["pattern", "judge"],
+        default="pattern",
+        help="decide a path is finished by answer patterns and EOS, or also by asking the "
+        "policy's model (yes/no logprobs)",
     )
 
 
@@ -103,34 +122,53 @@ def _config(args: argparse.Namespace) -> SearchConfig:
             deadline_s=args.budget_seconds,
             count_prompt=args.budget_count == "total",
         ),
-        reduction=args.reduction,
+        reduction=args.score_reduction,
         aggregator=args.aggregator,
+        beam_width=args.beam_width,
+        lookahead=args.lookahead,
+        rebase_temperature=args.rebase_temperature,
+        mcts_c=args.mcts_c,
     )
 
 
-def _verifier(spec: str | None) -> Verifier | None:
-    if spec is None:
+def _verifier(args: argparse.Namespace, endpoint: Any) -> Verifier | None:
+    kind = args.verifier or ("vllm-pooling" if args.prm_url else None)
+    if kind is None:
         return None
-    module_name, _, function_name = spec.partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"cannot load verifier {spec!r}: {exc}") from exc
-    return CallableVerifier(function)
+    if ":" in kind:
+        module_name, _, function_name = kind.partition(":")
+        try:
+            function = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"cannot load verifier {kind!r}: {exc}") from exc
+        return CallableVerifier(function)
+    if kind not in ("vllm-pooling", "logprob", "judge"):
+        raise ConfigError(
+            f"unknown verifier {kind!r}; choose vllm-pooling, logprob, judge or MODULE:FUNCTION"
+        )
+    server = args.prm_url or endpoint
+    model = args.prm_model or args.model
+    options: dict[str, Any] = {}
+    if args.prm_url is not None:  # its own server: its own endpoint settings
+        options = {"api_key": args.api_key, "concurrency": args.concurrency}
+    if kind == "vllm-pooling":  # its own endpoint: vLLM serves /pooling outside /v1
+        server = args.prm_url or args.base_url
+        options |= {"step_tag": args.prm_step_tag, "good_column": args.prm_good_column}
+    verifier: Verifier = make_backend(kind, base_url=server, model=model, **options)
+    return verifier
 
 
 async def _run(args: argparse.Namespace) -> int:
     config = _config(args)
-    verifier = _verifier(args.verifier)
+    endpoint = Endpoint(args.base_url, api_key=args.api_key, concurrency=args.concurrency)
+    verifier = _verifier(args, endpoint)
     check_config(config, verifier)
     problems = load_problems(args.problems)
-    policy = make_backend(
-        "openai",
-        base_url=args.base_url,
-        model=args.model,
-        api=args.api,
-        api_key=args.api_key,
-        concurrency=args.concurrency,
+    policy = make_backend("openai", base_url=endpoint, model=args.model, api=args.api)
+    finish_check = (
+        make_backend("logprob", base_url=endpoint, model=args.model, template=FINISHED_TEMPLATE)
+        if args.completion_check == "judge"
+        else None
     )
     log_file = configure(args.log_json)
     try:
@@ -140,6 +178,7 @@ async def _run(args: argparse.Namespace) -> int:
             policy,
             config,
             verifier=verifier,
+            finish_check=finish_check,
             output=args.output,
             trees_dir=args.trees,
             keep_trees=False,
@@ -148,6 +187,8 @@ async def _run(args: argparse.Namespace) -> int:
         )
     finally:
         await policy.aclose()
+        if verifier is not None and hasattr(verifier, "http"):
+            await verifier.http.aclose()
         if log_file is not None:
             log_file.close()
     failed = [r for r in results if r.error is not None]
@@ -175,6 +216,10 @@ def _serve_fake(args: argparse.Namespace) -> int:
         usage=not args.no_usage,
         max_context=args.max_context,
         seed=args.seed,
+        prm_model=args.prm_model,
+        prm_step_tag=args.prm_step_tag,
+        prm_noise=args.prm_noise,
+        judge_accuracy=args.judge_accuracy,
         tasks=tasks_from_file(args.problems) if args.problems else {},
     )
     try:
@@ -226,6 +271,14 @@ def parser() -> argparse.ArgumentParser:
     fake.add_argument("--no-usage", action="store_true", help="leave usage out of responses")
     fake.add_argument("--max-context", type=int, default=8192)
     fake.add_argument("--seed", type=int, default=0)
+    fake.add_argument("--prm-model", default="fake-prm", help="the model name /pooling answers to")
+    fake.add_argument("--prm-step-tag", type=_text, default="<extra_0>")
+    fake.add_argument(
+        "--prm-noise", type=float, default=0.0, help="noise (in logits) on the synthetic PRM's step scores"
+    )
+    fake.add_argument(
+        "--judge-accuracy", type=float, default=0.9, help="how often the synthetic filter judge is right"
+    )
     fake.set_defaults(handler=_serve_fake)
 
     demo = commands.add_parser("demo", help="see test-time compute work, offline")

@@ -54,6 +54,7 @@ async def run(
     config: SearchConfig,
     *,
     verifier: Verifier | None = None,
+    finish_check: Verifier | None = None,
     output: str | Path | None = None,
     trees_dir: str | Path | None = None,
     keep_trees: bool = True,
@@ -64,7 +65,8 @@ async def run(
     """Search every problem concurrently and return the results in the problems' order.
 
     Problems already recorded in ``output`` are skipped (and not returned). With
-    ``trees_dir`` each search tree is written there as node-link JSON.
+    ``trees_dir`` each search tree is written there as node-link JSON. ``finish_check``
+    is an optional model-judged completion check (see ``SearchContext``).
     """
     configure_quietly_unless_configured()
     check_config(config, verifier)
@@ -81,7 +83,9 @@ async def run(
 
         async def one(problem: Problem) -> None:
             async with limiter:
-                result = await search(problem, policy, config, verifier=verifier, same=same)
+                result = await search(
+                    problem, policy, config, verifier=verifier, finish_check=finish_check, same=same
+                )
             if sink is not None:
                 sink.write(json.dumps(result.to_record()) + "\n")
                 sink.flush()

@@ -1,0 +1,85 @@
+"""Verifier backends against the synthetic server, which speaks vLLM's /pooling shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from conftest import PROBLEMS, server_stats
+from treesearch.backends.fake_server import FakeTask, step_score
+from treesearch.backends.verifiers import (
+    FINISHED_TEMPLATE,
+    JudgeVerifier,
+    LogprobVerifier,
+    PoolingPRM,
+)
+
+pytestmark = pytest.mark.anyio
+
+GOOD = ["Step 1: this points to 10.", "Step 2: this points to 10.", "The answer is 10."]
+BAD = ["Step 1: this points to 10.", "Step 2: this points to 1000.", "The answer is 1000."]
+GOLD_10 = FakeTask(gold="10")
+
+
+async def test_pooling_prm_scores_every_step_of_many_paths_in_one_request(
+    fake_server: Callable[..., str],
+) -> None:
+    url = fake_server()
+    prm = PoolingPRM(url, "fake-prm")  # a /v1 URL: /pooling lives at the root
+    before = server_stats(url)
+    scored = await prm.score(PROBLEMS["a0"], [GOOD, BAD, GOOD[:1]])
+    await prm.http.aclose()
+    after = server_stats(url)
+    assert after["requests"] - before["requests"] == 1
+    assert after["prm_inputs"] - before["prm_inputs"] == 3
+    expected = [
+        [step_score(GOLD_10, "a0", "\n".join(path[: i + 1]), 0.0) for i in range(len(path))]
+        for path in (GOOD, BAD, GOOD[:1])
+    ]
+    assert [pytest.approx(row) for row in expected] == scored.scores
+    assert scored.scores[1][1] < 0.5 < scored.scores[1][0]
+    assert scored.cost.requests == 1
+    assert scored.cost.prompt_tokens == after["prompt_tokens"] - before["prompt_tokens"]
+    assert scored.cost.prompt_tokens <= prm.cost_bound(PROBLEMS["a0"], [GOOD, BAD, GOOD[:1]]).prompt_tokens
+
+
+async def test_pooling_prm_with_noise_is_deterministic(fake_server: Callable[..., str]) -> None:
+    prm = PoolingPRM(fake_server("--prm-noise", "1.0"), "fake-prm")
+    first = await prm.score(PROBLEMS["a0"], [GOOD])
+    second = await prm.score(PROBLEMS["a0"], [GOOD])
+    await prm.http.aclose()
+    assert first.scores == second.scores
+    assert first.scores[0] != pytest.approx([0.818, 0.818, 0.818], abs=1e-3)
+
+
+async def test_unknown_prm_model_is_a_clear_error(fake_server: Callable[..., str]) -> None:
+    from treesearch import EndpointError
+
+    prm = PoolingPRM(fake_server(), "no-such-prm")
+    with pytest.raises(EndpointError, match="404"):
+        await prm.score(PROBLEMS["a0"], [GOOD])
+    await prm.http.aclose()
+
+
+async def test_logprob_verifier_reads_p_yes(fake_server: Callable[..., str]) -> None:
+    url = fake_server()
+    judge = LogprobVerifier(url, "fake")
+    before = server_stats(url)
+    scored = await judge.score(PROBLEMS["a0"], [GOOD, BAD[:2]])
+    finished = LogprobVerifier(judge.http, "fake", template=FINISHED_TEMPLATE)
+    done = await finished.score(PROBLEMS["a0"], [GOOD, GOOD[:2]])
+    await judge.http.aclose()
+    after = server_stats(url)
+    assert [s[0] for s in scored.scores] == pytest.approx([0.818, 0.182], abs=1e-3)
+    assert [s[0] for s in done.scores] == pytest.approx([0.97, 0.03])
+    assert after["requests"] - before["requests"] == 4  # one per path
+    assert scored.cost.completion_tokens == 2
+
+
+async def test_filter_judge_verdicts(fake_server: Callable[..., str]) -> None:
+    judge = JudgeVerifier(fake_server("--judge-accuracy", "1.0"), "fake")
+    scored = await judge.score(PROBLEMS["a0"], [GOOD, BAD])
+    await judge.http.aclose()
+    assert scored.scores == [[1.0], [0.0]]
+    assert scored.cost.requests == 2
