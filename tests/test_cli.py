@@ -84,3 +84,33 @@ def test_failed_problems_give_a_non_zero_exit(fake_server: Callable[..., str], t
     assert done.returncode == 1
     assert "2 problems failed" in done.stderr
     assert "400" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--strategy", "weighted-vote", "--prm-url", "URL", "--prm-model", "fake-prm"],
+        ["--strategy", "filter-vote", "--verifier", "judge"],
+        ["--strategy", "beam", "--prm-url", "URL", "--prm-model", "fake-prm", "--beam-width", "2"],
+        ["--strategy", "lookahead", "--verifier", "logprob", "--lookahead", "1", "--beam-width", "2"],
+        ["--strategy", "dvts", "--prm-url", "URL", "--prm-model", "fake-prm", "--prm-step-tag",
+         "<extra_0>", "--score-reduction", "min"],
+        ["--strategy", "rebase", "--prm-url", "URL", "--prm-model", "fake-prm",
+         "--rebase-temperature", "0.2", "--aggregator", "majority"],
+        ["--strategy", "mcts", "--prm-url", "URL", "--prm-model", "fake-prm", "--mcts-c", "1.4", "--n", "3"],
+        ["--strategy", "beam", "--prm-url", "URL", "--prm-model", "fake-prm",
+         "--completion-check", "judge"],
+    ],
+)  # fmt: skip
+def test_every_strategy_from_the_command_line(
+    fake_server: Callable[..., str], tmp_path: Path, extra: list[str]
+) -> None:
+    url = fake_server()
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 2))
+    output = tmp_path / "out.jsonl"
+    args = [url if arg == "URL" else arg for arg in extra]
+    done = treesearch(*run_args(url, problems_file, output, "--n", "4", "--seed", "3", *args))
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["correct"] for r in records] == [True, True]
+    assert all(r["strategy"] == extra[1] for r in records)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
 from conftest import PROBLEMS, server_stats
+
 from treesearch.backends.fake_server import FakeTask, step_score
 from treesearch.backends.verifiers import (
     FINISHED_TEMPLATE,

@@ -26,7 +26,7 @@ from treesearch.errors import BudgetExhausted, ConfigError
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.strategies import get_strategy
-from treesearch.tree import SearchTree
+from treesearch.tree import Node, SearchTree
 from treesearch.verify import Verifier
 
 log = structlog.get_logger(__name__)
@@ -82,6 +82,15 @@ def _stop_cause(exc: BaseException) -> tuple[str, str | None]:
     return "error", str(failure) or type(failure).__name__
 
 
+async def _complete_best_open_path(ctx: SearchContext) -> list[Node]:
+    """Nothing finished: finish the best open path greedily, if the budget still allows."""
+    leaves = ctx.tree.open_leaves()
+    if not leaves:
+        return []
+    best = max(leaves, key=lambda n: (ctx.path_score(n.id) or 0.0, n.depth, -n.id))
+    return [await ctx.rollout(best.id, temperature=0.0)]
+
+
 def check_config(config: SearchConfig, verifier: Verifier | None) -> None:
     """Refuse a configuration that cannot run, before any request is sent."""
     strategy = get_strategy(config.strategy)
@@ -129,6 +138,12 @@ async def search(
         stopped_by, error = _stop_cause(exc)
     # A search cut short aggregates every finished path it has.
     final = [ctx.tree.node(node) for node in chosen] if chosen is not None else ctx.tree.terminals()
+    if not final and error is None and stopped_by != "deadline":
+        try:
+            final = await _complete_best_open_path(ctx)
+        except Exception as exc:
+            cause, failure = _stop_cause(exc)
+            stopped_by, error = cause, failure
     if aggregator != "majority" and final and error is None:
         try:
             with anyio.move_on_after(_seconds_left(budget)):
