@@ -8,7 +8,7 @@ here as EndpointError, naming the URL and status.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -19,6 +19,25 @@ from .http import TRANSPORTS, ConnectFailure, StatusFailure, Transport, Transpor
 from .retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
+
+
+class JsonEndpoint(Protocol):
+    """What adapters need of a server: POST a JSON body to a path, get JSON back. Endpoint
+    speaks HTTP; the embedded llama.cpp backend answers the same bodies in process."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any: ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def endpoint(base_url: str | JsonEndpoint, options: dict[str, Any]) -> JsonEndpoint:
+    """A shared endpoint as it is, or a new HTTP Endpoint for a URL."""
+    return Endpoint(base_url, **options) if isinstance(base_url, str) else base_url
 
 
 class Endpoint:

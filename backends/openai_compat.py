@@ -21,7 +21,7 @@ from treesearch.errors import ConfigError, EndpointError
 from treesearch.policy import Choice, Generation, Prefix, SamplingParams, estimate_tokens
 from treesearch.policy import token_upper_bound as byte_bound
 
-from .endpoint import Endpoint
+from .endpoint import JsonEndpoint, endpoint
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ class OpenAIPolicy:
 
     def __init__(
         self,
-        base_url: str | Endpoint,
+        base_url: str | JsonEndpoint,
         model: str,
         *,
         api: Api = "completions",
@@ -53,12 +53,13 @@ class OpenAIPolicy:
         **endpoint_options: Any,
     ) -> None:
         """``base_url`` is a URL (``endpoint_options`` go to its Endpoint: api_key,
-        concurrency, timeout_s, retry, transport) or an Endpoint shared with others."""
+        concurrency, timeout_s, retry, transport) or an endpoint shared with others
+        (an Endpoint, or the embedded llama.cpp backend)."""
         if api not in ("completions", "chat"):
             raise ConfigError(f"unknown api {api!r}; choose completions or chat")
         if "{question}" not in prompt_template:
             raise ConfigError("the prompt template needs a {question} field")
-        self.http = base_url if isinstance(base_url, Endpoint) else Endpoint(base_url, **endpoint_options)
+        self.http = endpoint(base_url, endpoint_options)
         self.model = model
         self.api = api
         self.prompt_template = prompt_template

@@ -31,7 +31,7 @@ from treesearch.policy import estimate_tokens, token_upper_bound
 from treesearch.problems import Problem
 from treesearch.verify import Cost, Scored
 
-from .endpoint import Endpoint
+from .endpoint import JsonEndpoint, endpoint
 
 QWEN_PRM_TEMPLATE = (
     "<|im_start|>system\nPlease reason step by step, and put your final answer within"
@@ -54,10 +54,6 @@ FILTER_TEMPLATE = (
 )
 
 
-def _endpoint(base_url: str | Endpoint, options: dict[str, Any]) -> Endpoint:
-    return base_url if isinstance(base_url, Endpoint) else Endpoint(base_url, **options)
-
-
 def _check_template(template: str) -> None:
     if "{question}" not in template or "{steps}" not in template:
         raise ConfigError("a verifier template needs {question} and {steps} fields")
@@ -66,7 +62,7 @@ def _check_template(template: str) -> None:
 class PoolingPRM:
     def __init__(
         self,
-        base_url: str | Endpoint,
+        base_url: str | JsonEndpoint,
         model: str,
         *,
         step_tag: str = "<extra_0>",
@@ -78,7 +74,7 @@ class PoolingPRM:
         _check_template(template)
         if isinstance(base_url, str):
             base_url = base_url.rstrip("/").removesuffix("/v1")
-        self.http = _endpoint(base_url, endpoint_options)
+        self.http = endpoint(base_url, endpoint_options)
         self.model = model
         self.step_tag = step_tag
         self.good_column = good_column
@@ -125,13 +121,16 @@ class _PerPathJudge:
     max_tokens: int
     logprobs: int | None = None
 
-    def __init__(self, base_url: str | Endpoint, model: str, endpoint_options: dict[str, Any]) -> None:
+    def __init__(
+        self, base_url: str | JsonEndpoint, model: str, joiner: str, endpoint_options: dict[str, Any]
+    ) -> None:
         _check_template(self.template)
-        self.http = _endpoint(base_url, endpoint_options)
+        self.http = endpoint(base_url, endpoint_options)
         self.model = model
+        self.joiner = joiner
 
     def render(self, problem: Problem, steps: Sequence[str]) -> str:
-        return self.template.format(question=problem.question, steps="\n\n".join(steps))
+        return self.template.format(question=problem.question, steps=self.joiner.join(steps))
 
     def cost_bound(self, problem: Problem, paths: Sequence[Sequence[str]]) -> Cost:
         prompt = sum(token_upper_bound(self.render(problem, steps)) + 4 for steps in paths)
@@ -178,19 +177,21 @@ class LogprobVerifier(_PerPathJudge):
 
     def __init__(
         self,
-        base_url: str | Endpoint,
+        base_url: str | JsonEndpoint,
         model: str,
         *,
         template: str = STEP_TEMPLATE,
         yes: Sequence[str] = ("yes", "+"),
         no: Sequence[str] = ("no", "-"),
         top_logprobs: int = 5,
+        joiner: str = "\n\n",
         **endpoint_options: Any,
     ) -> None:
+        """``joiner`` goes between steps in the template's {steps}."""
         self.template = template
         self.logprobs = top_logprobs
         self.yes, self.no = {t.lower() for t in yes}, {t.lower() for t in no}
-        super().__init__(base_url, model, endpoint_options)
+        super().__init__(base_url, model, joiner, endpoint_options)
 
     def read(self, choice: dict[str, Any]) -> float:
         """P(yes) / (P(yes) + P(no)) among the first token's top logprobs; 0.5 when neither shows."""
@@ -208,16 +209,17 @@ class LogprobVerifier(_PerPathJudge):
 class JudgeVerifier(_PerPathJudge):
     def __init__(
         self,
-        base_url: str | Endpoint,
+        base_url: str | JsonEndpoint,
         model: str,
         *,
         template: str = FILTER_TEMPLATE,
         max_tokens: int = 256,
+        joiner: str = "\n\n",
         **endpoint_options: Any,
     ) -> None:
         self.template = template
         self.max_tokens = max_tokens
-        super().__init__(base_url, model, endpoint_options)
+        super().__init__(base_url, model, joiner, endpoint_options)
 
     def read(self, choice: dict[str, Any]) -> float:
         """1 when the last verdict says correct, 0 when it says wrong or there is none."""
