@@ -1,4 +1,6 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both install first.
+# Two commands on a fresh machine: `make demo` and `make test`. Both install first,
+# the `local` extra included (llama-cpp-python builds from source once, ~8 minutes
+# on 2 cores; pip caches the wheel).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	touch $@
 
 demo: $(BIN)/.installed
@@ -27,3 +29,5 @@ $(BIN)/.bench: $(BIN)/.installed
 
 bench: $(BIN)/.bench
 	$(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/bench_search.py --prm-noise 3
+	$(BIN)/python benchmarks/bench_real.py

@@ -70,6 +70,14 @@ def test_bad_settings_are_one_line(tmp_path: Path, extra: list[str], message: st
     assert message in done.stderr
 
 
+def test_a_missing_base_url_is_one_line(tmp_path: Path) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 1))
+    done = treesearch("run", "--problems", str(problems_file), "--output", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "--base-url is required" in done.stderr
+
+
 def test_an_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 2))
     done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"))

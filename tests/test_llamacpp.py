@@ -9,6 +9,7 @@ totals against.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -152,3 +153,25 @@ def test_the_bundled_model_is_assembled_once() -> None:
     assert path.stat().st_size > 200_000_000
     assert bundled_model() == path
     assert Path(path).name == "gemma-3-270m-q4_k_m.gguf"
+
+
+def test_the_command_line_runs_the_embedded_model(tmp_path: Path) -> None:
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(
+        "".join(
+            json.dumps({"id": p.id, "question": p.question, "prompt": p.prompt, "answer": p.answer}) + "\n"
+            for p in PROBLEMS[:2]
+        )
+    )
+    output = tmp_path / "out.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "treesearch.cli", "run", "--backend", "llamacpp", "--problems",
+         str(problems), "--output", str(output), "--strategy", "beam", "--verifier", "logprob",
+         "--n", "2", "--beam-width", "2", "--sampling", "steps", "--step-delimiter", "\\n",
+         "--stop", "Q:", "--max-step-tokens", "24", "--max-depth", "6", "--seed", "0"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["e2e0", "e2e1"]  # written as they finish
+    assert all(r["error"] is None and r["usage"]["requests"] > 0 for r in records)

@@ -158,9 +158,20 @@ def _verifier(args: argparse.Namespace, endpoint: Any) -> Verifier | None:
     return verifier
 
 
+def _endpoint(args: argparse.Namespace) -> Any:
+    """The policy's server: an OpenAI-compatible URL, or the embedded llama.cpp model."""
+    if args.backend == "llamacpp":
+        if args.api != "completions":
+            raise ConfigError("the embedded llama.cpp backend serves completions only")
+        return make_backend("llamacpp", model_path=args.model_file)
+    if args.base_url is None:
+        raise ConfigError("--base-url is required (or --backend llamacpp for the embedded model)")
+    return Endpoint(args.base_url, api_key=args.api_key, concurrency=args.concurrency)
+
+
 async def _run(args: argparse.Namespace) -> int:
     config = _config(args)
-    endpoint = Endpoint(args.base_url, api_key=args.api_key, concurrency=args.concurrency)
+    endpoint = _endpoint(args)
     verifier = _verifier(args, endpoint)
     check_config(config, verifier)
     problems = load_problems(args.problems)
@@ -240,8 +251,14 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     run_parser = commands.add_parser("run", help="one strategy over a JSONL problem set")
-    run_parser.add_argument("--base-url", required=True)
-    run_parser.add_argument("--model", required=True)
+    run_parser.add_argument("--backend", choices=["openai", "llamacpp"], default="openai",
+                            help="an OpenAI-compatible server (--base-url) or the embedded "
+                            "llama.cpp model (needs the local extra)")  # fmt: skip
+    run_parser.add_argument("--base-url", default=None)
+    run_parser.add_argument("--model", default="gemma-3-270m", help="the model name to ask for")
+    run_parser.add_argument("--model-file", default=None, type=Path,
+                            help="a GGUF file for --backend llamacpp (default: the bundled Gemma "
+                            "3 270M)")  # fmt: skip
     run_parser.add_argument("--api", choices=["completions", "chat"], default="completions")
     run_parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
     run_parser.add_argument(

@@ -1,56 +1,58 @@
-"""``treesearch demo``: test-time compute at work, offline, in under a minute.
+"""``treesearch demo``: test-time compute on a real model, offline, on the CPU.
 
-Starts the synthetic task server, gives it problems of three difficulties (the
-right answer is the most likely one, a coin flip, or less likely than a wrong
-one) and runs majority vote at growing K, printing accuracy and tokens: votes
-lift easy problems towards 100% and sink hard ones towards 0%, as Chen et al.
-describe.
+Runs Gemma 3 270M (base) in process through llama.cpp on a handful of
+arithmetic-chain problems ("Q: 7 + 5 + 3", one line per step) and compares
+strategies at the same number of paths: majority vote, best-of-N and the
+step-level searches guided by the exact step checker. Needs the ``local``
+extra (``make demo`` installs it).
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import time
 
+from treesearch.arithmetic import STEP_FORMAT, make_problems, step_scores
 from treesearch.config import SearchConfig
 from treesearch.policy import SamplingParams
-from treesearch.problems import Problem
 from treesearch.runner import run
+from treesearch.verify import CallableVerifier
 
-# name: (probability of the right answer, number of wrong answers sharing the rest)
-DIFFICULTIES = {"easy": (0.7, 1), "medium": (0.4, 3), "hard": (0.4, 1)}
-PER_DIFFICULTY = 40
-VOTES = (1, 5, 25)
+PATHS = 4
+# label: (strategy, step by step, uses the exact checker)
+PLAN = {
+    "majority vote": ("majority-vote", False, False),
+    "best-of-N (exact checker)": ("best-of-n", False, True),
+    "beam search (exact PRM)": ("beam", True, True),
+    "REBASE (exact PRM)": ("rebase", True, True),
+}
 
 
 async def demo() -> int:
-    from treesearch.backends.fake_server import make_problems, spawn
+    from treesearch.backends.llamacpp import LlamaCppEndpoint, bundled_model
     from treesearch.backends.openai_compat import OpenAIPolicy
 
-    records = [
-        record
-        for name, (p_correct, wrong) in DIFFICULTIES.items()
-        for record in make_problems(PER_DIFFICULTY, p_correct=p_correct, wrong=wrong, prefix=name)
-    ]
-    problems = [Problem.from_record(record) for record in records]
-    print("majority vote on the synthetic server: accuracy (tokens per problem)")
-    print(f"{'K':>4}  " + "  ".join(f"{name:>16}" for name in DIFFICULTIES))
-    with (
-        tempfile.TemporaryDirectory() as workdir,
-        spawn(["--latency", "0.02"], problems=records, workdir=Path(workdir)) as url,
-    ):
-        policy = OpenAIPolicy(url, "fake")
-        try:
-            for votes in VOTES:
-                config = SearchConfig(strategy="majority-vote", n=votes, sampling=SamplingParams(seed=0))
-                results = await run(problems, policy, config)
-                cells = []
-                for name in DIFFICULTIES:
-                    mine = [r for r in results if r.problem_id.startswith(name)]
-                    accuracy = sum(bool(r.correct) for r in mine) / len(mine)
-                    tokens = sum(r.usage.total_tokens for r in mine) / len(mine)
-                    cells.append(f"{accuracy:6.2f} ({tokens:6.0f})")
-                print(f"{votes:>4}  " + "  ".join(f"{cell:>16}" for cell in cells))
-        finally:
-            await policy.aclose()
+    print(f"model: {bundled_model()} (Gemma 3 270M base, llama.cpp on the CPU)")
+    problems = make_problems(8, terms=3, low=1, high=12, prefix="demo")
+    print(f"{len(problems)} problems like 'Q: {problems[0].question}', N = {PATHS} paths each\n")
+    print(f"{'strategy':<28}{'accuracy':>9}{'tokens/problem':>16}{'seconds':>9}")
+    endpoint = LlamaCppEndpoint(n_ctx=1024)
+    policy = OpenAIPolicy(endpoint, "gemma-3-270m")
+    exact = CallableVerifier(step_scores)
+    try:
+        for label, (strategy, steps, checked) in PLAN.items():
+            config = SearchConfig(
+                strategy=strategy,
+                n=PATHS,
+                whole=not steps,
+                beam_width=2,
+                step=STEP_FORMAT,
+                sampling=SamplingParams(temperature=0.7, seed=0),
+            )
+            started = time.perf_counter()
+            results = await run(problems, policy, config, verifier=exact if checked else None)
+            accuracy = sum(bool(r.correct) for r in results) / len(results)
+            tokens = sum(r.usage.completion_tokens for r in results) / len(results)
+            print(f"{label:<28}{accuracy:>9.2f}{tokens:>16.0f}{time.perf_counter() - started:>9.1f}")
+    finally:
+        await endpoint.aclose()
     return 0
