@@ -103,7 +103,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         axis.set_xlabel("generated tokens per problem")
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
-    axes[-1].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper left")
     figure.suptitle("Gemma 3 270M on arithmetic chains: search at N = 2 and 4 paths")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

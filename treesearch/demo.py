@@ -34,11 +34,12 @@ async def demo() -> int:
     print(f"model: {bundled_model()} (Gemma 3 270M base, llama.cpp on the CPU)")
     problems = make_problems(8, terms=3, low=1, high=12, prefix="demo")
     print(f"{len(problems)} problems like 'Q: {problems[0].question}', N = {PATHS} paths each\n")
-    print(f"{'strategy':<28}{'accuracy':>9}{'tokens/problem':>16}{'seconds':>9}")
     endpoint = LlamaCppEndpoint(n_ctx=1024)
     policy = OpenAIPolicy(endpoint, "gemma-3-270m")
     exact = CallableVerifier(step_scores)
     try:
+        await endpoint.ping()  # load the model before the table: llama.cpp says a line on stderr
+        print(f"{'strategy':<28}{'accuracy':>9}{'tokens/problem':>16}{'seconds':>9}")
         for label, (strategy, steps, checked) in PLAN.items():
             config = SearchConfig(
                 strategy=strategy,
