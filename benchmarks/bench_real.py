@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from curves import plot, summarise
 
 from treesearch import CallableVerifier, SamplingParams, SearchConfig, run
 from treesearch.arithmetic import JUDGE_TEMPLATE, STEP_FORMAT, make_problems, step_scores
@@ -31,6 +32,7 @@ from treesearch.backends.verifiers import LogprobVerifier
 
 RESULTS = Path(__file__).parent / "results"
 LEVELS = {"3 terms": 3, "4 terms": 4}
+PREFIXES = {name: f"{terms}t-" for name, terms in LEVELS.items()}
 # label: (strategy, step by step, verifier)
 PLAN = {
     "majority vote": ("majority-vote", False, None),
@@ -46,7 +48,7 @@ async def sweep(per_level: int, widths: list[int]) -> list[dict[str, Any]]:
     problems = [
         problem
         for name, terms in LEVELS.items()
-        for problem in make_problems(per_level, terms=terms, low=1, high=9, prefix=f"{terms}t-")
+        for problem in make_problems(per_level, terms=terms, low=1, high=9, prefix=PREFIXES[name])
     ]
     endpoint = LlamaCppEndpoint(n_ctx=1024)
     policy = OpenAIPolicy(endpoint, "gemma-3-270m")
@@ -68,45 +70,13 @@ async def sweep(per_level: int, widths: list[int]) -> list[dict[str, Any]]:
                     verifier=None if verifier is None else verifiers[verifier], keep_trees=False,
                 )  # fmt: skip
                 seconds = time.perf_counter() - started
-                for level, terms in [*LEVELS.items(), ("all", 0)]:
-                    mine = [r for r in results if not terms or r.problem_id.startswith(f"{terms}t-")]
-                    rows.append({
-                        "label": label, "n": width, "level": level,
-                        "accuracy": sum(bool(r.correct) for r in mine) / len(mine),
-                        "completion_tokens": sum(r.usage.completion_tokens for r in mine) / len(mine),
-                        "requests": sum(r.usage.requests for r in mine) / len(mine),
-                        "seconds": seconds,
-                    })  # fmt: skip
+                rows += summarise(results, PREFIXES, label=label, n=width, seconds=seconds)
                 print(f"N={width} {label:<22} " + "  ".join(
                     f"{r['level']}: {r['accuracy']:.2f} ({r['completion_tokens']:.0f} tok)"
                     for r in rows[-3:]) + f"  {seconds:.0f}s", flush=True)  # fmt: skip
     finally:
         await endpoint.aclose()
     return rows
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    levels = [*LEVELS, "all"]
-    figure, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4.2), sharey=True)
-    for axis, level in zip(axes, levels, strict=True):
-        for label in PLAN:
-            mine = sorted((r for r in rows if r["label"] == label and r["level"] == level),
-                          key=lambda r: r["n"])  # fmt: skip
-            axis.plot([r["completion_tokens"] for r in mine], [r["accuracy"] for r in mine],
-                      marker="o", label=label)  # fmt: skip
-        axis.set_title(level)
-        axis.set_xlabel("generated tokens per problem")
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=8, loc="upper left")
-    figure.suptitle("Gemma 3 270M on arithmetic chains: search at N = 2 and 4 paths")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -120,7 +90,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     payload = {"args": vars(args), "seconds": elapsed, "rows": rows}
     (RESULTS / "real.json").write_text(json.dumps(payload, indent=1))
-    plot(rows, RESULTS / "real.png")
+    title = "Gemma 3 270M on arithmetic chains: search at N = 2 and 4 paths"
+    plot(rows, "label", title, RESULTS / "real.png")
     print(f"{elapsed:.0f} s in all; wrote {RESULTS / 'real.json'} and real.png")
 
 

@@ -19,13 +19,13 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+from curves import plot, summarise
 
-from treesearch import Problem, SamplingParams, SearchConfig, SearchResult, StepFormat, run
+from treesearch import Problem, SamplingParams, SearchConfig, StepFormat, run
 from treesearch.backends.fake_server import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
@@ -75,7 +75,9 @@ async def sweep(url: str, items: list[Problem]) -> list[dict[str, Any]]:
                 started = time.perf_counter()
                 verifier = None if strategy == "majority-vote" else prm
                 results = await run(items, policy, config, verifier=verifier, keep_trees=False)
-                rows += summarise(strategy, width, results, time.perf_counter() - started)
+                wall_s = time.perf_counter() - started
+                rows += summarise(results, {level: level for level in LEVELS}, strategy=strategy, n=width,
+                                  wall_s=wall_s)  # fmt: skip
                 print(f"{strategy:>14} N={width:<3} " + "  ".join(
                     f"{r['level']} {r['accuracy']:.3f}/{r['completion_tokens']:.0f}"
                     for r in rows[-len(LEVELS) - 1:]), flush=True)  # fmt: skip
@@ -83,48 +85,6 @@ async def sweep(url: str, items: list[Problem]) -> list[dict[str, Any]]:
         await policy.aclose()
         await prm.http.aclose()
     return rows
-
-
-def summarise(
-    strategy: str, width: int, results: Sequence[SearchResult], wall_s: float
-) -> list[dict[str, Any]]:
-    rows = []
-    for level in [*LEVELS, "all"]:
-        mine = [r for r in results if level == "all" or r.problem_id.startswith(level)]
-        rows.append({
-            "strategy": strategy, "n": width, "level": level,
-            "accuracy": sum(bool(r.correct) for r in mine) / len(mine),
-            "completion_tokens": sum(r.usage.completion_tokens for r in mine) / len(mine),
-            "total_tokens": sum(r.usage.total_tokens for r in mine) / len(mine),
-            "requests": sum(r.usage.requests for r in mine) / len(mine),
-            "wall_s": wall_s,
-        })  # fmt: skip
-    return rows
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    levels = [*LEVELS, "all"]
-    figure, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4.2), sharey=True)
-    for axis, level in zip(axes, levels, strict=True):
-        for strategy in STRATEGIES:
-            mine = sorted((r for r in rows if r["strategy"] == strategy and r["level"] == level),
-                          key=lambda r: r["completion_tokens"])  # fmt: skip
-            axis.plot([r["completion_tokens"] for r in mine], [r["accuracy"] for r in mine],
-                      marker="o", label=strategy)  # fmt: skip
-        axis.set_xscale("log")
-        axis.set_title(level)
-        axis.set_xlabel("generated tokens per problem")
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy")
-    axes[-1].legend(fontsize=8)
-    figure.suptitle("treesearch strategies on the synthetic task (N = 4, 8, 16, 32)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -141,7 +101,8 @@ def main() -> None:
         rows = anyio.run(sweep, url, items)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "search.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    plot(rows, RESULTS / "search.png")
+    plot(rows, "strategy", "treesearch strategies on the synthetic task (N = 4, 8, 16, 32)",
+         RESULTS / "search.png", log_x=True)  # fmt: skip
     print(f"{time.perf_counter() - started:.0f} s; wrote {RESULTS / 'search.json'} and search.png")
 
 
