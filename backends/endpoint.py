@@ -35,9 +35,29 @@ class JsonEndpoint(Protocol):
     async def aclose(self) -> None: ...
 
 
-def endpoint(base_url: str | JsonEndpoint, options: dict[str, Any]) -> JsonEndpoint:
-    """A shared endpoint as it is, or a new HTTP Endpoint for a URL."""
-    return Endpoint(base_url, **options) if isinstance(base_url, str) else base_url
+class EndpointClient:
+    """An adapter over one endpoint: a new HTTP Endpoint made from a URL (``options`` go to
+    it), which ``aclose`` closes, or a shared endpoint as it is, which its maker closes."""
+
+    def __init__(self, base_url: str | JsonEndpoint, options: dict[str, Any]) -> None:
+        self.http: JsonEndpoint
+        if isinstance(base_url, str):
+            self.http, self._owns_http = Endpoint(base_url, **options), True
+            return
+        if not callable(getattr(base_url, "post", None)):
+            raise ConfigError(f"expected a URL or an endpoint, not {base_url!r}")
+        if options:
+            raise ConfigError(f"{', '.join(sorted(options))}: settings of a new endpoint, not a shared one")
+        self.http, self._owns_http = base_url, False
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self.http.aclose()
+
+
+def server_root(url: str) -> str:
+    """The server's root for a base URL that may end in /v1 (vLLM serves /pooling there)."""
+    return url.rstrip("/").removesuffix("/v1")
 
 
 class Endpoint:

@@ -58,6 +58,7 @@ class FakeTask:
     steps: int = 3
     answers: Mapping[str, float] = field(default_factory=lambda: {"42": 1.0})
     step_error: float = 0.0
+    early: float = 0.0
     latency_s: float = 0.0
     gold: str | None = None
 
@@ -69,6 +70,7 @@ class FakeTask:
             steps=int(spec.get("steps", 3)),
             answers={str(k): float(v) for k, v in spec.get("answers", {"42": 1.0}).items()},
             step_error=float(spec.get("step_error", 0.0)),
+            early=float(spec.get("early", 0.0)),
             latency_s=float(spec.get("latency_s", 0.0)),
         )
 
@@ -104,6 +106,7 @@ def make_problems(
     prefix: str = "p",
     latency_s: float = 0.0,
     step_error: float = 0.0,
+    early: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Problem records whose right answer has probability ``p_correct`` and the rest is spread
     evenly over ``wrong`` wrong answers; ready for a problems JSONL file and for the server."""
@@ -123,6 +126,7 @@ def make_problems(
                     "steps": steps,
                     "answers": answers,
                     "step_error": step_error,
+                    "early": early,
                     "latency_s": latency_s,
                 },
             }
@@ -135,7 +139,8 @@ def make_problems(
 
 def _continue(task: FakeTask, context: str, rng: random.Random, greedy: bool) -> str:
     """The rest of a solution after ``context``: the path keeps the answer its steps point to,
-    unless a step errs. Greedy decoding takes the likeliest answer and never errs."""
+    unless a step errs; with ``early`` it may answer after fewer steps. Greedy decoding takes
+    the likeliest answer, never errs and never stops early."""
     done = _STEP.findall(context)
     answers, weights = list(task.answers), list(task.answers.values())
     if done:
@@ -149,6 +154,8 @@ def _continue(task: FakeTask, context: str, rng: random.Random, greedy: bool) ->
         return ""  # already answered: the model ends the sequence
     steps = []
     for number in range(taken + 1, task.steps):
+        if task.early and not greedy and rng.random() < task.early:
+            break  # this path answers before the usual number of steps
         if task.step_error and not greedy and rng.random() < task.step_error:
             others = [a for a in answers if a != current] or [str(int(current) + 1)]
             current = rng.choice(others)
@@ -391,9 +398,7 @@ class FakeServer:
             raise _BadRequest(400, "messages must be a non-empty list")
         contents = [str(m.get("content") or "") for m in messages]
         tokens = sum(count_tokens(c) + 4 for c in contents)
-        extra = body.get("extra_body") or {}
-        continuing = body.get("continue_final_message") or extra.get("continue_final_message")
-        if messages[-1].get("role") == "assistant" and continuing:
+        if messages[-1].get("role") == "assistant" and body.get("continue_final_message"):
             return "\n".join(contents), tokens
         return "\n".join(contents), tokens + 3  # the generation prompt's tokens
 

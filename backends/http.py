@@ -14,7 +14,7 @@ ConnectFailure (no answer: refused, reset, timed out).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Literal, Protocol
 
 import aiohttp
@@ -51,11 +51,11 @@ class Transport(Protocol):
 class AioHttpTransport:
     def __init__(self, base_url: str, api_key: str, connections: int, timeout_s: float) -> None:
         self._base = base_url
+        self._timeout_s = timeout_s
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections),
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             headers={"Authorization": f"Bearer {api_key}"},
-            json_serialize=json.dumps,
         )
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
@@ -70,7 +70,9 @@ class AioHttpTransport:
                 text = await response.text()
                 if response.status >= 400:
                     raise StatusFailure(response.status, text, dict(response.headers))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except TimeoutError as exc:
+            raise ConnectFailure(_no_answer(self._timeout_s)) from exc
+        except (aiohttp.ClientError, OSError) as exc:
             raise ConnectFailure(_root_cause(exc)) from exc
         return _decode(text, response.status)
 
@@ -81,6 +83,7 @@ class AioHttpTransport:
 class OpenAITransport:
     def __init__(self, base_url: str, api_key: str, connections: int, timeout_s: float) -> None:
         limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self._timeout_s = timeout_s
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
@@ -92,19 +95,19 @@ class OpenAITransport:
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         # The low-level post: the SDK's connection, headers and errors, without the
         # per-call walk over typed parameters, which costs more CPU than the exchange.
-        try:
-            response = await self._client.post(path, body=body, cast_to=httpx2.Response)
-        except openai.APIStatusError as exc:
-            raise StatusFailure(exc.status_code, exc.response.text, exc.response.headers) from exc
-        except openai.APIError as exc:
-            raise ConnectFailure(_root_cause(exc)) from exc
+        response = await self._call(self._client.post(path, body=body, cast_to=httpx2.Response))
         return _decode(response.text, response.status_code)
 
     async def get(self, path: str) -> None:
+        await self._call(self._client.get(path, cast_to=httpx2.Response))
+
+    async def _call(self, request: Awaitable[httpx2.Response]) -> httpx2.Response:
         try:
-            await self._client.get(path, cast_to=httpx2.Response)
+            return await request
         except openai.APIStatusError as exc:
             raise StatusFailure(exc.status_code, exc.response.text, exc.response.headers) from exc
+        except openai.APITimeoutError as exc:
+            raise ConnectFailure(_no_answer(self._timeout_s)) from exc
         except openai.APIError as exc:
             raise ConnectFailure(_root_cause(exc)) from exc
 
@@ -123,6 +126,10 @@ def _decode(text: str, status: int) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise StatusFailure(status, f"response is not JSON: {text[:100]!r}", {}) from exc
+
+
+def _no_answer(timeout_s: float) -> str:
+    return f"no answer within {timeout_s:g} s"
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -87,7 +87,10 @@ class LlamaCppEndpoint:
 
         def locked() -> Any:
             with self._lock:
-                return work(self._load())
+                try:
+                    return work(self._load())
+                except RuntimeError as exc:  # llama_decode failed
+                    raise EndpointError(self.base_url, None, str(exc)) from exc
 
         return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
 
@@ -100,12 +103,15 @@ class LlamaCppEndpoint:
             path = Path(self._path) if self._path is not None else bundled_model()
             if not path.exists():
                 raise ConfigError(f"no model file at {path}")
-            self._model = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self._n_ctx,
-                n_threads=self._n_threads or os.cpu_count() or 2,
-                verbose=False,
-            )
+            try:
+                self._model = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self._n_ctx,
+                    n_threads=self._n_threads or os.cpu_count() or 2,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise ConfigError(f"llama.cpp cannot load {path}: {exc}") from exc
         return self._model
 
     def _complete(self, model: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +175,12 @@ class LlamaCppEndpoint:
         }  # fmt: skip
 
     async def aclose(self) -> None:
-        if self._model is not None:
-            model, self._model = self._model, None
-            await anyio.to_thread.run_sync(model.close)
+        """Frees the model once no call is using it."""
+
+        def close() -> None:
+            with self._lock:
+                if self._model is not None:
+                    model, self._model = self._model, None
+                    model.close()
+
+        await anyio.to_thread.run_sync(close)

@@ -21,7 +21,7 @@ from treesearch.errors import ConfigError, EndpointError
 from treesearch.policy import Choice, Generation, Prefix, SamplingParams, estimate_tokens
 from treesearch.policy import token_upper_bound as byte_bound
 
-from .endpoint import JsonEndpoint, endpoint
+from .endpoint import EndpointClient, JsonEndpoint
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ DEFAULT_SYSTEM_PROMPT = (
 Api = Literal["completions", "chat"]
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(EndpointClient):
     """A Policy over one OpenAI-compatible server; its concurrency limit, retries and
     transport live in its Endpoint."""
 
@@ -59,7 +59,7 @@ class OpenAIPolicy:
             raise ConfigError(f"unknown api {api!r}; choose completions or chat")
         if "{question}" not in prompt_template:
             raise ConfigError("the prompt template needs a {question} field")
-        self.http = endpoint(base_url, endpoint_options)
+        super().__init__(base_url, endpoint_options)
         self.model = model
         self.api = api
         self.prompt_template = prompt_template
@@ -180,6 +180,3 @@ class OpenAIPolicy:
             if token_logprobs is None
             else float(sum(v for v in token_logprobs if v is not None)),
         )
-
-    async def aclose(self) -> None:
-        await self.http.aclose()

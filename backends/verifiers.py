@@ -31,7 +31,7 @@ from treesearch.policy import estimate_tokens, token_upper_bound
 from treesearch.problems import Problem
 from treesearch.verify import Cost, Scored
 
-from .endpoint import JsonEndpoint, endpoint
+from .endpoint import EndpointClient, JsonEndpoint, server_root
 
 QWEN_PRM_TEMPLATE = (
     "<|im_start|>system\nPlease reason step by step, and put your final answer within"
@@ -59,7 +59,7 @@ def _check_template(template: str) -> None:
         raise ConfigError("a verifier template needs {question} and {steps} fields")
 
 
-class PoolingPRM:
+class PoolingPRM(EndpointClient):
     def __init__(
         self,
         base_url: str | JsonEndpoint,
@@ -70,11 +70,12 @@ class PoolingPRM:
         template: str = QWEN_PRM_TEMPLATE,
         **endpoint_options: Any,
     ) -> None:
-        """``base_url`` may end in /v1: vLLM serves /pooling at the root."""
+        """A ``base_url`` string may end in /v1: vLLM serves /pooling at the root. A shared
+        endpoint must be the server's root."""
         _check_template(template)
         if isinstance(base_url, str):
-            base_url = base_url.rstrip("/").removesuffix("/v1")
-        self.http = endpoint(base_url, endpoint_options)
+            base_url = server_root(base_url)
+        super().__init__(base_url, endpoint_options)
         self.model = model
         self.step_tag = step_tag
         self.good_column = good_column
@@ -114,7 +115,7 @@ class PoolingPRM:
         return [float(row[self.good_column]) if isinstance(row, list) else float(row) for row in rows]
 
 
-class _PerPathJudge:
+class _PerPathJudge(EndpointClient):
     """One completions request per path, concurrently; subclasses read a score from each."""
 
     template: str
@@ -125,7 +126,7 @@ class _PerPathJudge:
         self, base_url: str | JsonEndpoint, model: str, joiner: str, endpoint_options: dict[str, Any]
     ) -> None:
         _check_template(self.template)
-        self.http = endpoint(base_url, endpoint_options)
+        super().__init__(base_url, endpoint_options)
         self.model = model
         self.joiner = joiner
 

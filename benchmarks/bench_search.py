@@ -8,7 +8,7 @@ compute unit is generated (completion) tokens per problem, which counts the
 policy's samples, lookahead rollouts and judge generations, not the PRM's
 reading of paths.
 
-    python benchmarks/bench_search.py [--per-level 60] [--prm-noise 1.0]
+    python benchmarks/bench_search.py [--per-level 60] [--prm-noise 3.0]
 
 Writes benchmarks/results/search.json and search.png.
 """
@@ -83,14 +83,14 @@ async def sweep(url: str, items: list[Problem]) -> list[dict[str, Any]]:
                     for r in rows[-len(LEVELS) - 1:]), flush=True)  # fmt: skip
     finally:
         await policy.aclose()
-        await prm.http.aclose()
+        await prm.aclose()
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-level", type=int, default=60)
-    parser.add_argument("--prm-noise", type=float, default=1.0)
+    parser.add_argument("--prm-noise", type=float, default=3.0)
     args = parser.parse_args()
     records, items = problems(args.per_level)
     started = time.perf_counter()

@@ -6,7 +6,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib  # the bench extra; imported here so a missing one fails before a long run
+
 from treesearch import SearchResult
+
+matplotlib.use("Agg")
 
 
 def summarise(
@@ -29,9 +33,6 @@ def summarise(
 
 def plot(rows: Sequence[dict[str, Any]], key: str, title: str, path: Path, *, log_x: bool = False) -> None:
     """Accuracy against generated tokens, a panel per level, a line per value of ``rows[i][key]``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx2
 import pytest
 import structlog
+from hypothesis import settings
 
 from treesearch.backends.fake_server import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
@@ -24,6 +25,8 @@ RECORDS: list[dict[str, Any]] = [
     *make_problems(20, p_correct=1.0, steps=4, prefix="sure"),
     # For search: wrong answers likelier than the right one, steps that err.
     *make_problems(40, p_correct=0.35, wrong=2, steps=4, step_error=0.2, prefix="s"),
+    # Paths that may answer after any step, so finished and open siblings meet.
+    *make_problems(10, p_correct=0.5, steps=5, early=0.3, prefix="early"),
 ]
 PROBLEMS = {record["id"]: Problem.from_record(record) for record in RECORDS}
 
@@ -31,6 +34,11 @@ PROBLEMS = {record["id"]: Problem.from_record(record) for record in RECORDS}
 def _drop(logger: object, method: str, event: object) -> Any:
     raise structlog.DropEvent
 
+
+# Property tests are reproducible: a fixed derandomized seed, and no example database
+# carrying failures from one run into the next.
+settings.register_profile("treesearch", derandomize=True, database=None)
+settings.load_profile("treesearch")
 
 # The test session is an edge: events are dropped unless a test captures them
 # (capture_logs swaps the processors, so every level must stay enabled).

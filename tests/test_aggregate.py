@@ -11,6 +11,7 @@ from scipy.stats import binom
 
 from treesearch import CallableVerifier, Candidate, ConfigError, SamplingParams, SearchConfig, run
 from treesearch.aggregate import best_of_n, get_aggregator, majority_vote, weighted_vote
+from treesearch.answers import extract_answer
 from treesearch.backends.openai_compat import OpenAIPolicy
 
 
@@ -65,10 +66,13 @@ async def test_majority_vote_matches_the_binomial(
 async def test_best_of_n_picks_what_the_verifier_prefers(
     fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
 ) -> None:
-    """An exact checker as the verifier: best-of-N is right whenever one sample is."""
+    """An exact checker as the verifier: best-of-N is right whenever one sample is.
+
+    The checker compares the extracted answer, not a substring: gold "10" must not
+    score a wrong "1000" (the fake server's wrong answers contain the gold one)."""
 
     def exact(problem, steps):  # type: ignore[no-untyped-def]
-        return 1.0 if problem.answer in steps[-1] else 0.0
+        return 1.0 if extract_answer(steps[-1]) == problem.answer else 0.0
 
     policy = make_policy(fake_server(), "fake")
     config = SearchConfig(strategy="best-of-n", n=4, sampling=SamplingParams(seed=3))
@@ -77,3 +81,16 @@ async def test_best_of_n_picks_what_the_verifier_prefers(
         any_right = any(c.answer == result.gold for c in result.candidates)
         assert result.correct == any_right
         assert all(c.score in (0.0, 1.0) for c in result.candidates)
+        assert [c.score for c in result.candidates] == [
+            float(c.answer == result.gold) for c in result.candidates
+        ]
+
+
+def test_score_based_aggregators_fall_back_to_majority_without_scores() -> None:
+    # The budget ran out before the verifier: no path has a score.
+    candidates = [Candidate(node=i, answer=a) for i, a in enumerate(["1", "2", "2", "2"])]
+    groups = [0, 1, 1, 1]
+    assert weighted_vote(candidates, groups) == "2"
+    assert best_of_n(candidates, groups) == "2"
+    scored = [*candidates[:3], Candidate(node=3, answer="1", score=0.9)]
+    assert best_of_n(scored, [0, 1, 1, 0]) == "1"

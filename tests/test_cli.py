@@ -60,6 +60,8 @@ def test_a_bad_problems_file_is_one_line(tmp_path: Path) -> None:
         (["--budget-requests", "0"], "budget requests must be positive"),
         (["--strategy", "best-of-n"], "needs a verifier"),
         (["--verifier", "no_such_module:f"], "cannot load verifier"),
+        (["--verifier", "oracle"], "unknown backend 'oracle'"),
+        (["--score-reduction", "median"], "unknown score reduction 'median'"),
     ],
 )
 def test_bad_settings_are_one_line(tmp_path: Path, extra: list[str], message: str) -> None:

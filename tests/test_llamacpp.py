@@ -126,7 +126,7 @@ async def test_search_over_llama_cpp_server_charges_what_it_reports(
 async def test_llama_cpp_server_logprobs_feed_the_logprob_verifier(llama_server: str) -> None:
     judge = LogprobVerifier(llama_server, "gemma", template=JUDGE_TEMPLATE, joiner="\n")
     scored = await judge.score(PROBLEMS[0], [["1 + 2 = 3"], ["1 + 2 = 9"]])
-    await judge.http.aclose()
+    await judge.aclose()
     assert all(0.0 < s[0] < 1.0 for s in scored.scores)
     assert scored.cost.requests == 2
     assert scored.cost.completion_tokens == 2
@@ -169,9 +169,23 @@ def test_the_command_line_runs_the_embedded_model(tmp_path: Path) -> None:
          str(problems), "--output", str(output), "--strategy", "beam", "--verifier", "logprob",
          "--n", "2", "--beam-width", "2", "--sampling", "steps", "--step-delimiter", "\\n",
          "--stop", "Q:", "--max-step-tokens", "24", "--max-depth", "6", "--seed", "0"],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True, text=True, timeout=100, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(r["id"] for r in records) == ["e2e0", "e2e1"]  # written as they finish
     assert all(r["error"] is None and r["usage"]["requests"] > 0 for r in records)
+
+
+def test_a_bad_model_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "p.jsonl").write_text(json.dumps({"id": "a", "question": "1 + 2", "answer": "3"}) + "\n")
+    (tmp_path / "bad.gguf").write_bytes(b"not a model")
+    done = subprocess.run(
+        [sys.executable, "-m", "treesearch.cli", "run", "--backend", "llamacpp", "--model-file",
+         str(tmp_path / "bad.gguf"), "--problems", str(tmp_path / "p.jsonl"), "--output",
+         str(tmp_path / "o.jsonl")],
+        capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "cannot load" in done.stderr

@@ -116,6 +116,17 @@ async def test_unreachable_endpoint(make_policy: Callable[..., OpenAIPolicy], tr
     assert caught.value.status is None
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "openai"])
+async def test_a_timeout_says_so(
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy], transport: str
+) -> None:
+    policy = make_policy(fake_server("--latency", "5"), "fake", retry=RetryPolicy(attempts=1),
+                         transport=transport, timeout_s=0.2)  # fmt: skip
+    with pytest.raises(EndpointError, match=r"no answer within 0\.2 s") as caught:
+        await policy.generate(Prefix(problem=PROBLEMS["a0"]), 1, SamplingParams())
+    assert caught.value.status is None
+
+
 async def test_missing_usage_is_estimated_and_said(
     fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
 ) -> None:

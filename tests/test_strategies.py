@@ -32,7 +32,7 @@ pytestmark = pytest.mark.anyio
 async def prm(fake_server: Callable[..., str]) -> AsyncIterator[PoolingPRM]:
     verifier = PoolingPRM(fake_server(), "fake-prm")
     yield verifier
-    await verifier.http.aclose()
+    await verifier.aclose()
 
 
 def config(strategy: str, **options: Any) -> SearchConfig:
@@ -119,11 +119,12 @@ async def test_lookahead_charges_its_rollouts(
     assert used["lookahead"].requests > used["beam"].requests
 
 
+@pytest.mark.parametrize("problem", ["s4", "early0", "early1"])
 async def test_dvts_subtrees_stay_independent(
-    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM, problem: str
 ) -> None:
     policy = make_policy(fake_server())
-    result = await search(PROBLEMS["s4"], policy, config("dvts", n=12, beam_width=3), verifier=prm)
+    result = await search(PROBLEMS[problem], policy, config("dvts", n=12, beam_width=3), verifier=prm)
     tree = result.tree
     assert tree is not None
     firsts = sorted(child.id for child in tree.children(ROOT))
@@ -132,12 +133,13 @@ async def test_dvts_subtrees_stay_independent(
     for group in groups:
         nodes = [tree.node(i) for i in group]
         chosen = [n.id for n in nodes if tree.graph.out_degree(n.id)]
-        open_nodes = [n for n in nodes if not n.terminal]
-        # Each subtree walks on from its own best step, and only from it.
-        assert len(chosen) == (1 if open_nodes else 0)
-        if open_nodes:
-            best = top_k([n.id for n in open_nodes], [n.scores[-1] for n in open_nodes], 1)  # type: ignore[index]
-            assert chosen == best
+        # Each subtree walks on from its own best step, and only from it; it stops when
+        # that step has finished.
+        best = top_k(group, [n.scores[-1] for n in nodes], 1)  # type: ignore[index]
+        assert chosen == ([] if tree.node(best[0]).terminal else best)
+    # A subtree returns the finished children of its last expansion: at most N in all.
+    assert 0 < len(result.candidates) <= 12
+    assert all(tree.node(c.node).terminal and c.score is not None for c in result.candidates)
     for node in tree.nodes():
         if node.id != ROOT and tree.graph.out_degree(node.id):
             assert len(tree.children(node.id)) == 3
@@ -151,7 +153,7 @@ async def test_filter_vote_falls_back_to_all_answers(
     url = fake_server("--judge-accuracy", "0.0")  # a judge that calls every right answer wrong
     judge = JudgeVerifier(url, "fake")
     result = await search(PROBLEMS["sure5"], make_policy(url), config("filter-vote", n=5), verifier=judge)
-    await judge.http.aclose()
+    await judge.aclose()
     assert [c.score for c in result.candidates] == [0.0] * 5
     assert result.answer == "15"
     assert result.usage.requests == 1 + 5  # one sampling request, one judge call per answer
@@ -163,7 +165,7 @@ async def test_filter_vote_keeps_what_the_judge_keeps(
     url = fake_server("--judge-accuracy", "1.0")
     judge = JudgeVerifier(url, "fake")
     results = await run(problems("b", 30), make_policy(url), config("filter-vote", n=5), verifier=judge)
-    await judge.http.aclose()
+    await judge.aclose()
     for result in results:
         assert result.correct == any(c.answer == result.gold for c in result.candidates)
 
@@ -171,13 +173,24 @@ async def test_filter_vote_keeps_what_the_judge_keeps(
 async def test_mcts_spends_its_iterations(
     make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
 ) -> None:
-    result = await search(
-        PROBLEMS["s5"], make_policy(fake_server()), config("mcts", n=10, beam_width=2), verifier=prm
-    )
+    url = fake_server()
+    before = server_stats(url)
+    with capture_logs() as events:
+        result = await search(
+            PROBLEMS["s5"], make_policy(url), config("mcts", n=10, beam_width=2), verifier=prm
+        )
+    after = server_stats(url)
     tree = result.tree
     assert tree is not None
     assert len(result.candidates) > 0
     assert len(tree) - 1 <= 10 * 2  # at most one expansion of two children per iteration
+    # An iteration that reaches an open leaf sends one n=2 request and one PRM call for the two
+    # children; one that reaches a finished leaf re-scores it from the cache, sending nothing.
+    # With this seed all ten iterations reach open leaves: every iteration is spent on a request.
+    requests = Counter(e["path"] for e in events if e["event"] == "request")
+    assert requests == {"/completions": 10, "/pooling": 10}
+    assert len(tree) - 1 == 10 * 2
+    assert result.usage.requests == 20 == after["ok"] - before["ok"]
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -205,7 +218,7 @@ async def test_every_strategy_finishes_and_honours_a_budget(
     assert tight.stopped_by == "budget"
     assert tight.usage.total_tokens <= limit
     if strategy == "filter-vote":
-        await verifier.http.aclose()  # type: ignore[union-attr]
+        await verifier.aclose()
 
 
 async def test_a_judged_completion_check_is_asked_and_charged(
@@ -214,10 +227,17 @@ async def test_a_judged_completion_check_is_asked_and_charged(
     url = fake_server()
     policy = make_policy(url)
     check = LogprobVerifier(policy.http, "fake", template=FINISHED_TEMPLATE)
+    before = server_stats(url)
     with capture_logs() as events:
         result = await search(
             PROBLEMS["sure6"], policy, config("beam", n=4, beam_width=2), verifier=prm, finish_check=check
         )
+    after = server_stats(url)
+    # Every request the server answered, the yes/no checks included, is charged to the search.
+    assert result.usage.requests == after["ok"] - before["ok"]
+    assert result.usage.completion_tokens == after["completion_tokens"] - before["completion_tokens"]
+    assert result.usage.prompt_tokens == after["prompt_tokens"] - before["prompt_tokens"]
+    assert result.usage.requests == sum(e["event"] == "request" for e in events)
     tree = result.tree
     assert tree is not None
     judged = [e for e in events if e["event"] == "request" and e["path"] == "/completions"]

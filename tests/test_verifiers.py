@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from conftest import PROBLEMS, server_stats
 
+from treesearch import ConfigError, EndpointError
 from treesearch.backends.fake_server import FakeTask, step_score
 from treesearch.backends.verifiers import (
     FINISHED_TEMPLATE,
@@ -29,7 +30,7 @@ async def test_pooling_prm_scores_every_step_of_many_paths_in_one_request(
     prm = PoolingPRM(url, "fake-prm")  # a /v1 URL: /pooling lives at the root
     before = server_stats(url)
     scored = await prm.score(PROBLEMS["a0"], [GOOD, BAD, GOOD[:1]])
-    await prm.http.aclose()
+    await prm.aclose()
     after = server_stats(url)
     assert after["requests"] - before["requests"] == 1
     assert after["prm_inputs"] - before["prm_inputs"] == 3
@@ -48,18 +49,16 @@ async def test_pooling_prm_with_noise_is_deterministic(fake_server: Callable[...
     prm = PoolingPRM(fake_server("--prm-noise", "1.0"), "fake-prm")
     first = await prm.score(PROBLEMS["a0"], [GOOD])
     second = await prm.score(PROBLEMS["a0"], [GOOD])
-    await prm.http.aclose()
+    await prm.aclose()
     assert first.scores == second.scores
     assert first.scores[0] != pytest.approx([0.818, 0.818, 0.818], abs=1e-3)
 
 
 async def test_unknown_prm_model_is_a_clear_error(fake_server: Callable[..., str]) -> None:
-    from treesearch import EndpointError
-
     prm = PoolingPRM(fake_server(), "no-such-prm")
     with pytest.raises(EndpointError, match="404"):
         await prm.score(PROBLEMS["a0"], [GOOD])
-    await prm.http.aclose()
+    await prm.aclose()
 
 
 async def test_logprob_verifier_reads_p_yes(fake_server: Callable[..., str]) -> None:
@@ -69,7 +68,7 @@ async def test_logprob_verifier_reads_p_yes(fake_server: Callable[..., str]) -> 
     scored = await judge.score(PROBLEMS["a0"], [GOOD, BAD[:2]])
     finished = LogprobVerifier(judge.http, "fake", template=FINISHED_TEMPLATE)
     done = await finished.score(PROBLEMS["a0"], [GOOD, GOOD[:2]])
-    await judge.http.aclose()
+    await judge.aclose()
     after = server_stats(url)
     assert [s[0] for s in scored.scores] == pytest.approx([0.818, 0.182], abs=1e-3)
     assert [s[0] for s in done.scores] == pytest.approx([0.97, 0.03])
@@ -80,6 +79,15 @@ async def test_logprob_verifier_reads_p_yes(fake_server: Callable[..., str]) -> 
 async def test_filter_judge_verdicts(fake_server: Callable[..., str]) -> None:
     judge = JudgeVerifier(fake_server("--judge-accuracy", "1.0"), "fake")
     scored = await judge.score(PROBLEMS["a0"], [GOOD, BAD])
-    await judge.http.aclose()
+    await judge.aclose()
     assert scored.scores == [[1.0], [0.0]]
     assert scored.cost.requests == 2
+
+
+async def test_settings_apply_to_a_new_endpoint_only(fake_server: Callable[..., str]) -> None:
+    judge = LogprobVerifier(fake_server(), "fake")
+    with pytest.raises(ConfigError, match="concurrency: settings of a new endpoint"):
+        LogprobVerifier(judge.http, "fake", concurrency=4)
+    with pytest.raises(ConfigError, match="a URL or an endpoint"):
+        LogprobVerifier(None, "fake")  # type: ignore[arg-type]
+    await judge.aclose()

@@ -3,7 +3,8 @@
 Each is a plain function of the candidates and their answer groups (which
 answers are equivalent, computed once by ``group_answers``), so they are
 testable without an event loop. Ties go to the larger score sum, then to the
-answer found first.
+answer found first. When no answered path has a score (the budget or deadline
+ran out before the verifier), the score-based ones fall back to majority vote.
 """
 
 from __future__ import annotations
@@ -49,16 +50,22 @@ def majority_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str
     return _tally(candidates, groups, lambda candidate: 1.0)
 
 
+def _unscored(candidates: Sequence[Candidate]) -> bool:
+    return all(c.score is None for c in candidates if c.answer is not None)
+
+
 def weighted_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
     """The answer whose paths' scores sum highest (Snell et al.'s best-of-N weighted)."""
+    if _unscored(candidates):
+        return majority_vote(candidates, groups)
     return _tally(candidates, groups, lambda candidate: candidate.score or 0.0)
 
 
 def best_of_n(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
     """The answer of the single best-scored path."""
+    if _unscored(candidates):
+        return majority_vote(candidates, groups)
     answered = [c for c in candidates if c.answer is not None]
-    if not answered:
-        return None
     return max(answered, key=lambda c: c.score if c.score is not None else float("-inf")).answer
 
 

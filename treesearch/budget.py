@@ -129,7 +129,9 @@ class Budget:
             return choices
         left = limits.tokens - self._charged_tokens - self._reserved_tokens
         left -= prompt_tokens if limits.count_prompt else 0
-        return max(0, min(choices, left // max(tokens_per_choice, 1)))
+        if left < 0:
+            return 0
+        return choices if tokens_per_choice == 0 else min(choices, left // tokens_per_choice)
 
     def _why(self, prompt_tokens: int, tokens_per_choice: int) -> str:
         if self.limits.tokens is None or (

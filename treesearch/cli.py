@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 # The command line is an edge: it may build adapters directly.
-from treesearch.backends.endpoint import Endpoint
+from treesearch.backends.endpoint import Endpoint, server_root
 from treesearch.backends.verifiers import FINISHED_TEMPLATE
 from treesearch.budget import BudgetLimits
 from treesearch.config import SearchConfig
@@ -131,7 +131,9 @@ def _config(args: argparse.Namespace) -> SearchConfig:
     )
 
 
-def _verifier(args: argparse.Namespace, endpoint: Any) -> Verifier | None:
+def _verifier(args: argparse.Namespace, endpoint: Any, opened: list[Any]) -> Verifier | None:
+    """The verifier named by --verifier: a Python function, or a backend on the policy's
+    server, or on --prm-url (a new endpoint, added to ``opened`` for the caller to close)."""
     kind = args.verifier or ("vllm-pooling" if args.prm_url else None)
     if kind is None:
         return None
@@ -142,19 +144,19 @@ def _verifier(args: argparse.Namespace, endpoint: Any) -> Verifier | None:
         except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigError(f"cannot load verifier {kind!r}: {exc}") from exc
         return CallableVerifier(function)
-    if kind not in ("vllm-pooling", "logprob", "judge"):
-        raise ConfigError(
-            f"unknown verifier {kind!r}; choose vllm-pooling, logprob, judge or MODULE:FUNCTION"
-        )
-    server = args.prm_url or endpoint
-    model = args.prm_model or args.model
     options: dict[str, Any] = {}
-    if args.prm_url is not None:  # its own server: its own endpoint settings
-        options = {"api_key": args.api_key, "concurrency": args.concurrency}
-    if kind == "vllm-pooling":  # its own endpoint: vLLM serves /pooling outside /v1
-        server = args.prm_url or args.base_url
-        options |= {"step_tag": args.prm_step_tag, "good_column": args.prm_good_column}
-    verifier: Verifier = make_backend(kind, base_url=server, model=model, **options)
+    server = endpoint
+    if kind == "vllm-pooling":  # vLLM serves /pooling outside /v1: its own endpoint at the root
+        options = {"step_tag": args.prm_step_tag, "good_column": args.prm_good_column}
+        url = args.prm_url or args.base_url
+        if url is None:
+            raise ConfigError("--verifier vllm-pooling needs --prm-url (a vLLM server)")
+        server = Endpoint(server_root(url), api_key=args.api_key, concurrency=args.concurrency)
+        opened.append(server)
+    elif args.prm_url is not None:
+        server = Endpoint(args.prm_url, api_key=args.api_key, concurrency=args.concurrency)
+        opened.append(server)
+    verifier: Verifier = make_backend(kind, base_url=server, model=args.prm_model or args.model, **options)
     return verifier
 
 
@@ -172,7 +174,8 @@ def _endpoint(args: argparse.Namespace) -> Any:
 async def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     endpoint = _endpoint(args)
-    verifier = _verifier(args, endpoint)
+    opened = [endpoint]
+    verifier = _verifier(args, endpoint, opened)
     check_config(config, verifier)
     problems = load_problems(args.problems)
     policy = make_backend("openai", base_url=endpoint, model=args.model, api=args.api)
@@ -197,9 +200,8 @@ async def _run(args: argparse.Namespace) -> int:
             progress=True,
         )
     finally:
-        await policy.aclose()
-        if verifier is not None and hasattr(verifier, "http"):
-            await verifier.http.aclose()
+        for server in opened:
+            await server.aclose()
         if log_file is not None:
             log_file.close()
     failed = [r for r in results if r.error is not None]

@@ -12,6 +12,7 @@ from treesearch.budget import BudgetLimits
 from treesearch.context import StepFormat
 from treesearch.errors import ConfigError
 from treesearch.policy import SamplingParams
+from treesearch.verify import check_reduction
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,3 +47,4 @@ class SearchConfig:
             raise ConfigError(f"rebase temperature must be positive, got {self.rebase_temperature}")
         if not 0.0 <= self.sampling.temperature <= 5.0:
             raise ConfigError(f"temperature must be in [0, 5], got {self.sampling.temperature}")
+        check_reduction(self.reduction)

@@ -172,18 +172,18 @@ class SearchContext:
 
     # -- scores -----------------------------------------------------------------
 
-    async def score(self, node_ids: Sequence[int]) -> None:
+    async def score(self, node_ids: Sequence[int]) -> list[float]:
         """Score the paths ending at ``node_ids`` (those not scored yet) in one batched
-        verifier call, charged to the budget like any request."""
+        verifier call, charged to the budget like any request; their path scores."""
         if self.verifier is None:
             raise ConfigError("this strategy needs a verifier")
         todo = [node for node in dict.fromkeys(node_ids) if self.tree.node(node).scores is None]
-        if not todo:
-            return
-        scores = await self._judge(self.verifier, todo)
-        for node, values in zip(todo, scores, strict=True):
-            self.tree.update(node, scores=self._full_path_scores(node, values))
-            self._log.debug("node_scored", node_id=node, scores=values)
+        if todo:
+            scores = await self._judge(self.verifier, todo)
+            for node, values in zip(todo, scores, strict=True):
+                self.tree.update(node, scores=self._full_path_scores(node, values))
+                self._log.debug("node_scored", node_id=node, scores=values)
+        return [self.path_score(node) or 0.0 for node in node_ids]
 
     async def _judge(self, verifier: Verifier, node_ids: Sequence[int]) -> list[list[float]]:
         paths = [self._verifier_steps(node) for node in node_ids]

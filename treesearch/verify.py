@@ -85,8 +85,12 @@ REDUCTIONS: dict[str, Callable[[Sequence[float]], float]] = {
 }
 
 
-def reduce_scores(scores: Sequence[float], how: str = "last") -> float:
-    """One score for a path from its step scores; an unscored path gets 0."""
+def check_reduction(how: str) -> None:
     if how not in REDUCTIONS:
         raise ConfigError(f"unknown score reduction {how!r}; choose from {', '.join(REDUCTIONS)}")
+
+
+def reduce_scores(scores: Sequence[float], how: str = "last") -> float:
+    """One score for a path from its step scores; an unscored path gets 0."""
+    check_reduction(how)
     return REDUCTIONS[how](scores) if scores else 0.0

@@ -5,7 +5,8 @@ candidates in one verifier call, keep the top N/M, and ask for M children of
 each (one request with ``n=M`` per kept beam), until N paths have finished or
 the depth limit. Lookahead values each candidate by the score at the end of a
 greedy rollout of up to k more steps (k = 0 is beam). DVTS splits N into N/M
-independent subtrees, each keeping its single best of M children per step.
+independent subtrees, each following its single best of M children per step
+until that child has finished; a subtree returns its last finished children.
 """
 
 from __future__ import annotations
@@ -45,22 +46,20 @@ async def _values(ctx: SearchContext, node_ids: list[int], steps: int) -> list[f
             [partial(ctx.rollout, node, temperature=0.0, max_steps=steps) for node in node_ids]
         )
         ends = [node.id for node in rolled]
-    await ctx.score(ends)
-    return [ctx.path_score(node) or 0.0 for node in ends]
+    return await ctx.score(ends)
 
 
 async def dvts(ctx: SearchContext, config: SearchConfig) -> list[int]:
     async def subtree() -> list[int]:
-        finished: list[int] = []
+        """Follow the best of M children until it has finished; its finished siblings come too."""
         node = ROOT
         while True:
-            children = await ctx.expand(node, config.beam_width)
-            finished += [child.id for child in children if child.terminal]
-            open_ids = [child.id for child in children if not child.terminal]
-            if not open_ids:
-                return finished
-            await ctx.score(open_ids)
-            (node,) = top_k(open_ids, [ctx.path_score(i) or 0.0 for i in open_ids], 1)
+            children = [child.id for child in await ctx.expand(node, config.beam_width)]
+            if not children:
+                return []
+            (node,) = top_k(children, await ctx.score(children), 1)
+            if ctx.tree.node(node).terminal:
+                return [child for child in children if ctx.tree.node(child).terminal]
 
     subtrees = max(1, config.n // config.beam_width)
     results = await gather([subtree for _ in range(subtrees)])

@@ -31,12 +31,10 @@ async def mcts(ctx: SearchContext, config: SearchConfig) -> None:
             )
         leaf = path[-1]
         if tree.node(leaf).terminal:
-            await ctx.score([leaf])
-            value = ctx.path_score(leaf) or 0.0
+            (value,) = await ctx.score([leaf])
         else:
             kids = [child.id for child in await ctx.expand(leaf, config.beam_width)]
-            await ctx.score(kids)
-            scores = [ctx.path_score(kid) or 0.0 for kid in kids]
+            scores = await ctx.score(kids)
             (best,) = top_k(kids, scores, 1)
             path.append(best)
             value = max(scores)

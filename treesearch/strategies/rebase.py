@@ -29,8 +29,7 @@ async def rebase(ctx: SearchContext, config: SearchConfig) -> list[int]:
         open_ids = [node.id for node in frontier if not node.terminal]
         if remaining <= 0 or not open_ids:
             return finished
-        await ctx.score(open_ids)
-        scores = [ctx.path_score(node) or 0.0 for node in open_ids]
+        scores = await ctx.score(open_ids)
         widths = rebase_widths(scores, remaining, config.rebase_temperature)
         log.debug("rebase_widths", problem_id=ctx.problem.id, nodes=open_ids, widths=widths)
         children = await ctx.expand_many(dict(zip(open_ids, widths, strict=True)))
