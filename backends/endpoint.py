@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import anyio
 import structlog
 
+from treesearch.budget import count_attempt
 from treesearch.errors import ConfigError, EndpointError
 
 from .http import TRANSPORTS, ConnectFailure, StatusFailure, Transport, TransportName
@@ -97,6 +98,7 @@ class Endpoint:
                 async for attempt in self._retrying.copy():
                     with attempt:
                         attempts += 1
+                        count_attempt()  # a retry is one more request against the budget
                         answer = await http.post(path, body)
         except StatusFailure as exc:
             raise EndpointError(self.base_url, exc.status, " ".join(exc.body.split())) from exc

@@ -14,7 +14,8 @@ and the server continues any prefix of one, in completions or chat mode,
 honouring ``n``, ``stop``, ``max_tokens``, ``seed`` and ``logprobs`` and
 reporting usage (one token per word or punctuation mark), with vLLM's
 ``stop_reason``. Fault knobs: an error rate answered with 429/500/503 (and
-Retry-After), extra latency, ignoring ``n``, leaving usage out. ``GET /stats``
+Retry-After), extra latency, ignoring ``n``, leaving usage out, and overspending:
+``extra_choices`` more choices than ``n``, ``max_tokens`` ignored. ``GET /stats``
 counts what was served. The server finds a problem by the ``[task:ID]`` marker
 its question carries (``make_problems`` writes such questions).
 
@@ -83,6 +84,8 @@ class FakeServerConfig:
     error_statuses: tuple[int, ...] = (429, 500, 503)
     retry_after_s: float | None = None
     ignore_n: bool = False
+    extra_choices: int = 0
+    ignore_max_tokens: bool = False
     usage: bool = True
     max_context: int = 8192
     prm_model: str = "fake-prm"
@@ -279,10 +282,10 @@ class FakeServer:
         logprobs = body.get("logprobs")
         choices, completion_tokens = [], 0
         greedy = float(body.get("temperature", 1.0)) == 0.0
-        for index in range(1 if config.ignore_n else n):
+        for index in range(1 if config.ignore_n else n + config.extra_choices):
             rng = self._rng if seed is None else random.Random(f"{seed}:{index}")
             reply, yes = self._reply(task, context, rng, greedy)
-            text, finish, stop_reason = _cut(reply, stops, max_tokens)
+            text, finish, stop_reason = _cut(reply, stops, 10**9 if config.ignore_max_tokens else max_tokens)
             tokens = _TOKEN.findall(text)
             completion_tokens += len(tokens)
             choice: dict[str, Any] = {"index": index, "finish_reason": finish, "stop_reason": stop_reason}

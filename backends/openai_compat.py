@@ -18,7 +18,7 @@ from typing import Any, Literal
 import structlog
 
 from treesearch.errors import ConfigError, EndpointError
-from treesearch.policy import Choice, Generation, Prefix, SamplingParams, estimate_tokens
+from treesearch.policy import Choice, Generation, Prefix, SamplingParams, completion_token_bound
 from treesearch.policy import token_upper_bound as byte_bound
 
 from .endpoint import EndpointClient, JsonEndpoint
@@ -103,7 +103,7 @@ class OpenAIPolicy(EndpointClient):
 
     async def generate(self, prefix: Prefix, n: int, params: SamplingParams) -> Generation:
         raw = await self.http.post(self._path, self._body(prefix, n, params))
-        return self._parse(raw, prefix, n)
+        return self._parse(raw, prefix, n, params)
 
     def _body(self, prefix: Prefix, n: int, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -131,7 +131,7 @@ class OpenAIPolicy(EndpointClient):
                 body["add_generation_prompt"] = False
         return body
 
-    def _parse(self, raw: Any, prefix: Prefix, n: int) -> Generation:
+    def _parse(self, raw: Any, prefix: Prefix, n: int, params: SamplingParams) -> Generation:
         try:
             choices = sorted(raw["choices"], key=lambda c: c.get("index", 0))
             parsed = tuple(self._choice(c) for c in choices)
@@ -147,15 +147,13 @@ class OpenAIPolicy(EndpointClient):
                 prompt_tokens=int(usage["prompt_tokens"]),
                 completion_tokens=int(usage["completion_tokens"]),
             )
-        prompt = (
-            self.render_prompt(prefix)
-            if self.api == "completions"
-            else "".join(m["content"] for m in self.render_messages(prefix))
-        )
+        # No usage: charge upper bounds, never guesses, so a budget still holds.
         return Generation(
             choices=parsed,
-            prompt_tokens=estimate_tokens(prompt),
-            completion_tokens=sum(c.tokens or estimate_tokens(c.text) for c in parsed),
+            prompt_tokens=self.prompt_token_bound(prefix),
+            completion_tokens=sum(
+                c.tokens or completion_token_bound(c.text, params.max_tokens, params.stop) for c in parsed
+            ),
             estimated=True,
         )
 

@@ -12,7 +12,8 @@ Chen et al.'s filter judge.
   earlier steps' scores), and with ``FINISHED_TEMPLATE`` it is the model-judged
   completion check.
 - ``JudgeVerifier``: Chen et al.'s filter-vote prompt; 1 for ``[[correct]]``,
-  0 for ``[[wrong]]`` or no verdict.
+  0 for ``[[wrong]]``, and ``ABSTAIN`` (0.5) when there is no verdict, e.g. one
+  cut off by the token limit.
 
 Requests per path are sent concurrently inside the endpoint's limit; every
 call reports its usage so the context charges it to the budget.
@@ -27,7 +28,7 @@ from typing import Any
 
 from treesearch.context import gather
 from treesearch.errors import ConfigError, EndpointError
-from treesearch.policy import estimate_tokens, token_upper_bound
+from treesearch.policy import completion_token_bound, token_upper_bound
 from treesearch.problems import Problem
 from treesearch.verify import Cost, Scored
 
@@ -52,6 +53,10 @@ FILTER_TEMPLATE = (
     " conclude with either '[[correct]]' if the above answer is correct or '[[wrong]]' if it"
     " is incorrect. Think step by step.\nVerdict:"
 )
+
+
+# A judge's score when it gave no verdict: filter-vote keeps such an answer (see aggregate.py).
+ABSTAIN = 0.5
 
 
 def _check_template(template: str) -> None:
@@ -104,7 +109,7 @@ class PoolingPRM(EndpointClient):
             cost=Cost(
                 prompt_tokens=int(prompt_tokens)
                 if prompt_tokens is not None
-                else sum(estimate_tokens(text) for text in inputs),
+                else sum(token_upper_bound(text) + 4 for text in inputs),
                 requests=1,
             ),
             estimated=prompt_tokens is None,
@@ -164,8 +169,8 @@ class _PerPathJudge(EndpointClient):
                 completion_tokens += int(usage.get("completion_tokens", 0))
             else:
                 estimated = True
-                prompt_tokens += estimate_tokens(prompt)
-                completion_tokens += estimate_tokens(choice.get("text", ""))
+                prompt_tokens += token_upper_bound(prompt) + 4
+                completion_tokens += completion_token_bound(str(choice.get("text") or ""), self.max_tokens)
         cost = Cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, requests=len(paths))
         return Scored(scores=scores, cost=cost, estimated=estimated)
 
@@ -223,7 +228,10 @@ class JudgeVerifier(_PerPathJudge):
         super().__init__(base_url, model, joiner, endpoint_options)
 
     def read(self, choice: dict[str, Any]) -> float:
-        """1 when the last verdict says correct, 0 when it says wrong or there is none."""
+        """1 when the last verdict says correct, 0 when it says wrong, ABSTAIN when there is
+        none (a judgement cut off by the token limit says nothing about the answer)."""
         text = str(choice.get("text") or "")
         correct, wrong = text.rfind("[[correct]]"), text.rfind("[[wrong]]")
+        if choice.get("finish_reason") == "length" or correct == wrong:
+            return ABSTAIN
         return 1.0 if correct > wrong else 0.0

@@ -27,6 +27,8 @@ RECORDS: list[dict[str, Any]] = [
     *make_problems(40, p_correct=0.35, wrong=2, steps=4, step_error=0.2, prefix="s"),
     # Paths that may answer after any step, so finished and open siblings meet.
     *make_problems(10, p_correct=0.5, steps=5, early=0.3, prefix="early"),
+    # Six steps: deeper than a tight depth limit.
+    *make_problems(10, p_correct=0.7, steps=6, prefix="deep"),
 ]
 PROBLEMS = {record["id"]: Problem.from_record(record) for record in RECORDS}
 

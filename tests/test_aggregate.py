@@ -10,9 +10,17 @@ from conftest import problems
 from scipy.stats import binom
 
 from treesearch import CallableVerifier, Candidate, ConfigError, SamplingParams, SearchConfig, run
-from treesearch.aggregate import best_of_n, get_aggregator, majority_vote, weighted_vote
+from treesearch.aggregate import (
+    aggregate,
+    best_of_n,
+    filter_vote,
+    get_aggregator,
+    majority_vote,
+    weighted_vote,
+)
 from treesearch.answers import extract_answer
 from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.verifiers import ABSTAIN
 
 
 def candidates(*pairs: tuple[str | None, float | None]) -> list[Candidate]:
@@ -86,11 +94,23 @@ async def test_best_of_n_picks_what_the_verifier_prefers(
         ]
 
 
-def test_score_based_aggregators_fall_back_to_majority_without_scores() -> None:
+def test_score_based_aggregators_fall_back_to_majority_without_scores_and_say_so() -> None:
     # The budget ran out before the verifier: no path has a score.
     candidates = [Candidate(node=i, answer=a) for i, a in enumerate(["1", "2", "2", "2"])]
     groups = [0, 1, 1, 1]
-    assert weighted_vote(candidates, groups) == "2"
-    assert best_of_n(candidates, groups) == "2"
+    assert aggregate("weighted", candidates, groups) == ("2", "majority")
+    assert aggregate("best", candidates, groups) == ("2", "majority")
     scored = [*candidates[:3], Candidate(node=3, answer="1", score=0.9)]
-    assert best_of_n(scored, [0, 1, 1, 0]) == "1"
+    assert aggregate("best", scored, [0, 1, 1, 0]) == ("1", "best")
+    assert aggregate("weighted", scored, [0, 1, 1, 0]) == ("1", "weighted")
+
+
+def test_filter_vote_drops_only_what_the_judge_rejected() -> None:
+    # Two answers judged wrong, one with no verdict (ABSTAIN, e.g. a cut-off judgement):
+    # the one the judge did not reject wins, though it is the minority.
+    candidates = [
+        Candidate(node=0, answer="7", score=0.0),
+        Candidate(node=1, answer="7", score=0.0),
+        Candidate(node=2, answer="9", score=ABSTAIN),
+    ]
+    assert filter_vote(candidates, [0, 0, 1]) == "9"

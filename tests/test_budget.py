@@ -9,6 +9,7 @@ import pytest
 from conftest import PROBLEMS, server_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from treesearch import (
     Budget,
@@ -16,11 +17,16 @@ from treesearch import (
     BudgetLimits,
     ConfigError,
     SamplingParams,
+    SearchConfig,
     SearchContext,
     StepFormat,
+    search,
 )
 from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.retry import RetryPolicy
+from treesearch.budget import count_attempt
 from treesearch.context import gather
+from treesearch.errors import DeadlinePassed
 from treesearch.tree import ROOT
 
 
@@ -87,8 +93,85 @@ async def test_request_limit_and_release() -> None:
 @pytest.mark.anyio
 async def test_a_passed_deadline_refuses_everything() -> None:
     budget = Budget(BudgetLimits(deadline_s=1e-9))
-    with pytest.raises(BudgetExhausted, match="deadline"):
+    with pytest.raises(DeadlinePassed):
         await budget.reserve(0, 0)
+
+
+@pytest.mark.anyio
+async def test_the_deadline_ends_a_wait_for_budget() -> None:
+    budget = Budget(BudgetLimits(tokens=100, deadline_s=0.05))
+    await budget.reserve(0, 80)  # in flight and never settled: only the deadline ends the wait
+    with anyio.fail_after(30), pytest.raises(DeadlinePassed):
+        await budget.reserve(0, 80)
+
+
+@pytest.mark.anyio
+async def test_retries_are_requests_taken_from_the_budget() -> None:
+    budget = Budget(BudgetLimits(requests=3))
+    held = await budget.reserve(1, 1)
+    with budget.metered(held):
+        count_attempt()  # the first attempt is the reserved request
+        count_attempt()  # a retry takes a second
+        count_attempt()  # and a third
+        with pytest.raises(BudgetExhausted, match="request limit 3 reached while retrying"):
+            count_attempt()
+    count_attempt()  # outside a metered call nothing is counted
+    budget.settle(held, prompt_tokens=1, completion_tokens=1, estimated=False)
+    assert budget.usage.requests == 3  # every attempt a server saw; the refused one was not sent
+    with pytest.raises(BudgetExhausted):
+        await budget.reserve(1, 1)
+
+
+@pytest.mark.anyio
+async def test_failed_attempts_count_though_the_call_failed() -> None:
+    budget = Budget(BudgetLimits(requests=5))
+    held = await budget.reserve(1, 1)
+    with budget.metered(held):
+        count_attempt()
+        count_attempt()
+    budget.release(held)
+    assert budget.usage.requests == 2 and budget.usage.total_tokens == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("misbehaviour", [["--ignore-max-tokens"], ["--extra-choices", "2"]])
+async def test_a_server_that_overspends_is_charged_once_and_ends_the_search(
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy], misbehaviour: list[str]
+) -> None:
+    url = fake_server(*misbehaviour)
+    config = SearchConfig(
+        n=4,
+        whole=False,
+        sampling=SamplingParams(seed=4),
+        step=StepFormat(max_step_tokens=4),
+        budget=BudgetLimits(tokens=2000),
+    )
+    before = server_stats(url)
+    with capture_logs() as events:
+        result = await search(PROBLEMS["sure9"], make_policy(url), config)
+    after = server_stats(url)
+    assert [e["event"] for e in events].count("server_overran") == 1
+    assert result.stopped_by == "budget"
+    assert result.usage.requests == 1 == after["ok"] - before["ok"]  # nothing after the overspent response
+    served = {key: after[key] - before[key] for key in ("prompt_tokens", "completion_tokens")}
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == tuple(served.values())
+    assert result.tree is not None
+    assert len(result.tree.children(ROOT)) == 4  # the choices asked for, no more
+
+
+@pytest.mark.anyio
+async def test_budget_requests_count_http_attempts(
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    url = fake_server("--error-rate", "0.5", "--error-statuses", "503")
+    policy = make_policy(url, retry=RetryPolicy(initial_wait_s=0.001, jitter_s=0.0, attempts=20))
+    config = SearchConfig(n=3, whole=False, sampling=SamplingParams(seed=4), budget=BudgetLimits(requests=12))
+    before = server_stats(url)
+    result = await search(PROBLEMS["sure3"], policy, config)
+    after = server_stats(url)
+    assert after["errors"] > before["errors"]  # some attempts failed and were retried
+    assert result.usage.requests == after["requests"] - before["requests"] <= 12
+    assert result.stopped_by == "budget"
 
 
 @pytest.mark.parametrize("field", ["tokens", "requests", "deadline_s"])

@@ -5,12 +5,13 @@ import treesearch
 
 def test_public_names() -> None:
     assert sorted(treesearch.__all__) == sorted([
-        "AGGREGATORS", "STRATEGIES", "Budget", "BudgetExhausted", "BudgetLimits",
+        "AGGREGATORS", "STRATEGIES", "AnswerEquivalence", "Budget", "BudgetExhausted", "BudgetLimits",
         "CallableVerifier", "Candidate", "Choice", "ConfigError", "EndpointError", "Generation",
-        "Node", "NodeStatus", "Policy", "Prefix", "Problem", "ProblemFileError",
+        "MathEquivalence", "Node", "NodeStatus", "PairwiseEquivalence", "Policy", "Prefix", "Problem",
+        "ProblemFileError",
         "SamplingParams", "SearchConfig", "SearchContext", "SearchResult", "SearchTree",
         "StepFormat", "TreeSearchError", "Usage", "Verifier", "extract_answer", "load_problems",
-        "make_backend", "math_equal", "run", "search",
+        "make_backend", "run", "search",
     ])  # fmt: skip
     for name in treesearch.__all__:
         assert hasattr(treesearch, name)

@@ -127,14 +127,21 @@ async def test_a_timeout_says_so(
     assert caught.value.status is None
 
 
-async def test_missing_usage_is_estimated_and_said(
-    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
+@pytest.mark.parametrize("whole", [True, False])
+async def test_missing_usage_is_charged_as_an_upper_bound_and_said(
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy], whole: bool
 ) -> None:
-    policy = make_policy(fake_server("--no-usage"), "fake")
+    url = fake_server("--no-usage")
+    policy = make_policy(url, "fake")
     ctx = context(policy, PROBLEMS["sure1"])
-    await ctx.expand(ROOT, 2, whole=True)
-    assert ctx.budget.usage.estimated
-    assert ctx.budget.usage.completion_tokens > 0
+    before = server_stats(url)
+    await ctx.expand(ROOT, 2, whole=whole)
+    after = server_stats(url)
+    usage = ctx.budget.usage
+    assert usage.estimated
+    # Never less than the server really spent (its own count, kept out of the responses).
+    assert usage.completion_tokens >= after["completion_tokens"] - before["completion_tokens"] > 0
+    assert usage.prompt_tokens >= after["prompt_tokens"] - before["prompt_tokens"]
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])

@@ -21,9 +21,15 @@ from treesearch import (
     search,
 )
 from treesearch.backends.openai_compat import OpenAIPolicy
-from treesearch.backends.verifiers import FINISHED_TEMPLATE, JudgeVerifier, LogprobVerifier, PoolingPRM
+from treesearch.backends.verifiers import (
+    ABSTAIN,
+    FINISHED_TEMPLATE,
+    JudgeVerifier,
+    LogprobVerifier,
+    PoolingPRM,
+)
 from treesearch.strategies.select import rebase_widths, top_k
-from treesearch.tree import ROOT, SearchTree
+from treesearch.tree import ROOT, NodeStatus, SearchTree
 
 pytestmark = pytest.mark.anyio
 
@@ -182,15 +188,89 @@ async def test_mcts_spends_its_iterations(
     after = server_stats(url)
     tree = result.tree
     assert tree is not None
-    assert len(result.candidates) > 0
-    assert len(tree) - 1 <= 10 * 2  # at most one expansion of two children per iteration
     # An iteration that reaches an open leaf sends one n=2 request and one PRM call for the two
-    # children; one that reaches a finished leaf re-scores it from the cache, sending nothing.
-    # With this seed all ten iterations reach open leaves: every iteration is spent on a request.
+    # children; one that reaches a finished leaf backs its score up without a request.
+    expansions = [n.id for n in tree.nodes() if tree.graph.out_degree(n.id)]
     requests = Counter(e["path"] for e in events if e["event"] == "request")
-    assert requests == {"/completions": 10, "/pooling": 10}
-    assert len(tree) - 1 == 10 * 2
-    assert result.usage.requests == 20 == after["ok"] - before["ok"]
+    assert requests == {"/completions": len(expansions), "/pooling": len(expansions)}
+    assert 0 < len(expansions) <= 10
+    assert all(len(tree.children(node)) == 2 for node in expansions)
+    assert result.usage.requests == 2 * len(expansions) == after["ok"] - before["ok"]
+    # The candidates are finished paths the walks reached: at most one per iteration.
+    assert 0 < len(result.candidates) <= 10
+    assert all(tree.node(c.node).status is NodeStatus.ANSWERED for c in result.candidates)
+
+
+async def test_mcts_children_keep_their_scores_as_first_visits(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    """With C = 0 (no exploration), the second walk goes to the best-scored first step; a
+    child thrown away unvisited would instead be chosen for its infinite bound."""
+    for problem in ("s7", "s8", "s9"):
+        result = await search(
+            PROBLEMS[problem],
+            make_policy(fake_server()),
+            config("mcts", n=2, beam_width=3, mcts_c=0.0),
+            verifier=prm,
+        )
+        tree = result.tree
+        assert tree is not None
+        firsts = tree.children(ROOT)
+        (best,) = top_k([n.id for n in firsts], [n.scores[-1] for n in firsts], 1)  # type: ignore[index]
+        assert [n.id for n in firsts if tree.graph.out_degree(n.id)] == [best]
+
+
+async def test_beam_keeps_n_paths_in_play_and_returns_exactly_n(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    """N = 6, M = 4: one kept beam gets all six children (M does not divide N); paths that
+    finish early leave fewer open than N/M, and the rest still grow N children a round. More
+    than N finish; the N best-scored are the candidates."""
+    overfull = 0
+    for problem in problems("early", 6):
+        result = await search(
+            problem, make_policy(fake_server()), config("beam", n=6, beam_width=4), verifier=prm
+        )
+        tree = result.tree
+        assert tree is not None
+        depth = 1
+        while expanded(tree, depth):
+            level = expanded(tree, depth)
+            assert sum(len(tree.children(node)) for node in level) == 6
+            depth += 1
+        finished = [n for n in tree.nodes() if n.status is NodeStatus.ANSWERED]
+        assert len(result.candidates) == min(6, len(finished))
+        if len(finished) > 6:
+            overfull += 1
+            chosen = sorted((c.score for c in result.candidates), reverse=True)
+            assert chosen == sorted((n.scores[-1] for n in finished), reverse=True)[:6]  # type: ignore[index]
+    assert overfull > 0
+
+
+async def test_filter_vote_abstains_on_a_cut_off_verdict(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    url = fake_server("--judge-accuracy", "0.0")
+    judge = JudgeVerifier(url, "fake", max_tokens=2)  # every verdict is cut off by the token limit
+    result = await search(PROBLEMS["sure7"], make_policy(url), config("filter-vote", n=3), verifier=judge)
+    await judge.aclose()
+    assert [c.score for c in result.candidates] == [ABSTAIN] * 3
+
+
+async def test_filter_vote_can_count_its_budget_in_calls(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    url = fake_server()
+    judge = JudgeVerifier(url, "fake")
+    result = await search(
+        PROBLEMS["sure8"],
+        make_policy(url),
+        config("filter-vote", n=6, n_counts_judgements=True),
+        verifier=judge,
+    )
+    await judge.aclose()
+    assert len(result.candidates) == 3  # K = 6 calls: 3 generations (one request) and 3 judgements
+    assert result.usage.requests == 1 + 3
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))

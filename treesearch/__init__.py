@@ -13,10 +13,11 @@ OpenAI-compatible endpoints. The Python API in a few lines::
 """
 
 from treesearch.aggregate import AGGREGATORS, Candidate
-from treesearch.answers import extract_answer, math_equal
+from treesearch.answers import extract_answer
 from treesearch.budget import Budget, BudgetLimits, Usage
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, StepFormat
+from treesearch.equivalence import AnswerEquivalence, MathEquivalence, PairwiseEquivalence
 from treesearch.errors import (
     BudgetExhausted,
     ConfigError,
@@ -36,6 +37,7 @@ from treesearch.verify import CallableVerifier, Verifier
 __all__ = [
     "AGGREGATORS",
     "STRATEGIES",
+    "AnswerEquivalence",
     "Budget",
     "BudgetExhausted",
     "BudgetLimits",
@@ -45,8 +47,10 @@ __all__ = [
     "ConfigError",
     "EndpointError",
     "Generation",
+    "MathEquivalence",
     "Node",
     "NodeStatus",
+    "PairwiseEquivalence",
     "Policy",
     "Prefix",
     "Problem",
@@ -63,7 +67,6 @@ __all__ = [
     "extract_answer",
     "load_problems",
     "make_backend",
-    "math_equal",
     "run",
     "search",
 ]

@@ -3,8 +3,9 @@
 Each is a plain function of the candidates and their answer groups (which
 answers are equivalent, computed once by ``group_answers``), so they are
 testable without an event loop. Ties go to the larger score sum, then to the
-answer found first. When no answered path has a score (the budget or deadline
-ran out before the verifier), the score-based ones fall back to majority vote.
+answer found first. The score-based ones use the candidates that have a score;
+``aggregate`` falls back to majority vote when none has (the budget or deadline
+ran out before the verifier) and says so.
 """
 
 from __future__ import annotations
@@ -50,28 +51,20 @@ def majority_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str
     return _tally(candidates, groups, lambda candidate: 1.0)
 
 
-def _unscored(candidates: Sequence[Candidate]) -> bool:
-    return all(c.score is None for c in candidates if c.answer is not None)
-
-
 def weighted_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
     """The answer whose paths' scores sum highest (Snell et al.'s best-of-N weighted)."""
-    if _unscored(candidates):
-        return majority_vote(candidates, groups)
     return _tally(candidates, groups, lambda candidate: candidate.score or 0.0)
 
 
 def best_of_n(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
     """The answer of the single best-scored path."""
-    if _unscored(candidates):
-        return majority_vote(candidates, groups)
-    answered = [c for c in candidates if c.answer is not None]
-    return max(answered, key=lambda c: c.score if c.score is not None else float("-inf")).answer
+    scored = [c for c in candidates if c.answer is not None and c.score is not None]
+    return max(scored, key=lambda c: c.score or 0.0).answer if scored else None
 
 
 def filter_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
-    """Chen et al.'s filter-vote: majority over the answers a judge kept (score ≥ 0.5);
-    when the judge kept none, over all of them."""
+    """Chen et al.'s filter-vote: majority over the answers the judge did not reject (score ≥
+    0.5: judged correct, or no verdict); when it rejected them all, over all of them."""
     kept = [i for i, c in enumerate(candidates) if c.answer is not None and (c.score or 0.0) >= 0.5]
     if not kept:
         return majority_vote(candidates, groups)
@@ -90,3 +83,11 @@ def get_aggregator(name: str) -> Aggregator:
     if name not in AGGREGATORS:
         raise ConfigError(f"unknown aggregator {name!r}; choose from {', '.join(AGGREGATORS)}")
     return AGGREGATORS[name]
+
+
+def aggregate(name: str, candidates: Sequence[Candidate], groups: Sequence[int]) -> tuple[str | None, str]:
+    """The answer by aggregator ``name``, and the rule that chose it: "majority" when a
+    score-based rule finds no candidate with a score."""
+    if name != "majority" and all(c.score is None for c in candidates if c.answer is not None):
+        name = "majority"
+    return get_aggregator(name)(candidates, groups), name

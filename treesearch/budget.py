@@ -6,17 +6,29 @@ fits it waits for calls in flight to settle, and when none is in flight it is
 refused with BudgetExhausted, which ends a search gracefully. The check and the
 taking never await in between, so on one event loop they are atomic without a
 lock: the total charged plus the total reserved never exceeds the limit.
+
+Two things a reservation cannot foresee are handled here too. A retry is one
+more HTTP attempt: the transport calls ``count_attempt()`` before each one, and
+an attempt beyond those reserved takes another request from the budget or is
+refused. A server that spends more than it was asked to (more tokens than
+``max_tokens``, more choices than ``n``) is charged what it reports, once; the
+budget then refuses everything after (``server_overran``), so a limit is never
+exceeded by more than that one response.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import anyio
 import structlog
 
-from treesearch.errors import BudgetExhausted, ConfigError
+from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed
 
 log = structlog.get_logger(__name__)
 
@@ -57,10 +69,28 @@ class Usage:
 
 @dataclass(slots=True)
 class Reservation:
+    """``tokens`` is the worst case counted against the limit, ``completion_tokens`` the most
+    the choices may generate; ``attempts`` counts the HTTP attempts made under it (0 for
+    in-process calls)."""
+
     tokens: int
     requests: int
     choices: int = 1
+    completion_tokens: int = 0
     open: bool = True
+    attempts: int = 0
+
+
+_metered: ContextVar[tuple[Budget, Reservation] | None] = ContextVar("treesearch_metered", default=None)
+
+
+def count_attempt() -> None:
+    """Called by a transport before each HTTP attempt. Under ``Budget.metered``, an attempt
+    beyond the requests reserved takes one more from the budget, or raises BudgetExhausted."""
+    metered = _metered.get()
+    if metered is not None:
+        budget, reservation = metered
+        budget.attempt(reservation)
 
 
 class Budget:
@@ -76,6 +106,7 @@ class Budget:
         self._usage = Usage()
         self._settled: anyio.Event | None = None
         self._in_flight = 0
+        self._overran = False
 
     @property
     def usage(self) -> Usage:
@@ -102,19 +133,52 @@ class Budget:
         while True:
             left_s = self.seconds_left()
             if left_s is not None and left_s <= 0:
-                raise BudgetExhausted("deadline passed")
+                raise DeadlinePassed()
+            if self.overspent:
+                raise BudgetExhausted("the server spent more than it was asked to")
             fit = self._choices_that_fit(prompt_tokens, tokens_per_choice, choices, requests)
             if fit:
                 tokens = fit * tokens_per_choice + (prompt_tokens if self.limits.count_prompt else 0)
                 self._reserved_tokens += tokens
                 self._reserved_requests += requests
                 self._in_flight += 1
-                return Reservation(tokens=tokens, requests=requests, choices=fit)
+                return Reservation(
+                    tokens=tokens, requests=requests, choices=fit, completion_tokens=fit * tokens_per_choice
+                )
             if not self._in_flight:
                 raise BudgetExhausted(self._why(prompt_tokens, tokens_per_choice))
             if self._settled is None:
                 self._settled = anyio.Event()
-            await self._settled.wait()
+            with anyio.move_on_after(math.inf if left_s is None else left_s):
+                await self._settled.wait()
+
+    @property
+    def overspent(self) -> bool:
+        """A server overspent under a limit: the search was stopped for it."""
+        return self._overran and self._limited
+
+    @property
+    def _limited(self) -> bool:
+        return self.limits.tokens is not None or self.limits.requests is not None
+
+    @contextmanager
+    def metered(self, reservation: Reservation) -> Iterator[Reservation]:
+        """Count the HTTP attempts made (in this task and those it starts) under ``reservation``."""
+        token = _metered.set((self, reservation))
+        try:
+            yield reservation
+        finally:
+            _metered.reset(token)
+
+    def attempt(self, reservation: Reservation) -> None:
+        """One more HTTP attempt under ``reservation``; past its reserved requests, take one more."""
+        if reservation.attempts >= reservation.requests:
+            limit = self.limits.requests
+            if limit is not None and self._charged_requests + self._reserved_requests + 1 > limit:
+                raise BudgetExhausted(f"request limit {limit} reached while retrying")
+            reservation.requests += 1
+            self._reserved_requests += 1
+        reservation.attempts += 1
 
     def _choices_that_fit(
         self, prompt_tokens: int, tokens_per_choice: int, choices: int, requests: int
@@ -151,14 +215,19 @@ class Budget:
         estimated: bool,
         requests: int | None = None,
     ) -> None:
-        """Replace a reservation by what the call really cost (``requests`` defaults to the
-        reserved count)."""
+        """Replace a reservation by what the call really cost: the HTTP attempts it made, or
+        else ``requests`` (default: the reserved count)."""
         self._close(reservation)
-        requests = reservation.requests if requests is None else requests
+        if reservation.attempts:
+            requests = reservation.attempts
+        elif requests is None:
+            requests = reservation.requests
         tokens = completion_tokens + (prompt_tokens if self.limits.count_prompt else 0)
-        if tokens > reservation.tokens:
-            # The worst case was wrong (a tokenizer merged differently): charge the truth, say so.
-            log.warning("reservation_exceeded", reserved=reservation.tokens, charged=tokens)
+        if completion_tokens > reservation.completion_tokens or tokens > reservation.tokens:
+            self.overran(
+                f"charged {completion_tokens} completion and {tokens} counted tokens against worst"
+                f" cases of {reservation.completion_tokens} and {reservation.tokens}"
+            )
         self._charged_tokens += tokens
         self._charged_requests += requests
         used = self._usage
@@ -170,8 +239,25 @@ class Budget:
         )
 
     def release(self, reservation: Reservation) -> None:
-        """Give a reservation back unused (the call failed or was cancelled)."""
+        """Give a reservation back unused (the call failed or was cancelled). Its HTTP attempts
+        still count as requests: a server answered them."""
         self._close(reservation)
+        if reservation.attempts:
+            self._charged_requests += reservation.attempts
+            used = self._usage
+            self._usage = Usage(
+                prompt_tokens=used.prompt_tokens,
+                completion_tokens=used.completion_tokens,
+                requests=used.requests + reservation.attempts,
+                estimated=used.estimated,
+            )
+
+    def overran(self, why: str) -> None:
+        """A server spent more than a request allowed: say so, and (under a limit) refuse
+        every reservation from now on."""
+        if not self._overran:
+            log.warning("server_overran", why=why, limited=self._limited)
+        self._overran = True
 
     def _close(self, reservation: Reservation) -> None:
         if not reservation.open:

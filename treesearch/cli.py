@@ -25,6 +25,7 @@ from treesearch.backends.verifiers import FINISHED_TEMPLATE
 from treesearch.budget import BudgetLimits
 from treesearch.config import SearchConfig
 from treesearch.context import StepFormat
+from treesearch.equivalence import MathEquivalence
 from treesearch.errors import ConfigError, EndpointError, TreeSearchError
 from treesearch.logs import configure
 from treesearch.policy import SamplingParams
@@ -67,7 +68,25 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="a further stop string that ends a solution (repeatable)",
     )
-    parser.add_argument("--max-depth", type=int, default=40)
+    parser.add_argument(
+        "--max-depth",
+        type=int,
+        default=40,
+        help="steps of a path; the last asks for the rest of the solution",
+    )
+    parser.add_argument(
+        "--answer-pattern",
+        default=None,
+        metavar="REGEX",
+        help="how a solution states its final answer (group 'answer', else group 1), in place "
+        "of \\boxed{} and 'The answer is X.'",
+    )
+    parser.add_argument(
+        "--answer-timeout",
+        type=float,
+        default=2.0,
+        help="seconds one answer comparison may take (math-verify, in a worker process)",
+    )
     parser.add_argument("--budget-tokens", type=int, default=None, help="per problem")
     parser.add_argument("--budget-requests", type=int, default=None, help="per problem")
     parser.add_argument("--budget-seconds", type=float, default=None, help="per problem")
@@ -83,6 +102,11 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lookahead", type=int, default=2, help="k: greedy steps valuing a step")
     parser.add_argument("--rebase-temperature", type=float, default=0.1, help="REBASE's T_b")
     parser.add_argument("--mcts-c", type=float, default=1.0, help="UCT's exploration constant")
+    parser.add_argument(
+        "--n-counts-judgements",
+        action="store_true",
+        help="filter-vote: N is a number of calls, N/2 generations each judged once (Chen et al.)",
+    )
     parser.add_argument(
         "--verifier",
         default=None,
@@ -115,6 +139,7 @@ def _config(args: argparse.Namespace) -> SearchConfig:
             max_step_tokens=args.max_step_tokens,
             max_depth=args.max_depth,
             max_tokens=args.max_tokens,
+            answer_pattern=args.answer_pattern,
         ),
         budget=BudgetLimits(
             tokens=args.budget_tokens,
@@ -128,6 +153,7 @@ def _config(args: argparse.Namespace) -> SearchConfig:
         lookahead=args.lookahead,
         rebase_temperature=args.rebase_temperature,
         mcts_c=args.mcts_c,
+        n_counts_judgements=args.n_counts_judgements,
     )
 
 
@@ -184,6 +210,9 @@ async def _run(args: argparse.Namespace) -> int:
         if args.completion_check == "judge"
         else None
     )
+    if args.answer_timeout <= 0:
+        raise ConfigError(f"--answer-timeout must be positive, got {args.answer_timeout}")
+    equivalence = MathEquivalence(timeout_s=args.answer_timeout)
     log_file = configure(args.log_json)
     try:
         await policy.ping()
@@ -198,8 +227,10 @@ async def _run(args: argparse.Namespace) -> int:
             keep_trees=False,
             max_problems_in_flight=args.concurrency,
             progress=True,
+            equivalence=equivalence,
         )
     finally:
+        equivalence.close()
         for server in opened:
             await server.aclose()
         if log_file is not None:
@@ -226,6 +257,8 @@ def _serve_fake(args: argparse.Namespace) -> int:
         error_statuses=tuple(int(s) for s in args.error_statuses.split(",")),
         retry_after_s=args.retry_after,
         ignore_n=args.ignore_n,
+        extra_choices=args.extra_choices,
+        ignore_max_tokens=args.ignore_max_tokens,
         usage=not args.no_usage,
         max_context=args.max_context,
         seed=args.seed,
@@ -288,6 +321,8 @@ def parser() -> argparse.ArgumentParser:
     fake.add_argument("--retry-after", type=float, default=None)
     fake.add_argument("--ignore-n", action="store_true", help="answer one choice whatever n says")
     fake.add_argument("--no-usage", action="store_true", help="leave usage out of responses")
+    fake.add_argument("--extra-choices", type=int, default=0, help="answer this many more choices than n")
+    fake.add_argument("--ignore-max-tokens", action="store_true", help="never cut a choice at max_tokens")
     fake.add_argument("--max-context", type=int, default=8192)
     fake.add_argument("--seed", type=int, default=0)
     fake.add_argument("--prm-model", default="fake-prm", help="the model name /pooling answers to")

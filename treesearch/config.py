@@ -22,7 +22,8 @@ class SearchConfig:
     one request instead of step by step (sampling strategies only). ``beam_width`` is M:
     children per kept beam, per DVTS subtree step and per MCTS expansion. ``lookahead`` is
     k, the greedy steps that value a candidate in lookahead search. ``aggregator`` None
-    takes the strategy's own.
+    takes the strategy's own. ``n_counts_judgements`` makes filter-vote's ``n`` a number of
+    calls as Chen et al. count them: n/2 generations, each judged once.
     """
 
     strategy: str = "majority-vote"
@@ -37,10 +38,13 @@ class SearchConfig:
     lookahead: int = 2
     rebase_temperature: float = 0.1
     mcts_c: float = 1.0
+    n_counts_judgements: bool = False
 
     def __post_init__(self) -> None:
         if self.n <= 0:
             raise ConfigError(f"n must be positive, got {self.n}")
+        if self.n_counts_judgements and self.n < 2:
+            raise ConfigError(f"n counting judgements needs at least 2 calls, got {self.n}")
         if self.beam_width <= 0 or self.lookahead < 0:
             raise ConfigError("beam width must be positive and lookahead not negative")
         if self.rebase_temperature <= 0:

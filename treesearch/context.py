@@ -8,6 +8,7 @@ Strategies never see HTTP and never count tokens.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from typing import TypeVar
 import anyio
 import structlog
 
-from treesearch.answers import extract_answer
+from treesearch.answers import RUN_ON_MARKERS, extract_answer, extract_final_value, split_run_on
 from treesearch.budget import Budget
 from treesearch.errors import BudgetExhausted, ConfigError, EndpointError
 from treesearch.policy import Choice, Generation, Policy, Prefix, SamplingParams, token_upper_bound
@@ -33,20 +34,36 @@ T = TypeVar("T")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StepFormat:
     """What a step is: text up to ``delimiter`` (at most ``max_step_tokens``), a path at most
-    ``max_depth`` steps deep. ``end_stops`` are further stop strings that end a solution (say
-    "\\nQ:" after a few-shot prompt). A whole solution in one call may use ``max_tokens``."""
+    ``max_depth`` steps deep; the step at the last allowed depth asks for the rest of the
+    solution in one call. ``end_stops`` are further stop strings that end a solution (say
+    "\\nQ:" after a few-shot prompt); text that runs on into a next question anyway is cut
+    there. A whole solution in one call may use ``max_tokens``. ``answer_pattern`` is a
+    regular expression that states the final answer (group ``answer``, else group 1), in
+    place of the built-in ``\\boxed{}`` / "The answer is" rules."""
 
     delimiter: str = "\n\n"
     end_stops: tuple[str, ...] = ()
     max_step_tokens: int = 256
     max_depth: int = 40
     max_tokens: int = 1024
+    answer_pattern: str | None = None
 
     def __post_init__(self) -> None:
         if not self.delimiter:
             raise ConfigError("the step delimiter must not be empty")
         if self.max_step_tokens <= 0 or self.max_depth <= 0 or self.max_tokens <= 0:
             raise ConfigError("max step tokens, max depth and max tokens must be positive")
+        if self.answer_pattern is not None:
+            try:
+                re.compile(self.answer_pattern)
+            except re.error as exc:
+                raise ConfigError(f"answer pattern {self.answer_pattern!r}: {exc}") from None
+
+    def answer(self, text: str) -> tuple[str, str | None, bool]:
+        """A step's text cut before any run-on into a next question, its final answer (or
+        None), and whether it ran on."""
+        cut, ran_on = split_run_on(text, (*RUN_ON_MARKERS, *self.end_stops))
+        return cut, extract_answer(cut, self.answer_pattern), ran_on
 
 
 # A prefix the server has tokenized may be re-tokenized a little differently once a
@@ -79,6 +96,10 @@ class SearchContext:
         self.finish_check = finish_check
         self.reduction = reduction
         self.tree = SearchTree(problem.id, problem.prompt or problem.question)
+        # The finished paths the strategy offers for aggregation so far (None: every finished
+        # path in the tree); kept up to date as the search goes, so a search cut short by its
+        # budget still aggregates by its own rule.
+        self.candidates: list[int] | None = None
         self._requests_per_node: dict[int, int] = {}
         self._log = log.bind(problem_id=problem.id)
 
@@ -92,8 +113,10 @@ class SearchContext:
         One request asks for all ``n`` when the endpoint honours ``n``; when it returns
         fewer, the rest comes from further requests (the policy remembers). Each request
         reserves its own worst case, and each child is in the tree as soon as its request
-        returns, so a budget refusal midway loses nothing.
+        returns, so a budget refusal midway loses nothing. A child at the last allowed depth is
+        the rest of the solution, asked for in one call.
         """
+        whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
         params = self._params(whole, temperature)
         prefix = Prefix(
             problem=self.problem, steps=self.tree.steps(node_id), delimiter=self.step_format.delimiter
@@ -110,9 +133,10 @@ class SearchContext:
             async def one(size: int, seed: int | None) -> list[Node]:
                 reservation = await self.budget.reserve(prompt_bound, params.max_tokens, size)
                 try:
-                    generation = await self.policy.generate(
-                        prefix, reservation.choices, replace(params, seed=seed)
-                    )
+                    with self.budget.metered(reservation):
+                        generation = await self.policy.generate(
+                            prefix, reservation.choices, replace(params, seed=seed)
+                        )
                 except BaseException:
                     self.budget.release(reservation)
                     raise
@@ -122,6 +146,11 @@ class SearchContext:
                     generation.completion_tokens,
                     estimated=generation.estimated,
                 )
+                if len(generation.choices) > reservation.choices:
+                    self.budget.overran(
+                        f"{len(generation.choices)} choices for n={reservation.choices}; kept those asked for"
+                    )
+                    generation = replace(generation, choices=generation.choices[: reservation.choices])
                 return self._record(node_id, generation, whole)
 
             batches = await gather([partial(one, size, self._seed(node_id)) for size in sizes])
@@ -136,7 +165,8 @@ class SearchContext:
 
     async def _check_finished(self, children: list[Node]) -> list[Node]:
         """Ask the completion judge which open children already hold a final answer; those
-        become finished, their last step standing as the answer when no pattern matches."""
+        become finished, with the value their last line states as the answer (a path the
+        judge calls finished that states no value is a dead end, never an answer of prose)."""
         assert self.finish_check is not None
         open_ids = [child.id for child in children if not child.terminal]
         if not open_ids:
@@ -144,8 +174,9 @@ class SearchContext:
         verdicts = await self._judge(self.finish_check, open_ids)
         for node_id, verdict in zip(open_ids, verdicts, strict=True):
             if verdict[-1] >= 0.5:
-                text = self.tree.node(node_id).text.strip()
-                self.tree.update(node_id, status=NodeStatus.ANSWERED, answer=text.splitlines()[-1])
+                answer = extract_final_value(self.tree.node(node_id).text)
+                status = NodeStatus.DEAD_END if answer is None else NodeStatus.ANSWERED
+                self.tree.update(node_id, status=status, answer=answer)
         return [self.tree.node(child.id) for child in children]
 
     async def expand_many(
@@ -174,10 +205,15 @@ class SearchContext:
 
     async def score(self, node_ids: Sequence[int]) -> list[float]:
         """Score the paths ending at ``node_ids`` (those not scored yet) in one batched
-        verifier call, charged to the budget like any request; their path scores."""
+        verifier call, charged to the budget like any request; their path scores. A path
+        that ended without an answer is never sent: it scores 0."""
         if self.verifier is None:
             raise ConfigError("this strategy needs a verifier")
-        todo = [node for node in dict.fromkeys(node_ids) if self.tree.node(node).scores is None]
+        todo = [
+            node
+            for node in dict.fromkeys(node_ids)
+            if self.tree.node(node).scores is None and self.tree.node(node).status is not NodeStatus.DEAD_END
+        ]
         if todo:
             scores = await self._judge(self.verifier, todo)
             for node, values in zip(todo, scores, strict=True):
@@ -192,7 +228,8 @@ class SearchContext:
             bound.prompt_tokens, bound.completion_tokens, requests=bound.requests
         )
         try:
-            scored = await verifier.score(self.problem, paths)
+            with self.budget.metered(reservation):
+                scored = await verifier.score(self.problem, paths)
         except BaseException:
             self.budget.release(reservation)
             raise
@@ -262,11 +299,11 @@ class SearchContext:
             tokens = choice.tokens
             if tokens is None:
                 tokens = round(generation.completion_tokens * len(choice.text) / total_chars)
-            answer = extract_answer(choice.text)
+            text, answer, ran_on = self.step_format.answer(choice.text)
             child = self.tree.add_child(
                 parent_id,
-                text=choice.text,
-                status=self._status(parent_id, choice, answer, whole),
+                text=text,
+                status=self._status(choice, answer, whole or ran_on),
                 finish_reason=choice.finish_reason,
                 answer=answer,
                 tokens=tokens,
@@ -283,12 +320,11 @@ class SearchContext:
             )
         return children
 
-    def _status(self, parent_id: int, choice: Choice, answer: str | None, whole: bool) -> NodeStatus:
+    def _status(self, choice: Choice, answer: str | None, ended: bool) -> NodeStatus:
         if answer is not None:
             return NodeStatus.ANSWERED
-        ended = whole or choice.finish_reason != "stop" or not choice.text.strip()
-        too_deep = self.tree.node(parent_id).depth + 1 >= self.step_format.max_depth
-        return NodeStatus.DEAD_END if ended or too_deep else NodeStatus.OPEN
+        ended = ended or choice.finish_reason != "stop" or not choice.text.strip()
+        return NodeStatus.DEAD_END if ended else NodeStatus.OPEN
 
     def _verifier_steps(self, node_id: int) -> list[str]:
         """A path's steps for a verifier: a whole solution in one node splits at the delimiter."""

@@ -5,7 +5,8 @@
     ├── ProblemFileError            a problems JSONL line that cannot be read (carries the line)
     ├── EndpointError               an endpoint failed for good (carries URL, status, body excerpt)
     └── BudgetExhausted             a reservation did not fit; internal control flow that ends a
-                                    search gracefully, never shown to a user as a crash
+        │                           search gracefully, never shown to a user as a crash
+        └── DeadlinePassed          the same, because the wall-clock deadline passed
 
 The command line prints any of them as one line; a traceback is a bug.
 """
@@ -43,8 +44,15 @@ class EndpointError(TreeSearchError):
 
 
 class BudgetExhausted(TreeSearchError):
-    """A reservation did not fit in what is left of a budget (or the deadline passed)."""
+    """A reservation did not fit in what is left of a budget."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"budget exhausted: {reason}")
         self.reason = reason
+
+
+class DeadlinePassed(BudgetExhausted):
+    """The budget's wall-clock deadline passed before a call could start."""
+
+    def __init__(self) -> None:
+        super().__init__("deadline passed")

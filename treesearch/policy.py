@@ -9,6 +9,7 @@ compatible servers, an embedded llama.cpp model) live in ``treesearch.backends``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -56,8 +57,8 @@ class Choice:
 class Generation:
     """The choices of one request and what the server charged for it.
 
-    ``estimated`` is true when the server reported no usage and the counts are a
-    tokenizer-free estimate.
+    ``estimated`` is true when the server reported no usage and the counts are
+    tokenizer-free upper bounds.
     """
 
     choices: tuple[Choice, ...]
@@ -93,11 +94,14 @@ class Policy(Protocol):
         ...
 
 
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free token count for servers that report no usage (about 4 characters a token)."""
-    return max(1, (len(text) + 3) // 4) if text else 0
-
-
 def token_upper_bound(text: str) -> int:
     """A count no tokenizer exceeds for ``text``: every token covers at least one UTF-8 byte."""
     return len(text.encode("utf-8"))
+
+
+def completion_token_bound(text: str, max_tokens: int, stop: Sequence[str] = ()) -> int:
+    """What a server that reports no usage is charged for one choice: an upper bound, not a
+    guess. Every token covers a byte of ``text``, plus the stop string or end-of-sequence
+    token it generated but did not return; never more than ``max_tokens``."""
+    unseen = max((token_upper_bound(s) for s in stop), default=0) + 1
+    return min(max_tokens, token_upper_bound(text) + unseen)

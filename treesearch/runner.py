@@ -19,8 +19,8 @@ from typing import TextIO
 import anyio
 import structlog
 
-from treesearch.answers import Equivalence, math_equal
 from treesearch.config import SearchConfig
+from treesearch.equivalence import AnswerEquivalence
 from treesearch.logs import configure_quietly_unless_configured
 from treesearch.policy import Policy
 from treesearch.problems import Problem
@@ -60,7 +60,7 @@ async def run(
     keep_trees: bool = True,
     max_problems_in_flight: int = 256,
     progress: bool = False,
-    same: Equivalence = math_equal,
+    equivalence: AnswerEquivalence | None = None,
 ) -> list[SearchResult]:
     """Search every problem concurrently and return the results in the problems' order.
 
@@ -84,7 +84,12 @@ async def run(
         async def one(problem: Problem) -> None:
             async with limiter:
                 result = await search(
-                    problem, policy, config, verifier=verifier, finish_check=finish_check, same=same
+                    problem,
+                    policy,
+                    config,
+                    verifier=verifier,
+                    finish_check=finish_check,
+                    equivalence=equivalence,
                 )
             if sink is not None:
                 sink.write(json.dumps(result.to_record()) + "\n")

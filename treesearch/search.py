@@ -1,32 +1,34 @@
 """One problem, one strategy: run it under the budget and aggregate what it finished.
 
 The strategy grows the tree; running out of budget (or time) simply ends the
-growing. Whatever finished is then scored if the aggregator needs scores,
-grouped by answer equivalence (in a worker thread: math-verify is blocking)
-and aggregated into a SearchResult.
+growing. The finished paths it offers that state an answer are the candidates
+(a path that ended without one is never scored or voted on); they are scored if
+the aggregator needs scores and a strategy has not scored them already, grouped
+by answer equivalence (in a worker thread: it may block) and aggregated into a
+SearchResult.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import structlog
 
-from treesearch.aggregate import Candidate, get_aggregator
-from treesearch.answers import Equivalence, group_answers, math_equal
+from treesearch.aggregate import Candidate, aggregate, get_aggregator
 from treesearch.budget import Budget, Usage
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, most_telling
-from treesearch.errors import BudgetExhausted, ConfigError
+from treesearch.equivalence import AnswerEquivalence, default_equivalence
+from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.strategies import get_strategy
-from treesearch.tree import Node, SearchTree
+from treesearch.tree import Node, NodeStatus, SearchTree
 from treesearch.verify import Verifier
 
 log = structlog.get_logger(__name__)
@@ -34,7 +36,10 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SearchResult:
-    """``stopped_by`` is "done" (the strategy finished), "budget", "deadline" or "error"."""
+    """``stopped_by`` is "done" (the strategy finished), "budget", "deadline", "depth" (no
+    path reached an answer within the depth limit) or "error". ``aggregated_by`` is the rule
+    that chose the answer: the configured one, or "majority" when it needed scores and no
+    candidate had one."""
 
     problem_id: str
     strategy: str
@@ -44,6 +49,7 @@ class SearchResult:
     candidates: tuple[Candidate, ...]
     usage: Usage
     stopped_by: str
+    aggregated_by: str
     wall_s: float
     error: str | None = None
     tree: SearchTree | None = None
@@ -64,6 +70,7 @@ class SearchResult:
                 "estimated": self.usage.estimated,
             },
             "stopped_by": self.stopped_by,
+            "aggregated_by": self.aggregated_by,
             "wall_s": round(self.wall_s, 4),
             "error": self.error,
         }
@@ -75,8 +82,10 @@ def _seconds_left(budget: Budget) -> float:
 
 
 def _stop_cause(exc: BaseException) -> tuple[str, str | None]:
-    """("budget", None) for a budget refusal, else ("error", its message)."""
+    """("budget" or "deadline", None) for a budget refusal, else ("error", its message)."""
     failure = most_telling(exc)
+    if isinstance(failure, DeadlinePassed):
+        return "deadline", None
     if isinstance(failure, BudgetExhausted):
         return "budget", None
     return "error", str(failure) or type(failure).__name__
@@ -108,13 +117,15 @@ async def search(
     *,
     verifier: Verifier | None = None,
     finish_check: Verifier | None = None,
-    same: Equivalence = math_equal,
+    equivalence: AnswerEquivalence | None = None,
 ) -> SearchResult:
     """Search one problem. Budget and deadline end the search early but never raise;
-    a failing endpoint or verifier is reported in ``error`` with what was finished."""
+    a failing endpoint or verifier is reported in ``error`` with what was finished.
+    ``equivalence`` decides which answers are the same (math by default)."""
     check_config(config, verifier)
     strategy = get_strategy(config.strategy)
     aggregator = config.aggregator or strategy.aggregator
+    same = equivalence or default_equivalence()
     started = time.perf_counter()
     budget = Budget(config.budget)
     ctx = SearchContext(
@@ -128,22 +139,21 @@ async def search(
         reduction=config.reduction,
     )
     stopped_by, error = "done", None
-    chosen: Sequence[int] | None = None
     try:
         with anyio.move_on_after(_seconds_left(budget)) as scope:
-            chosen = await strategy.run(ctx, config)
+            await strategy.run(ctx, config)
         if scope.cancelled_caught:
             stopped_by = "deadline"
     except Exception as exc:
         stopped_by, error = _stop_cause(exc)
     # A search cut short aggregates every finished path it has.
-    final = [ctx.tree.node(node) for node in chosen] if chosen is not None else ctx.tree.terminals()
+    offered = ctx.tree.terminals() if ctx.candidates is None else map(ctx.tree.node, ctx.candidates)
+    final = _answered(offered)
     if not final and error is None and stopped_by != "deadline":
         try:
-            final = await _complete_best_open_path(ctx)
+            final = _answered(await _complete_best_open_path(ctx))
         except Exception as exc:
-            cause, failure = _stop_cause(exc)
-            stopped_by, error = cause, failure
+            stopped_by, error = _stop_cause(exc)
     if aggregator != "majority" and final and error is None:
         try:
             with anyio.move_on_after(_seconds_left(budget)):
@@ -156,29 +166,34 @@ async def search(
                 stopped_by = cause
     if error is not None:
         log.warning("problem_failed", problem_id=problem.id, error=error)
-    candidates = tuple(
+    candidates = [
         Candidate(node=node.id, answer=node.answer, score=ctx.path_score(node.id)) for node in final
-    )
-    answers = [c.answer for c in candidates if c.answer is not None]
-    answered = [c for c in candidates if c.answer is not None]
+    ]
+    if strategy.best_n:
+        candidates = _best(candidates, config.n)
 
-    def decide() -> tuple[str | None, bool | None]:
-        groups = group_answers(answers, same)
-        answer = get_aggregator(aggregator)(answered, groups)
+    def decide() -> tuple[str | None, str, bool | None]:
+        groups = same.group([c.answer or "" for c in candidates])
+        answer, rule = aggregate(aggregator, candidates, groups)
         if problem.answer is None:
-            return answer, None
-        return answer, answer is not None and same(answer, problem.answer)
+            return answer, rule, None
+        return answer, rule, answer is not None and same.matches(answer, problem.answer)
 
-    answer, correct = await anyio.to_thread.run_sync(decide)
+    answer, aggregated_by, correct = await anyio.to_thread.run_sync(decide)
+    if stopped_by == "done" and budget.overspent:
+        stopped_by = "budget"
+    if answer is None and stopped_by == "done" and _hit_depth_limit(ctx.tree, config.step.max_depth):
+        stopped_by = "depth"
     result = SearchResult(
         problem_id=problem.id,
         strategy=config.strategy,
         answer=answer,
         gold=problem.answer,
         correct=correct,
-        candidates=candidates,
+        candidates=tuple(candidates),
         usage=budget.usage,
         stopped_by=stopped_by,
+        aggregated_by=aggregated_by,
         wall_s=time.perf_counter() - started,
         error=error,
         tree=ctx.tree,
@@ -189,7 +204,25 @@ async def search(
         answer=answer,
         correct=correct,
         stopped_by=stopped_by,
+        aggregated_by=aggregated_by,
         nodes=len(ctx.tree),
         tokens=budget.usage.total_tokens,
     )
     return result
+
+
+def _answered(nodes: Iterable[Node]) -> list[Node]:
+    return [node for node in nodes if node.status is NodeStatus.ANSWERED]
+
+
+def _best(candidates: Sequence[Candidate], n: int) -> list[Candidate]:
+    """The ``n`` best-scored candidates (unscored ones last), in the order they finished."""
+    order = sorted(
+        range(len(candidates)),
+        key=lambda i: (candidates[i].score is None, -(candidates[i].score or 0.0), i),
+    )
+    return [candidates[i] for i in sorted(order[:n])]
+
+
+def _hit_depth_limit(tree: SearchTree, max_depth: int) -> bool:
+    return any(node.status is NodeStatus.DEAD_END and node.depth >= max_depth for node in tree.nodes())

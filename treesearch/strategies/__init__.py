@@ -1,14 +1,15 @@
 """The strategy registry: a name maps to a search routine and its default aggregator.
 
-A routine is ``async (SearchContext, SearchConfig) -> candidates``: it grows the
-tree and returns the finished nodes to aggregate (None: every finished node);
-the engine scores and aggregates them. Names are the command line's
-``--strategy`` values.
+A routine is ``async (SearchContext, SearchConfig) -> None``: it grows the tree
+and keeps ``ctx.candidates``, the finished nodes to aggregate, up to date (left
+None: every finished node); the engine scores and aggregates them. ``best_n``
+strategies may finish more than N paths and offer the N best-scored. Names are
+the command line's ``--strategy`` values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from treesearch.config import SearchConfig
@@ -17,9 +18,9 @@ from treesearch.errors import ConfigError
 from treesearch.strategies.beam import beam, dvts, lookahead
 from treesearch.strategies.mcts import mcts
 from treesearch.strategies.rebase import rebase
-from treesearch.strategies.sampling import sample
+from treesearch.strategies.sampling import sample, sample_to_judge
 
-Routine = Callable[[SearchContext, SearchConfig], Awaitable[Sequence[int] | None]]
+Routine = Callable[[SearchContext, SearchConfig], Awaitable[None]]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -27,15 +28,16 @@ class Strategy:
     run: Routine
     aggregator: str
     needs_verifier: bool = False
+    best_n: bool = False
 
 
 STRATEGIES: dict[str, Strategy] = {
     "majority-vote": Strategy(run=sample, aggregator="majority"),
     "best-of-n": Strategy(run=sample, aggregator="best", needs_verifier=True),
     "weighted-vote": Strategy(run=sample, aggregator="weighted", needs_verifier=True),
-    "filter-vote": Strategy(run=sample, aggregator="filter", needs_verifier=True),
-    "beam": Strategy(run=beam, aggregator="weighted", needs_verifier=True),
-    "lookahead": Strategy(run=lookahead, aggregator="weighted", needs_verifier=True),
+    "filter-vote": Strategy(run=sample_to_judge, aggregator="filter", needs_verifier=True),
+    "beam": Strategy(run=beam, aggregator="weighted", needs_verifier=True, best_n=True),
+    "lookahead": Strategy(run=lookahead, aggregator="weighted", needs_verifier=True, best_n=True),
     "dvts": Strategy(run=dvts, aggregator="weighted", needs_verifier=True),
     "rebase": Strategy(run=rebase, aggregator="weighted", needs_verifier=True),
     "mcts": Strategy(run=mcts, aggregator="weighted", needs_verifier=True),

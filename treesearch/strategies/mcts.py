@@ -1,8 +1,11 @@
 """MCTS, the baseline the papers beat: UCT selection with the verifier's score as value.
 
-Each iteration walks down by UCT to a leaf, expands it with M children (one
-request), scores them in one verifier call, and backs the best child's score
-up the path. The number of iterations (``n``) is its budget.
+Each of the N iterations walks down by UCT (C = ``mcts_c``) to a leaf. An open
+leaf is expanded with M children (one request) scored in one verifier call;
+every child keeps its score as its first visit, and the best child's score is
+backed up the path. A finished leaf costs the iteration too: its score (0 for a
+path that ended without an answer) is backed up, with no request. The
+candidates are the finished paths the walks reached, so at most N.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ async def mcts(ctx: SearchContext, config: SearchConfig) -> None:
     visits: defaultdict[int, int] = defaultdict(int)
     value_sum: defaultdict[int, float] = defaultdict(float)
     tree = ctx.tree
+    reached: list[int] = []
+    ctx.candidates = reached
     for _ in range(config.n):
         path = [ROOT]
-        while (children := tree.children(path[-1])) and not tree.node(path[-1]).terminal:
+        while children := tree.children(path[-1]):
             parent_visits = visits[path[-1]]
             path.append(
                 max(
@@ -35,9 +40,13 @@ async def mcts(ctx: SearchContext, config: SearchConfig) -> None:
         else:
             kids = [child.id for child in await ctx.expand(leaf, config.beam_width)]
             scores = await ctx.score(kids)
+            for kid, score in zip(kids, scores, strict=True):
+                visits[kid], value_sum[kid] = 1, score
             (best,) = top_k(kids, scores, 1)
             path.append(best)
             value = max(scores)
-        for node in path:
+        if tree.node(path[-1]).answer is not None and path[-1] not in reached:
+            reached.append(path[-1])
+        for node in path if tree.node(leaf).terminal else path[:-1]:
             visits[node] += 1
             value_sum[node] += value

@@ -16,6 +16,20 @@ def top_k(node_ids: Sequence[int], scores: Sequence[float], k: int) -> list[int]
     return [node_ids[i] for i in order[:k]]
 
 
+def beam_widths(scores: Sequence[float], n: int, m: int) -> list[int]:
+    """Beam search's children per open node: the top ``max(1, n // m)`` get ``n`` between them,
+    evenly, the remainder going to the best; the rest get none. Fewer open nodes than beams,
+    or ``m`` not dividing ``n``, still keep ``n`` paths in play (search-and-learn duplicates
+    its best beams the same way)."""
+    if not scores or n <= 0:
+        return [0] * len(scores)
+    kept = top_k(range(len(scores)), scores, max(1, n // m))
+    widths = [0] * len(scores)
+    for rank, index in enumerate(kept):
+        widths[index] = n // len(kept) + (rank < n % len(kept))
+    return widths
+
+
 def softmax(scores: Sequence[float], temperature: float) -> list[float]:
     scaled = [score / temperature for score in scores]
     top = max(scaled)

@@ -1,0 +1,170 @@
+"""One search's honest ending: depth limits, deadlines, which paths are candidates, and how
+the answer was aggregated."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from conftest import PROBLEMS, problems
+from structlog.testing import capture_logs
+
+from treesearch import (
+    BudgetLimits,
+    CallableVerifier,
+    ConfigError,
+    NodeStatus,
+    SamplingParams,
+    SearchConfig,
+    StepFormat,
+    run,
+    search,
+)
+from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.verifiers import PoolingPRM
+from treesearch.tree import ROOT, SearchTree
+
+pytestmark = pytest.mark.anyio
+
+STEP_STRATEGIES = ["beam", "lookahead", "rebase", "dvts", "mcts", "weighted-vote", "majority-vote"]
+
+
+@pytest.fixture
+async def prm(fake_server: Callable[..., str]) -> AsyncIterator[PoolingPRM]:
+    verifier = PoolingPRM(fake_server(), "fake-prm")
+    yield verifier
+    await verifier.aclose()
+
+
+def config(strategy: str, **options: Any) -> SearchConfig:
+    return SearchConfig(strategy=strategy, whole=False, sampling=SamplingParams(seed=7), **options)
+
+
+def scored_dead_ends(tree: SearchTree) -> list[int]:
+    return [n.id for n in tree.nodes() if n.status is NodeStatus.DEAD_END and n.scores is not None]
+
+
+@pytest.mark.parametrize("strategy", STEP_STRATEGIES)
+async def test_the_last_allowed_step_asks_for_the_rest_of_the_solution(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM, strategy: str
+) -> None:
+    # Six-step solutions under a three-step limit: the third step is the rest in one call.
+    policy = make_policy(fake_server())
+    result = await search(
+        PROBLEMS["deep1"],
+        policy,
+        config(strategy, n=4, beam_width=2, step=StepFormat(max_depth=3)),
+        verifier=prm,
+    )
+    assert result.stopped_by == "done"
+    assert result.answer is not None
+    tree = result.tree
+    assert tree is not None
+    assert max(n.depth for n in tree.nodes()) == 3
+    last = [n for n in tree.nodes() if n.depth == 3]
+    assert last and all(n.terminal for n in last)
+    assert all(n.text.count("Step") == 3 for n in last if n.status is NodeStatus.ANSWERED)
+    assert scored_dead_ends(tree) == []
+
+
+@pytest.mark.parametrize("strategy", ["beam", "rebase", "weighted-vote"])
+async def test_no_answer_within_the_depth_limit_says_depth(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM, strategy: str
+) -> None:
+    # The rest of the solution does not fit in max_tokens: every path ends unanswered.
+    step = StepFormat(max_depth=2, max_tokens=5)
+    result = await search(
+        PROBLEMS["deep2"],
+        make_policy(fake_server()),
+        config(strategy, n=4, beam_width=2, step=step),
+        verifier=prm,
+    )
+    assert result.answer is None
+    assert result.stopped_by == "depth"
+    assert result.candidates == ()
+    assert result.tree is not None
+    assert scored_dead_ends(result.tree) == []  # an unanswered dead end is never sent to the verifier
+
+
+async def test_a_deadline_reached_before_a_call_reads_deadline(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    result = await search(
+        PROBLEMS["a1"],
+        make_policy(fake_server()),
+        config("majority-vote", n=2, budget=BudgetLimits(deadline_s=1e-6)),
+    )
+    assert result.stopped_by == "deadline"
+    assert result.usage.requests == 0
+
+
+async def test_finished_paths_are_scored_in_their_rounds_call(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    """A path that finishes during a beam search is scored in that round's verifier call, before
+    the search grows deeper, not in a last call that a spent budget would refuse."""
+    checked = 0
+    for problem in problems("early", 4):
+        with capture_logs() as events:
+            result = await search(
+                problem, make_policy(fake_server()), config("beam", n=8, beam_width=2), verifier=prm
+            )
+        tree = result.tree
+        assert tree is not None
+        when = {(e["event"], e["node_id"]): i for i, e in enumerate(events) if "node_id" in e}
+        for candidate in result.candidates:
+            depth = tree.node(candidate.node).depth
+            deeper = [when["node_added", n.id] for n in tree.nodes() if n.depth > depth]
+            assert all(when["node_scored", candidate.node] < added for added in deeper)
+            checked += bool(deeper)
+    assert checked > 0
+
+
+async def test_a_budget_cut_search_still_aggregates_by_its_own_rule(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    results = await run(
+        problems("early", 10),
+        make_policy(fake_server()),
+        config("beam", n=8, beam_width=2, budget=BudgetLimits(tokens=1500)),
+        verifier=prm,
+    )
+    assert {r.stopped_by for r in results} == {"budget"}
+    assert all(r.candidates for r in results)
+    assert all(c.score is not None for r in results for c in r.candidates)
+    assert {r.aggregated_by for r in results} == {"weighted"}
+
+
+async def test_a_judged_completion_stores_a_value_never_prose(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    # A judge that calls every step finished: the answer is the value the step states.
+    judge = CallableVerifier(lambda problem, steps: 1.0)
+    result = await search(
+        PROBLEMS["sure2"], make_policy(fake_server()), config("majority-vote", n=3), finish_check=judge
+    )
+    assert result.tree is not None
+    firsts = result.tree.children(ROOT)
+    assert [n.text for n in firsts] == ["Step 1: this points to 12."] * 3
+    assert [n.answer for n in firsts] == ["12"] * 3
+    assert result.answer == "12" and result.correct
+
+
+def test_a_step_that_runs_on_into_the_next_question_is_cut_there() -> None:
+    fmt = StepFormat(end_stops=("\n\nQ:",))
+    assert fmt.answer("2 + 3 = 5\nThe answer is 5.\nQ: 7 + 1\nThe answer is 8.") == (
+        "2 + 3 = 5\nThe answer is 5.",
+        "5",
+        True,
+    )
+    assert fmt.answer("We need to check whether the answer is an integer.") == (
+        "We need to check whether the answer is an integer.",
+        None,
+        False,
+    )
+    own = StepFormat(answer_pattern=r"#### (?P<answer>-?\d+)")
+    assert own.answer("so 6 * 7 = 42\n#### 42")[1] == "42"
+    assert own.answer("The answer is 41.")[1] is None
+    with pytest.raises(ConfigError, match="answer pattern"):
+        StepFormat(answer_pattern="(unclosed")
