@@ -62,6 +62,9 @@ def test_a_bad_problems_file_is_one_line(tmp_path: Path) -> None:
         (["--verifier", "no_such_module:f"], "cannot load verifier"),
         (["--verifier", "oracle"], "unknown backend 'oracle'"),
         (["--score-reduction", "median"], "unknown score reduction 'median'"),
+        (["--answer-pattern", "(unclosed"], "answer pattern '(unclosed'"),
+        (["--answer-timeout", "0"], "--answer-timeout must be positive"),
+        (["--strategy", "filter-vote", "--n-counts-judgements", "--n", "1"], "at least 2"),
     ],
 )
 def test_bad_settings_are_one_line(tmp_path: Path, extra: list[str], message: str) -> None:

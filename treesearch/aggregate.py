@@ -1,7 +1,7 @@
 """Aggregators: how the finished paths of a search become one answer.
 
 Each is a plain function of the candidates and their answer groups (which
-answers are equivalent, computed once by ``group_answers``), so they are
+answers are equivalent, computed once by an ``AnswerEquivalence``), so they are
 testable without an event loop. Ties go to the larger score sum, then to the
 answer found first. The score-based ones use the candidates that have a score;
 ``aggregate`` falls back to majority vote when none has (the budget or deadline

@@ -1,117 +1,119 @@
-"""Final answers: where a solution states one, and when two are the same.
+"""Final answers: where a solution states one.
 
-Extraction takes the last ``\\boxed{...}`` (braces balanced) or else the last
-"The answer is X". Equivalence for math goes through math-verify (sympy), with
-a normalised-string comparison first and as the fallback; tasks with other
-answers pass their own ``same(a, b)``. math-verify's parsing is blocking CPU
-work: callers on the event loop run ``group_answers`` in a worker thread.
+The built-in rules take the last ``\\boxed{...}`` (braces balanced) or ``\\boxed 5``
+(the token after it), or else "The answer is X" only when that is the text's last
+sentence and the sentence starts with it ("So", "Thus," and the like may lead in;
+Minerva's "I hope it is correct." may follow). A mention in passing ("check whether
+the answer is an integer") is no answer. Text that runs on into a next few-shot
+question is cut at the first run-on marker before anything is looked for. Whether
+two answers are the same is ``treesearch.equivalence``'s business.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable, Sequence
-from functools import lru_cache
-from typing import Any
+from collections.abc import Sequence
 
-Equivalence = Callable[[str, str], bool]
+RUN_ON_MARKERS: tuple[str, ...] = ("\nQ:", "\nProblem:", "\nQuestion:")
 
-_ANSWER_IS = re.compile(r"answer is\s*:?\s*", re.IGNORECASE)
-_PLAIN_NUMBER = re.compile(r"-?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?")
-_MAX_PARSED = 200  # longer strings are compared as text: sympy on prose can take seconds
+_BOXED = "\\boxed"
+# A sentence ends at . ! or ? followed by whitespace, or at a line break; "3.5" is one token.
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+_TRAILER = re.compile(r"\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+_STATEMENT = re.compile(
+    r"(?:(?:so|thus|therefore|hence)\b,?\s*|final\s+answer\s*:\s*)?"
+    r"(?:the\s+)?(?:final\s+)?answer(?:\s+is\s*:?|\s*:)\s*(?P<answer>.+)",
+    re.IGNORECASE | re.DOTALL,
+)
+_NUMBER = re.compile(r"-?\\frac\{\d+\}\{\d+\}|-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer a solution states, or None."""
+def split_run_on(text: str, markers: Sequence[str] = RUN_ON_MARKERS) -> tuple[str, bool]:
+    """The text before the first run-on marker, and whether there was one."""
+    cuts = [index for index in (text.find(marker) for marker in markers if marker) if index >= 0]
+    if not cuts:
+        return text, False
+    return text[: min(cuts)], True
+
+
+def extract_answer(text: str, pattern: str | re.Pattern[str] | None = None) -> str | None:
+    """The final answer a solution states, or None. Text from the first of the default
+    ``RUN_ON_MARKERS`` on is ignored.
+
+    ``pattern`` replaces the built-in rules: its last match states the answer, in the
+    group named ``answer`` if it has one, else in group 1, else in the whole match.
+    """
+    text, _ = split_run_on(text)
+    if pattern is not None:
+        return _by_pattern(text, re.compile(pattern))
     boxed = _last_boxed(text)
     if boxed is not None:
-        return boxed.strip() or None
-    matches = list(_ANSWER_IS.finditer(text))
+        return boxed
+    return _stated(text)
+
+
+def extract_final_value(text: str) -> str | None:
+    """For a model-judged completion: the stated answer, else the last number (integer,
+    decimal or simple fraction) on the last non-empty line, else None (never prose)."""
+    answer = extract_answer(text)
+    if answer is not None:
+        return answer
+    lines = [line for line in split_run_on(text)[0].splitlines() if line.strip()]
+    if not lines:
+        return None
+    numbers = _NUMBER.findall(lines[-1])
+    return numbers[-1] if numbers else None
+
+
+def _clean(answer: str | None) -> str | None:
+    if answer is None:
+        return None
+    answer = answer.strip().strip("$").strip().rstrip(".").strip().strip("$").strip()
+    if answer.startswith(("\\(", "\\[")) and answer.endswith(("\\)", "\\]")):
+        answer = answer[2:-2].strip()
+    return answer or None
+
+
+def _by_pattern(text: str, pattern: re.Pattern[str]) -> str | None:
+    matches = list(pattern.finditer(text))
     if not matches:
         return None
-    rest = text[matches[-1].end() :].split("\n", 1)[0].strip()
-    rest = re.sub(r"\.\s.*$", "", rest)  # first sentence only
-    rest = rest.rstrip(". ").strip().strip("$").strip()
-    return rest or None
+    last = matches[-1]
+    if "answer" in pattern.groupindex:
+        return _clean(last.group("answer"))
+    return _clean(last.group(1) if pattern.groups else last.group(0))
 
 
 def _last_boxed(text: str) -> str | None:
-    start = text.rfind("\\boxed{")
+    """The last ``\\boxed`` answer; None when there is none or the last one is unclosed."""
+    start = text.rfind(_BOXED)
     if start < 0:
         return None
-    depth, begin = 0, start + len("\\boxed{")
-    for index in range(begin, len(text)):
-        if text[index] == "{":
+    rest = text[start + len(_BOXED) :]
+    if rest[:1].isspace() and not rest.lstrip().startswith("{"):
+        token = rest.split(maxsplit=1)
+        return _clean(token[0]) if token else None
+    rest = rest.lstrip()
+    if not rest.startswith("{"):
+        return None
+    depth = 0
+    for index, char in enumerate(rest[1:], start=1):
+        if char == "{":
             depth += 1
-        elif text[index] == "}":
+        elif char == "}":
             if depth == 0:
-                return text[begin:index]
+                return rest[1:index].strip() or None
             depth -= 1
     return None
 
 
-def normalize(answer: str) -> str:
-    """A plain comparison key: no spaces, dollars, trailing dot, ``\\text{}`` wrapper or leading ``x=``."""
-    key = answer.strip().strip("$").strip()
-    key = re.sub(r"\\text\{(.*?)\}", r"\1", key)
-    key = re.sub(r"\s+|\\!|\\,|\\ ", "", key)
-    key = re.sub(r"^[a-zA-Z]=", "", key)
-    return key.rstrip(".").lower()
-
-
-# math-verify logs a warning on every call made without its signal-based timeout,
-# which only works on the main thread; we bound input length instead.
-logging.getLogger("math_verify").setLevel(logging.ERROR)
-
-
-@lru_cache(maxsize=4096)
-def _parsed(answer: str) -> Any:
-    from math_verify import parse
-
-    return parse(f"${answer}$", parsing_timeout=None)
-
-
-def math_equal(a: str, b: str) -> bool:
-    """True when two answers are the same number or expression (math-verify), or the same text."""
-    left_key, right_key = normalize(a), normalize(b)
-    if left_key == right_key:
-        return True
-    numbers = _number(left_key), _number(right_key)
-    if numbers[0] is not None and numbers[1] is not None:  # the common case, without sympy
-        return abs(numbers[0] - numbers[1]) <= 1e-9 * max(1.0, abs(numbers[0]))
-    if len(a) > _MAX_PARSED or len(b) > _MAX_PARSED:
-        return False
-    from math_verify import verify
-
-    left, right = _parsed(a), _parsed(b)
-    if not left or not right:
-        return False
-    return bool(verify(left, right, timeout_seconds=None))
-
-
-def _number(key: str) -> float | None:
-    if not _PLAIN_NUMBER.fullmatch(key):
+def _stated(text: str) -> str | None:
+    """X from "The answer is X" when that is the last sentence and starts with it."""
+    text = _TRAILER.sub("", text).strip()
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    last_sentence = text[ends[-1] :].strip() if ends else text
+    match = _STATEMENT.fullmatch(last_sentence)
+    if match is None:
         return None
-    return float(key.replace(",", ""))
-
-
-def group_answers(answers: Sequence[str], same: Equivalence = math_equal) -> list[int]:
-    """The group index of each answer: equal normalised strings first, then ``same`` between
-    group representatives. Groups are numbered in order of first appearance."""
-    groups: list[int] = []
-    representatives: list[str] = []
-    by_key: dict[str, int] = {}
-    for answer in answers:
-        key = normalize(answer)
-        group = by_key.get(key)
-        if group is None:
-            group = next(
-                (i for i, rep in enumerate(representatives) if same(rep, answer)),
-                len(representatives),
-            )
-            if group == len(representatives):
-                representatives.append(answer)
-            by_key[key] = group
-        groups.append(group)
-    return groups
+    answer = match.group("answer").rstrip()
+    return _clean(answer[:-1] if answer.endswith(("!", "?")) else answer)
