@@ -7,12 +7,34 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from treesearch.strategies.select import rebase_widths, softmax, top_k, uct
+from treesearch.strategies.select import beam_widths, rebase_widths, softmax, top_k, uct
 
 
 def test_top_k_breaks_ties_by_order() -> None:
     assert top_k([10, 11, 12, 13], [0.5, 0.9, 0.5, 0.1], 3) == [11, 10, 12]
     assert top_k([1], [0.0], 5) == [1]
+
+
+def test_beam_widths_keep_n_paths_in_play() -> None:
+    assert beam_widths([0.2, 0.9, 0.5, 0.7], 8, 4) == [0, 4, 0, 4]  # the top N/M get M each
+    assert beam_widths([0.2, 0.9, 0.5, 0.7], 6, 4) == [0, 6, 0, 0]  # M does not divide N
+    assert beam_widths([0.2, 0.9, 0.5, 0.7], 10, 4) == [0, 5, 0, 5]
+    assert beam_widths([0.3, 0.9, 0.5], 12, 2) == [4, 4, 4]  # fewer open than N/M
+    assert beam_widths([0.4, 0.9], 7, 1) == [3, 4]  # the remainder goes to the best
+
+
+@given(
+    scores=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=40),
+    n=st.integers(min_value=1, max_value=128),
+    m=st.integers(min_value=1, max_value=16),
+)
+def test_beam_widths_sum_to_n_over_the_best(scores: list[float], n: int, m: int) -> None:
+    widths = beam_widths(scores, n, m)
+    assert sum(widths) == n
+    kept = [i for i, width in enumerate(widths) if width]
+    assert len(kept) == min(len(scores), max(1, n // m), n)
+    assert sorted(kept) == sorted(top_k(range(len(scores)), scores, len(kept)))
+    assert max(widths) - min(widths[i] for i in kept) <= 1
 
 
 @given(
