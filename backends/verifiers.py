@@ -229,9 +229,9 @@ class JudgeVerifier(_PerPathJudge):
 
     def read(self, choice: dict[str, Any]) -> float:
         """1 when the last verdict says correct, 0 when it says wrong, ABSTAIN when there is
-        none (a judgement cut off by the token limit says nothing about the answer)."""
+        none (a judgement cut off by the token limit before its verdict says nothing)."""
         text = str(choice.get("text") or "")
         correct, wrong = text.rfind("[[correct]]"), text.rfind("[[wrong]]")
-        if choice.get("finish_reason") == "length" or correct == wrong:
+        if correct == wrong:  # neither: cut off by the token limit, or never concluded
             return ABSTAIN
         return 1.0 if correct > wrong else 0.0

@@ -102,7 +102,10 @@ def test_a_user_pattern_replaces_the_built_in_rules(
         ("x = 1/2\n\n", "1/2"),
         ("so we get \\frac{3}{4}", "\\frac{3}{4}"),
         ("The change is -4.", "-4"),
-        ("In total 1,250 people", "1,250"),
+        ("In total 1,250", "1,250"),
+        ("In total 1,250 people", None),  # the number must close the line
+        ("Step 3: the total is large.", None),  # a step's label is no value
+        ("12 + 5 = 17.", "17"),
         ("The answer is 7.\nQ: and 9?", "7"),
         ("Step 1: 12 eggs\nWe are done", None),
         ("The total is twelve.", None),

@@ -123,6 +123,18 @@ async def test_retries_are_requests_taken_from_the_budget() -> None:
 
 
 @pytest.mark.anyio
+async def test_after_a_server_overspent_no_retry_is_sent() -> None:
+    budget = Budget(BudgetLimits(tokens=1000))
+    first, second = await budget.reserve(10, 10), await budget.reserve(10, 10)
+    budget.settle(first, prompt_tokens=10, completion_tokens=50, estimated=False)  # asked for 10
+    with budget.metered(second), pytest.raises(BudgetExhausted, match="spent more than it was asked"):
+        count_attempt()
+    budget.release(second)
+    with pytest.raises(BudgetExhausted, match="spent more than it was asked"):
+        await budget.reserve(10, 10)
+
+
+@pytest.mark.anyio
 async def test_failed_attempts_count_though_the_call_failed() -> None:
     budget = Budget(BudgetLimits(requests=5))
     held = await budget.reserve(1, 1)

@@ -80,6 +80,10 @@ def test_numbers_and_prose_are_settled_without_a_worker(prediction: str, gold: s
     ("prediction", "gold", "same"),
     [
         ("\\Pi", "\\pi", False),
+        ("\\Sigma", "\\sigma", False),  # math-verify alone lower-cases longer symbol names
+        ("\\Omega + 1", "\\omega + 1", False),
+        ("ABC", "abc", False),  # points or a product of symbols, not a word
+        ("50\\%", "50", True),
         ("2A", "2a", False),
         ("x + 1", "X + 1", False),
         ("2A", "A + A", True),

@@ -136,6 +136,27 @@ async def test_a_budget_cut_search_still_aggregates_by_its_own_rule(
     assert {r.aggregated_by for r in results} == {"weighted"}
 
 
+@pytest.mark.parametrize("strategy", ["beam", "rebase", "dvts"])
+async def test_paths_that_finished_in_a_refused_expansion_are_candidates(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM, strategy: str
+) -> None:
+    """A server that ignores n: the first steps are eight requests, and the budget runs out
+    partway through them. The paths that did arrive and answered are still aggregated."""
+    step = StepFormat(max_step_tokens=16)
+    result = await search(
+        PROBLEMS["early4"],
+        make_policy(fake_server("--ignore-n")),
+        config(strategy, n=8, beam_width=2, step=step, budget=BudgetLimits(tokens=600)),
+        verifier=prm,
+    )
+    assert result.stopped_by == "budget"
+    assert result.tree is not None
+    answered = {n.id for n in result.tree.nodes() if n.status is NodeStatus.ANSWERED}
+    assert answered
+    assert {c.node for c in result.candidates} == answered
+    assert result.answer is not None
+
+
 async def test_a_judged_completion_stores_a_value_never_prose(
     make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
 ) -> None:
@@ -158,6 +179,8 @@ def test_a_step_that_runs_on_into_the_next_question_is_cut_there() -> None:
         "5",
         True,
     )
+    # The delimiter ended the line before, so a next question may open the step itself.
+    assert fmt.answer("Q: 7 + 1\nThe answer is 8.") == ("", None, True)
     assert fmt.answer("We need to check whether the answer is an integer.") == (
         "We need to check whether the answer is an integer.",
         None,

@@ -88,6 +88,7 @@ def get_aggregator(name: str) -> Aggregator:
 def aggregate(name: str, candidates: Sequence[Candidate], groups: Sequence[int]) -> tuple[str | None, str]:
     """The answer by aggregator ``name``, and the rule that chose it: "majority" when a
     score-based rule finds no candidate with a score."""
-    if name != "majority" and all(c.score is None for c in candidates if c.answer is not None):
+    answered = [c for c in candidates if c.answer is not None]
+    if name != "majority" and answered and all(c.score is None for c in answered):
         name = "majority"
     return get_aggregator(name)(candidates, groups), name

@@ -41,12 +41,14 @@ _START_TIMEOUT_S = 120.0  # imports only, on a loaded machine; each request has 
 
 
 class WorkerProcess:
-    """One worker, started on first use. The pool hands it to one thread at a time."""
+    """One worker, started on first use; after a timeout, a fresh one starts at once so the
+    next request finds it warming up. The pool hands it to one thread at a time."""
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self._requests: Connection | None = None
         self._answers: Connection | None = None
+        self._ready = False
 
     @property
     def running(self) -> bool:
@@ -59,6 +61,7 @@ class WorkerProcess:
             requests.send((op, args))
             if not answers.poll(timeout_s):
                 self.stop()
+                self._spawn()
                 return Outcome.TIMEOUT
             status, value = answers.recv()
         except (EOFError, OSError):  # the worker died (out of memory, say)
@@ -73,11 +76,22 @@ class WorkerProcess:
         for channel in (self._requests, self._answers):
             if channel is not None:
                 channel.close()
-        self._process, self._requests, self._answers = None, None, None
+        self._process, self._requests, self._answers, self._ready = None, None, None, False
 
     def _channels(self) -> tuple[Connection, Connection]:
-        if self._requests is not None and self._answers is not None:
-            return self._requests, self._answers
+        if self._requests is None or self._answers is None:
+            self._requests, self._answers = self._spawn()
+        if not self._ready:
+            try:
+                self._ready = self._answers.poll(_START_TIMEOUT_S) and self._answers.recv() == "ready"
+            except (EOFError, OSError):
+                self._ready = False
+            if not self._ready:
+                self.stop()
+                raise TreeSearchError("the answer-check worker did not start (is math-verify installed?)")
+        return self._requests, self._answers
+
+    def _spawn(self) -> tuple[Connection, Connection]:
         request_read, request_write = os.pipe()
         answer_read, answer_write = os.pipe()
         try:
@@ -93,13 +107,6 @@ class WorkerProcess:
             os.close(answer_write)
         self._requests = Connection(request_write, readable=False)
         self._answers = Connection(answer_read, writable=False)
-        try:
-            ready = self._answers.poll(_START_TIMEOUT_S) and self._answers.recv() == "ready"
-        except (EOFError, OSError):
-            ready = False
-        if not ready:
-            self.stop()
-            raise TreeSearchError("the answer-check worker process did not start (is math-verify installed?)")
         return self._requests, self._answers
 
 
@@ -164,7 +171,7 @@ def _keep_symbol_case() -> None:
     so ``2A`` would equal ``2a``; a worker swaps in the same converter with it off."""
     from functools import partial
 
-    from latex2sympy2_extended.latex2sympy2 import ConversionConfig, latex2sympy  # type: ignore[import-untyped]
+    from latex2sympy2_extended.latex2sympy2 import ConversionConfig, latex2sympy
     from math_verify import parser
 
     parser.latex2sympy = partial(latex2sympy, conversion_config=ConversionConfig(lowercase_symbols=False))
@@ -185,16 +192,31 @@ def _verify(gold: str, prediction: str) -> bool:
     from math_verify import verify
 
     expected, predicted = _parse(gold), _parse(prediction)
-    if not expected or not predicted:
+    if not expected or not predicted or _case_clash(_symbols(expected), _symbols(predicted)):
         return False
     return bool(verify(list(expected), list(predicted), timeout_seconds=None))
+
+
+def _case_clash(left: set[str], right: set[str]) -> bool:
+    """A symbol on one side whose name appears on the other only in another case: math-verify
+    lower-cases longer symbol names, so it would take \\Sigma for \\sigma."""
+    folded = ({name.lower() for name in right}, {name.lower() for name in left})
+    return any(name not in right and name.lower() in folded[0] for name in left) or any(
+        name not in left and name.lower() in folded[1] for name in right
+    )
+
+
+def _symbols(parsed: tuple[Any, ...]) -> set[str]:
+    from sympy import Basic
+
+    return {str(symbol) for item in parsed if isinstance(item, Basic) for symbol in item.free_symbols}
 
 
 @lru_cache(maxsize=4096)
 def _key(text: str) -> tuple[Any, ...]:
     """("num", Fraction) | ("expr", values, srepr) | ("other", srepr) | ("unparsed",)."""
-    from sympy import Basic, Expr, srepr  # type: ignore[import-untyped]
-    from sympy.matrices.expressions import MatrixExpr  # type: ignore[import-untyped]
+    from sympy import Basic, Expr, srepr
+    from sympy.matrices.expressions import MatrixExpr
 
     parsed = _parse(text)
     value = parsed[0] if parsed else None

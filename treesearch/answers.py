@@ -25,7 +25,9 @@ _STATEMENT = re.compile(
     r"(?:the\s+)?(?:final\s+)?answer(?:\s+is\s*:?|\s*:)\s*(?P<answer>.+)",
     re.IGNORECASE | re.DOTALL,
 )
-_NUMBER = re.compile(r"-?\\frac\{\d+\}\{\d+\}|-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
+_CLOSING_NUMBER = re.compile(
+    r"(?<![\w.])(-?\\frac\{\d+\}\{\d+\}|-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?)\s*[.!]?\s*$"
+)
 
 
 def split_run_on(text: str, markers: Sequence[str] = RUN_ON_MARKERS) -> tuple[str, bool]:
@@ -52,17 +54,16 @@ def extract_answer(text: str, pattern: str | re.Pattern[str] | None = None) -> s
     return _stated(text)
 
 
-def extract_final_value(text: str) -> str | None:
-    """For a model-judged completion: the stated answer, else the last number (integer,
-    decimal or simple fraction) on the last non-empty line, else None (never prose)."""
-    answer = extract_answer(text)
+def extract_final_value(text: str, pattern: str | re.Pattern[str] | None = None) -> str | None:
+    """For a model-judged completion: the stated answer, else the number (integer, decimal or
+    simple fraction) that closes the last non-empty line ("12 + 5 = 17."), else None: never
+    prose, nor a step's label ("Step 3: the total is large.")."""
+    answer = extract_answer(text, pattern)
     if answer is not None:
         return answer
     lines = [line for line in split_run_on(text)[0].splitlines() if line.strip()]
-    if not lines:
-        return None
-    numbers = _NUMBER.findall(lines[-1])
-    return numbers[-1] if numbers else None
+    closing = _CLOSING_NUMBER.search(lines[-1]) if lines else None
+    return closing.group(1) if closing else None
 
 
 def _clean(answer: str | None) -> str | None:

@@ -172,6 +172,8 @@ class Budget:
 
     def attempt(self, reservation: Reservation) -> None:
         """One more HTTP attempt under ``reservation``; past its reserved requests, take one more."""
+        if self.overspent:
+            raise BudgetExhausted("the server spent more than it was asked to")
         if reservation.attempts >= reservation.requests:
             limit = self.limits.requests
             if limit is not None and self._charged_requests + self._reserved_requests + 1 > limit:

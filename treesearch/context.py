@@ -61,9 +61,10 @@ class StepFormat:
 
     def answer(self, text: str) -> tuple[str, str | None, bool]:
         """A step's text cut before any run-on into a next question, its final answer (or
-        None), and whether it ran on."""
-        cut, ran_on = split_run_on(text, (*RUN_ON_MARKERS, *self.end_stops))
-        return cut, extract_answer(cut, self.answer_pattern), ran_on
+        None), and whether it ran on. A step starts on a new line (its delimiter ended the
+        one before), so a next question at its very start is a run-on too."""
+        cut, ran_on = split_run_on("\n" + text, (*RUN_ON_MARKERS, *self.end_stops))
+        return cut[1:], extract_answer(cut[1:], self.answer_pattern), ran_on
 
 
 # A prefix the server has tokenized may be re-tokenized a little differently once a
@@ -174,7 +175,7 @@ class SearchContext:
         verdicts = await self._judge(self.finish_check, open_ids)
         for node_id, verdict in zip(open_ids, verdicts, strict=True):
             if verdict[-1] >= 0.5:
-                answer = extract_final_value(self.tree.node(node_id).text)
+                answer = extract_final_value(self.tree.node(node_id).text, self.step_format.answer_pattern)
                 status = NodeStatus.DEAD_END if answer is None else NodeStatus.ANSWERED
                 self.tree.update(node_id, status=status, answer=answer)
         return [self.tree.node(child.id) for child in children]
@@ -230,6 +231,11 @@ class SearchContext:
         try:
             with self.budget.metered(reservation):
                 scored = await verifier.score(self.problem, paths)
+        except BudgetExhausted:
+            # A retry was refused, but other requests of the call may have been served:
+            # charge its worst case rather than nothing.
+            self.budget.settle(reservation, bound.prompt_tokens, bound.completion_tokens, estimated=True)
+            raise
         except BaseException:
             self.budget.release(reservation)
             raise

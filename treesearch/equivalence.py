@@ -113,14 +113,14 @@ class MathEquivalence:
         return self._verify_calls
 
     def group(self, answers: Sequence[str]) -> list[int]:
-        forms = [_Form.of(answer) for answer in answers]
+        form_of = {answer: _Form.of(answer) for answer in dict.fromkeys(answers)}
         distinct: dict[str, _Form] = {}
-        for form in forms:
+        for form in form_of.values():
             distinct.setdefault(form.normalized, form)
         with self._lease() as lease:
             keys = [_local_key(form) or self._remote_key(lease, form) for form in distinct.values()]
             group_of = self._merge(lease, list(distinct.values()), keys)
-        return [group_of[form.normalized] for form in forms]
+        return [group_of[form_of[answer].normalized] for answer in answers]
 
     def matches(self, prediction: str, gold: str) -> bool:
         predicted, expected = _Form.of(prediction), _Form.of(gold)
@@ -257,9 +257,12 @@ def default_equivalence() -> MathEquivalence:
 # -- in process ------------------------------------------------------------------------
 
 _ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*(?=[^=]+$)")  # "x = 4" states 4
+_PERCENT = re.compile(r"\\?%$")  # 50\% states 50, as math-verify reads it
 _TEXT = re.compile(r"\\text\{([^{}]*)\}")
 _SPACES = re.compile(r"\s+|\\[!,;: ]")
-_WORDS = re.compile(r"[A-Za-z]{3,}(?: [A-Za-z]{3,})*")
+# Prose: words of 3+ letters, each with a lower-case one ("Paris", "Yes"); "ABC" is math.
+_WORD = r"(?=[A-Za-z]*[a-z])[A-Za-z]{3,}"
+_WORDS = re.compile(rf"{_WORD}(?: {_WORD})*")
 _DECIMAL = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[+-]?\.\d+")
 _FRACTION = re.compile(
     r"(?P<sign>[+-]?)(?:\\[dt]?frac\{(?P<a>[+-]?\d+)\}\{(?P<b>[+-]?\d+)\}"
@@ -271,8 +274,8 @@ _LOG_CHARS = 80
 
 @dataclass(frozen=True, slots=True)
 class _Form:
-    """An answer as math (``text``: no dollars, trailing dot or ``x =``) and its comparison
-    key (``normalized``: no spaces or ``\\text{}`` wrappers either; case kept)."""
+    """An answer as math (``text``: no dollars, trailing dot, percent sign or ``x =``) and its
+    comparison key (``normalized``: no spaces or ``\\text{}`` wrappers either; case kept)."""
 
     text: str
     normalized: str
@@ -280,7 +283,7 @@ class _Form:
     @classmethod
     def of(cls, answer: str) -> _Form:
         text = answer.strip().strip("$").strip().rstrip(".").strip()
-        text = _ASSIGNMENT.sub("", text, count=1)
+        text = _PERCENT.sub("", _ASSIGNMENT.sub("", text, count=1))
         return cls(text=text, normalized=_SPACES.sub("", _TEXT.sub(r"\1", text)))
 
 

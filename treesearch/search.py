@@ -179,7 +179,12 @@ async def search(
             return answer, rule, None
         return answer, rule, answer is not None and same.matches(answer, problem.answer)
 
-    answer, aggregated_by, correct = await anyio.to_thread.run_sync(decide)
+    try:
+        answer, aggregated_by, correct = await anyio.to_thread.run_sync(decide)
+    except Exception as exc:  # an equivalence that failed (a user's, or a worker that would not start)
+        answer, aggregated_by, correct = None, aggregator, None
+        stopped_by, error = "error", f"comparing answers: {exc}"
+        log.warning("problem_failed", problem_id=problem.id, error=error)
     if stopped_by == "done" and budget.overspent:
         stopped_by = "budget"
     if answer is None and stopped_by == "done" and _hit_depth_limit(ctx.tree, config.step.max_depth):

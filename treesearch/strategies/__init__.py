@@ -38,7 +38,7 @@ STRATEGIES: dict[str, Strategy] = {
     "filter-vote": Strategy(run=sample_to_judge, aggregator="filter", needs_verifier=True),
     "beam": Strategy(run=beam, aggregator="weighted", needs_verifier=True, best_n=True),
     "lookahead": Strategy(run=lookahead, aggregator="weighted", needs_verifier=True, best_n=True),
-    "dvts": Strategy(run=dvts, aggregator="weighted", needs_verifier=True),
+    "dvts": Strategy(run=dvts, aggregator="weighted", needs_verifier=True, best_n=True),
     "rebase": Strategy(run=rebase, aggregator="weighted", needs_verifier=True),
     "mcts": Strategy(run=mcts, aggregator="weighted", needs_verifier=True),
 }

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, gather
+from treesearch.errors import BudgetExhausted
 from treesearch.strategies.frontier import grow
 from treesearch.strategies.select import beam_widths, top_k
 from treesearch.tree import ROOT
@@ -43,15 +44,19 @@ async def dvts(ctx: SearchContext, config: SearchConfig) -> None:
     ctx.candidates = candidates
 
     async def subtree() -> None:
-        """Follow the best of M children until it has finished; its finished siblings come too."""
+        """Follow the best of M children until it has finished; its finished siblings come too
+        (and, when the budget refuses a step, the finished children that step got)."""
         node = ROOT
         while True:
-            children = [child.id for child in await ctx.expand(node, config.beam_width)]
-            if not children:
-                return
-            (node,) = top_k(children, await ctx.score(children), 1)
-            if ctx.tree.node(node).terminal:
+            try:
+                children = [child.id for child in await ctx.expand(node, config.beam_width)]
+                (best,) = top_k(children, await ctx.score(children), 1)
+            except BudgetExhausted:
+                candidates.extend(child.id for child in ctx.tree.children(node) if child.terminal)
+                raise
+            if ctx.tree.node(best).terminal:
                 candidates.extend(child for child in children if ctx.tree.node(child).terminal)
                 return
+            node = best
 
     await gather([subtree for _ in range(max(1, config.n // config.beam_width))])

@@ -8,12 +8,13 @@ width rule and the stopping rule differ between the strategies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, gather
-from treesearch.tree import ROOT
+from treesearch.errors import BudgetExhausted
+from treesearch.tree import ROOT, Node
 
 # (open node ids, their values, finished node ids so far) -> children per open node
 WidthRule = Callable[[Sequence[int], Sequence[float], Sequence[int]], Sequence[int]]
@@ -26,7 +27,7 @@ async def grow(
     """Grow N first steps round by round until ``stop(finished)`` or nothing is open; every
     finished path becomes a candidate (``ctx.candidates``) as soon as it appears."""
     finished = ctx.candidates = []
-    frontier = await ctx.expand(ROOT, config.n)
+    frontier = (await _expand(ctx, {ROOT: config.n}, finished))[ROOT]
     while True:
         ended = [node.id for node in frontier if node.terminal]
         open_ids = [node.id for node in frontier if not node.terminal]
@@ -37,8 +38,22 @@ async def grow(
         if done:
             return
         plan = widths(open_ids, scores[: len(valued)], finished)
-        children = await ctx.expand_many(dict(zip(open_ids, plan, strict=True)))
+        children = await _expand(ctx, dict(zip(open_ids, plan, strict=True)), finished)
         frontier = [child for node in open_ids for child in children.get(node, [])]
+
+
+async def _expand(
+    ctx: SearchContext, widths: Mapping[int, int], finished: list[int]
+) -> dict[int, list[Node]]:
+    """``ctx.expand_many``; when the budget refuses it partway, the children that did arrive
+    and finished join ``finished`` before the refusal ends the search."""
+    first_new = len(ctx.tree)
+    try:
+        return await ctx.expand_many(widths)
+    except BudgetExhausted:
+        arrived = ctx.tree.nodes()[first_new:]
+        finished += [node.id for node in arrived if node.terminal and node.parent in widths]
+        raise
 
 
 async def _value_nodes(ctx: SearchContext, node_ids: list[int], steps: int) -> list[int]:

@@ -1,11 +1,13 @@
 """MCTS, the baseline the papers beat: UCT selection with the verifier's score as value.
 
 Each of the N iterations walks down by UCT (C = ``mcts_c``) to a leaf. An open
-leaf is expanded with M children (one request) scored in one verifier call;
-every child keeps its score as its first visit, and the best child's score is
-backed up the path. A finished leaf costs the iteration too: its score (0 for a
-path that ended without an answer) is backed up, with no request. The
-candidates are the finished paths the walks reached, so at most N.
+leaf is expanded with M children (one request) scored in one verifier call:
+every child keeps its score as its first visit, and all M are backed up the
+path, so a node's visits are always those of its children (plus its own
+evaluation). A finished leaf costs the iteration too: its score (0 for a path
+that ended without an answer) is backed up once, with no request. The
+candidates are the finished paths the walks reached (a finished leaf, or the
+best child of an expansion), so at most N.
 """
 
 from __future__ import annotations
@@ -36,17 +38,16 @@ async def mcts(ctx: SearchContext, config: SearchConfig) -> None:
             )
         leaf = path[-1]
         if tree.node(leaf).terminal:
-            (value,) = await ctx.score([leaf])
+            reach = leaf
+            scores = await ctx.score([leaf])
         else:
             kids = [child.id for child in await ctx.expand(leaf, config.beam_width)]
             scores = await ctx.score(kids)
             for kid, score in zip(kids, scores, strict=True):
                 visits[kid], value_sum[kid] = 1, score
-            (best,) = top_k(kids, scores, 1)
-            path.append(best)
-            value = max(scores)
-        if tree.node(path[-1]).answer is not None and path[-1] not in reached:
-            reached.append(path[-1])
-        for node in path if tree.node(leaf).terminal else path[:-1]:
-            visits[node] += 1
-            value_sum[node] += value
+            (reach,) = top_k(kids, scores, 1)
+        if tree.node(reach).answer is not None and reach not in reached:
+            reached.append(reach)
+        for node in path:
+            visits[node] += len(scores)
+            value_sum[node] += sum(scores)
