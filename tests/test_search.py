@@ -144,13 +144,14 @@ async def test_paths_that_finished_in_a_refused_expansion_are_candidates(
     partway through them. The paths that did arrive and answered are still aggregated."""
     step = StepFormat(max_step_tokens=16)
     result = await search(
-        PROBLEMS["early4"],
+        PROBLEMS["early5"],
         make_policy(fake_server("--ignore-n")),
-        config(strategy, n=8, beam_width=2, step=step, budget=BudgetLimits(tokens=600)),
+        config(strategy, n=8, beam_width=2, step=step, budget=BudgetLimits(tokens=500)),
         verifier=prm,
     )
     assert result.stopped_by == "budget"
     assert result.tree is not None
+    assert len(result.tree.children(ROOT)) < 8  # the first expansion itself was cut short
     answered = {n.id for n in result.tree.nodes() if n.status is NodeStatus.ANSWERED}
     assert answered
     assert {c.node for c in result.candidates} == answered
