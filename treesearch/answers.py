@@ -18,8 +18,8 @@ RUN_ON_MARKERS: tuple[str, ...] = ("\nQ:", "\nProblem:", "\nQuestion:")
 
 _BOXED = "\\boxed"
 # A sentence ends at . ! or ? followed by whitespace, or at a line break; "3.5" is one token.
-_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
-_TRAILER = re.compile(r"\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+_SENTENCE_ENDS = ("\n", ". ", "! ", "? ", ".\t", "!\t", "?\t")
+_TRAILER = re.compile(r"\s*I hope it is correct\.?$", re.IGNORECASE)  # Minerva's, after the answer
 _STATEMENT = re.compile(
     r"(?:(?:so|thus|therefore|hence)\b,?\s*|final\s+answer\s*:\s*)?"
     r"(?:the\s+)?(?:final\s+)?answer(?:\s+is\s*:?|\s*:)\s*(?P<answer>.+)",
@@ -110,10 +110,13 @@ def _last_boxed(text: str) -> str | None:
 
 def _stated(text: str) -> str | None:
     """X from "The answer is X" when that is the last sentence and starts with it."""
-    text = _TRAILER.sub("", text).strip()
-    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
-    last_sentence = text[ends[-1] :].strip() if ends else text
-    match = _STATEMENT.fullmatch(last_sentence)
+    text = text.strip()
+    ends_correct = text[-8:].lower().rstrip(".").endswith("correct")
+    trailer = _TRAILER.search(text, max(0, len(text) - 40)) if ends_correct else None
+    if trailer is not None:
+        text = text[: trailer.start()].strip()
+    start = max(text.rfind(end) + len(end) if end in text else 0 for end in _SENTENCE_ENDS)
+    match = _STATEMENT.fullmatch(text[start:].strip())
     if match is None:
         return None
     answer = match.group("answer").rstrip()
