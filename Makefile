@@ -28,6 +28,7 @@ $(BIN)/.bench: $(BIN)/.installed
 	touch $@
 
 bench: $(BIN)/.bench
+	$(BIN)/python benchmarks/bench_grouping.py
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_search.py --prm-noise 3
 	$(BIN)/python benchmarks/bench_real.py
