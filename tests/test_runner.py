@@ -10,8 +10,9 @@ import pytest
 from conftest import PROBLEMS, problems, server_stats
 from structlog.testing import capture_logs
 
-from treesearch import BudgetLimits, Problem, SamplingParams, SearchConfig, StepFormat, run
+from treesearch import BudgetLimits, ConfigError, Problem, SamplingParams, SearchConfig, StepFormat, run
 from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.runner import fingerprint
 
 pytestmark = pytest.mark.anyio
 
@@ -32,8 +33,13 @@ async def test_rerun_skips_finished_problems(
     assert len(first) == 5
     before = server_stats(url)["requests"]
     second = await run(problems("a", 8), policy, CONFIG, output=output)
-    assert [r.problem_id for r in second] == ["a5", "a6", "a7"]
+    # Every problem's result: the first five read back from the file, three new ones run.
+    assert [r.problem_id for r in second] == [f"a{i}" for i in range(8)]
+    assert [r.tree is None for r in second] == [True] * 5 + [False] * 3
+    assert [r.answer for r in second[:5]] == [r.answer for r in first]
     assert server_stats(url)["requests"] - before == 3  # one request (n=3) per new problem
+    third = await run(problems("a", 8), policy, CONFIG, output=output)  # nothing left to do
+    assert len(third) == 8 and sum(bool(r.correct) for r in third) == sum(bool(r.correct) for r in second)
     records = lines(output)
     assert sorted(r["id"] for r in records) == [f"a{i}" for i in range(8)]
     for record in records:
@@ -64,21 +70,64 @@ async def test_a_failing_problem_is_recorded_and_the_others_go_on(
     assert "400" in str(records["huge"]["error"])
     assert all(records[f"c{i}"]["error"] is None for i in range(3))
     assert [r.error is None for r in results] == [True, True, True, False]
-    # A rerun tries the failed problem again, and only it.
+    # A rerun leaves the failed problem alone; --retry-failed runs it again, and only it,
+    # replacing its row: the file never holds two rows for one id.
     before = server_stats(url)["requests"]
     again = await run([*problems("c", 3), huge], policy, CONFIG, output=output)
-    assert [r.problem_id for r in again] == ["huge"]
+    assert [r.error is None for r in again] == [True, True, True, False]
+    assert server_stats(url)["requests"] == before
+    retried = await run([*problems("c", 3), huge], policy, CONFIG, output=output, retry_failed=True)
+    assert [r.problem_id for r in retried] == ["c0", "c1", "c2", "huge"]
     assert server_stats(url)["requests"] - before == 1
+    assert sorted(r["id"] for r in lines(output)) == ["c0", "c1", "c2", "huge"]
+
+
+async def test_a_rerun_with_another_configuration_is_refused(
+    fake_server: Callable[..., str], tmp_path: Path, make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    url = fake_server()
+    output = tmp_path / "out.jsonl"
+    policy = make_policy(url, "fake")
+    await run(problems("a", 2), policy, CONFIG, output=output)
+    other = SearchConfig(strategy="majority-vote", n=5, sampling=SamplingParams(seed=1))
+    before = server_stats(url)["requests"]
+    with pytest.raises(ConfigError, match=r"another configuration \(n: 3 there, 5 now\).*--force-resume"):
+        await run(problems("a", 3), policy, other, output=output)
+    assert server_stats(url)["requests"] == before
+    forced = await run(problems("a", 3), policy, other, output=output, force_resume=True)
+    assert [r.problem_id for r in forced] == ["a0", "a1", "a2"]
+    assert server_stats(url)["requests"] - before == 1  # only the new problem
+    assert [r["config"]["n"] for r in lines(output)] == [3, 3, 5]
+
+
+async def test_problems_are_admitted_as_others_finish(
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    """With more problems than may be in flight, a later problem starts only once an earlier
+    one has finished, so an interrupted run has rows to show."""
+    config = SearchConfig(strategy="majority-vote", n=2, whole=False, sampling=SamplingParams(seed=3))
+    chosen = problems("b", 12)
+    with capture_logs() as events:
+        await run(chosen, make_policy(fake_server(), "fake"), config, max_problems_in_flight=4)
+    order = [
+        (e["event"], e["problem_id"]) for e in events if e["event"] in ("node_added", "problem_finished")
+    ]
+    first_step = {pid: order.index(("node_added", pid)) for pid in {p for _, p in order}}
+    finished = sorted(i for i, (kind, _) in enumerate(order) if kind == "problem_finished")
+    starts = sorted(first_step.values())
+    assert all(start < finished[0] for start in starts[:4])
+    assert all(start > finished[k - 4] for k, start in enumerate(starts) if k >= 4)
 
 
 async def test_an_unfinished_last_line_does_not_corrupt_the_next(
     fake_server: Callable[..., str], tmp_path: Path, make_policy: Callable[..., OpenAIPolicy]
 ) -> None:
     output = tmp_path / "out.jsonl"
-    output.write_text('{"id": "a0", "error": null}\n{"id": "a1", "err')
     policy = make_policy(fake_server(), "fake")
+    done = {"id": "a0", "answer": "10", "error": None, "config": fingerprint(CONFIG, policy, None)}
+    output.write_text(json.dumps(done) + '\n{"id": "a1", "err')
     results = await run(problems("a", 2), policy, CONFIG, output=output)
-    assert [r.problem_id for r in results] == ["a1"]
+    assert [(r.problem_id, r.tree is None) for r in results] == [("a0", True), ("a1", False)]
     assert json.loads(output.read_text().splitlines()[-1])["id"] == "a1"
 
 

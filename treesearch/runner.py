@@ -1,26 +1,31 @@
 """Many problems at once: one task group, results written as each problem finishes.
 
 The output is JSONL, appended and flushed a line per finished problem, so a
-crash loses nothing already computed; a rerun with the same output skips the
-problems recorded there without an error (failed ones are tried again). Every
-problem shares the policy, and so its endpoint's concurrency limit.
+crash loses nothing already computed. A rerun with the same output continues
+the same run: it checks the configuration stored in the rows, skips the
+problems recorded there (failed ones too, unless asked to retry them, which
+replaces their rows) and returns every problem's result. Every problem shares
+the policy, and so its endpoint's concurrency limit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 import structlog
 
 from treesearch.config import SearchConfig
 from treesearch.equivalence import AnswerEquivalence
+from treesearch.errors import ConfigError
 from treesearch.logs import configure_quietly_unless_configured
 from treesearch.policy import Policy
 from treesearch.problems import Problem
@@ -30,22 +35,75 @@ from treesearch.verify import Verifier
 log = structlog.get_logger(__name__)
 
 
-def finished_ids(output: str | Path) -> set[str]:
-    """Ids recorded in an output file without an error. Unreadable lines (a crash mid-write)
-    are skipped: those problems simply run again."""
+def read_output(output: str | Path) -> dict[str, dict[str, Any]]:
+    """The rows an output file holds, by problem id (the last row of an id wins). Unreadable
+    lines (a crash mid-write) are skipped: those problems simply run again."""
     path = Path(output)
     if not path.exists():
-        return set()
-    done: set[str] = set()
+        return {}
+    rows: dict[str, dict[str, Any]] = {}
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and record.get("error") is None and "id" in record:
-                done.add(str(record["id"]))
-    return done
+            if isinstance(record, dict) and "id" in record:
+                rows[str(record["id"])] = record
+    return rows
+
+
+def fingerprint(config: SearchConfig, policy: Policy, verifier: Verifier | None) -> dict[str, Any]:
+    """What decides a run's results: the search configuration, the model and the verifier.
+    Stored in every output row, so a rerun onto the file can check it continues the same run."""
+    settings: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
+    settings["model"] = getattr(policy, "model", policy.endpoint)
+    settings["verifier"] = None if verifier is None else _describe(verifier)
+    return settings
+
+
+def _describe(verifier: Verifier) -> str:
+    model = getattr(verifier, "model", None)
+    return type(verifier).__name__ + (f":{model}" if model else "")
+
+
+def _check_same_run(output: Path, recorded: dict[str, dict[str, Any]], settings: dict[str, Any]) -> None:
+    """Refuse to add rows of one configuration to a file that holds another's."""
+    for row in recorded.values():
+        theirs = row.get("config")
+        if theirs == settings:
+            continue
+        if theirs is None:
+            why = "rows without a configuration (written before treesearch recorded one)"
+        else:
+            differ = sorted(
+                key for key in settings.keys() | theirs.keys() if settings.get(key) != theirs.get(key)
+            )
+            why = (
+                "another configuration ("
+                + ", ".join(
+                    f"{key}: {json.dumps(theirs.get(key))} there, {json.dumps(settings.get(key))} now"
+                    for key in differ
+                )
+                + ")"
+            )
+        raise ConfigError(f"{output} holds {why}; write to a new --output, or --force-resume")
+
+
+def _drop_rows(output: Path, ids: set[str]) -> None:
+    """Rewrite ``output`` without the rows of ``ids`` (and without half-written lines);
+    atomically, so a crash leaves the old file or the new one."""
+    kept = []
+    for line in output.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and str(record.get("id")) not in ids:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    partial = output.with_name(output.name + f".part-{os.getpid()}")
+    partial.write_text("".join(kept), encoding="utf-8")
+    partial.replace(output)
 
 
 async def run(
@@ -58,24 +116,41 @@ async def run(
     output: str | Path | None = None,
     trees_dir: str | Path | None = None,
     keep_trees: bool = True,
-    max_problems_in_flight: int = 256,
+    max_problems_in_flight: int = 32,
     progress: bool = False,
     equivalence: AnswerEquivalence | None = None,
+    retry_failed: bool = False,
+    force_resume: bool = False,
 ) -> list[SearchResult]:
-    """Search every problem concurrently and return the results in the problems' order.
+    """Search every problem concurrently and return a result for each, in the problems' order.
 
-    Problems already recorded in ``output`` are skipped (and not returned). With
-    ``trees_dir`` each search tree is written there as node-link JSON. ``finish_check``
-    is an optional model-judged completion check (see ``SearchContext``).
+    With ``output``, each result is appended as a JSON line when its problem finishes,
+    with the run's configuration (``fingerprint``). Problems the file already holds are
+    not run again: their results are read back (no tree). A file written with another
+    configuration is refused (``force_resume`` adds to it anyway). ``retry_failed`` runs
+    the problems whose rows hold an error again, replacing those rows. At most
+    ``max_problems_in_flight`` problems run at once, so finished rows accumulate steadily.
+    With ``trees_dir`` each search tree is written there as node-link JSON.
+    ``finish_check`` is an optional model-judged completion check (see ``SearchContext``).
     """
     configure_quietly_unless_configured()
     check_config(config, verifier)
+    if max_problems_in_flight <= 0:
+        raise ConfigError(f"problems in flight must be positive, got {max_problems_in_flight}")
     problems = list(problems)
-    skip = finished_ids(output) if output is not None else set()
-    todo = [problem for problem in problems if problem.id not in skip]
+    settings = fingerprint(config, policy, verifier)
+    recorded = read_output(output) if output is not None else {}
+    wanted = {problem.id for problem in problems}
+    recorded = {key: row for key, row in recorded.items() if key in wanted}
+    if output is not None and not force_resume:
+        _check_same_run(Path(output), recorded, settings)
+    retry = {key for key, row in recorded.items() if row.get("error") is not None} if retry_failed else set()
+    if output is not None and retry:
+        _drop_rows(Path(output), retry)
+    todo = [problem for problem in problems if problem.id not in recorded or problem.id in retry]
     if trees_dir is not None:
         await anyio.Path(trees_dir).mkdir(parents=True, exist_ok=True)
-    results: dict[str, SearchResult] = {}
+    results = {key: SearchResult.from_record(row) for key, row in recorded.items() if key not in retry}
     limiter = anyio.CapacityLimiter(max_problems_in_flight)
     bar = _Progress(len(todo), sys.stderr) if progress else None
 
@@ -92,7 +167,7 @@ async def run(
                     equivalence=equivalence,
                 )
             if sink is not None:
-                sink.write(json.dumps(result.to_record()) + "\n")
+                sink.write(json.dumps(result.to_record() | {"config": settings}) + "\n")
                 sink.flush()
             if trees_dir is not None and result.tree is not None:
                 tree_path = Path(trees_dir) / f"{_safe(problem.id)}.json"
@@ -103,12 +178,14 @@ async def run(
             if bar is not None:
                 bar.update(result)
 
-        async with anyio.create_task_group() as group:
-            for problem in todo:
-                group.start_soon(one, problem)
-    if bar is not None:
-        bar.close()
-    return [results[problem.id] for problem in todo]
+        try:
+            async with anyio.create_task_group() as group:
+                for problem in todo:
+                    group.start_soon(one, problem)
+        finally:
+            if bar is not None:
+                bar.close()
+    return [results[problem.id] for problem in problems]
 
 
 class _open_output:

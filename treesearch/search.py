@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,32 @@ class SearchResult:
             "wall_s": round(self.wall_s, 4),
             "error": self.error,
         }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SearchResult:
+        """A result read back from its output line (no tree)."""
+        usage = record.get("usage") or {}
+        return cls(
+            problem_id=str(record["id"]),
+            strategy=str(record.get("strategy")),
+            answer=record.get("answer"),
+            gold=record.get("gold"),
+            correct=record.get("correct"),
+            candidates=tuple(
+                Candidate(node=int(c["node"]), answer=c.get("answer"), score=c.get("score"))
+                for c in record.get("candidates") or ()
+            ),
+            usage=Usage(
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                requests=int(usage.get("requests", 0)),
+                estimated=bool(usage.get("estimated", False)),
+            ),
+            stopped_by=str(record.get("stopped_by")),
+            aggregated_by=str(record.get("aggregated_by")),
+            wall_s=float(record.get("wall_s") or 0.0),
+            error=record.get("error"),
+        )
 
 
 def _seconds_left(budget: Budget) -> float:
