@@ -74,25 +74,33 @@ class LlamaCppEndpoint:
         return f"llama.cpp:{self._path or MODEL_FILE}"
 
     async def ping(self) -> None:
-        await self._call(lambda model: None)
+        await self._call(lambda model, cancelled: None)
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         if path != "/completions":
             raise EndpointError(self.base_url, 404, f"the embedded backend serves /completions, not {path}")
-        return await self._call(lambda model: self._complete(model, body))
+        return await self._call(lambda model, cancelled: self._complete(model, body, cancelled))
 
     async def _call(self, work: Any) -> Any:
+        """Run ``work(model, cancelled)`` in the worker thread. A cancelled call returns at once
+        and sets ``cancelled``, which a generation checks after every token."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(1)
+        cancelled = threading.Event()
 
         def locked() -> Any:
             with self._lock:
+                if cancelled.is_set():
+                    return None
                 try:
-                    return work(self._load())
+                    return work(self._load(), cancelled)
                 except RuntimeError as exc:  # llama_decode failed
                     raise EndpointError(self.base_url, None, str(exc)) from exc
 
-        return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
+        try:
+            return await anyio.to_thread.run_sync(locked, limiter=self._limiter, abandon_on_cancel=True)
+        finally:
+            cancelled.set()
 
     def _load(self) -> Any:
         if self._model is None:
@@ -114,10 +122,12 @@ class LlamaCppEndpoint:
                 raise ConfigError(f"llama.cpp cannot load {path}: {exc}") from exc
         return self._model
 
-    def _complete(self, model: Any, body: dict[str, Any]) -> dict[str, Any]:
+    def _complete(self, model: Any, body: dict[str, Any], cancelled: threading.Event) -> dict[str, Any]:
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise EndpointError(self.base_url, 400, "prompt must be a string")
+        import llama_cpp
+
         logprobs = body.get("logprobs")
         max_tokens = int(body.get("max_tokens") or 16)
         if logprobs is not None:
@@ -132,6 +142,7 @@ class LlamaCppEndpoint:
                 top_p=float(body.get("top_p", 1.0)),
                 stop=body.get("stop") or [],
                 seed=body.get("seed"),
+                stopping_criteria=llama_cpp.StoppingCriteriaList([lambda tokens, logits: cancelled.is_set()]),
             )
         except ValueError as exc:  # e.g. the prompt does not fit the context
             raise EndpointError(self.base_url, 400, str(exc)) from exc

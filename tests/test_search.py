@@ -3,6 +3,8 @@ the answer was aggregated."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -192,3 +194,24 @@ def test_a_step_that_runs_on_into_the_next_question_is_cut_there() -> None:
     assert own.answer("The answer is 41.")[1] is None
     with pytest.raises(ConfigError, match="answer pattern"):
         StepFormat(answer_pattern="(unclosed")
+
+
+def test_the_library_prints_nothing_unless_the_application_configures_logging(
+    fake_server: Callable[..., str],
+) -> None:
+    script = (
+        "import anyio, treesearch\n"
+        "from treesearch.backends.openai_compat import OpenAIPolicy\n"
+        "async def main():\n"
+        f"    policy = OpenAIPolicy({fake_server()!r}, 'fake')\n"
+        "    problem = treesearch.Problem(id='q', question='Synthetic problem [task:sure0].', answer='10')\n"
+        "    config = treesearch.SearchConfig(n=2, whole=False)\n"
+        "    result = await treesearch.search(problem, policy, config)\n"
+        "    await policy.aclose()\n"
+        "    assert result.correct, result\n"
+        "anyio.run(main)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == ""

@@ -25,6 +25,7 @@ from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, most_telling
 from treesearch.equivalence import AnswerEquivalence, default_equivalence
 from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed
+from treesearch.logs import configure_quietly_unless_configured
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.strategies import get_strategy
@@ -148,6 +149,7 @@ async def search(
     """Search one problem. Budget and deadline end the search early but never raise;
     a failing endpoint or verifier is reported in ``error`` with what was finished.
     ``equivalence`` decides which answers are the same (math by default)."""
+    configure_quietly_unless_configured()
     check_config(config, verifier)
     strategy = get_strategy(config.strategy)
     aggregator = config.aggregator or strategy.aggregator
