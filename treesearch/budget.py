@@ -68,6 +68,14 @@ class Usage:
 
 
 @dataclass(slots=True)
+class Tally:
+    """Requests and tokens spent so far by every budget that adds to it: a run's live totals."""
+
+    requests: int = 0
+    tokens: int = 0
+
+
+@dataclass(slots=True)
 class Reservation:
     """``tokens`` is the worst case counted against the limit, ``completion_tokens`` the most
     the choices may generate; ``attempts`` counts the HTTP attempts made under it (0 for
@@ -96,8 +104,10 @@ def count_attempt() -> None:
 class Budget:
     """The running account of one problem's search against its limits."""
 
-    def __init__(self, limits: BudgetLimits) -> None:
+    def __init__(self, limits: BudgetLimits, tally: Tally | None = None) -> None:
+        """``tally``, when given, also adds up what this budget spends (a run's totals)."""
         self.limits = limits
+        self._tally = tally
         self._deadline = None if limits.deadline_s is None else time.monotonic() + limits.deadline_s
         self._charged_tokens = 0
         self._reserved_tokens = 0
@@ -231,6 +241,16 @@ class Budget:
                 f" cases of {reservation.completion_tokens} and {reservation.tokens}"
             )
         self._charged_tokens += tokens
+        self._spend(prompt_tokens, completion_tokens, requests, estimated)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give a reservation back unused (the call failed or was cancelled). Its HTTP attempts
+        still count as requests: a server answered them."""
+        self._close(reservation)
+        if reservation.attempts:
+            self._spend(0, 0, reservation.attempts, False)
+
+    def _spend(self, prompt_tokens: int, completion_tokens: int, requests: int, estimated: bool) -> None:
         self._charged_requests += requests
         used = self._usage
         self._usage = Usage(
@@ -239,20 +259,9 @@ class Budget:
             requests=used.requests + requests,
             estimated=used.estimated or estimated,
         )
-
-    def release(self, reservation: Reservation) -> None:
-        """Give a reservation back unused (the call failed or was cancelled). Its HTTP attempts
-        still count as requests: a server answered them."""
-        self._close(reservation)
-        if reservation.attempts:
-            self._charged_requests += reservation.attempts
-            used = self._usage
-            self._usage = Usage(
-                prompt_tokens=used.prompt_tokens,
-                completion_tokens=used.completion_tokens,
-                requests=used.requests + reservation.attempts,
-                estimated=used.estimated,
-            )
+        if self._tally is not None:
+            self._tally.requests += requests
+            self._tally.tokens += prompt_tokens + completion_tokens
 
     def overran(self, why: str) -> None:
         """A server spent more than a request allowed: say so, and (under a limit) refuse

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -23,12 +22,14 @@ from typing import Any, TextIO
 import anyio
 import structlog
 
+from treesearch.budget import Tally
 from treesearch.config import SearchConfig
 from treesearch.equivalence import AnswerEquivalence
 from treesearch.errors import ConfigError
 from treesearch.logs import configure_quietly_unless_configured
 from treesearch.policy import Policy
 from treesearch.problems import Problem
+from treesearch.progress import Progress
 from treesearch.search import SearchResult, check_config, search
 from treesearch.verify import Verifier
 
@@ -152,7 +153,8 @@ async def run(
         await anyio.Path(trees_dir).mkdir(parents=True, exist_ok=True)
     results = {key: SearchResult.from_record(row) for key, row in recorded.items() if key not in retry}
     limiter = anyio.CapacityLimiter(max_problems_in_flight)
-    bar = _Progress(len(todo), sys.stderr) if progress else None
+    tally = Tally()
+    shown = Progress(len(todo), sys.stderr, tally) if progress else None
 
     with _open_output(output) as sink:
 
@@ -165,6 +167,7 @@ async def run(
                     verifier=verifier,
                     finish_check=finish_check,
                     equivalence=equivalence,
+                    tally=tally,
                 )
             if sink is not None:
                 sink.write(json.dumps(result.to_record() | {"config": settings}) + "\n")
@@ -175,16 +178,20 @@ async def run(
             if not keep_trees:
                 result = replace(result, tree=None)
             results[problem.id] = result
-            if bar is not None:
-                bar.update(result)
+            if shown is not None:
+                shown.finished(result)
 
         try:
-            async with anyio.create_task_group() as group:
-                for problem in todo:
-                    group.start_soon(one, problem)
+            async with anyio.create_task_group() as display:
+                if shown is not None:
+                    display.start_soon(shown.watch)
+                async with anyio.create_task_group() as group:
+                    for problem in todo:
+                        group.start_soon(one, problem)
+                display.cancel_scope.cancel()
         finally:
-            if bar is not None:
-                bar.close()
+            if shown is not None:
+                shown.close()
     return [results[problem.id] for problem in problems]
 
 
@@ -216,39 +223,3 @@ class _open_output:
 
 def _safe(problem_id: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in problem_id)
-
-
-class _Progress:
-    """A one-line progress bar on a terminal; silent when stderr is not one."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total, self.stream = total, stream
-        self.live = stream.isatty()
-        self.done = self.correct = self.graded = self.failed = self.tokens = 0
-        self.started = time.perf_counter()
-
-    def update(self, result: SearchResult) -> None:
-        self.done += 1
-        self.tokens += result.usage.total_tokens
-        self.failed += result.error is not None
-        if result.correct is not None:
-            self.graded += 1
-            self.correct += result.correct
-        if self.live:
-            self.stream.write("\r" + self._line())
-            self.stream.flush()
-
-    def _line(self) -> str:
-        width = 24
-        filled = width * self.done // max(self.total, 1)
-        accuracy = f" acc {self.correct / self.graded:.3f}" if self.graded else ""
-        failed = f" failed {self.failed}" if self.failed else ""
-        return (
-            f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
-            f"{accuracy}{failed} tokens {self.tokens} {time.perf_counter() - self.started:.1f}s"
-        )
-
-    def close(self) -> None:
-        if self.live:
-            self.stream.write("\n")
-            self.stream.flush()

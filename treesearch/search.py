@@ -20,7 +20,7 @@ import anyio
 import structlog
 
 from treesearch.aggregate import Candidate, aggregate, get_aggregator
-from treesearch.budget import Budget, Usage
+from treesearch.budget import Budget, Tally, Usage
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, most_telling
 from treesearch.equivalence import AnswerEquivalence, default_equivalence
@@ -145,17 +145,19 @@ async def search(
     verifier: Verifier | None = None,
     finish_check: Verifier | None = None,
     equivalence: AnswerEquivalence | None = None,
+    tally: Tally | None = None,
 ) -> SearchResult:
     """Search one problem. Budget and deadline end the search early but never raise;
     a failing endpoint or verifier is reported in ``error`` with what was finished.
-    ``equivalence`` decides which answers are the same (math by default)."""
+    ``equivalence`` decides which answers are the same (math by default); ``tally`` adds up
+    what the search spends as it goes (a run's live totals)."""
     configure_quietly_unless_configured()
     check_config(config, verifier)
     strategy = get_strategy(config.strategy)
     aggregator = config.aggregator or strategy.aggregator
     same = equivalence or default_equivalence()
     started = time.perf_counter()
-    budget = Budget(config.budget)
+    budget = Budget(config.budget, tally)
     ctx = SearchContext(
         problem,
         policy,
