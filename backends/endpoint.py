@@ -16,10 +16,14 @@ import structlog
 from treesearch.budget import count_attempt
 from treesearch.errors import ConfigError, EndpointError
 
-from .http import TRANSPORTS, ConnectFailure, StatusFailure, Transport, TransportName
+from .http import TRANSPORTS, ConnectFailure, MalformedAnswer, StatusFailure, Transport, TransportName
 from .retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
+
+# The field a 200 of each path answers with: one without it (an error passed on as a 200,
+# a proxy's page) is a MalformedAnswer, retried like a 5xx rather than failing the problem.
+_ANSWERS_WITH = {"/completions": "choices", "/chat/completions": "choices", "/pooling": "data"}
 
 
 class JsonEndpoint(Protocol):
@@ -54,6 +58,16 @@ class EndpointClient:
     async def aclose(self) -> None:
         if self._owns_http:
             await self.http.aclose()
+
+
+def _usable(path: str, answer: Any) -> Any:
+    """``answer`` if it is a JSON object holding the list ``path`` answers with."""
+    if not isinstance(answer, dict):
+        raise MalformedAnswer(f"response is not a JSON object: {str(answer)[:100]}")
+    field = _ANSWERS_WITH.get(path)
+    if field is not None and not isinstance(answer.get(field), list):
+        raise MalformedAnswer(f"response has no {field!r} list: {str(answer)[:100]}")
+    return answer
 
 
 def server_root(url: str) -> str:
@@ -99,9 +113,9 @@ class Endpoint:
                     with attempt:
                         attempts += 1
                         count_attempt()  # a retry is one more request against the budget
-                        answer = await http.post(path, body)
+                        answer = _usable(path, await http.post(path, body))
         except StatusFailure as exc:
-            raise EndpointError(self.base_url, exc.status, " ".join(exc.body.split())) from exc
+            raise EndpointError(self.base_url, exc.status, self._redact(" ".join(exc.body.split()))) from None
         except ConnectFailure as exc:
             raise EndpointError(self.base_url, None, str(exc)) from exc
         log.debug(
@@ -116,15 +130,31 @@ class Endpoint:
     async def ping(self) -> None:
         """Fail fast, with one clear error, when the server cannot be reached or refuses us.
         A server without ``/models`` (a 404) passes: only reachability is checked."""
+        await self.models()
+
+    async def models(self) -> list[str] | None:
+        """The ids of the models the server lists at ``/models``; None when it does not say
+        (no such route, or an answer that is no model list). Raises EndpointError as ``ping``
+        does; a key the server echoes back in its refusal is blanked out of the message."""
         http, _ = self._connect()
         try:
             with anyio.fail_after(15):
-                await http.get("/models")
+                answer = await http.get("/models")
         except StatusFailure as exc:
             if exc.status in (401, 403):
-                raise EndpointError(self.base_url, exc.status, exc.body) from exc
+                detail = self._redact(" ".join(exc.body.split()))
+                raise EndpointError(self.base_url, exc.status, detail) from None
+            return None
         except (ConnectFailure, TimeoutError) as exc:
             raise EndpointError(self.base_url, None, str(exc) or "timed out") from exc
+        listed = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(listed, list):
+            return None
+        ids = [m["id"] for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        return ids or None
+
+    def _redact(self, text: str) -> str:
+        return text if self._api_key == "EMPTY" else text.replace(self._api_key, "***")
 
     def _connect(self) -> tuple[Transport, anyio.CapacityLimiter]:
         """Made on first use, inside the event loop, once per endpoint."""

@@ -13,11 +13,16 @@ switches the path to a wrong answer) and a latency. A solution looks like
 and the server continues any prefix of one, in completions or chat mode,
 honouring ``n``, ``stop``, ``max_tokens``, ``seed`` and ``logprobs`` and
 reporting usage (one token per word or punctuation mark), with vLLM's
-``stop_reason``. Fault knobs: an error rate answered with 429/500/503 (and
-Retry-After), extra latency, ignoring ``n``, leaving usage out, and overspending:
+``stop_reason``. Fault knobs: a share of requests (``error_rate``) answered with a
+fault drawn from ``fault_kinds`` (see ``FAULT_KINDS``: error statuses with an
+optional Retry-After, a dropped connection, an answer later than the client
+waits, a 200 whose body is cut short or not the JSON asked for, fewer choices
+than ``n``), extra latency, ignoring ``n``, leaving usage out, and overspending:
 ``extra_choices`` more choices than ``n``, ``max_tokens`` ignored. ``GET /stats``
-counts what was served. The server finds a problem by the ``[task:ID]`` marker
-its question carries (``make_problems`` writes such questions).
+counts what was served: tokens only of answers delivered whole to a client still
+waiting, so a client's charges can be compared with them. The server finds a
+problem by the ``[task:ID]`` marker its question carries (``make_problems``
+writes such questions).
 
 Tests, benchmarks and ``treesearch demo`` start it as a separate process with
 ``spawn``; users rehearse strategies offline with ``treesearch serve-fake``.
@@ -26,8 +31,10 @@ Tests, benchmarks and ``treesearch demo`` start it as a separate process with
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
+import os
 import random
 import re
 import subprocess
@@ -40,6 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
+from treesearch.errors import ConfigError
 from treesearch.problems import Problem, read_problems
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -50,6 +58,15 @@ _FINISHED = re.compile(r"The answer is \S+\.\s*$")
 _YES_NO = re.compile(r"Answer Yes or No\.\s*Answer:\s*$")
 _JUDGE = re.compile(r"\[Answer\]:(.*)Instruction: Review your previous answer", re.DOTALL)
 _GOOD_LOGPROB = math.log(0.9)
+
+# Faults besides error statuses (any 4xx or 5xx, given as its number), by what a client sees.
+FAULT_KINDS: Mapping[str, str] = {
+    "reset": "the connection closed without an answer",
+    "slow": "an answer only after slow_s, longer than a client waits",
+    "truncated": "a 200 whose JSON body is cut in half",
+    "malformed": "a 200 whose body is not JSON, or JSON without choices",
+    "fewer": "a 200 with fewer choices than n (from 1 to n - 1)",
+}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -78,10 +95,16 @@ class FakeTask:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FakeServerConfig:
+    """The whole server's behaviour, field for flag of ``treesearch serve-fake``: a share
+    ``error_rate`` of completion requests gets a fault drawn evenly from ``fault_kinds``
+    (error statuses as numbers, or names of ``FAULT_KINDS``); a slow one answers after
+    ``slow_s``."""
+
     model: str = "fake"
     latency_s: float = 0.0
     error_rate: float = 0.0
-    error_statuses: tuple[int, ...] = (429, 500, 503)
+    fault_kinds: tuple[str, ...] = ("429", "500", "503")
+    slow_s: float = 5.0
     retry_after_s: float | None = None
     ignore_n: bool = False
     extra_choices: int = 0
@@ -94,6 +117,38 @@ class FakeServerConfig:
     judge_accuracy: float = 0.9
     seed: int = 0
     tasks: Mapping[str, FakeTask] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ConfigError(f"--error-rate must be in [0, 1], got {self.error_rate}")
+        if self.error_rate and not self.fault_kinds:
+            raise ConfigError("--error-rate needs at least one fault kind")
+        for kind in self.fault_kinds:
+            _check_fault(kind, "--fault-kinds")
+        if self.slow_s <= 0:
+            raise ConfigError(f"--slow-s must be positive, got {self.slow_s}")
+
+
+def parse_faults(text: str, flag: str, *, statuses_only: bool = False) -> tuple[str, ...]:
+    """A comma list of fault kinds (``statuses_only``: of error statuses), or ConfigError
+    naming ``flag`` and the item that is neither."""
+    kinds = tuple(item.strip() for item in text.split(",") if item.strip())
+    for kind in kinds:
+        if statuses_only and not _is_status(kind):
+            raise ConfigError(f"{flag}: {kind!r} is not an error status (400 to 599)")
+        _check_fault(kind, flag)
+    return kinds
+
+
+def _is_status(kind: str) -> bool:
+    return kind.isdigit() and 400 <= int(kind) <= 599
+
+
+def _check_fault(kind: str, flag: str) -> None:
+    if kind not in FAULT_KINDS and not _is_status(kind):
+        raise ConfigError(
+            f"{flag}: {kind!r} is neither an error status (400 to 599) nor one of {', '.join(FAULT_KINDS)}"
+        )
 
 
 def count_tokens(text: str) -> int:
@@ -135,6 +190,20 @@ def make_problems(
             }
         )
     return records
+
+
+def write_problem_set(path: str | Path, count: int) -> None:
+    """Write ``count`` problems of ``make_problems`` to a JSONL file (its folder created):
+    a ready set to serve with ``--problems`` and to run against; ConfigError when it cannot."""
+    if count <= 0:
+        raise ConfigError(f"--count must be positive, got {count}")
+    path = Path(path)
+    lines = "".join(json.dumps(record) + "\n" for record in make_problems(count))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(lines, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--write-problems {path}: {exc.strerror or exc}") from exc
 
 
 # -- generation ---------------------------------------------------------------------
@@ -213,6 +282,9 @@ class FakeServer:
             "choices": 0,
             "prompt_tokens": 0,
             "completion_tokens": 0,
+            # answers ready after their client had gone (a slow fault, a client's timeout)
+            "abandoned": 0,
+            **{f"fault_{kind}": 0 for kind in config.fault_kinds},
         }
 
     def app(self) -> web.Application:
@@ -269,20 +341,83 @@ class FakeServer:
         except (ValueError, TypeError) as exc:
             return self._error(400, f"invalid request: {exc}")
         await asyncio.sleep(config.latency_s + task.latency_s)
-        if config.error_rate and self._faults.random() < config.error_rate:
-            status = self._faults.choice(config.error_statuses)
+        fault = self._draw_fault(n)
+        if fault is not None and _is_status(fault):
+            status = int(fault)
             headers = {}
             if config.retry_after_s is not None and status in (429, 503):
                 headers["Retry-After"] = str(config.retry_after_s)
             return self._error(status, "injected fault", headers)
+        if fault == "reset":
+            self.stats["errors"] += 1
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response()  # never sent: the connection is gone
+        if fault == "slow":
+            await asyncio.sleep(config.slow_s)
+        count = 1 if config.ignore_n else n + config.extra_choices
+        if fault == "fewer":
+            count = self._faults.randint(1, n - 1)
+        choices, completion_tokens = self._choices(body, task, context, chat, count)
+        response: dict[str, Any] = {
+            "id": f"fake-{self.stats['requests']}",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": 0,
+            "model": config.model,
+            "choices": choices,
+        }
+        if config.usage:
+            response["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+        if fault == "truncated":
+            self.stats["errors"] += 1
+            text = json.dumps(response)
+            return web.Response(text=text[: len(text) // 2], content_type="application/json")
+        if fault == "malformed":
+            self.stats["errors"] += 1
+            if self._faults.random() < 0.5:
+                return web.Response(
+                    text="<html><body>upstream hiccup</body></html>", content_type="text/html"
+                )
+            return web.json_response({key: value for key, value in response.items() if key != "choices"})
+        if request.transport is None or request.transport.is_closing():
+            self.stats["abandoned"] += 1  # nobody reads it: nothing was served
+            return web.Response()
+        self.stats["ok"] += 1
+        self.stats["choices"] += len(choices)
+        self.stats["prompt_tokens"] += prompt_tokens
+        self.stats["completion_tokens"] += completion_tokens
+        return web.json_response(response)
 
+    def _draw_fault(self, n: int) -> str | None:
+        """This request's fault, drawn from the seeded fault stream, or None. ``fewer`` is
+        drawn only where it can apply (``n`` above 1)."""
+        config = self.config
+        if not config.error_rate or self._faults.random() >= config.error_rate:
+            return None
+        kinds = [kind for kind in config.fault_kinds if kind != "fewer" or n > 1]
+        if not kinds:
+            return None
+        kind = self._faults.choice(kinds)
+        self.stats[f"fault_{kind}"] += 1
+        return kind
+
+    def _choices(
+        self, body: dict[str, Any], task: FakeTask, context: str, chat: bool, count: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """``count`` choices continuing ``context`` as ``body`` asks, and their completion tokens."""
+        config = self.config
+        max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 256)
         stop = body.get("stop") or []
         stops = [stop] if isinstance(stop, str) else list(stop)
         seed = body.get("seed")
         logprobs = body.get("logprobs")
         choices, completion_tokens = [], 0
         greedy = float(body.get("temperature", 1.0)) == 0.0
-        for index in range(1 if config.ignore_n else n + config.extra_choices):
+        for index in range(count):
             rng = self._rng if seed is None else random.Random(f"{seed}:{index}")
             reply, yes = self._reply(task, context, rng, greedy)
             text, finish, stop_reason = _cut(reply, stops, 10**9 if config.ignore_max_tokens else max_tokens)
@@ -307,24 +442,7 @@ class FakeServer:
                 choice["text"] = text
                 choice["logprobs"] = None if logprobs is None else _logprobs(text, yes)
             choices.append(choice)
-        self.stats["ok"] += 1
-        self.stats["choices"] += len(choices)
-        self.stats["prompt_tokens"] += prompt_tokens
-        self.stats["completion_tokens"] += completion_tokens
-        response: dict[str, Any] = {
-            "id": f"fake-{self.stats['requests']}",
-            "object": "chat.completion" if chat else "text_completion",
-            "created": 0,
-            "model": config.model,
-            "choices": choices,
-        }
-        if config.usage:
-            response["usage"] = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            }
-        return web.json_response(response)
+        return choices, completion_tokens
 
     def _reply(
         self, task: FakeTask, context: str, rng: random.Random, greedy: bool
@@ -446,11 +564,20 @@ def _logprobs(text: str, yes: float | None) -> dict[str, Any]:
 
 
 async def serve(config: FakeServerConfig, host: str = "127.0.0.1", port: int = 0) -> None:
-    """Serve until cancelled; the first stdout line is ``listening on <base URL>``."""
+    """Serve until cancelled; the first stdout line is ``listening on <base URL>``. An
+    address that cannot be listened on (a port in use) is a ConfigError."""
     runner = web.AppRunner(FakeServer(config).app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            reason = f"port {port} is in use (choose another with --port, or 0 for a free one)"
+        else:
+            reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from exc
     bound_host, bound_port = runner.addresses[0][:2]
     print(f"listening on http://{bound_host}:{bound_port}/v1", flush=True)
     try:

@@ -6,9 +6,10 @@ SDK's stack (see benchmarks/bench_overhead.py), which matters when a search
 sends thousands of small requests. ``openai`` goes through ``AsyncOpenAI``
 itself (its auth hooks, proxies and headers), for servers that need them.
 
-Both raise the same two failures, so the retry policy and the error messages
-are one piece of code: StatusFailure (the server answered an error status) and
-ConnectFailure (no answer: refused, reset, timed out).
+Both raise the same failures, so the retry policy and the error messages are
+one piece of code: StatusFailure (the server answered an error status), its
+kind MalformedAnswer (a 200 whose body is not the JSON object asked for: cut
+short, not JSON) and ConnectFailure (no answer: refused, reset, timed out).
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ class StatusFailure(Exception):
         self.headers = headers
 
 
+class MalformedAnswer(StatusFailure):
+    """A 200 whose body is unusable (cut short, not JSON, without the field the call
+    answers with): a server or proxy hiccup, as worth another try as a 5xx."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(200, detail, {})
+
+
 class ConnectFailure(Exception):
     """No usable answer: the message is the innermost cause (e.g. "Connect call failed")."""
 
@@ -41,8 +50,8 @@ class Transport(Protocol):
         """POST JSON to base URL + path and return the decoded JSON answer."""
         ...
 
-    async def get(self, path: str) -> None:
-        """GET base URL + path; raise if it fails."""
+    async def get(self, path: str) -> Any:
+        """GET base URL + path and return the decoded JSON answer."""
         ...
 
     async def aclose(self) -> None: ...
@@ -61,8 +70,8 @@ class AioHttpTransport:
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         return await self._call("POST", path, body)
 
-    async def get(self, path: str) -> None:
-        await self._call("GET", path, None)
+    async def get(self, path: str) -> Any:
+        return await self._call("GET", path, None)
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         try:
@@ -98,8 +107,9 @@ class OpenAITransport:
         response = await self._call(self._client.post(path, body=body, cast_to=httpx2.Response))
         return _decode(response.text, response.status_code)
 
-    async def get(self, path: str) -> None:
-        await self._call(self._client.get(path, cast_to=httpx2.Response))
+    async def get(self, path: str) -> Any:
+        response = await self._call(self._client.get(path, cast_to=httpx2.Response))
+        return _decode(response.text, response.status_code)
 
     async def _call(self, request: Awaitable[httpx2.Response]) -> httpx2.Response:
         try:
@@ -125,7 +135,7 @@ def _decode(text: str, status: int) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StatusFailure(status, f"response is not JSON: {text[:100]!r}", {}) from exc
+        raise MalformedAnswer(f"response is not JSON: {text[:100]!r}") from exc
 
 
 def _no_answer(timeout_s: float) -> str:

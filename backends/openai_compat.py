@@ -66,6 +66,7 @@ class OpenAIPolicy(EndpointClient):
         self.system_prompt = system_prompt
         self.continue_final_message = continue_final_message
         self._max_choices: int | None = None
+        self._short: int | None = None  # the choices of the last answer short of n
         self._path = "/completions" if api == "completions" else "/chat/completions"
 
     @property
@@ -137,9 +138,14 @@ class OpenAIPolicy(EndpointClient):
             parsed = tuple(self._choice(c) for c in choices)
         except (KeyError, TypeError, AttributeError) as exc:
             raise EndpointError(self.endpoint, 200, f"unexpected response shape: {exc!r}") from exc
-        if 0 < len(parsed) < n and self._max_choices is None:
-            self._max_choices = len(parsed)
-            log.info("endpoint_ignores_n", endpoint=self.endpoint, asked=n, got=len(parsed))
+        # A limit is what two short answers in a row agree on: one short answer may be a
+        # hiccup, and remembering it would multiply the requests of the whole run.
+        if self._max_choices is None and n > 1:
+            short = len(parsed) if 0 < len(parsed) < n else None
+            if short is not None and short == self._short:
+                self._max_choices = short
+                log.info("endpoint_ignores_n", endpoint=self.endpoint, asked=n, got=short)
+            self._short = short
         usage = raw.get("usage") or {}
         if "prompt_tokens" in usage and "completion_tokens" in usage:
             return Generation(

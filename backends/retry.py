@@ -1,9 +1,10 @@
 """The retry policy of an endpoint: which failures are worth another try, and how long to wait.
 
-Connection failures (refused, reset, timed out), 429 and 5xx are retried with
-exponential backoff and jitter (a Retry-After sent with the error wins); any
-other 4xx is final. The policy is a value built once per endpoint; the openai
-client's own retries are switched off so attempts never multiply.
+Connection failures (refused, reset, timed out), 429, 5xx and a 200 whose
+body is unusable (cut short, not JSON, no choices) are retried with backoff and
+jitter (a Retry-After sent with the error wins); any other 4xx is final. The
+policy is a value built once per endpoint; the openai client's own retries are
+switched off so attempts never multiply.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import tenacity
 from tenacity import RetryCallState
 
-from .http import ConnectFailure, StatusFailure
+from .http import ConnectFailure, MalformedAnswer, StatusFailure
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -44,7 +45,7 @@ class RetryPolicy:
 
 
 def is_retryable(failure: BaseException) -> bool:
-    if isinstance(failure, ConnectFailure):
+    if isinstance(failure, ConnectFailure | MalformedAnswer):
         return True
     if isinstance(failure, StatusFailure):
         return failure.status == 429 or failure.status >= 500

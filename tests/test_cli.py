@@ -6,10 +6,14 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from conftest import problems, write_problems
+from stub_server import listing, stub_server
+
+from treesearch.cli import main
 
 
 def treesearch(*args: str) -> subprocess.CompletedProcess[str]:
@@ -55,24 +59,192 @@ def test_a_bad_problems_file_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--strategy", "telepathy"], "unknown strategy 'telepathy'"),
-        (["--budget-tokens", "0"], "budget tokens must be positive"),
-        (["--budget-requests", "0"], "budget requests must be positive"),
-        (["--strategy", "best-of-n"], "needs a verifier"),
+        (["--strategy", "telepathy"], "argument --strategy: invalid choice: 'telepathy'"),
+        (["--budget-tokens", "0"], "argument --budget-tokens: must be a positive integer, got '0'"),
+        (["--budget-requests", "0"], "argument --budget-requests: must be a positive integer"),
+        (["--budget-seconds", "0"], "argument --budget-seconds: must be a positive number, got '0'"),
+        (["--strategy", "best-of-n"], "needs a verifier: give one with --prm-url URL (a PRM served by "
+         "vLLM) or --verifier KIND (judge, logprob, vllm-pooling or MODULE:FUNCTION)"),
         (["--verifier", "no_such_module:f"], "cannot load verifier"),
-        (["--verifier", "oracle"], "unknown backend 'oracle'"),
-        (["--score-reduction", "median"], "unknown score reduction 'median'"),
+        (["--verifier", "oracle"],
+         "unknown verifier 'oracle'; choose judge, logprob, vllm-pooling or MODULE:FUNCTION"),
+        (["--verifier", "openai"], "unknown verifier 'openai'"),
+        (["--score-reduction", "median"], "argument --score-reduction: invalid choice: 'median'"),
         (["--answer-pattern", "(unclosed"], "answer pattern '(unclosed'"),
-        (["--answer-timeout", "0"], "--answer-timeout must be positive"),
+        (["--answer-timeout", "0"], "argument --answer-timeout: must be a positive number"),
         (["--strategy", "filter-vote", "--n-counts-judgements", "--n", "1"], "at least 2"),
+        (["--mcts-c", "-1"], "argument --mcts-c: must be a number ≥ 0, got '-1'"),
+        (["--strategy", "lookahead", "--lookahead", "0"], "argument --lookahead: must be a positive integer"),
+        (["--beam-width", "0"], "argument --beam-width: must be a positive integer"),
+        (["--max-depth", "0"], "argument --max-depth: must be a positive integer"),
+        (["--max-tokens", "0"], "argument --max-tokens: must be a positive integer"),
+        (["--max-step-tokens", "-3"], "argument --max-step-tokens: must be a positive integer"),
+        (["--n", "0"], "argument --n: must be a positive integer"),
+        (["--n", "many"], "argument --n: must be a positive integer, got 'many'"),
+        (["--temperature", "-1"], "argument --temperature: must be a number from 0 to 5"),
+        (["--temperature", "nan"], "argument --temperature: must be a number from 0 to 5"),
+        (["--top-p", "0"], "argument --top-p: must be a number in (0, 1]"),
+        (["--top-p", "1.5"], "argument --top-p: must be a number in (0, 1]"),
+        (["--concurrency", "0"], "argument --concurrency: must be a positive integer"),
+        (["--rebase-temperature", "0"], "argument --rebase-temperature: must be a positive number"),
+        (["--prm-good-column", "-1"], "argument --prm-good-column: must be an integer ≥ 0"),
     ],
-)
+)  # fmt: skip
 def test_bad_settings_are_one_line(tmp_path: Path, extra: list[str], message: str) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 1))
     done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o", *extra))
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert message in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"id": 1, "question": "café"}\n'.encode("latin-1"),
+         "p.jsonl:1: not UTF-8 (byte 0xe9 at column 27)"),
+        (b'{"id": 1, "question": "a"}\n{"id": 2, "question": "b"}\n{"id": 1, "question": "c"}\n',
+         "p.jsonl:3: duplicate id '1' (first on line 1)"),
+    ],
+)  # fmt: skip
+def test_a_bad_problems_file_names_its_lines(tmp_path: Path, content: bytes, message: str) -> None:
+    problems_file = tmp_path / "p.jsonl"
+    problems_file.write_bytes(content)
+    done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert message in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--output", "{tmp}"], "--output {tmp} is a folder; give the path of a file"),
+        (["--output", "{tmp}/file/o.jsonl"],
+         "--output {tmp}/file/o.jsonl: {tmp}/file is a file, not a folder"),
+        (["--log-json", "{tmp}"], "--log-json {tmp} is a folder; give the path of a file"),
+        (["--log-json", "{tmp}/file/deeper/e.jsonl"],
+         "--log-json {tmp}/file/deeper/e.jsonl: {tmp}/file is a file, not a folder"),
+        (["--trees", "{tmp}/file"], "--trees {tmp}/file is a file; --trees names the folder trees go into"),
+        (["--trees", "{tmp}/file/trees"], "--trees {tmp}/file/trees: {tmp}/file is a file, not a folder"),
+    ],
+)  # fmt: skip
+def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path, extra: list[str], message: str) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 1))
+    (tmp_path / "file").write_text("in the way\n")
+    flags = [arg.format(tmp=tmp_path) for arg in extra]
+    done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"), *flags)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert message.format(tmp=tmp_path) in done.stderr
+
+
+def test_missing_folders_are_made(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 2))
+    output, events, trees = tmp_path / "a" / "o.jsonl", tmp_path / "b" / "c" / "e.jsonl", tmp_path / "t"
+    done = treesearch(*run_args(fake_server(), problems_file, output, "--n", "2", "--log-json",
+                                str(events), "--trees", str(trees)))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(output.read_text().splitlines()) == 2
+    assert events.read_text()
+    assert sorted(path.name for path in trees.iterdir()) == ["sure0.json", "sure1.json"]
+
+
+def test_a_problem_longer_than_the_context_fails_alone(
+    fake_server: Callable[..., str], tmp_path: Path
+) -> None:
+    sure = problems("sure", 3)
+    long = {"id": "long", "question": sure[0].question + " pad" * 9000, "answer": sure[0].answer}
+    problems_file = write_problems(tmp_path / "p.jsonl", sure[1:])
+    with problems_file.open("a") as handle:
+        handle.write(json.dumps(long) + "\n")
+    output = tmp_path / "out.jsonl"
+    done = treesearch(*run_args(fake_server(), problems_file, output, "--n", "2"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "1 problems failed; first: " in done.stderr
+    records = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}
+    assert "maximum context length is 8192 tokens" in records["long"]["error"]
+    assert "\n" not in records["long"]["error"]
+    assert [records[p.id]["correct"] for p in sure[1:]] == [True, True]
+
+
+def test_the_only_model_listed_is_the_default(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 2))
+    output = tmp_path / "out.jsonl"
+    done = treesearch("run", "--base-url", fake_server(), "--problems", str(problems_file),
+                      "--output", str(output), "--n", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["correct"] for line in output.read_text().splitlines()] == [True, True]
+
+
+def test_a_model_the_server_does_not_list_is_refused(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 2))
+    url = fake_server()
+    done = treesearch(*run_args(url, problems_file, tmp_path / "o.jsonl", "--model", "gemma-3-270m"))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert f"{url} does not serve model 'gemma-3-270m'; it lists fake" in done.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_server_with_several_models_needs_model(tmp_path: Path) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 1))
+    with stub_server(listing("qwen", "llama")) as url:
+        done = treesearch("run", "--base-url", url, "--problems", str(problems_file),
+                          "--output", str(tmp_path / "o.jsonl"))  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert f"--model is required: {url} serves qwen, llama" in done.stderr
+
+
+def test_a_server_without_models_skips_the_check(tmp_path: Path) -> None:
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 1))
+    output = tmp_path / "o.jsonl"
+    with stub_server(lambda method, path, headers: (404, {"detail": "Not Found"})) as url:
+        unnamed = treesearch("run", "--base-url", url, "--problems", str(problems_file),
+                             "--output", str(output))  # fmt: skip
+        named = treesearch(*run_args(url, problems_file, output, "--n", "1"))
+    assert unnamed.returncode == 2
+    assert f"--model is required: {url} does not list its models" in unnamed.stderr
+    # Past the check: the run goes on, and the server's 404s fail the problem.
+    assert named.returncode == 1
+    assert "1 problems failed" in named.stderr
+    assert "answered 404" in named.stderr
+
+
+def _options_without_default(help_text: str) -> list[str]:
+    """The options whose --help entry states no default (argparse's own -h and --version,
+    and the required options, have none to state)."""
+    entries: list[str] = []
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            entries.append(line)
+        elif entries and line.startswith("   "):
+            entries[-1] += line
+    return [
+        entry.split()[0]
+        for entry in entries
+        if "(default" not in entry and not entry.split()[0].startswith(("-h", "--version"))
+    ]
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["serve-fake"], ["demo"]])
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    missing = [o for o in _options_without_default(shown) if o not in ("--problems", "--output")]
+    assert missing == []
+    assert "``" not in shown
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"treesearch {version('treesearch')}\n"
 
 
 def test_a_missing_base_url_is_one_line(tmp_path: Path) -> None:
@@ -127,3 +299,51 @@ def test_every_strategy_from_the_command_line(
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["correct"] for r in records] == [True, True]
     assert all(r["strategy"] == extra[1] for r in records)
+
+
+def test_serve_fake_on_a_port_in_use_is_one_line(fake_server: Callable[..., str]) -> None:
+    port = fake_server().rsplit(":", 1)[1].split("/")[0]
+    done = treesearch("serve-fake", "--port", port)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert f"cannot listen on 127.0.0.1:{port}: port {port} is in use" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--error-statuses", "5xx"], "--error-statuses: '5xx' is not an error status"),
+        (["--error-statuses", "429,reset"], "--error-statuses: 'reset' is not an error status"),
+        (["--fault-kinds", "500,hiccup"], "--fault-kinds: 'hiccup' is neither an error status"),
+        (["--error-rate", "2"], "--error-rate must be in [0, 1]"),
+        (["--slow-s", "0"], "--slow-s must be positive"),
+        (["--write-problems", "."], "--write-problems .: Is a directory"),
+        (["--write-problems", "p.jsonl", "--count", "0"], "--count must be positive"),
+    ],
+)
+def test_bad_serve_fake_settings_are_one_line(flags: list[str], message: str) -> None:
+    done = treesearch("serve-fake", "--port", "0", *flags)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert message in done.stderr
+
+
+def test_serve_fake_writes_problems_it_understands(tmp_path: Path) -> None:
+    from treesearch.backends.fake_server import spawn
+
+    problems_file, output = tmp_path / "new" / "fake.jsonl", tmp_path / "out.jsonl"
+    done = treesearch("serve-fake", "--write-problems", str(problems_file), "--count", "4")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in problems_file.read_text().splitlines()]
+    assert len(records) == 4
+    for record in records:
+        assert f"[task:{record['id']}]" in record["question"]
+        assert record["answer"] in record["fake"]["answers"]
+    with spawn(["--problems", str(problems_file)]) as url:
+        done = treesearch(*run_args(url, problems_file, output, "--n", "4", "--seed", "1"))
+    assert done.returncode == 0, done.stderr
+    answers = {r["id"]: r["fake"]["answers"] for r in records}
+    results = [json.loads(line) for line in output.read_text().splitlines()]
+    # Answers from each problem's own distribution: the server read the problems it was given.
+    assert sorted(r["id"] for r in results) == sorted(answers)
+    assert all(r["answer"] in answers[r["id"]] for r in results)

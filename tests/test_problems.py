@@ -33,13 +33,31 @@ def test_question_prompt_answer_and_metadata(tmp_path: Path) -> None:
         ('{"id": 1, "question": "a"}\n[1, 2]\n', "p.jsonl:2: not a JSON object"),
         ('{"question": "a"}\n', 'p.jsonl:1: missing "id"'),
         ('{"id": 1}\n', 'p.jsonl:1: needs a string "question" or "prompt"'),
-        ('{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n', "p.jsonl:2: duplicate id '1'"),
+        (
+            '{"id": 1, "question": "a"}\n\n{"id": 2, "question": "b"}\n{"id": 1, "question": "c"}\n',
+            "p.jsonl:4: duplicate id '1' \\(first on line 1\\)",
+        ),
         ("", "no problems in file"),
     ],
 )
 def test_bad_files_name_the_line(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ProblemFileError, match=message.replace("[", "\\[")):
         load_problems(write(tmp_path, text))
+
+
+def test_a_byte_order_mark_is_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": 1, "question": "caf\xc3\xa9?"}\r\n{"id": 2, "question": "b"}\r\n')
+    first, second = load_problems(path)
+    assert (first.id, first.question, second.id) == ("1", "café?", "2")
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"id": 1, "question": "a"}\n{"id": 2, "question": "caf\xe9"}\n')
+    with pytest.raises(ProblemFileError) as raised:
+        load_problems(path)
+    assert (raised.value.line, raised.value.reason) == (2, "not UTF-8 (byte 0xe9 at column 27)")
 
 
 def test_a_missing_file(tmp_path: Path) -> None:

@@ -179,11 +179,15 @@ async def test_trees_are_written_and_events_emitted(
 
 
 async def test_progress_off_a_terminal_is_plain_lines_with_live_totals(
-    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy], capsys: pytest.CaptureFixture[str]
+    fake_server: Callable[..., str],
+    make_policy: Callable[..., OpenAIPolicy],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     results = await run(problems("sure", 3), make_policy(fake_server(), "fake"), CONFIG, progress=True)
     requests = sum(r.usage.requests for r in results)
     tokens = sum(r.usage.total_tokens for r in results)
-    assert capsys.readouterr().err.splitlines()[-1].startswith(
-        f"[3/3] acc 1.000 requests {requests} tokens {tokens} "
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .startswith(f"[3/3] acc 1.000 requests {requests} tokens {tokens} ")
     )

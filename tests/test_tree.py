@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from xml.etree import ElementTree
 
 import networkx as nx
 
@@ -40,12 +42,46 @@ def test_node_link_json_round_trips(tmp_path: Path) -> None:
     assert graph.nodes[2]["status"] == "answered"
 
 
-def test_graphml_and_dot(tmp_path: Path) -> None:
+def test_graphml_declares_each_attribute_once(tmp_path: Path) -> None:
     tree = small_tree()
+    tree.update(2, scores=(0.5, 0.9), prompt_tokens=17, logprob=-1.5)
     tree.write_graphml(tmp_path / "t.graphml")
+    keys = ElementTree.parse(tmp_path / "t.graphml").getroot().findall("{*}key")
+    declared = [(key.get("for"), key.get("attr.name")) for key in keys]
+    assert len(declared) == len(set(declared))
     graph = nx.read_graphml(tmp_path / "t.graphml")
-    assert graph.number_of_nodes() == 4
+    assert sorted(graph.edges) == [("0", "1"), ("0", "3"), ("1", "2")]
+    assert "parent" not in graph.nodes["0"]
+    assert (graph.nodes["2"]["parent"], graph.nodes["2"]["prompt_tokens"]) == (1, 17)
+    assert "prompt_tokens" not in graph.nodes["1"]
     assert graph.nodes["2"]["answer"] == "5"
+    assert json.loads(graph.nodes["2"]["scores"]) == [0.5, 0.9]
+    assert graph.graph["problem_id"] == "p1"
+
+
+def _graphviz_text(label: str) -> str:
+    """What Graphviz shows for a quoted DOT label: \\n, \\l and \\r break the line, \\\\ is a
+    backslash, \\" a quote, and a backslash before any other character is dropped."""
+    shown, chars = [], iter(label)
+    for char in chars:
+        if char != "\\":
+            shown.append(char)
+            continue
+        escaped = next(chars)
+        shown.append("\n" if escaped in "nlr" else escaped)
+    return "".join(shown)
+
+
+def test_dot_labels_show_the_text() -> None:
+    tree = SearchTree('p"1', "What is 2 + 3?")
+    a = tree.add_child(ROOT, text='2 × 3 = 6\n\\frac{1}{2} is "half"', tokens=5)
+    tree.add_child(a.id, text="The answer is 5.", status=NodeStatus.ANSWERED, answer="5")
     dot = tree.to_dot()
     assert dot.startswith("digraph search {")
     assert "1 -> 2;" in dot
+    labels = dict(re.findall(r'^  (\d+) \[label="((?:[^"\\]|\\.)*)"\];$', dot, re.MULTILINE))
+    assert [_graphviz_text(labels[n]) for n in ("0", "1", "2")] == [
+        'problem p"1',
+        '2 × 3 = 6\n\\frac{1}{2} is "half"',
+        "The answer is 5.\n→ 5",
+    ]

@@ -2,7 +2,9 @@
 
 Options mirror SearchConfig one to one. Every error treesearch raises on
 purpose is printed as one line with a non-zero exit (2 for bad input, 1 when
-some problems failed); a traceback is a bug.
+some problems failed); a traceback is a bug. A run checks what it can before
+its first request (values, files, paths, the verifier), then the model against
+the server's list, before any problem starts. Keys are sent, never shown.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ import argparse
 import asyncio
 import codecs
 import importlib
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import metadata, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
+
+from treesearch.aggregate import AGGREGATORS
 
 # The command line is an edge: it may build adapters directly.
 from treesearch.backends.endpoint import Endpoint, server_root
@@ -30,11 +36,11 @@ from treesearch.errors import ConfigError, EndpointError, TreeSearchError
 from treesearch.logs import configure
 from treesearch.policy import SamplingParams
 from treesearch.problems import load_problems
-from treesearch.registry import make_backend
+from treesearch.registry import backend_names, make_backend
 from treesearch.runner import run
 from treesearch.search import check_config
 from treesearch.strategies import STRATEGIES
-from treesearch.verify import CallableVerifier, Verifier
+from treesearch.verify import REDUCTIONS, CallableVerifier, Verifier
 
 
 def _text(value: str) -> str:
@@ -42,35 +48,62 @@ def _text(value: str) -> str:
     return codecs.decode(value, "unicode_escape")
 
 
+def _number(kind: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], Any]:
+    """An argparse type for a number that makes sense (``ok``), so a senseless value is
+    refused naming its flag: "argument --beam-width: must be a positive integer, got '0'"."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not ok(value):  # NaN fails every bound
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_COUNT = _number(int, "a positive integer", lambda v: v >= 1)
+_INDEX = _number(int, "an integer ≥ 0", lambda v: v >= 0)
+_POSITIVE = _number(float, "a positive number", lambda v: v > 0)
+_NOT_NEGATIVE = _number(float, "a number ≥ 0", lambda v: v >= 0)
+_TEMPERATURE = _number(float, "a number from 0 to 5", lambda v: 0 <= v <= 5)
+_PROBABILITY = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+
+
 def _add_search_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--strategy", default="majority-vote", help=f"one of: {', '.join(STRATEGIES)} (default majority-vote)"
-    )
-    parser.add_argument("--n", type=int, default=8, help="samples / finished paths (default 8)")
+    parser.add_argument("--strategy", choices=list(STRATEGIES), default="majority-vote", help="how to search")
+    parser.add_argument("--n", type=_COUNT, default=8, help="samples / finished paths")
     parser.add_argument(
         "--sampling",
         choices=["whole", "steps"],
         default="whole",
-        help="sample each solution in one request or step by step (default whole)",
+        help="sample each solution in one request or step by step",
     )
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--max-step-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=_TEMPERATURE, default=0.8, help="sampling temperature")
+    parser.add_argument("--top-p", type=_PROBABILITY, default=1.0, help="nucleus sampling's probability mass")
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: none)")
+    parser.add_argument("--max-step-tokens", type=_COUNT, default=256, help="tokens of one step")
     parser.add_argument(
-        "--max-tokens", type=int, default=1024, help="tokens of a whole solution sampled in one request"
+        "--max-tokens", type=_COUNT, default=1024, help="tokens of a whole solution sampled in one request"
     )
-    parser.add_argument("--step-delimiter", type=_text, default="\n\n")
+    parser.add_argument(
+        "--step-delimiter",
+        type=_text,
+        default="\n\n",
+        help="the text that ends a step, backslash escapes allowed (default: '\\n\\n')",
+    )
     parser.add_argument(
         "--stop",
         type=_text,
         action="append",
         default=[],
-        help="a further stop string that ends a solution (repeatable)",
+        help="a further stop string that ends a solution, repeatable (default: none)",
     )
     parser.add_argument(
         "--max-depth",
-        type=int,
+        type=_COUNT,
         default=40,
         help="steps of a path; the last asks for the rest of the solution",
     )
@@ -78,30 +111,46 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
         "--answer-pattern",
         default=None,
         metavar="REGEX",
-        help="how a solution states its final answer (group 'answer', else group 1), in place "
-        "of \\boxed{} and 'The answer is X.'",
+        help="how a solution states its final answer (group 'answer', else group 1) (default: "
+        "\\boxed{} and 'The answer is X.')",
     )
     parser.add_argument(
         "--answer-timeout",
-        type=float,
+        type=_POSITIVE,
         default=2.0,
         help="seconds one answer comparison may take (math-verify, in a worker process)",
     )
-    parser.add_argument("--budget-tokens", type=int, default=None, help="per problem")
-    parser.add_argument("--budget-requests", type=int, default=None, help="per problem")
-    parser.add_argument("--budget-seconds", type=float, default=None, help="per problem")
+    parser.add_argument(
+        "--budget-tokens", type=_COUNT, default=None, help="tokens per problem (default: unlimited)"
+    )
+    parser.add_argument(
+        "--budget-requests", type=_COUNT, default=None, help="requests per problem (default: unlimited)"
+    )
+    parser.add_argument(
+        "--budget-seconds", type=_POSITIVE, default=None, help="seconds per problem (default: unlimited)"
+    )
     parser.add_argument(
         "--budget-count",
         choices=["total", "completion"],
         default="total",
         help="count prompt+completion tokens (total) or completion only",
     )
-    parser.add_argument("--aggregator", default=None, help="majority, weighted, best or filter")
-    parser.add_argument("--score-reduction", default="last", help="last, min, prod or mean")
-    parser.add_argument("--beam-width", type=int, default=4, help="M: children per kept beam")
-    parser.add_argument("--lookahead", type=int, default=2, help="k: greedy steps valuing a step")
-    parser.add_argument("--rebase-temperature", type=float, default=0.1, help="REBASE's T_b")
-    parser.add_argument("--mcts-c", type=float, default=1.0, help="UCT's exploration constant")
+    parser.add_argument(
+        "--aggregator",
+        choices=list(AGGREGATORS),
+        default=None,
+        help="how the finished paths' answers make one (default: the strategy's own)",
+    )
+    parser.add_argument(
+        "--score-reduction",
+        choices=list(REDUCTIONS),
+        default="last",
+        help="one score from a path's step scores",
+    )
+    parser.add_argument("--beam-width", type=_COUNT, default=4, help="M: children per kept beam")
+    parser.add_argument("--lookahead", type=_COUNT, default=2, help="k: greedy steps valuing a step")
+    parser.add_argument("--rebase-temperature", type=_POSITIVE, default=0.1, help="REBASE's T_b")
+    parser.add_argument("--mcts-c", type=_NOT_NEGATIVE, default=1.0, help="UCT's exploration constant")
     parser.add_argument(
         "--n-counts-judgements",
         action="store_true",
@@ -112,12 +161,17 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="KIND",
         help="vllm-pooling, logprob, judge, or MODULE:FUNCTION (a Python function "
-        "(problem, steps) -> score(s)); vllm-pooling when --prm-url is given",
+        "(problem, steps) -> score(s)) (default: vllm-pooling when --prm-url is given, else none)",
     )
-    parser.add_argument("--prm-url", default=None, help="the verifier's server (default --base-url)")
-    parser.add_argument("--prm-model", default=None, help="the verifier's model (default --model)")
-    parser.add_argument("--prm-step-tag", type=_text, default="<extra_0>")
-    parser.add_argument("--prm-good-column", type=int, default=1)
+    parser.add_argument("--prm-url", default=None, help="the verifier's server (default: --base-url)")
+    parser.add_argument(
+        "--prm-api-key", default=None, help="the key sent to --prm-url (default: the policy's key)"
+    )
+    parser.add_argument("--prm-model", default=None, help="the verifier's model (default: the policy's)")
+    parser.add_argument("--prm-step-tag", type=_text, default="<extra_0>", help="the PRM's step tag")
+    parser.add_argument(
+        "--prm-good-column", type=_INDEX, default=1, help="the column of P(good step) in the PRM's output"
+    )
     parser.add_argument(
         "--completion-check",
         choices=["pattern", "judge"],
@@ -157,11 +211,28 @@ def _config(args: argparse.Namespace) -> SearchConfig:
     )
 
 
-def _verifier(args: argparse.Namespace, endpoint: Any, opened: list[Any]) -> Verifier | None:
-    """The verifier named by --verifier: a Python function, or a backend on the policy's
-    server, or on --prm-url (a new endpoint, added to ``opened`` for the caller to close)."""
+# Backends that generate rather than score: never a --verifier.
+_POLICY_BACKENDS = frozenset({"openai", "llamacpp"})
+
+
+def _verifier_kinds() -> str:
+    kinds = [name for name in backend_names() if name not in _POLICY_BACKENDS]
+    return f"{', '.join(kinds)} or MODULE:FUNCTION"
+
+
+def _verifier_choice(args: argparse.Namespace, config: SearchConfig) -> Verifier | str | None:
+    """What --verifier (or --prm-url) asks for, checked before any request is sent: a Python
+    function's verifier, ready; the name of a verifier backend, built once the model is
+    known; or None, which the strategy and aggregator must be able to do without."""
     kind = args.verifier or ("vllm-pooling" if args.prm_url else None)
     if kind is None:
+        try:  # --strategy and --aggregator are parser choices: only the verifier can be missing
+            check_config(config, None)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc}: give one with --prm-url URL (a PRM served by vLLM) or --verifier KIND"
+                f" ({_verifier_kinds()})"
+            ) from None
         return None
     if ":" in kind:
         module_name, _, function_name = kind.partition(":")
@@ -170,20 +241,37 @@ def _verifier(args: argparse.Namespace, endpoint: Any, opened: list[Any]) -> Ver
         except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigError(f"cannot load verifier {kind!r}: {exc}") from exc
         return CallableVerifier(function)
+    if kind in _POLICY_BACKENDS or kind not in backend_names():
+        raise ConfigError(f"unknown verifier {kind!r}; choose {_verifier_kinds()}")
+    if kind == "vllm-pooling" and (args.prm_url or args.base_url) is None:
+        raise ConfigError("--verifier vllm-pooling needs --prm-url (a vLLM server)")
+    return kind
+
+
+def _verifier(args: argparse.Namespace, kind: str, model: str, endpoint: Any, opened: list[Any]) -> Verifier:
+    """The verifier backend ``kind`` on the policy's server, or on --prm-url (a new endpoint,
+    added to ``opened`` for the caller to close)."""
     options: dict[str, Any] = {}
     server = endpoint
+    key = args.prm_api_key or _api_key(args)
     if kind == "vllm-pooling":  # vLLM serves /pooling outside /v1: its own endpoint at the root
         options = {"step_tag": args.prm_step_tag, "good_column": args.prm_good_column}
-        url = args.prm_url or args.base_url
-        if url is None:
-            raise ConfigError("--verifier vllm-pooling needs --prm-url (a vLLM server)")
-        server = Endpoint(server_root(url), api_key=args.api_key, concurrency=args.concurrency)
+        server = Endpoint(
+            server_root(args.prm_url or args.base_url), api_key=key, concurrency=args.concurrency
+        )
         opened.append(server)
     elif args.prm_url is not None:
-        server = Endpoint(args.prm_url, api_key=args.api_key, concurrency=args.concurrency)
+        server = Endpoint(args.prm_url, api_key=key, concurrency=args.concurrency)
         opened.append(server)
-    verifier: Verifier = make_backend(kind, base_url=server, model=args.prm_model or args.model, **options)
+    verifier: Verifier = make_backend(kind, base_url=server, model=args.prm_model or model, **options)
     return verifier
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """--api-key, else $OPENAI_API_KEY: read here rather than as the option's default, so
+    ``--help`` (which shows every default) never prints it."""
+    key: str | None = args.api_key or os.environ.get("OPENAI_API_KEY")
+    return key
 
 
 def _endpoint(args: argparse.Namespace) -> Any:
@@ -194,28 +282,84 @@ def _endpoint(args: argparse.Namespace) -> Any:
         return make_backend("llamacpp", model_path=args.model_file)
     if args.base_url is None:
         raise ConfigError("--base-url is required (or --backend llamacpp for the embedded model)")
-    return Endpoint(args.base_url, api_key=args.api_key, concurrency=args.concurrency)
+    return Endpoint(args.base_url, api_key=_api_key(args), concurrency=args.concurrency)
+
+
+async def _model(args: argparse.Namespace, endpoint: Any) -> str:
+    """The model to ask for, checked before any problem runs. A server that lists its models
+    (GET /models) must list --model, which may be left out when it lists just one; one
+    without the route is taken at its word. The embedded model answers to any name."""
+    if args.backend == "llamacpp":
+        await endpoint.ping()  # loads the model
+        return str(args.model or "gemma-3-270m")
+    served: list[str] | None = await endpoint.models()
+    where = endpoint.base_url
+    if served is None:
+        if args.model is None:
+            raise ConfigError(f"--model is required: {where} does not list its models")
+        return str(args.model)
+    if args.model is None:
+        if len(served) == 1:
+            return served[0]
+        raise ConfigError(f"--model is required: {where} serves {_names(served)}")
+    if args.model not in served:
+        raise ConfigError(f"{where} does not serve model {args.model!r}; it lists {_names(served)}")
+    return str(args.model)
+
+
+def _names(models: list[str]) -> str:
+    shown = ", ".join(models[:10])
+    return shown if len(models) <= 10 else f"{shown} and {len(models) - 10} more"
+
+
+def _prepare_outputs(args: argparse.Namespace) -> None:
+    """Make the folders the run writes into, or say on one line why a path cannot be written,
+    before any request is sent."""
+    _writable_file("--output", args.output)
+    if args.log_json is not None:
+        _writable_file("--log-json", args.log_json)
+    if args.trees is not None:
+        if args.trees.exists() and not args.trees.is_dir():
+            raise ConfigError(f"--trees {args.trees} is a file; --trees names the folder trees go into")
+        _make_folder("--trees", args.trees, args.trees)
+
+
+def _writable_file(flag: str, path: Path) -> None:
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give the path of a file")
+    _make_folder(flag, path, path.parent)
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ConfigError(f"{flag} {path} cannot be written: permission denied")
+
+
+def _make_folder(flag: str, path: Path, folder: Path) -> None:
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ConfigError(f"{flag} {path}: {blocking} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot create the folder {folder}: {exc.strerror}") from None
 
 
 async def _run(args: argparse.Namespace) -> int:
     config = _config(args)
-    endpoint = _endpoint(args)
-    opened = [endpoint]
-    verifier = _verifier(args, endpoint, opened)
-    check_config(config, verifier)
+    chosen = _verifier_choice(args, config)
     problems = load_problems(args.problems)
-    policy = make_backend("openai", base_url=endpoint, model=args.model, api=args.api)
-    finish_check = (
-        make_backend("logprob", base_url=endpoint, model=args.model, template=FINISHED_TEMPLATE)
-        if args.completion_check == "judge"
-        else None
-    )
-    if args.answer_timeout <= 0:
-        raise ConfigError(f"--answer-timeout must be positive, got {args.answer_timeout}")
-    equivalence = MathEquivalence(timeout_s=args.answer_timeout)
+    endpoint = _endpoint(args)
+    _prepare_outputs(args)
+    opened = [endpoint]
     log_file = configure(args.log_json)
+    equivalence = MathEquivalence(timeout_s=args.answer_timeout)
     try:
-        await policy.ping()
+        model = await _model(args, endpoint)
+        verifier = _verifier(args, chosen, model, endpoint, opened) if isinstance(chosen, str) else chosen
+        policy = make_backend("openai", base_url=endpoint, model=model, api=args.api)
+        finish_check = (
+            make_backend("logprob", base_url=endpoint, model=model, template=FINISHED_TEMPLATE)
+            if args.completion_check == "judge"
+            else None
+        )
         results = await run(
             problems,
             policy,
@@ -248,13 +392,30 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def _serve_fake(args: argparse.Namespace) -> int:
-    from treesearch.backends.fake_server import FakeServerConfig, serve, tasks_from_file
+    from treesearch.backends.fake_server import (
+        FakeServerConfig,
+        parse_faults,
+        serve,
+        tasks_from_file,
+        write_problem_set,
+    )
 
+    if args.write_problems is not None:
+        write_problem_set(args.write_problems, args.count)
+        print(
+            f"wrote {args.count} problems to {args.write_problems}; serve them with "
+            f"treesearch serve-fake --problems {args.write_problems}, run with --model {args.model}",
+            file=sys.stderr,
+        )
+        return 0
+    faults = parse_faults(args.error_statuses or "", "--error-statuses", statuses_only=True)
+    faults += parse_faults(args.fault_kinds or "", "--fault-kinds")
     config = FakeServerConfig(
         model=args.model,
         latency_s=args.latency,
         error_rate=args.error_rate,
-        error_statuses=tuple(int(s) for s in args.error_statuses.split(",")),
+        fault_kinds=tuple(dict.fromkeys(faults or ("429", "500", "503"))),
+        slow_s=args.slow_s,
         retry_after_s=args.retry_after,
         ignore_n=args.ignore_n,
         extra_choices=args.extra_choices,
@@ -281,30 +442,66 @@ def _demo(args: argparse.Namespace) -> int:
     return anyio.run(demo)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default; help that already states its default in words
+    ("unlimited", "--base-url") keeps them, and a required option has none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or (action.help is not None and "(default" in action.help):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser (and, through add_subparsers, subcommand parser) whose errors are one line
+    and whose --help shows every default, even of an option given no help text."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None and action.option_strings:
+            action.help = "(default: %(default)s)"
+        return action
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="treesearch", description=__doc__.splitlines()[0])
+    top = _Parser(prog="treesearch", description=metadata("treesearch")["Summary"])
+    top.add_argument("--version", action="version", version=f"%(prog)s {version('treesearch')}")
     commands = top.add_subparsers(dest="command", required=True)
 
     run_parser = commands.add_parser("run", help="one strategy over a JSONL problem set")
     run_parser.add_argument("--backend", choices=["openai", "llamacpp"], default="openai",
                             help="an OpenAI-compatible server (--base-url) or the embedded "
                             "llama.cpp model (needs the local extra)")  # fmt: skip
-    run_parser.add_argument("--base-url", default=None)
-    run_parser.add_argument("--model", default="gemma-3-270m", help="the model name to ask for")
+    run_parser.add_argument("--base-url", default=None, help="the server's OpenAI-compatible base "
+                            "URL, e.g. http://localhost:8000/v1 (default: none)")  # fmt: skip
+    run_parser.add_argument("--model", default=None, help="the model to ask for, which the server must "
+                            "list at /models (default: the only model it lists)")  # fmt: skip
     run_parser.add_argument("--model-file", default=None, type=Path,
                             help="a GGUF file for --backend llamacpp (default: the bundled Gemma "
                             "3 270M)")  # fmt: skip
-    run_parser.add_argument("--api", choices=["completions", "chat"], default="completions")
-    run_parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"))
     run_parser.add_argument(
-        "--concurrency", type=int, default=256, help="requests in flight to the endpoint (default 256)"
+        "--api", choices=["completions", "chat"], default="completions", help="the endpoint's API"
     )
-    run_parser.add_argument("--problems", required=True, type=Path)
-    run_parser.add_argument("--output", required=True, type=Path)
+    run_parser.add_argument("--api-key", default=None, help="the key sent to the server, never printed "
+                            "or logged (default: $OPENAI_API_KEY)")  # fmt: skip
     run_parser.add_argument(
-        "--trees", type=Path, default=None, help="write each search tree here as node-link JSON"
+        "--concurrency", type=_COUNT, default=256, help="requests in flight to the endpoint"
     )
-    run_parser.add_argument("--log-json", type=Path, default=None)
+    run_parser.add_argument("--problems", required=True, type=Path, help="a JSONL problems file")
+    run_parser.add_argument("--output", required=True, type=Path,
+                            help="a JSONL results file; a rerun skips the problems it holds")  # fmt: skip
+    run_parser.add_argument("--trees", type=Path, default=None, help="write each search tree into "
+                            "this folder as node-link JSON (default: none)")  # fmt: skip
+    run_parser.add_argument(
+        "--log-json", type=Path, default=None, help="append JSON events to this file (default: none)"
+    )
     _add_search_options(run_parser)
     run_parser.set_defaults(handler=lambda a: anyio.run(_run, a))
 
@@ -316,9 +513,24 @@ def parser() -> argparse.ArgumentParser:
         "--problems", type=Path, default=None, help='JSONL problems whose "fake" field sets their behaviour'
     )
     fake.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
-    fake.add_argument("--error-rate", type=float, default=0.0)
-    fake.add_argument("--error-statuses", default="429,500,503")
-    fake.add_argument("--retry-after", type=float, default=None)
+    fake.add_argument(
+        "--error-rate", type=float, default=0.0, help="share of requests answered with a fault (default 0)"
+    )
+    fake.add_argument(
+        "--fault-kinds", default=None, help="comma list of faults to draw from: error statuses (429, 500, "
+        "502, 503, ...) and reset, slow, truncated, malformed, fewer (default 429,500,503)"
+    )  # fmt: skip
+    fake.add_argument("--error-statuses", default=None, help="comma list of error statuses, added to "
+                      "--fault-kinds (default 429,500,503 when neither is given)")  # fmt: skip
+    fake.add_argument(
+        "--slow-s", type=float, default=5.0, help="how late a slow fault answers, in seconds (default 5)"
+    )
+    fake.add_argument(
+        "--retry-after", type=float, default=None, help="Retry-After seconds sent with 429 and 503"
+    )
+    fake.add_argument("--write-problems", type=Path, default=None, metavar="FILE",
+                      help="write a problem set this server understands to FILE and exit")  # fmt: skip
+    fake.add_argument("--count", type=int, default=20, help="problems --write-problems writes (default 20)")
     fake.add_argument("--ignore-n", action="store_true", help="answer one choice whatever n says")
     fake.add_argument("--no-usage", action="store_true", help="leave usage out of responses")
     fake.add_argument("--extra-choices", type=int, default=0, help="answer this many more choices than n")

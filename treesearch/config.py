@@ -45,10 +45,18 @@ class SearchConfig:
             raise ConfigError(f"n must be positive, got {self.n}")
         if self.n_counts_judgements and self.n < 2:
             raise ConfigError(f"n counting judgements needs at least 2 calls, got {self.n}")
-        if self.beam_width <= 0 or self.lookahead < 0:
-            raise ConfigError("beam width must be positive and lookahead not negative")
+        if self.beam_width <= 0:
+            raise ConfigError(f"beam_width must be positive, got {self.beam_width}")
+        if self.lookahead < 0:
+            raise ConfigError(f"lookahead must not be negative, got {self.lookahead}")
+        if self.strategy == "lookahead" and self.lookahead == 0:
+            raise ConfigError("strategy 'lookahead' needs lookahead of at least 1 (0 is beam search)")
         if self.rebase_temperature <= 0:
-            raise ConfigError(f"rebase temperature must be positive, got {self.rebase_temperature}")
+            raise ConfigError(f"rebase_temperature must be positive, got {self.rebase_temperature}")
+        if self.mcts_c < 0:
+            raise ConfigError(f"mcts_c must not be negative, got {self.mcts_c}")
         if not 0.0 <= self.sampling.temperature <= 5.0:
             raise ConfigError(f"temperature must be in [0, 5], got {self.sampling.temperature}")
+        if not 0.0 < self.sampling.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.sampling.top_p}")
         check_reduction(self.reduction)

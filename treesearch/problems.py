@@ -7,6 +7,7 @@ such as the synthetic server find their own settings.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -46,15 +47,21 @@ class Problem:
 
 
 def read_problems(path: str | Path) -> Iterator[Problem]:
-    """Yield the problems of a JSONL file, raising ProblemFileError with the line of a bad one."""
+    """Yield the problems of a UTF-8 JSONL file (a byte-order mark is allowed), raising
+    ProblemFileError with the line of a bad one."""
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise ProblemFileError(str(path), 0, exc.strerror or str(exc)) from exc
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.removeprefix(codecs.BOM_UTF8 if number == 1 else b"").decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = f"not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
+                raise ProblemFileError(str(path), number, reason) from None
             if not line.strip():
                 continue
             try:
@@ -68,8 +75,9 @@ def read_problems(path: str | Path) -> Iterator[Problem]:
             except ValueError as exc:
                 raise ProblemFileError(str(path), number, str(exc)) from exc
             if problem.id in seen:
-                raise ProblemFileError(str(path), number, f"duplicate id {problem.id!r}")
-            seen.add(problem.id)
+                reason = f"duplicate id {problem.id!r} (first on line {seen[problem.id]})"
+                raise ProblemFileError(str(path), number, reason)
+            seen[problem.id] = number
             yield problem
 
 

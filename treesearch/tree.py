@@ -130,25 +130,35 @@ class SearchTree:
         Path(path).write_text(json.dumps(self.to_json()), encoding="utf-8")
 
     def write_graphml(self, path: str | Path) -> None:
-        """GraphML, which takes scalars only: missing values become "" and scores a JSON list."""
-        flat = nx.DiGraph()
+        """GraphML, which takes scalars of one type per attribute: a missing value (the root's
+        parent, an unreported prompt_tokens) is left out of its node, and scores is a JSON list."""
+        flat = nx.DiGraph(problem_id=self.problem_id)
         for node in self.nodes():
             attrs = _plain(node)
-            attrs["scores"] = json.dumps(attrs["scores"])
-            flat.add_node(node.id, **{k: ("" if v is None else v) for k, v in attrs.items()})
+            attrs["scores"] = None if attrs["scores"] is None else json.dumps(attrs["scores"])
+            flat.add_node(node.id, **{k: v for k, v in attrs.items() if v is not None})
         flat.add_edges_from(self.graph.edges)
         nx.write_graphml(flat, str(path))
 
     def to_dot(self) -> str:
-        """Graphviz DOT, one box per node labelled with its step text (cut to 60 characters)."""
+        """Graphviz DOT (UTF-8), one box per node labelled with its step text (cut to 60
+        characters) and, under it, the answer it reached."""
         lines = ["digraph search {", "  node [shape=box];"]
         for node in self.nodes():
-            label = node.text if node.id != ROOT else f"problem {self.problem_id}"
-            label = json.dumps(label[:60] + (f"\\n→ {node.answer}" if node.answer else ""))
-            lines.append(f"  {node.id} [label={label}];")
+            label = node.text[:60] if node.id != ROOT else f"problem {self.problem_id}"
+            if node.answer:
+                label += f"\n→ {node.answer}"
+            lines.append(f"  {node.id} [label={_dot_string(label)}];")
         lines.extend(f"  {a} -> {b};" for a, b in self.graph.edges)
         lines.append("}")
         return "\n".join(lines)
+
+
+def _dot_string(text: str) -> str:
+    """A quoted DOT label showing ``text`` as is: backslashes and quotes escaped, line breaks
+    as Graphviz's ``\\n``, everything else (arrows, math) left as UTF-8."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "\\n".join(escaped.splitlines()) + '"'
 
 
 def _plain(node: Node) -> dict[str, Any]:
