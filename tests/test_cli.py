@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -162,7 +163,7 @@ def test_a_problem_longer_than_the_context_fails_alone(
     done = treesearch(*run_args(fake_server(), problems_file, output, "--n", "2"))
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert "1 problems failed; first: " in done.stderr
+    assert "1 problems failed (--retry-failed runs them again); first: " in done.stderr
     records = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}
     assert "maximum context length is 8192 tokens" in records["long"]["error"]
     assert "\n" not in records["long"]["error"]
@@ -347,3 +348,36 @@ def test_serve_fake_writes_problems_it_understands(tmp_path: Path) -> None:
     # Answers from each problem's own distribution: the server read the problems it was given.
     assert sorted(r["id"] for r in results) == sorted(answers)
     assert all(r["answer"] in answers[r["id"]] for r in results)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_run_in_order(fake_server: Callable[..., str], tmp_path: Path, stop: int) -> None:
+    """Interrupted after a tenth of the problems: the finished rows are on disk, whole, and one
+    line says how many problems remain; no traceback. The rerun finishes the rest."""
+    chosen = problems("b", 30)
+    problems_file = write_problems(tmp_path / "p.jsonl", chosen)
+    output = tmp_path / "out.jsonl"
+    url = fake_server("--latency", "0.2")
+    args = run_args(
+        url, problems_file, output, "--sampling", "steps", "--n", "2", "--problems-in-flight", "2"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "treesearch.cli", *args], stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    first = process.stderr.readline()  # the progress line printed at the first tenth
+    assert first.startswith("[3/30] "), first
+    process.send_signal(stop)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130
+    process.stderr.close()
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert 3 <= len(rows) < 30
+    assert "Traceback" not in rest
+    last = rest.splitlines()[-1]
+    assert last.startswith(f"treesearch: interrupted; {30 - len(rows)} of 30 problems remain"), rest
+    again = treesearch(*args)
+    assert again.returncode == 0, again.stderr
+    assert sorted(r["id"] for r in map(json.loads, output.read_text().splitlines())) == sorted(
+        p.id for p in chosen
+    )

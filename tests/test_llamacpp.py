@@ -10,6 +10,7 @@ totals against.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -193,3 +194,29 @@ def test_a_bad_model_file_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "cannot load" in done.stderr
+
+
+def test_a_signal_stops_the_embedded_model_mid_generation(tmp_path: Path) -> None:
+    """The second problem is generating (long answers, one problem at a time) when SIGINT
+    comes: the run ends in order, the first problem's row on disk, with no traceback."""
+    problems = tmp_path / "p.jsonl"
+    problems.write_text("".join(json.dumps({"id": p.id, "question": p.question, "answer": p.answer}) + "\n"
+                                for p in PROBLEMS))  # fmt: skip
+    output = tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "treesearch.cli", "run", "--backend", "llamacpp", "--problems", str(problems),
+         "--output", str(output), "--n", "1", "--max-tokens", "1000", "--seed", "0"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    while not line.startswith("[1/3]"):  # llama.cpp's own start-up lines come first
+        assert line, "the run ended before its first problem finished"
+        line = process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130
+    process.stderr.close()
+    assert "Traceback" not in rest
+    assert rest.splitlines()[-1].startswith("treesearch: interrupted; 2 of 3 problems remain"), rest
+    assert [json.loads(row)["id"] for row in output.read_text().splitlines()] == [PROBLEMS[0].id]

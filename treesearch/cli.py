@@ -15,8 +15,10 @@ import codecs
 import importlib
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from importlib.metadata import metadata, version
 from pathlib import Path
 from typing import Any, NoReturn
@@ -30,15 +32,15 @@ from treesearch.backends.endpoint import Endpoint, server_root
 from treesearch.backends.verifiers import FINISHED_TEMPLATE
 from treesearch.budget import BudgetLimits
 from treesearch.config import SearchConfig
-from treesearch.context import StepFormat
+from treesearch.context import StepFormat, most_telling
 from treesearch.equivalence import MathEquivalence
 from treesearch.errors import ConfigError, EndpointError, TreeSearchError
 from treesearch.logs import configure
 from treesearch.policy import SamplingParams
 from treesearch.problems import load_problems
 from treesearch.registry import backend_names, make_backend
-from treesearch.runner import run
-from treesearch.search import check_config
+from treesearch.runner import read_output, run
+from treesearch.search import SearchResult, check_config
 from treesearch.strategies import STRATEGIES
 from treesearch.verify import REDUCTIONS, CallableVerifier, Verifier
 
@@ -351,6 +353,11 @@ async def _run(args: argparse.Namespace) -> int:
     opened = [endpoint]
     log_file = configure(args.log_json)
     equivalence = MathEquivalence(timeout_s=args.answer_timeout)
+    in_flight = args.problems_in_flight or (1 if args.backend == "llamacpp" else 32)
+    ids = {problem.id for problem in problems}
+    before = {key: row for key, row in read_output(args.output).items() if key in ids}
+    done_before = sum(1 for row in before.values() if not (args.retry_failed and row.get("error")))
+    results: list[SearchResult] | None = None
     try:
         model = await _model(args, endpoint)
         verifier = _verifier(args, chosen, model, endpoint, opened) if isinstance(chosen, str) else chosen
@@ -360,35 +367,73 @@ async def _run(args: argparse.Namespace) -> int:
             if args.completion_check == "judge"
             else None
         )
-        results = await run(
-            problems,
-            policy,
-            config,
-            verifier=verifier,
-            finish_check=finish_check,
-            output=args.output,
-            trees_dir=args.trees,
-            keep_trees=False,
-            max_problems_in_flight=args.concurrency,
-            progress=True,
-            equivalence=equivalence,
-        )
+        # Ctrl-C and SIGTERM end the run in an orderly way: requests in flight are cancelled,
+        # connections closed, the rows of finished problems are on disk already.
+        async with _unwrapped(), anyio.create_task_group() as group:
+            group.start_soon(_stop_on_signal, group.cancel_scope)
+            results = await run(
+                problems,
+                policy,
+                config,
+                verifier=verifier,
+                finish_check=finish_check,
+                output=args.output,
+                trees_dir=args.trees,
+                keep_trees=False,
+                max_problems_in_flight=in_flight,
+                progress=True,
+                equivalence=equivalence,
+                retry_failed=args.retry_failed,
+                force_resume=args.force_resume,
+            )
+            group.cancel_scope.cancel()
     finally:
-        equivalence.close()
-        for server in opened:
-            await server.aclose()
-        if log_file is not None:
-            log_file.close()
+        with anyio.CancelScope(shield=True):
+            equivalence.close()
+            for server in opened:
+                await server.aclose()
+            if log_file is not None:
+                log_file.close()
+    if results is None:
+        recorded = read_output(args.output)
+        left = sum(1 for key in ids if key not in recorded)
+        print(
+            f"treesearch: interrupted; {left} of {len(problems)} problems remain"
+            f" (rerun the same command to continue into {args.output})",
+            file=sys.stderr,
+        )
+        return 130
     failed = [r for r in results if r.error is not None]
     graded = [r for r in results if r.correct is not None]
-    summary = f"{len(results)} problems run, {len(problems) - len(results)} already done"
+    summary = f"{len(problems) - done_before} problems run now, {done_before} already done"
     if graded:
-        summary += f", accuracy {sum(bool(r.correct) for r in graded) / len(graded):.3f}"
+        accuracy = sum(bool(r.correct) for r in graded) / len(graded)
+        summary += f"; accuracy {accuracy:.3f} over all {len(graded)} graded in {args.output}"
     print(summary, file=sys.stderr)
     if failed:
-        print(f"treesearch: {len(failed)} problems failed; first: {failed[0].error}", file=sys.stderr)
+        print(
+            f"treesearch: {len(failed)} problems failed (--retry-failed runs them again); "
+            f"first: {failed[0].error}",
+            file=sys.stderr,
+        )
         return 1
     return 0
+
+
+@asynccontextmanager
+async def _unwrapped() -> AsyncIterator[None]:
+    """A failure inside a task group surfaces as itself, not as an exception group."""
+    try:
+        yield
+    except BaseExceptionGroup as failure:
+        raise most_telling(failure) from None
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 def _serve_fake(args: argparse.Namespace) -> int:
@@ -494,9 +539,19 @@ def parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--concurrency", type=_COUNT, default=256, help="requests in flight to the endpoint"
     )
+    run_parser.add_argument("--problems-in-flight", type=_COUNT, default=None,
+                            help="problems searched at once, so finished rows accumulate steadily "
+                            "(default: 32; 1 for --backend llamacpp, which serves one request at a "
+                            "time)")  # fmt: skip
     run_parser.add_argument("--problems", required=True, type=Path, help="a JSONL problems file")
     run_parser.add_argument("--output", required=True, type=Path,
-                            help="a JSONL results file; a rerun skips the problems it holds")  # fmt: skip
+                            help="a JSONL results file; a rerun of the same configuration skips the "
+                            "problems it holds")  # fmt: skip
+    run_parser.add_argument("--retry-failed", action="store_true",
+                            help="also run again the problems whose rows in --output hold an error, "
+                            "replacing those rows")  # fmt: skip
+    run_parser.add_argument("--force-resume", action="store_true",
+                            help="add to an --output written with another configuration")  # fmt: skip
     run_parser.add_argument("--trees", type=Path, default=None, help="write each search tree into "
                             "this folder as node-link JSON (default: none)")  # fmt: skip
     run_parser.add_argument(

@@ -1,4 +1,5 @@
-"""A run's progress on stderr: a tqdm bar on a terminal, a plain line now and then otherwise.
+"""A run's progress on stderr: a tqdm bar on a terminal, plain lines otherwise (one every
+``every_s`` seconds and one at each tenth of the problems).
 
 Both show the problems done, the accuracy so far and the requests and tokens
 spent, the last two live from the first second (every budget of the run adds to
@@ -29,6 +30,7 @@ class Progress:
         self.done = self.correct = self.graded = self.failed = 0
         self.started = time.perf_counter()
         self._bar: tqdm[Never] | None = None
+        self._shown = (-1, -1)  # (problems done, requests) of the last plain line
         if stream.isatty():
             from tqdm import tqdm
 
@@ -43,6 +45,8 @@ class Progress:
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix_str(self._counts(), refresh=True)
+        elif self.done * 10 // max(self.total, 1) > (self.done - 1) * 10 // max(self.total, 1):
+            self._line()  # a tenth of the problems more
 
     async def watch(self) -> None:
         while True:
@@ -56,7 +60,7 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix_str(self._counts(), refresh=True)
             self._bar.close()  # ends the line with a newline
-        else:
+        elif self._shown != (self.done, self.tally.requests):
             self._line()
 
     def _counts(self) -> str:
@@ -65,6 +69,7 @@ class Progress:
         return f"{accuracy}{failed}requests {self.tally.requests} tokens {self.tally.tokens}"
 
     def _line(self) -> None:
+        self._shown = (self.done, self.tally.requests)
         elapsed = time.perf_counter() - self.started
         self.stream.write(f"[{self.done}/{self.total}] {self._counts()} {elapsed:.0f}s\n")
         self.stream.flush()
