@@ -482,8 +482,17 @@ def _serve_fake(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from treesearch.demo import demo
+    from treesearch.demo import demo, write_problems
 
+    if args.write_problems is not None:
+        write_problems(args.write_problems, args.count)
+        print(
+            f"wrote {args.count} arithmetic problems to {args.write_problems}; run them with "
+            f"treesearch run --backend llamacpp --problems {args.write_problems} --output OUT.jsonl "
+            "--sampling steps --step-delimiter '\\n' --stop 'Q:' --max-step-tokens 24",
+            file=sys.stderr,
+        )
+        return 0
     return anyio.run(demo)
 
 
@@ -603,6 +612,10 @@ def parser() -> argparse.ArgumentParser:
     fake.set_defaults(handler=_serve_fake)
 
     demo = commands.add_parser("demo", help="see test-time compute work, offline")
+    demo.add_argument("--write-problems", type=Path, default=None, metavar="FILE",
+                      help="write the demo's kind of arithmetic problems to FILE and exit "
+                      "(default: run the demo)")  # fmt: skip
+    demo.add_argument("--count", type=_COUNT, default=20, help="problems --write-problems writes")
     demo.set_defaults(handler=_demo)
     return top
 

@@ -9,7 +9,9 @@ extra (``make demo`` installs it).
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 from treesearch.arithmetic import STEP_FORMAT, make_problems, step_scores
 from treesearch.config import SearchConfig
@@ -26,6 +28,17 @@ PLAN = {
     "beam search (exact PRM)": ("beam", True, True),
     "REBASE (exact PRM)": ("rebase", True, True),
 }
+
+
+def write_problems(path: Path, count: int) -> None:
+    """The demo's kind of problems as a JSONL file, each with its few-shot ``prompt``, for
+    ``treesearch run --backend llamacpp``."""
+    records = [
+        {"id": p.id, "question": p.question, "prompt": p.prompt, "answer": p.answer}
+        for p in make_problems(count, terms=3, low=1, high=12, prefix="demo")
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
 
 async def demo() -> int:
@@ -52,7 +65,9 @@ async def demo() -> int:
                 sampling=SamplingParams(temperature=0.7, seed=0),
             )
             started = time.perf_counter()
-            results = await run(problems, policy, config, verifier=exact if checked else None)
+            # One problem at a time: llama.cpp keeps the KV cache of the problem's prefix.
+            verifier = exact if checked else None
+            results = await run(problems, policy, config, verifier=verifier, max_problems_in_flight=1)
             accuracy = accuracies[label] = sum(bool(r.correct) for r in results) / len(results)
             tokens = sum(r.usage.completion_tokens for r in results) / len(results)
             print(f"{label:<28}{accuracy:>9.2f}{tokens:>16.0f}{time.perf_counter() - started:>9.1f}")
