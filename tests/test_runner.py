@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -191,3 +193,24 @@ async def test_progress_off_a_terminal_is_plain_lines_with_live_totals(
         .err.splitlines()[-1]
         .startswith(f"[3/3] acc 1.000 requests {requests} tokens {tokens} ")
     )
+
+
+def test_the_readme_snippet_runs_twice(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    """The README's Python example, pointed at the synthetic server: the second run finds
+    everything done and still reports the accuracy of every problem."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    snippet = snippet.replace("http://127.0.0.1:8000/v1", fake_server()).replace(
+        "Qwen/Qwen2.5-1.5B-Instruct", "fake"
+    )
+    chosen = [{"id": p.id, "question": p.question, "answer": p.answer} for p in problems("c", 4)]
+    (tmp_path / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    printed = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        printed.append(done.stdout)
+    assert printed[0] == printed[1] != ""
+    assert len(lines(tmp_path / "out.jsonl")) == 4
