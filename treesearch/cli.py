@@ -1,10 +1,9 @@
-"""The command line: ``treesearch run | demo | serve-fake``.
+"""The command line: ``treesearch run | demo | serve-fake``: the parser and ``main``.
 
-Options mirror SearchConfig one to one. Every error treesearch raises on
-purpose is printed as one line with a non-zero exit (2 for bad input, 1 when
-some problems failed); a traceback is a bug. A run checks what it can before
-its first request (values, files, paths, the verifier), then the model against
-the server's list, before any problem starts. Keys are sent, never shown.
+Options mirror SearchConfig one to one; every numeric option checks its own
+range. Every error treesearch raises on purpose is printed as one line with a
+non-zero exit (2 for bad input, 1 when some problems failed); a traceback is a
+bug. ``treesearch run`` itself lives in ``run_command``.
 """
 
 from __future__ import annotations
@@ -12,13 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import codecs
-import importlib
 import math
-import os
-import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from importlib.metadata import metadata, version
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,23 +21,10 @@ from typing import Any, NoReturn
 import anyio
 
 from treesearch.aggregate import AGGREGATORS
-
-# The command line is an edge: it may build adapters directly.
-from treesearch.backends.endpoint import Endpoint, server_root
-from treesearch.backends.verifiers import FINISHED_TEMPLATE
-from treesearch.budget import BudgetLimits
-from treesearch.config import SearchConfig
-from treesearch.context import StepFormat, most_telling
-from treesearch.equivalence import MathEquivalence
-from treesearch.errors import ConfigError, EndpointError, TreeSearchError
-from treesearch.logs import configure
-from treesearch.policy import SamplingParams
-from treesearch.problems import load_problems
-from treesearch.registry import backend_names, make_backend
-from treesearch.runner import read_output, run
-from treesearch.search import SearchResult, check_config
+from treesearch.errors import EndpointError, TreeSearchError
+from treesearch.run_command import run_command
 from treesearch.strategies import STRATEGIES
-from treesearch.verify import REDUCTIONS, CallableVerifier, Verifier
+from treesearch.verify import REDUCTIONS
 
 
 def _text(value: str) -> str:
@@ -183,259 +165,6 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config(args: argparse.Namespace) -> SearchConfig:
-    return SearchConfig(
-        strategy=args.strategy,
-        n=args.n,
-        whole=args.sampling == "whole",
-        sampling=SamplingParams(temperature=args.temperature, top_p=args.top_p, seed=args.seed),
-        step=StepFormat(
-            delimiter=args.step_delimiter,
-            end_stops=tuple(args.stop),
-            max_step_tokens=args.max_step_tokens,
-            max_depth=args.max_depth,
-            max_tokens=args.max_tokens,
-            answer_pattern=args.answer_pattern,
-        ),
-        budget=BudgetLimits(
-            tokens=args.budget_tokens,
-            requests=args.budget_requests,
-            deadline_s=args.budget_seconds,
-            count_prompt=args.budget_count == "total",
-        ),
-        reduction=args.score_reduction,
-        aggregator=args.aggregator,
-        beam_width=args.beam_width,
-        lookahead=args.lookahead,
-        rebase_temperature=args.rebase_temperature,
-        mcts_c=args.mcts_c,
-        n_counts_judgements=args.n_counts_judgements,
-    )
-
-
-# Backends that generate rather than score: never a --verifier.
-_POLICY_BACKENDS = frozenset({"openai", "llamacpp"})
-
-
-def _verifier_kinds() -> str:
-    kinds = [name for name in backend_names() if name not in _POLICY_BACKENDS]
-    return f"{', '.join(kinds)} or MODULE:FUNCTION"
-
-
-def _verifier_choice(args: argparse.Namespace, config: SearchConfig) -> Verifier | str | None:
-    """What --verifier (or --prm-url) asks for, checked before any request is sent: a Python
-    function's verifier, ready; the name of a verifier backend, built once the model is
-    known; or None, which the strategy and aggregator must be able to do without."""
-    kind = args.verifier or ("vllm-pooling" if args.prm_url else None)
-    if kind is None:
-        try:  # --strategy and --aggregator are parser choices: only the verifier can be missing
-            check_config(config, None)
-        except ConfigError as exc:
-            raise ConfigError(
-                f"{exc}: give one with --prm-url URL (a PRM served by vLLM) or --verifier KIND"
-                f" ({_verifier_kinds()})"
-            ) from None
-        return None
-    if ":" in kind:
-        module_name, _, function_name = kind.partition(":")
-        try:
-            function = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"cannot load verifier {kind!r}: {exc}") from exc
-        return CallableVerifier(function)
-    if kind in _POLICY_BACKENDS or kind not in backend_names():
-        raise ConfigError(f"unknown verifier {kind!r}; choose {_verifier_kinds()}")
-    if kind == "vllm-pooling" and (args.prm_url or args.base_url) is None:
-        raise ConfigError("--verifier vllm-pooling needs --prm-url (a vLLM server)")
-    return kind
-
-
-def _verifier(args: argparse.Namespace, kind: str, model: str, endpoint: Any, opened: list[Any]) -> Verifier:
-    """The verifier backend ``kind`` on the policy's server, or on --prm-url (a new endpoint,
-    added to ``opened`` for the caller to close)."""
-    options: dict[str, Any] = {}
-    server = endpoint
-    key = args.prm_api_key or _api_key(args)
-    if kind == "vllm-pooling":  # vLLM serves /pooling outside /v1: its own endpoint at the root
-        options = {"step_tag": args.prm_step_tag, "good_column": args.prm_good_column}
-        server = Endpoint(
-            server_root(args.prm_url or args.base_url), api_key=key, concurrency=args.concurrency
-        )
-        opened.append(server)
-    elif args.prm_url is not None:
-        server = Endpoint(args.prm_url, api_key=key, concurrency=args.concurrency)
-        opened.append(server)
-    verifier: Verifier = make_backend(kind, base_url=server, model=args.prm_model or model, **options)
-    return verifier
-
-
-def _api_key(args: argparse.Namespace) -> str | None:
-    """--api-key, else $OPENAI_API_KEY: read here rather than as the option's default, so
-    ``--help`` (which shows every default) never prints it."""
-    key: str | None = args.api_key or os.environ.get("OPENAI_API_KEY")
-    return key
-
-
-def _endpoint(args: argparse.Namespace) -> Any:
-    """The policy's server: an OpenAI-compatible URL, or the embedded llama.cpp model."""
-    if args.backend == "llamacpp":
-        if args.api != "completions":
-            raise ConfigError("the embedded llama.cpp backend serves completions only")
-        return make_backend("llamacpp", model_path=args.model_file)
-    if args.base_url is None:
-        raise ConfigError("--base-url is required (or --backend llamacpp for the embedded model)")
-    return Endpoint(args.base_url, api_key=_api_key(args), concurrency=args.concurrency)
-
-
-async def _model(args: argparse.Namespace, endpoint: Any) -> str:
-    """The model to ask for, checked before any problem runs. A server that lists its models
-    (GET /models) must list --model, which may be left out when it lists just one; one
-    without the route is taken at its word. The embedded model answers to any name."""
-    if args.backend == "llamacpp":
-        await endpoint.ping()  # loads the model
-        return str(args.model or "gemma-3-270m")
-    served: list[str] | None = await endpoint.models()
-    where = endpoint.base_url
-    if served is None:
-        if args.model is None:
-            raise ConfigError(f"--model is required: {where} does not list its models")
-        return str(args.model)
-    if args.model is None:
-        if len(served) == 1:
-            return served[0]
-        raise ConfigError(f"--model is required: {where} serves {_names(served)}")
-    if args.model not in served:
-        raise ConfigError(f"{where} does not serve model {args.model!r}; it lists {_names(served)}")
-    return str(args.model)
-
-
-def _names(models: list[str]) -> str:
-    shown = ", ".join(models[:10])
-    return shown if len(models) <= 10 else f"{shown} and {len(models) - 10} more"
-
-
-def _prepare_outputs(args: argparse.Namespace) -> None:
-    """Make the folders the run writes into, or say on one line why a path cannot be written,
-    before any request is sent."""
-    _writable_file("--output", args.output)
-    if args.log_json is not None:
-        _writable_file("--log-json", args.log_json)
-    if args.trees is not None:
-        if args.trees.exists() and not args.trees.is_dir():
-            raise ConfigError(f"--trees {args.trees} is a file; --trees names the folder trees go into")
-        _make_folder("--trees", args.trees, args.trees)
-
-
-def _writable_file(flag: str, path: Path) -> None:
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; give the path of a file")
-    _make_folder(flag, path, path.parent)
-    if not os.access(path if path.exists() else path.parent, os.W_OK):
-        raise ConfigError(f"{flag} {path} cannot be written: permission denied")
-
-
-def _make_folder(flag: str, path: Path, folder: Path) -> None:
-    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if blocking is not None and not blocking.is_dir():
-        raise ConfigError(f"{flag} {path}: {blocking} is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot create the folder {folder}: {exc.strerror}") from None
-
-
-async def _run(args: argparse.Namespace) -> int:
-    config = _config(args)
-    chosen = _verifier_choice(args, config)
-    problems = load_problems(args.problems)
-    endpoint = _endpoint(args)
-    _prepare_outputs(args)
-    opened = [endpoint]
-    log_file = configure(args.log_json)
-    equivalence = MathEquivalence(timeout_s=args.answer_timeout)
-    in_flight = args.problems_in_flight or (1 if args.backend == "llamacpp" else 32)
-    ids = {problem.id for problem in problems}
-    before = {key: row for key, row in read_output(args.output).items() if key in ids}
-    done_before = sum(1 for row in before.values() if not (args.retry_failed and row.get("error")))
-    results: list[SearchResult] | None = None
-    try:
-        model = await _model(args, endpoint)
-        verifier = _verifier(args, chosen, model, endpoint, opened) if isinstance(chosen, str) else chosen
-        policy = make_backend("openai", base_url=endpoint, model=model, api=args.api)
-        finish_check = (
-            make_backend("logprob", base_url=endpoint, model=model, template=FINISHED_TEMPLATE)
-            if args.completion_check == "judge"
-            else None
-        )
-        # Ctrl-C and SIGTERM end the run in an orderly way: requests in flight are cancelled,
-        # connections closed, the rows of finished problems are on disk already.
-        async with _unwrapped(), anyio.create_task_group() as group:
-            group.start_soon(_stop_on_signal, group.cancel_scope)
-            results = await run(
-                problems,
-                policy,
-                config,
-                verifier=verifier,
-                finish_check=finish_check,
-                output=args.output,
-                trees_dir=args.trees,
-                keep_trees=False,
-                max_problems_in_flight=in_flight,
-                progress=True,
-                equivalence=equivalence,
-                retry_failed=args.retry_failed,
-                force_resume=args.force_resume,
-            )
-            group.cancel_scope.cancel()
-    finally:
-        with anyio.CancelScope(shield=True):
-            equivalence.close()
-            for server in opened:
-                await server.aclose()
-            if log_file is not None:
-                log_file.close()
-    if results is None:
-        recorded = read_output(args.output)
-        left = sum(1 for key in ids if key not in recorded)
-        print(
-            f"treesearch: interrupted; {left} of {len(problems)} problems remain"
-            f" (rerun the same command to continue into {args.output})",
-            file=sys.stderr,
-        )
-        return 130
-    failed = [r for r in results if r.error is not None]
-    graded = [r for r in results if r.correct is not None]
-    summary = f"{len(problems) - done_before} problems run now, {done_before} already done"
-    if graded:
-        accuracy = sum(bool(r.correct) for r in graded) / len(graded)
-        summary += f"; accuracy {accuracy:.3f} over all {len(graded)} graded in {args.output}"
-    print(summary, file=sys.stderr)
-    if failed:
-        print(
-            f"treesearch: {len(failed)} problems failed (--retry-failed runs them again); "
-            f"first: {failed[0].error}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-@asynccontextmanager
-async def _unwrapped() -> AsyncIterator[None]:
-    """A failure inside a task group surfaces as itself, not as an exception group."""
-    try:
-        yield
-    except BaseExceptionGroup as failure:
-        raise most_telling(failure) from None
-
-
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
-
-
 def _serve_fake(args: argparse.Namespace) -> int:
     from treesearch.backends.fake_server import (
         FakeServerConfig,
@@ -567,7 +296,7 @@ def parser() -> argparse.ArgumentParser:
         "--log-json", type=Path, default=None, help="append JSON events to this file (default: none)"
     )
     _add_search_options(run_parser)
-    run_parser.set_defaults(handler=lambda a: anyio.run(_run, a))
+    run_parser.set_defaults(handler=lambda a: anyio.run(run_command, a))
 
     fake = commands.add_parser("serve-fake", help="the synthetic OpenAI-compatible task server")
     fake.add_argument("--host", default="127.0.0.1")
