@@ -11,15 +11,15 @@ import time
 from typing import Any, Protocol
 
 import anyio
-import structlog
 
 from treesearch.budget import count_attempt
 from treesearch.errors import ConfigError, EndpointError
+from treesearch.logs import get_logger
 
 from .http import TRANSPORTS, ConnectFailure, MalformedAnswer, StatusFailure, Transport, TransportName
 from .retry import RetryPolicy
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # The field a 200 of each path answers with: one without it (an error passed on as a 200,
 # a proxy's page) is a MalformedAnswer, retried like a 5xx rather than failing the problem.

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import structlog
-
 from treesearch.errors import ConfigError, EndpointError
+from treesearch.logs import get_logger
 from treesearch.policy import Choice, Generation, Prefix, SamplingParams, completion_token_bound
 from treesearch.policy import token_upper_bound as byte_bound
 
 from .endpoint import EndpointClient, JsonEndpoint
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_TEMPLATE = (
     "Solve the following problem step by step. Separate the steps with a blank line and end"

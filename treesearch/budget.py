@@ -26,11 +26,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import anyio
-import structlog
 
 from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed
+from treesearch.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

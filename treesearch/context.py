@@ -16,17 +16,17 @@ from functools import partial
 from typing import TypeVar
 
 import anyio
-import structlog
 
 from treesearch.answers import RUN_ON_MARKERS, extract_answer, extract_final_value, split_run_on
 from treesearch.budget import Budget
 from treesearch.errors import BudgetExhausted, ConfigError, EndpointError
+from treesearch.logs import get_logger
 from treesearch.policy import Choice, Generation, Policy, Prefix, SamplingParams, token_upper_bound
 from treesearch.problems import Problem
 from treesearch.tree import ROOT, Node, NodeStatus, SearchTree
 from treesearch.verify import Verifier, reduce_scores
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

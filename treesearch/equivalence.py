@@ -32,12 +32,11 @@ from fractions import Fraction
 from types import TracebackType
 from typing import Protocol
 
-import structlog
-
 from treesearch.answer_worker import Outcome, WorkerProcess, number_bucket
 from treesearch.errors import ConfigError
+from treesearch.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class AnswerEquivalence(Protocol):

@@ -20,20 +20,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
-import structlog
 
 from treesearch.budget import Tally
 from treesearch.config import SearchConfig
 from treesearch.equivalence import AnswerEquivalence
 from treesearch.errors import ConfigError
-from treesearch.logs import configure_quietly_unless_configured
+from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.progress import Progress
 from treesearch.search import SearchResult, check_config, search
 from treesearch.verify import Verifier
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def read_output(output: str | Path) -> dict[str, dict[str, Any]]:
@@ -134,7 +133,6 @@ async def run(
     With ``trees_dir`` each search tree is written there as node-link JSON.
     ``finish_check`` is an optional model-judged completion check (see ``SearchContext``).
     """
-    configure_quietly_unless_configured()
     check_config(config, verifier)
     if max_problems_in_flight <= 0:
         raise ConfigError(f"problems in flight must be positive, got {max_problems_in_flight}")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import structlog
 
 from treesearch.aggregate import Candidate, aggregate, get_aggregator
 from treesearch.budget import Budget, Tally, Usage
@@ -25,14 +24,14 @@ from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, most_telling
 from treesearch.equivalence import AnswerEquivalence, default_equivalence
 from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed
-from treesearch.logs import configure_quietly_unless_configured
+from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.strategies import get_strategy
 from treesearch.tree import Node, NodeStatus, SearchTree
 from treesearch.verify import Verifier
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -151,7 +150,6 @@ async def search(
     a failing endpoint or verifier is reported in ``error`` with what was finished.
     ``equivalence`` decides which answers are the same (math by default); ``tally`` adds up
     what the search spends as it goes (a run's live totals)."""
-    configure_quietly_unless_configured()
     check_config(config, verifier)
     strategy = get_strategy(config.strategy)
     aggregator = config.aggregator or strategy.aggregator

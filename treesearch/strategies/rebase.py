@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import structlog
-
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext
+from treesearch.logs import get_logger
 from treesearch.strategies.frontier import grow
 from treesearch.strategies.select import rebase_widths
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 async def rebase(ctx: SearchContext, config: SearchConfig) -> None:
