@@ -5,14 +5,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 from conftest import PROBLEMS, problems, server_stats
 from structlog.testing import capture_logs
 
-from treesearch import BudgetLimits, ConfigError, Problem, SamplingParams, SearchConfig, StepFormat, run
+from treesearch import (
+    BudgetLimits,
+    CallableVerifier,
+    ConfigError,
+    Problem,
+    SamplingParams,
+    SearchConfig,
+    StepFormat,
+    run,
+)
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.runner import fingerprint
 
@@ -214,3 +223,39 @@ def test_the_readme_snippet_runs_twice(fake_server: Callable[..., str], tmp_path
         printed.append(done.stdout)
     assert printed[0] == printed[1] != ""
     assert len(lines(tmp_path / "out.jsonl")) == 4
+
+
+def score_one(problem: Problem, steps: Sequence[str]) -> float:
+    return 1.0
+
+
+def score_two(problem: Problem, steps: Sequence[str]) -> float:
+    return 0.5
+
+
+def test_the_fingerprint_tells_apart_what_changes_results() -> None:
+    url = "http://127.0.0.1:9/v1"
+    base = fingerprint(CONFIG, OpenAIPolicy(url, "fake"), None)
+    assert base == fingerprint(CONFIG, OpenAIPolicy("http://127.0.0.1:10/v1", "fake"), None)  # a moved server
+    others = [
+        fingerprint(CONFIG, OpenAIPolicy(url, "fake", api="chat"), None),
+        fingerprint(CONFIG, OpenAIPolicy(url, "fake", prompt_template="Q: {question}\nA:"), None),
+        fingerprint(CONFIG, OpenAIPolicy(url, "other"), None),
+        fingerprint(CONFIG, OpenAIPolicy(url, "fake"), CallableVerifier(score_one)),
+        fingerprint(CONFIG, OpenAIPolicy(url, "fake"), CallableVerifier(score_two)),
+        fingerprint(CONFIG, OpenAIPolicy(url, "fake"), None, CallableVerifier(score_one)),
+    ]
+    assert all(other != base for other in others)
+    assert len({json.dumps(other, sort_keys=True) for other in others}) == len(others)
+
+
+async def test_an_unreadable_output_or_a_repeated_id_is_one_error(
+    fake_server: Callable[..., str], tmp_path: Path, make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    policy = make_policy(fake_server(), "fake")
+    output = tmp_path / "out.jsonl"
+    output.write_bytes(b'{"id": "a0"}\n\xe9\xff\n')
+    with pytest.raises(ConfigError, match=r"out.jsonl:2: not UTF-8"):
+        await run(problems("a", 1), policy, CONFIG, output=output)
+    with pytest.raises(ConfigError, match="'a0' appears twice"):
+        await run([*problems("a", 1), *problems("a", 1)], policy, CONFIG)

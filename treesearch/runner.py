@@ -42,29 +42,56 @@ def read_output(output: str | Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     rows: dict[str, dict[str, Any]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "id" in record:
-                rows[str(record["id"])] = record
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    record = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise ConfigError(f"{path}:{number}: not UTF-8; is it a results file?") from None
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and "id" in record:
+                    rows[str(record["id"])] = record
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     return rows
 
 
-def fingerprint(config: SearchConfig, policy: Policy, verifier: Verifier | None) -> dict[str, Any]:
-    """What decides a run's results: the search configuration, the model and the verifier.
-    Stored in every output row, so a rerun onto the file can check it continues the same run."""
+def fingerprint(
+    config: SearchConfig, policy: Policy, verifier: Verifier | None, finish_check: Verifier | None = None
+) -> dict[str, Any]:
+    """What decides a run's results: the search configuration, the model and how it is
+    prompted, the verifier and the completion check. Stored in every output row, so a rerun
+    onto the file can check it continues the same run. A server's URL is left out (it may
+    move); an in-process model's file is kept."""
     settings: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
-    settings["model"] = getattr(policy, "model", policy.endpoint)
+    settings["policy"] = _describe(policy)
+    if not policy.endpoint.startswith(("http://", "https://")):
+        settings["policy"]["endpoint"] = policy.endpoint
     settings["verifier"] = None if verifier is None else _describe(verifier)
+    settings["finish_check"] = None if finish_check is None else _describe(finish_check)
     return settings
 
 
-def _describe(verifier: Verifier) -> str:
-    model = getattr(verifier, "model", None)
-    return type(verifier).__name__ + (f":{model}" if model else "")
+_DESCRIBED = (
+    "model",
+    "name",
+    "api",
+    "prompt_template",
+    "system_prompt",
+    "template",
+    "step_tag",
+    "good_column",
+)
+
+
+def _describe(part: object) -> dict[str, Any]:
+    """A policy's or verifier's kind and the public settings that change what it answers."""
+    settings = {
+        key: getattr(part, key) for key in _DESCRIBED if isinstance(getattr(part, key, None), str | int)
+    }
+    return {"kind": type(part).__name__, **settings}
 
 
 def _check_same_run(output: Path, recorded: dict[str, dict[str, Any]], settings: dict[str, Any]) -> None:
@@ -137,7 +164,12 @@ async def run(
     if max_problems_in_flight <= 0:
         raise ConfigError(f"problems in flight must be positive, got {max_problems_in_flight}")
     problems = list(problems)
-    settings = fingerprint(config, policy, verifier)
+    seen: set[str] = set()
+    for problem in problems:
+        if problem.id in seen:
+            raise ConfigError(f"problem id {problem.id!r} appears twice: results are kept by id")
+        seen.add(problem.id)
+    settings = fingerprint(config, policy, verifier, finish_check)
     recorded = read_output(output) if output is not None else {}
     wanted = {problem.id for problem in problems}
     recorded = {key: row for key, row in recorded.items() if key in wanted}

@@ -63,6 +63,10 @@ class CallableVerifier:
 
     def __init__(self, function: ScoreFunction) -> None:
         self._function = function
+        # What a run's fingerprint records of it: the function's import path.
+        self.name = (
+            f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', repr(function))}"
+        )
 
     def cost_bound(self, problem: Problem, paths: Sequence[Sequence[str]]) -> Cost:
         return Cost()
