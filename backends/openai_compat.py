@@ -139,7 +139,7 @@ class OpenAIPolicy(EndpointClient):
             raise EndpointError(self.endpoint, 200, f"unexpected response shape: {exc!r}") from exc
         # A limit is what two short answers in a row agree on: one short answer may be a
         # hiccup, and remembering it would multiply the requests of the whole run.
-        if self._max_choices is None and n > 1:
+        if self._max_choices is None:
             short = len(parsed) if 0 < len(parsed) < n else None
             if short is not None and short == self._short:
                 self._max_choices = short

@@ -114,20 +114,20 @@ async def test_a_rerun_with_another_configuration_is_refused(
 async def test_problems_are_admitted_as_others_finish(
     fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
 ) -> None:
-    """With more problems than may be in flight, a later problem starts only once an earlier
-    one has finished, so an interrupted run has rows to show."""
+    """With more problems than may be in flight (32 by default), a later problem starts only
+    once an earlier one has finished, so an interrupted run has rows to show."""
     config = SearchConfig(strategy="majority-vote", n=2, whole=False, sampling=SamplingParams(seed=3))
-    chosen = problems("b", 12)
+    chosen = problems("b", 40)
     with capture_logs() as events:
-        await run(chosen, make_policy(fake_server(), "fake"), config, max_problems_in_flight=4)
+        await run(chosen, make_policy(fake_server(), "fake"), config)
     order = [
         (e["event"], e["problem_id"]) for e in events if e["event"] in ("node_added", "problem_finished")
     ]
     first_step = {pid: order.index(("node_added", pid)) for pid in {p for _, p in order}}
     finished = sorted(i for i, (kind, _) in enumerate(order) if kind == "problem_finished")
     starts = sorted(first_step.values())
-    assert all(start < finished[0] for start in starts[:4])
-    assert all(start > finished[k - 4] for k, start in enumerate(starts) if k >= 4)
+    assert all(start < finished[0] for start in starts[:32])
+    assert all(start > finished[k - 32] for k, start in enumerate(starts) if k >= 32)
 
 
 async def test_an_unfinished_last_line_does_not_corrupt_the_next(

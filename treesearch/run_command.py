@@ -158,7 +158,7 @@ async def _model(args: argparse.Namespace, endpoint: Any) -> str:
         if len(served) == 1:
             return served[0]
         raise ConfigError(f"--model is required: {where} serves {_names(served)}")
-    if args.model not in served:
+    if args.model not in served and f"{args.model}:latest" not in served:  # Ollama's tags
         raise ConfigError(f"{where} does not serve model {args.model!r}; it lists {_names(served)}")
     return str(args.model)
 
@@ -178,6 +178,8 @@ def _prepare_outputs(args: argparse.Namespace) -> None:
         if args.trees.exists() and not args.trees.is_dir():
             raise ConfigError(f"--trees {args.trees} is a file; --trees names the folder trees go into")
         _make_folder("--trees", args.trees, args.trees)
+        if not os.access(args.trees, os.W_OK):
+            raise ConfigError(f"--trees {args.trees} cannot be written: permission denied")
 
 
 def _writable_file(flag: str, path: Path) -> None:
@@ -213,42 +215,47 @@ async def run_command(args: argparse.Namespace) -> int:
     before = {key: row for key, row in read_output(args.output).items() if key in ids}
     done_before = sum(1 for row in before.values() if not (args.retry_failed and row.get("error")))
     results: list[SearchResult] | None = None
-    try:
-        model = await _model(args, endpoint)
-        verifier = _verifier(args, chosen, model, endpoint, opened) if isinstance(chosen, str) else chosen
-        policy = make_backend("openai", base_url=endpoint, model=model, api=args.api)
-        finish_check = (
-            make_backend("logprob", base_url=endpoint, model=model, template=FINISHED_TEMPLATE)
-            if args.completion_check == "judge"
-            else None
-        )
-        # Ctrl-C and SIGTERM end the run in an orderly way: requests in flight are cancelled,
-        # connections closed, the rows of finished problems are on disk already.
-        async with _unwrapped(), anyio.create_task_group() as group:
-            group.start_soon(_stop_on_signal, group.cancel_scope)
-            results = await run(
-                problems,
-                policy,
-                config,
-                verifier=verifier,
-                finish_check=finish_check,
-                output=args.output,
-                trees_dir=args.trees,
-                keep_trees=False,
-                max_problems_in_flight=in_flight,
-                progress=True,
-                equivalence=equivalence,
-                retry_failed=args.retry_failed,
-                force_resume=args.force_resume,
-            )
-            group.cancel_scope.cancel()
-    finally:
-        with anyio.CancelScope(shield=True):
-            equivalence.close()
-            for server in opened:
-                await server.aclose()
-            if log_file is not None:
-                log_file.close()
+    # Ctrl-C and SIGTERM, from the model check on, end the run in order: requests in flight
+    # are cancelled, connections closed, the rows of finished problems are on disk already.
+    # Signals during the clean-up are taken and ignored, so it always completes.
+    async with _unwrapped(), anyio.create_task_group() as watching:
+        work = anyio.CancelScope()
+        watching.start_soon(_cancel_on_signal, work)
+        with work:
+            try:
+                model = await _model(args, endpoint)
+                verifier = (
+                    _verifier(args, chosen, model, endpoint, opened) if isinstance(chosen, str) else chosen
+                )
+                policy = make_backend("openai", base_url=endpoint, model=model, api=args.api)
+                finish_check = (
+                    make_backend("logprob", base_url=endpoint, model=model, template=FINISHED_TEMPLATE)
+                    if args.completion_check == "judge"
+                    else None
+                )
+                results = await run(
+                    problems,
+                    policy,
+                    config,
+                    verifier=verifier,
+                    finish_check=finish_check,
+                    output=args.output,
+                    trees_dir=args.trees,
+                    keep_trees=False,
+                    max_problems_in_flight=in_flight,
+                    progress=True,
+                    equivalence=equivalence,
+                    retry_failed=args.retry_failed,
+                    force_resume=args.force_resume,
+                )
+            finally:
+                with anyio.CancelScope(shield=True):
+                    equivalence.close()
+                    for server in opened:
+                        await server.aclose()
+                    if log_file is not None:
+                        log_file.close()
+        watching.cancel_scope.cancel()
     if results is None:
         recorded = read_output(args.output)
         left = sum(1 for key in ids if key not in recorded)
@@ -263,7 +270,7 @@ async def run_command(args: argparse.Namespace) -> int:
     summary = f"{len(problems) - done_before} problems run now, {done_before} already done"
     if graded:
         accuracy = sum(bool(r.correct) for r in graded) / len(graded)
-        summary += f"; accuracy {accuracy:.3f} over all {len(graded)} graded in {args.output}"
+        summary += f"; accuracy {accuracy:.3f} over all {len(graded)} graded problems, earlier ones included"
     print(summary, file=sys.stderr)
     if failed:
         print(
@@ -284,8 +291,7 @@ async def _unwrapped() -> AsyncIterator[None]:
         raise most_telling(failure) from None
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             scope.cancel()
-            return
