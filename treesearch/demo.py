@@ -74,9 +74,9 @@ async def demo() -> int:
     finally:
         await endpoint.aclose()
     right = {label: round(accuracy * len(problems)) for label, accuracy in accuracies.items()}
-    checked = ", ".join(f"{label.split(' (')[0]} {right[label]}" for label in PLAN if PLAN[label][2])
+    guided = ", ".join(f"{label.split(' (')[0]} {right[label]}" for label in PLAN if PLAN[label][2])
     print(
         f"\nRight answers of {len(problems)}: majority vote {right['majority vote']}; "
-        f"with the exact checker: {checked}."
+        f"with the exact checker: {guided}."
     )
     return 0
