@@ -137,9 +137,9 @@ class OpenAIPolicy(EndpointClient):
             parsed = tuple(self._choice(c) for c in choices)
         except (KeyError, TypeError, AttributeError) as exc:
             raise EndpointError(self.endpoint, 200, f"unexpected response shape: {exc!r}") from exc
-        # A limit is what two short answers in a row agree on: one short answer may be a
-        # hiccup, and remembering it would multiply the requests of the whole run.
-        if self._max_choices is None:
+        # A limit is what two short answers in a row (to n > 1) agree on: one short answer
+        # may be a hiccup, and remembering it would multiply the requests of the whole run.
+        if self._max_choices is None and n > 1:  # an answer to n=1 says nothing either way
             short = len(parsed) if 0 < len(parsed) < n else None
             if short is not None and short == self._short:
                 self._max_choices = short
