@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,6 +18,7 @@ from hypothesis import settings
 
 from treesearch.backends.fake_server import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.verifiers import PoolingPRM
 from treesearch.problems import Problem
 
 # Problems every session server knows: four difficulties, known answer distributions.
@@ -66,6 +70,26 @@ def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
             return servers[flags]
 
         yield get
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``treesearch ARGS`` in a subprocess (with ``env`` added to the environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "treesearch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+async def prm(fake_server: Callable[..., str]) -> AsyncIterator[PoolingPRM]:
+    """The synthetic server's process reward model, through vLLM's /pooling protocol."""
+    verifier = PoolingPRM(fake_server(), "fake-prm")
+    yield verifier
+    await verifier.aclose()
 
 
 def server_stats(base_url: str) -> dict[str, int]:

@@ -11,20 +11,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from conftest import problems, write_problems
+from conftest import problems, run_cli, write_problems
 from stub_server import listing, stub_server
 
 from treesearch.cli import main
-
-
-def treesearch(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "treesearch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def run_args(url: str, problems_file: Path, output: Path, *extra: str) -> list[str]:
@@ -35,7 +25,7 @@ def run_args(url: str, problems_file: Path, output: Path, *extra: str) -> list[s
 def test_run_writes_results_and_events(fake_server: Callable[..., str], tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 3))
     output, events = tmp_path / "out.jsonl", tmp_path / "events.jsonl"
-    done = treesearch(
+    done = run_cli(
         *run_args(fake_server(), problems_file, output, "--n", "3", "--sampling", "steps",
                   "--seed", "1", "--step-delimiter", "\\n\\n", "--log-json", str(events))
     )  # fmt: skip
@@ -51,7 +41,7 @@ def test_run_writes_results_and_events(fake_server: Callable[..., str], tmp_path
 def test_a_bad_problems_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "question": "ok"}\n{"id": 2, "question": \n')
-    done = treesearch(*run_args("http://127.0.0.1:9/v1", bad, tmp_path / "o.jsonl"))
+    done = run_cli(*run_args("http://127.0.0.1:9/v1", bad, tmp_path / "o.jsonl"))
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "bad.jsonl:2: not JSON" in done.stderr
@@ -93,7 +83,7 @@ def test_a_bad_problems_file_is_one_line(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_bad_settings_are_one_line(tmp_path: Path, extra: list[str], message: str) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 1))
-    done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o", *extra))
+    done = run_cli(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o", *extra))
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert message in done.stderr
@@ -111,7 +101,7 @@ def test_bad_settings_are_one_line(tmp_path: Path, extra: list[str], message: st
 def test_a_bad_problems_file_names_its_lines(tmp_path: Path, content: bytes, message: str) -> None:
     problems_file = tmp_path / "p.jsonl"
     problems_file.write_bytes(content)
-    done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"))
+    done = run_cli(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"))
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert message in done.stderr
@@ -134,7 +124,7 @@ def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path, extra: list[s
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 1))
     (tmp_path / "file").write_text("in the way\n")
     flags = [arg.format(tmp=tmp_path) for arg in extra]
-    done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"), *flags)
+    done = run_cli(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"), *flags)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert message.format(tmp=tmp_path) in done.stderr
@@ -143,7 +133,7 @@ def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path, extra: list[s
 def test_missing_folders_are_made(fake_server: Callable[..., str], tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 2))
     output, events, trees = tmp_path / "a" / "o.jsonl", tmp_path / "b" / "c" / "e.jsonl", tmp_path / "t"
-    done = treesearch(*run_args(fake_server(), problems_file, output, "--n", "2", "--log-json",
+    done = run_cli(*run_args(fake_server(), problems_file, output, "--n", "2", "--log-json",
                                 str(events), "--trees", str(trees)))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert len(output.read_text().splitlines()) == 2
@@ -160,7 +150,7 @@ def test_a_problem_longer_than_the_context_fails_alone(
     with problems_file.open("a") as handle:
         handle.write(json.dumps(long) + "\n")
     output = tmp_path / "out.jsonl"
-    done = treesearch(*run_args(fake_server(), problems_file, output, "--n", "2"))
+    done = run_cli(*run_args(fake_server(), problems_file, output, "--n", "2"))
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "1 problems failed (--retry-failed runs them again); first: " in done.stderr
@@ -173,7 +163,7 @@ def test_a_problem_longer_than_the_context_fails_alone(
 def test_the_only_model_listed_is_the_default(fake_server: Callable[..., str], tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 2))
     output = tmp_path / "out.jsonl"
-    done = treesearch("run", "--base-url", fake_server(), "--problems", str(problems_file),
+    done = run_cli("run", "--base-url", fake_server(), "--problems", str(problems_file),
                       "--output", str(output), "--n", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["correct"] for line in output.read_text().splitlines()] == [True, True]
@@ -182,7 +172,7 @@ def test_the_only_model_listed_is_the_default(fake_server: Callable[..., str], t
 def test_a_model_the_server_does_not_list_is_refused(fake_server: Callable[..., str], tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 2))
     url = fake_server()
-    done = treesearch(*run_args(url, problems_file, tmp_path / "o.jsonl", "--model", "gemma-3-270m"))
+    done = run_cli(*run_args(url, problems_file, tmp_path / "o.jsonl", "--model", "gemma-3-270m"))
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert f"{url} does not serve model 'gemma-3-270m'; it lists fake" in done.stderr
@@ -192,7 +182,7 @@ def test_a_model_the_server_does_not_list_is_refused(fake_server: Callable[..., 
 def test_a_server_with_several_models_needs_model(tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 1))
     with stub_server(listing("qwen", "llama")) as url:
-        done = treesearch("run", "--base-url", url, "--problems", str(problems_file),
+        done = run_cli("run", "--base-url", url, "--problems", str(problems_file),
                           "--output", str(tmp_path / "o.jsonl"))  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
@@ -203,9 +193,9 @@ def test_a_server_without_models_skips_the_check(tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 1))
     output = tmp_path / "o.jsonl"
     with stub_server(lambda method, path, headers: (404, {"detail": "Not Found"})) as url:
-        unnamed = treesearch("run", "--base-url", url, "--problems", str(problems_file),
+        unnamed = run_cli("run", "--base-url", url, "--problems", str(problems_file),
                              "--output", str(output))  # fmt: skip
-        named = treesearch(*run_args(url, problems_file, output, "--n", "1"))
+        named = run_cli(*run_args(url, problems_file, output, "--n", "1"))
     assert unnamed.returncode == 2
     assert f"--model is required: {url} does not list its models" in unnamed.stderr
     # Past the check: the run goes on, and the server's 404s fail the problem.
@@ -250,7 +240,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_missing_base_url_is_one_line(tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 1))
-    done = treesearch("run", "--problems", str(problems_file), "--output", str(tmp_path / "o"))
+    done = run_cli("run", "--problems", str(problems_file), "--output", str(tmp_path / "o"))
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "--base-url is required" in done.stderr
@@ -258,7 +248,7 @@ def test_a_missing_base_url_is_one_line(tmp_path: Path) -> None:
 
 def test_an_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 2))
-    done = treesearch(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"))
+    done = run_cli(*run_args("http://127.0.0.1:9/v1", problems_file, tmp_path / "o.jsonl"))
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0
     assert "http://127.0.0.1:9/v1 unreachable" in done.stderr
@@ -266,7 +256,7 @@ def test_an_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
 
 def test_failed_problems_give_a_non_zero_exit(fake_server: Callable[..., str], tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 2))
-    done = treesearch(*run_args(fake_server("--max-context", "100"), problems_file, tmp_path / "o"))
+    done = run_cli(*run_args(fake_server("--max-context", "100"), problems_file, tmp_path / "o"))
     assert done.returncode == 1
     assert "2 problems failed" in done.stderr
     assert "400" in done.stderr
@@ -295,7 +285,7 @@ def test_every_strategy_from_the_command_line(
     problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 2))
     output = tmp_path / "out.jsonl"
     args = [url if arg == "URL" else arg for arg in extra]
-    done = treesearch(*run_args(url, problems_file, output, "--n", "4", "--seed", "3", *args))
+    done = run_cli(*run_args(url, problems_file, output, "--n", "4", "--seed", "3", *args))
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["correct"] for r in records] == [True, True]
@@ -304,7 +294,7 @@ def test_every_strategy_from_the_command_line(
 
 def test_serve_fake_on_a_port_in_use_is_one_line(fake_server: Callable[..., str]) -> None:
     port = fake_server().rsplit(":", 1)[1].split("/")[0]
-    done = treesearch("serve-fake", "--port", port)
+    done = run_cli("serve-fake", "--port", port)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert f"cannot listen on 127.0.0.1:{port}: port {port} is in use" in done.stderr
@@ -323,7 +313,7 @@ def test_serve_fake_on_a_port_in_use_is_one_line(fake_server: Callable[..., str]
     ],
 )
 def test_bad_serve_fake_settings_are_one_line(flags: list[str], message: str) -> None:
-    done = treesearch("serve-fake", "--port", "0", *flags)
+    done = run_cli("serve-fake", "--port", "0", *flags)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert message in done.stderr
@@ -333,7 +323,7 @@ def test_serve_fake_writes_problems_it_understands(tmp_path: Path) -> None:
     from treesearch.backends.fake_server import spawn
 
     problems_file, output = tmp_path / "new" / "fake.jsonl", tmp_path / "out.jsonl"
-    done = treesearch("serve-fake", "--write-problems", str(problems_file), "--count", "4")
+    done = run_cli("serve-fake", "--write-problems", str(problems_file), "--count", "4")
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in problems_file.read_text().splitlines()]
     assert len(records) == 4
@@ -341,7 +331,7 @@ def test_serve_fake_writes_problems_it_understands(tmp_path: Path) -> None:
         assert f"[task:{record['id']}]" in record["question"]
         assert record["answer"] in record["fake"]["answers"]
     with spawn(["--problems", str(problems_file)]) as url:
-        done = treesearch(*run_args(url, problems_file, output, "--n", "4", "--seed", "1"))
+        done = run_cli(*run_args(url, problems_file, output, "--n", "4", "--seed", "1"))
     assert done.returncode == 0, done.stderr
     answers = {r["id"]: r["fake"]["answers"] for r in records}
     results = [json.loads(line) for line in output.read_text().splitlines()]
@@ -378,7 +368,7 @@ def test_a_signal_ends_the_run_in_order(fake_server: Callable[..., str], tmp_pat
     assert "Traceback" not in rest
     last = rest.splitlines()[-1]
     assert last.startswith(f"treesearch: interrupted; {30 - len(rows)} of 30 problems remain"), rest
-    again = treesearch(*args)
+    again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert sorted(r["id"] for r in map(json.loads, output.read_text().splitlines())) == sorted(
         p.id for p in chosen

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,13 +30,6 @@ from treesearch.tree import ROOT, SearchTree
 pytestmark = pytest.mark.anyio
 
 STEP_STRATEGIES = ["beam", "lookahead", "rebase", "dvts", "mcts", "weighted-vote", "majority-vote"]
-
-
-@pytest.fixture
-async def prm(fake_server: Callable[..., str]) -> AsyncIterator[PoolingPRM]:
-    verifier = PoolingPRM(fake_server(), "fake-prm")
-    yield verifier
-    await verifier.aclose()
 
 
 def config(strategy: str, **options: Any) -> SearchConfig:

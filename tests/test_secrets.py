@@ -3,15 +3,13 @@ prints, logs or writes, whether it succeeds or fails, nor in any repr."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import problems, write_problems
+from conftest import problems, run_cli, write_problems
 from stub_server import stub_server
 
 from treesearch.backends.endpoint import Endpoint
@@ -20,17 +18,6 @@ from treesearch.backends.verifiers import PoolingPRM
 
 KEY = "sk-policy-5ecret-7f3a9c"
 PRM_KEY = "sk-prm-5ecret-b41e02"
-
-
-def treesearch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "treesearch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def assert_no_key(done: subprocess.CompletedProcess[str], *files: Path) -> None:
@@ -54,7 +41,7 @@ def run_args(url: str, tmp_path: Path, *extra: str) -> list[str]:
 def test_a_run_that_succeeds(fake_server: Callable[..., str], tmp_path: Path, key_from: str) -> None:
     url = fake_server()
     key = ["--api-key", KEY] if key_from == "flag" else []
-    done = treesearch(
+    done = run_cli(
         *run_args(url, tmp_path, "--strategy", "weighted-vote", "--prm-url", url, "--prm-model",
                   "fake-prm", "--prm-api-key", PRM_KEY, *key),
         env={"OPENAI_API_KEY": KEY},
@@ -71,7 +58,7 @@ def echo_refusal(method: str, path: str, headers: dict[str, str]) -> tuple[int, 
 
 def test_a_refusal_that_quotes_the_key(tmp_path: Path) -> None:
     with stub_server(echo_refusal) as url:
-        done = treesearch(*run_args(url, tmp_path, "--model", "m"), env={"OPENAI_API_KEY": KEY})
+        done = run_cli(*run_args(url, tmp_path, "--model", "m"), env={"OPENAI_API_KEY": KEY})
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0
     assert f"{url} answered 401: " in done.stderr
@@ -87,7 +74,7 @@ def test_a_run_whose_verifier_refuses_its_key(fake_server: Callable[..., str], t
         return 401, {"error": {"message": "invalid credentials"}}
 
     with stub_server(refuse) as prm_url:
-        done = treesearch(
+        done = run_cli(
             *run_args(fake_server(), tmp_path, "--strategy", "best-of-n", "--api-key", KEY,
                       "--prm-url", prm_url, "--prm-api-key", PRM_KEY)
         )  # fmt: skip
@@ -100,7 +87,7 @@ def test_a_run_whose_verifier_refuses_its_key(fake_server: Callable[..., str], t
 
 
 def test_help_does_not_show_the_key() -> None:
-    done = treesearch("run", "--help", env={"OPENAI_API_KEY": KEY})
+    done = run_cli("run", "--help", env={"OPENAI_API_KEY": KEY})
     assert done.returncode == 0
     assert "(default: $OPENAI_API_KEY)" in done.stdout
     assert_no_key(done)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,13 +32,6 @@ from treesearch.strategies.select import rebase_widths, top_k
 from treesearch.tree import ROOT, NodeStatus, SearchTree
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def prm(fake_server: Callable[..., str]) -> AsyncIterator[PoolingPRM]:
-    verifier = PoolingPRM(fake_server(), "fake-prm")
-    yield verifier
-    await verifier.aclose()
 
 
 def config(strategy: str, **options: Any) -> SearchConfig:
