@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from conftest import PROBLEMS, server_stats
+from stub_server import stub_server
 
 from treesearch import (
     Budget,
@@ -189,3 +191,21 @@ async def test_eos_is_told_from_the_delimiter(
     whole = await policy.generate(prefix, 1, SamplingParams(stop=()))
     assert step.choices[0].finish_reason == "stop"
     assert whole.choices[0].finish_reason == "eos"
+
+
+async def test_one_short_answer_does_not_cap_n() -> None:
+    """A server that once answers fewer choices than n (a hiccup) is not taken to ignore n;
+    two short answers in a row that agree are."""
+    counts = iter([1, 4, 1, 1])
+
+    def script(method: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        choices = [{"index": i, "text": "x", "finish_reason": "stop"} for i in range(next(counts))]
+        return 200, {"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": len(choices)}}
+
+    with stub_server(script) as url:
+        policy = OpenAIPolicy(url, "m")
+        prefix = Prefix(problem=PROBLEMS["a0"])
+        for expected in (4, 4, 4, 1):
+            await policy.generate(prefix, 4, SamplingParams())
+            assert policy.choices_per_request(4) == expected
+        await policy.aclose()
