@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install '.[local]')")
@@ -220,3 +221,17 @@ def test_a_signal_stops_the_embedded_model_mid_generation(tmp_path: Path) -> Non
     assert "Traceback" not in rest
     assert rest.splitlines()[-1].startswith("treesearch: interrupted; 2 of 3 problems remain"), rest
     assert [json.loads(row)["id"] for row in output.read_text().splitlines()] == [PROBLEMS[0].id]
+
+
+async def test_a_cancelled_generation_stops_at_the_next_token() -> None:
+    """A call cancelled mid-generation returns at once, and the generation itself stops at
+    its next token: the model's context then holds far fewer than the tokens asked for."""
+    endpoint = LlamaCppEndpoint(n_ctx=1024)
+    await endpoint.ping()
+    counting = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 900, "temperature": 0.0}
+    with anyio.move_on_after(0.5):
+        await endpoint.post("/completions", counting)
+    # The backend's own call seam: it runs once the abandoned generation has let go.
+    held = await endpoint._call(lambda model, cancelled: model.n_tokens)
+    await endpoint.aclose()
+    assert held < 450
