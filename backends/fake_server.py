@@ -55,6 +55,8 @@ _MARKER = re.compile(r"\[task:([^\]\s]+)\]")
 _STEP = re.compile(r"Step (\d+): this points to (\S+?)\.")
 _CLAIM = re.compile(r"(?:Step \d+: this points to|The answer is) (\S+?)\.")
 _FINISHED = re.compile(r"The answer is \S+\.\s*$")
+_ANSWER = re.compile(r"The answer is (\S+?)\.")
+_ATTEMPT = re.compile(r"Attempt \d+:\n")
 _YES_NO = re.compile(r"Answer Yes or No\.\s*Answer:\s*$")
 _JUDGE = re.compile(r"\[Answer\]:(.*)Instruction: Review your previous answer", re.DOTALL)
 _GOOD_LOGPROB = math.log(0.9)
@@ -71,13 +73,18 @@ FAULT_KINDS: Mapping[str, str] = {
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FakeTask:
-    """One problem's behaviour. ``answers`` maps each final answer to its probability."""
+    """One problem's behaviour. ``answers`` maps each final answer to its probability. A
+    revision (a prompt showing earlier "Attempt k:" solutions) starts from the latest
+    attempt's answer: a wrong one becomes right with probability ``revise_fix``, a right one
+    wrong with ``revise_break``; otherwise it keeps it."""
 
     steps: int = 3
     answers: Mapping[str, float] = field(default_factory=lambda: {"42": 1.0})
     step_error: float = 0.0
     early: float = 0.0
     latency_s: float = 0.0
+    revise_fix: float = 0.0
+    revise_break: float = 0.0
     gold: str | None = None
 
     @classmethod
@@ -90,6 +97,8 @@ class FakeTask:
             step_error=float(spec.get("step_error", 0.0)),
             early=float(spec.get("early", 0.0)),
             latency_s=float(spec.get("latency_s", 0.0)),
+            revise_fix=float(spec.get("revise_fix", 0.0)),
+            revise_break=float(spec.get("revise_break", 0.0)),
         )
 
 
@@ -165,6 +174,8 @@ def make_problems(
     latency_s: float = 0.0,
     step_error: float = 0.0,
     early: float = 0.0,
+    revise_fix: float = 0.0,
+    revise_break: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Problem records whose right answer has probability ``p_correct`` and the rest is spread
     evenly over ``wrong`` wrong answers; ready for a problems JSONL file and for the server."""
@@ -186,6 +197,8 @@ def make_problems(
                     "step_error": step_error,
                     "early": early,
                     "latency_s": latency_s,
+                    "revise_fix": revise_fix,
+                    "revise_break": revise_break,
                 },
             }
         )
@@ -209,14 +222,38 @@ def write_problem_set(path: str | Path, count: int) -> None:
 # -- generation ---------------------------------------------------------------------
 
 
+def _revising(context: str) -> tuple[str | None, str]:
+    """For a revision's prompt, the latest attempt's answer (None if it stated none) and the
+    text after that attempt; for any other prompt, (None, the prompt)."""
+    attempts = _ATTEMPT.split(context)
+    if len(attempts) == 1:
+        return None, context
+    stated = _ANSWER.search(attempts[-1])
+    return (stated.group(1), attempts[-1][stated.end() :]) if stated else (None, attempts[-1])
+
+
+def _revise(task: FakeTask, previous: str, rng: random.Random, greedy: bool) -> str:
+    """The answer a revision starts from: the previous one, fixed or broken by chance."""
+    others = [a for a in task.answers if a != task.gold] or [str(int(previous) + 1)]
+    if previous == task.gold:
+        broken = task.revise_break >= 0.5 if greedy else rng.random() < task.revise_break
+        return rng.choice(others) if broken else previous
+    fixed = task.revise_fix >= 0.5 if greedy else rng.random() < task.revise_fix
+    return task.gold if fixed and task.gold is not None else previous
+
+
 def _continue(task: FakeTask, context: str, rng: random.Random, greedy: bool) -> str:
     """The rest of a solution after ``context``: the path keeps the answer its steps point to,
     unless a step errs; with ``early`` it may answer after fewer steps. Greedy decoding takes
-    the likeliest answer, never errs and never stops early."""
+    the likeliest answer, never errs and never stops early. A revision starts from its latest
+    attempt's answer (see ``FakeTask``)."""
+    previous, context = _revising(context)
     done = _STEP.findall(context)
     answers, weights = list(task.answers), list(task.answers.values())
     if done:
         current = done[-1][1]
+    elif previous is not None:
+        current = _revise(task, previous, rng, greedy)
     elif greedy:
         current = max(answers, key=task.answers.__getitem__)
     else:

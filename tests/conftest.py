@@ -33,6 +33,8 @@ RECORDS: list[dict[str, Any]] = [
     *make_problems(10, p_correct=0.5, steps=5, early=0.3, prefix="early"),
     # Six steps: deeper than a tight depth limit.
     *make_problems(10, p_correct=0.7, steps=6, prefix="deep"),
+    # Revisions that turn right answers wrong more often than they fix wrong ones.
+    *make_problems(40, p_correct=0.8, revise_break=0.6, revise_fix=0.05, prefix="rev"),
 ]
 PROBLEMS = {record["id"]: Problem.from_record(record) for record in RECORDS}
 

@@ -18,11 +18,13 @@ from treesearch.errors import ConfigError
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Candidate:
-    """A finished path: its last node, its answer (None if it gave none) and its score."""
+    """A finished path: its last node, its answer (None if it gave none), its score, and the
+    revision chain it belongs to (its first attempt's node; None outside revisions)."""
 
     node: int
     answer: str | None
     score: float | None = None
+    chain: int | None = None
 
 
 Aggregator = Callable[[Sequence[Candidate], Sequence[int]], str | None]
@@ -62,6 +64,33 @@ def best_of_n(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | N
     return max(scored, key=lambda c: c.score or 0.0).answer if scored else None
 
 
+def hierarchical_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
+    """Snell et al.'s hierarchical best-of-N weighted for revision chains: a weighted vote
+    within each chain picks the chain's answer, carrying its score sum there; a weighted
+    vote of the chains' picks decides. A candidate outside any chain is a chain of its own,
+    so without chains this is the weighted vote."""
+    chains: dict[int | tuple[None, int], list[int]] = {}
+    for index, candidate in enumerate(candidates):
+        if candidate.answer is not None:
+            chains.setdefault(candidate.chain if candidate.chain is not None else (None, index), []).append(
+                index
+            )
+    picks: list[Candidate] = []
+    pick_groups: list[int] = []
+    for members in chains.values():
+        sums: dict[int, float] = {}
+        for index in members:
+            sums[groups[index]] = sums.get(groups[index], 0.0) + (candidates[index].score or 0.0)
+        order = list(sums)
+        best = max(order, key=lambda group: (sums[group], -order.index(group)))
+        first = next(index for index in members if groups[index] == best)
+        picks.append(
+            Candidate(node=candidates[first].node, answer=candidates[first].answer, score=sums[best])
+        )
+        pick_groups.append(best)
+    return weighted_vote(picks, pick_groups)
+
+
 def filter_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
     """Chen et al.'s filter-vote: majority over the answers the judge did not reject (score ≥
     0.5: judged correct, or no verdict); when it rejected them all, over all of them."""
@@ -76,6 +105,7 @@ AGGREGATORS: dict[str, Aggregator] = {
     "weighted": weighted_vote,
     "best": best_of_n,
     "filter": filter_vote,
+    "hierarchical": hierarchical_vote,
 }
 
 

@@ -51,20 +51,30 @@ class BudgetLimits:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Usage:
-    """What a search spent. ``estimated`` is true when some server gave no usage and counts were guessed."""
+    """What a search spent. ``estimated`` is true when some server gave no usage and counts
+    were guessed. ``verifier_tokens`` is the part of the tokens the verifier's calls read and
+    wrote (a PRM is often another model, with another size)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     requests: int = 0
     estimated: bool = False
+    verifier_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def flops(self, parameters: float) -> float:
-        """Inference FLOPs, 2 × parameters × tokens (Snell et al.'s unit)."""
-        return 2.0 * parameters * self.total_tokens
+    @property
+    def policy_tokens(self) -> int:
+        return self.total_tokens - self.verifier_tokens
+
+    def flops(self, parameters: float, verifier_parameters: float | None = None) -> float:
+        """Inference FLOPs, 2 × parameters × tokens per model (Snell et al.'s unit): the
+        policy's tokens at ``parameters``, the verifier's at ``verifier_parameters`` (default:
+        the same model)."""
+        verifier = parameters if verifier_parameters is None else verifier_parameters
+        return 2.0 * (parameters * self.policy_tokens + verifier * self.verifier_tokens)
 
 
 @dataclass(slots=True)
@@ -226,9 +236,10 @@ class Budget:
         *,
         estimated: bool,
         requests: int | None = None,
+        verifier: bool = False,
     ) -> None:
         """Replace a reservation by what the call really cost: the HTTP attempts it made, or
-        else ``requests`` (default: the reserved count)."""
+        else ``requests`` (default: the reserved count); ``verifier`` marks a verifier's call."""
         self._close(reservation)
         if reservation.attempts:
             requests = reservation.attempts
@@ -241,7 +252,7 @@ class Budget:
                 f" cases of {reservation.completion_tokens} and {reservation.tokens}"
             )
         self._charged_tokens += tokens
-        self._spend(prompt_tokens, completion_tokens, requests, estimated)
+        self._spend(prompt_tokens, completion_tokens, requests, estimated, verifier)
 
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back unused (the call failed or was cancelled). Its HTTP attempts
@@ -250,7 +261,14 @@ class Budget:
         if reservation.attempts:
             self._spend(0, 0, reservation.attempts, False)
 
-    def _spend(self, prompt_tokens: int, completion_tokens: int, requests: int, estimated: bool) -> None:
+    def _spend(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        requests: int,
+        estimated: bool,
+        verifier: bool = False,
+    ) -> None:
         self._charged_requests += requests
         used = self._usage
         self._usage = Usage(
@@ -258,6 +276,7 @@ class Budget:
             completion_tokens=used.completion_tokens + completion_tokens,
             requests=used.requests + requests,
             estimated=used.estimated or estimated,
+            verifier_tokens=used.verifier_tokens + (prompt_tokens + completion_tokens if verifier else 0),
         )
         if self._tally is not None:
             self._tally.requests += requests

@@ -10,159 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import codecs
-import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import metadata, version
 from pathlib import Path
 from typing import Any, NoReturn
 
 import anyio
 
-from treesearch.aggregate import AGGREGATORS
+from treesearch import fit_command, label_command
+from treesearch.cli_options import COUNT, add_endpoint_options, add_search_options, add_size_options, text
 from treesearch.errors import EndpointError, TreeSearchError
 from treesearch.run_command import run_command
-from treesearch.strategies import STRATEGIES
-from treesearch.verify import REDUCTIONS
-
-
-def _text(value: str) -> str:
-    """Command-line text with backslash escapes, so ``--step-delimiter '\\n\\n'`` works."""
-    return codecs.decode(value, "unicode_escape")
-
-
-def _number(kind: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], Any]:
-    """An argparse type for a number that makes sense (``ok``), so a senseless value is
-    refused naming its flag: "argument --beam-width: must be a positive integer, got '0'"."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = math.nan
-        if not ok(value):  # NaN fails every bound
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-_COUNT = _number(int, "a positive integer", lambda v: v >= 1)
-_INDEX = _number(int, "an integer ≥ 0", lambda v: v >= 0)
-_POSITIVE = _number(float, "a positive number", lambda v: v > 0)
-_NOT_NEGATIVE = _number(float, "a number ≥ 0", lambda v: v >= 0)
-_TEMPERATURE = _number(float, "a number from 0 to 5", lambda v: 0 <= v <= 5)
-_PROBABILITY = _number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
-
-
-def _add_search_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strategy", choices=list(STRATEGIES), default="majority-vote", help="how to search")
-    parser.add_argument("--n", type=_COUNT, default=8, help="samples / finished paths")
-    parser.add_argument(
-        "--sampling",
-        choices=["whole", "steps"],
-        default="whole",
-        help="sample each solution in one request or step by step",
-    )
-    parser.add_argument("--temperature", type=_TEMPERATURE, default=0.8, help="sampling temperature")
-    parser.add_argument("--top-p", type=_PROBABILITY, default=1.0, help="nucleus sampling's probability mass")
-    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: none)")
-    parser.add_argument("--max-step-tokens", type=_COUNT, default=256, help="tokens of one step")
-    parser.add_argument(
-        "--max-tokens", type=_COUNT, default=1024, help="tokens of a whole solution sampled in one request"
-    )
-    parser.add_argument(
-        "--step-delimiter",
-        type=_text,
-        default="\n\n",
-        help="the text that ends a step, backslash escapes allowed (default: '\\n\\n')",
-    )
-    parser.add_argument(
-        "--stop",
-        type=_text,
-        action="append",
-        default=[],
-        help="a further stop string that ends a solution, repeatable (default: none)",
-    )
-    parser.add_argument(
-        "--max-depth",
-        type=_COUNT,
-        default=40,
-        help="steps of a path; the last asks for the rest of the solution",
-    )
-    parser.add_argument(
-        "--answer-pattern",
-        default=None,
-        metavar="REGEX",
-        help="how a solution states its final answer (group 'answer', else group 1) (default: "
-        "\\boxed{} and 'The answer is X.')",
-    )
-    parser.add_argument(
-        "--answer-timeout",
-        type=_POSITIVE,
-        default=2.0,
-        help="seconds one answer comparison may take (math-verify, in a worker process)",
-    )
-    parser.add_argument(
-        "--budget-tokens", type=_COUNT, default=None, help="tokens per problem (default: unlimited)"
-    )
-    parser.add_argument(
-        "--budget-requests", type=_COUNT, default=None, help="requests per problem (default: unlimited)"
-    )
-    parser.add_argument(
-        "--budget-seconds", type=_POSITIVE, default=None, help="seconds per problem (default: unlimited)"
-    )
-    parser.add_argument(
-        "--budget-count",
-        choices=["total", "completion"],
-        default="total",
-        help="count prompt+completion tokens (total) or completion only",
-    )
-    parser.add_argument(
-        "--aggregator",
-        choices=list(AGGREGATORS),
-        default=None,
-        help="how the finished paths' answers make one (default: the strategy's own)",
-    )
-    parser.add_argument(
-        "--score-reduction",
-        choices=list(REDUCTIONS),
-        default="last",
-        help="one score from a path's step scores",
-    )
-    parser.add_argument("--beam-width", type=_COUNT, default=4, help="M: children per kept beam")
-    parser.add_argument("--lookahead", type=_COUNT, default=2, help="k: greedy steps valuing a step")
-    parser.add_argument("--rebase-temperature", type=_POSITIVE, default=0.1, help="REBASE's T_b")
-    parser.add_argument("--mcts-c", type=_NOT_NEGATIVE, default=1.0, help="UCT's exploration constant")
-    parser.add_argument(
-        "--n-counts-judgements",
-        action="store_true",
-        help="filter-vote: N is a number of calls, N/2 generations each judged once (Chen et al.)",
-    )
-    parser.add_argument(
-        "--verifier",
-        default=None,
-        metavar="KIND",
-        help="vllm-pooling, logprob, judge, or MODULE:FUNCTION (a Python function "
-        "(problem, steps) -> score(s)) (default: vllm-pooling when --prm-url is given, else none)",
-    )
-    parser.add_argument("--prm-url", default=None, help="the verifier's server (default: --base-url)")
-    parser.add_argument(
-        "--prm-api-key", default=None, help="the key sent to --prm-url (default: the policy's key)"
-    )
-    parser.add_argument("--prm-model", default=None, help="the verifier's model (default: the policy's)")
-    parser.add_argument("--prm-step-tag", type=_text, default="<extra_0>", help="the PRM's step tag")
-    parser.add_argument(
-        "--prm-good-column", type=_INDEX, default=1, help="the column of P(good step) in the PRM's output"
-    )
-    parser.add_argument(
-        "--completion-check",
-        choices=["pattern", "judge"],
-        default="pattern",
-        help="decide a path is finished by answer patterns and EOS, or also by asking the "
-        "policy's model (yes/no logprobs)",
-    )
 
 
 def _serve_fake(args: argparse.Namespace) -> int:
@@ -259,28 +118,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     run_parser = commands.add_parser("run", help="one strategy over a JSONL problem set")
-    run_parser.add_argument("--backend", choices=["openai", "llamacpp"], default="openai",
-                            help="an OpenAI-compatible server (--base-url) or the embedded "
-                            "llama.cpp model (needs the local extra)")  # fmt: skip
-    run_parser.add_argument("--base-url", default=None, help="the server's OpenAI-compatible base "
-                            "URL, e.g. http://localhost:8000/v1 (default: none)")  # fmt: skip
-    run_parser.add_argument("--model", default=None, help="the model to ask for, which the server must "
-                            "list at /models (default: the only model it lists)")  # fmt: skip
-    run_parser.add_argument("--model-file", default=None, type=Path,
-                            help="a GGUF file for --backend llamacpp (default: the bundled Gemma "
-                            "3 270M)")  # fmt: skip
-    run_parser.add_argument(
-        "--api", choices=["completions", "chat"], default="completions", help="the endpoint's API"
-    )
-    run_parser.add_argument("--api-key", default=None, help="the key sent to the server, never printed "
-                            "or logged (default: $OPENAI_API_KEY)")  # fmt: skip
-    run_parser.add_argument(
-        "--concurrency", type=_COUNT, default=256, help="requests in flight to the endpoint"
-    )
-    run_parser.add_argument("--problems-in-flight", type=_COUNT, default=None,
-                            help="problems searched at once, so finished rows accumulate steadily "
-                            "(default: 32; 1 for --backend llamacpp, which serves one request at a "
-                            "time)")  # fmt: skip
+    add_endpoint_options(run_parser)
     run_parser.add_argument("--problems", required=True, type=Path, help="a JSONL problems file")
     run_parser.add_argument("--output", required=True, type=Path,
                             help="a JSONL results file; a rerun of the same configuration skips the "
@@ -295,7 +133,8 @@ def parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--log-json", type=Path, default=None, help="append JSON events to this file (default: none)"
     )
-    _add_search_options(run_parser)
+    add_search_options(run_parser)
+    add_size_options(run_parser)
     run_parser.set_defaults(handler=lambda a: anyio.run(run_command, a))
 
     fake = commands.add_parser("serve-fake", help="the synthetic OpenAI-compatible task server")
@@ -331,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
     fake.add_argument("--max-context", type=int, default=8192)
     fake.add_argument("--seed", type=int, default=0)
     fake.add_argument("--prm-model", default="fake-prm", help="the model name /pooling answers to")
-    fake.add_argument("--prm-step-tag", type=_text, default="<extra_0>")
+    fake.add_argument("--prm-step-tag", type=text, default="<extra_0>")
     fake.add_argument(
         "--prm-noise", type=float, default=0.0, help="noise (in logits) on the synthetic PRM's step scores"
     )
@@ -344,8 +183,13 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--write-problems", type=Path, default=None, metavar="FILE",
                       help="write the demo's kind of arithmetic problems to FILE and exit "
                       "(default: run the demo)")  # fmt: skip
-    demo.add_argument("--count", type=_COUNT, default=20, help="problems --write-problems writes")
+    demo.add_argument("--count", type=COUNT, default=20, help="problems --write-problems writes")
     demo.set_defaults(handler=_demo)
+    for command in (label_command, fit_command):
+        command.add_parser(commands)
+    from treesearch import advise_command
+
+    advise_command.add_parser(commands)
     return top
 
 

@@ -10,9 +10,16 @@ from dataclasses import dataclass, field
 
 from treesearch.budget import BudgetLimits
 from treesearch.context import StepFormat
+from treesearch.difficulty import PolicyTable
 from treesearch.errors import ConfigError
 from treesearch.policy import SamplingParams
 from treesearch.verify import check_reduction
+
+# A revision's question: the problem, then the earlier attempts of its chain.
+DEFAULT_REVISION_TEMPLATE = (
+    "{question}\n\nEarlier attempts at this problem, which may contain mistakes:\n\n{attempts}\n\n"
+    "Write a new solution that corrects their mistakes."
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,6 +46,10 @@ class SearchConfig:
     rebase_temperature: float = 0.1
     mcts_c: float = 1.0
     n_counts_judgements: bool = False
+    revision_ratio: float = 1.0
+    revision_context: int = 4
+    revision_template: str = DEFAULT_REVISION_TEMPLATE
+    policy_table: PolicyTable | None = None
 
     def __post_init__(self) -> None:
         if self.n <= 0:
@@ -59,4 +70,18 @@ class SearchConfig:
             raise ConfigError(f"temperature must be in [0, 5], got {self.sampling.temperature}")
         if not 0.0 < self.sampling.top_p <= 1.0:
             raise ConfigError(f"top_p must be in (0, 1], got {self.sampling.top_p}")
+        if self.revision_ratio <= 0:
+            raise ConfigError(f"revision_ratio must be positive, got {self.revision_ratio}")
+        if self.revision_context <= 0:
+            raise ConfigError(f"revision_context must be positive, got {self.revision_context}")
+        for field_name in ("{question}", "{attempts}"):
+            if field_name not in self.revision_template:
+                raise ConfigError(f"the revision template needs a {field_name} field")
+        if self.strategy == "adaptive":
+            if self.policy_table is None:
+                raise ConfigError(
+                    "strategy 'adaptive' needs a policy table (treesearch fit-adaptive writes one)"
+                )
+            for level in self.policy_table.choices:
+                self.policy_table.choose(level, self.n)  # N within the table's budgets
         check_reduction(self.reduction)

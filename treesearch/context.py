@@ -13,18 +13,22 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from treesearch.answers import RUN_ON_MARKERS, extract_answer, extract_final_value, split_run_on
 from treesearch.budget import Budget
+from treesearch.equivalence import AnswerEquivalence, default_equivalence
 from treesearch.errors import BudgetExhausted, ConfigError, EndpointError
 from treesearch.logs import get_logger
 from treesearch.policy import Choice, Generation, Policy, Prefix, SamplingParams, token_upper_bound
 from treesearch.problems import Problem
 from treesearch.tree import ROOT, Node, NodeStatus, SearchTree
 from treesearch.verify import Verifier, reduce_scores
+
+if TYPE_CHECKING:
+    from treesearch.config import SearchConfig
 
 log = get_logger(__name__)
 
@@ -87,6 +91,7 @@ class SearchContext:
         verifier: Verifier | None = None,
         finish_check: Verifier | None = None,
         reduction: str = "last",
+        equivalence: AnswerEquivalence | None = None,
     ) -> None:
         self.problem = problem
         self.policy = policy
@@ -96,18 +101,30 @@ class SearchContext:
         self.verifier = verifier
         self.finish_check = finish_check
         self.reduction = reduction
+        self.equivalence = equivalence or default_equivalence()
         self.tree = SearchTree(problem.id, problem.prompt or problem.question)
         # The finished paths the strategy offers for aggregation so far (None: every finished
         # path in the tree); kept up to date as the search goes, so a search cut short by its
         # budget still aggregates by its own rule.
         self.candidates: list[int] | None = None
+        # What the search ran when a strategy chose another for it (adaptive), and why: its
+        # configuration decides the aggregation.
+        self.chosen: SearchConfig | None = None
+        self.choice: dict[str, Any] | None = None
         self._requests_per_node: dict[int, int] = {}
         self._log = log.bind(problem_id=problem.id)
 
     # -- proposals --------------------------------------------------------------
 
     async def expand(
-        self, node_id: int, n: int, *, whole: bool = False, temperature: float | None = None
+        self,
+        node_id: int,
+        n: int,
+        *,
+        whole: bool = False,
+        temperature: float | None = None,
+        prompt: Problem | None = None,
+        revises: int | None = None,
     ) -> list[Node]:
         """Add ``n`` children under ``node_id``: next steps, or (``whole``) entire solutions.
 
@@ -115,14 +132,20 @@ class SearchContext:
         fewer, the rest comes from further requests (the policy remembers). Each request
         reserves its own worst case, and each child is in the tree as soon as its request
         returns, so a budget refusal midway loses nothing. A child at the last allowed depth is
-        the rest of the solution, asked for in one call.
+        the rest of the solution, asked for in one call. ``prompt`` asks with another rendering
+        of the problem (a revision's, which shows earlier attempts) whose children revise the
+        attempt ``revises``; verifiers still see the problem itself.
         """
         whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
         params = self._params(whole, temperature)
         prefix = Prefix(
-            problem=self.problem, steps=self.tree.steps(node_id), delimiter=self.step_format.delimiter
+            problem=prompt or self.problem,
+            steps=self.tree.steps(node_id),
+            delimiter=self.step_format.delimiter,
         )
-        prompt_bound = self._prompt_bound(node_id, prefix)
+        prompt_bound = (
+            self._prompt_bound(node_id, prefix) if prompt is None else self.policy.prompt_token_bound(prefix)
+        )
         children: list[Node] = []
         wanted = n
         while wanted > 0:
@@ -152,7 +175,7 @@ class SearchContext:
                         f"{len(generation.choices)} choices for n={reservation.choices}; kept those asked for"
                     )
                     generation = replace(generation, choices=generation.choices[: reservation.choices])
-                return self._record(node_id, generation, whole)
+                return self._record(node_id, generation, whole, revises, own_prompt=prompt is None)
 
             batches = await gather([partial(one, size, self._seed(node_id)) for size in sizes])
             got = [child for batch in batches for child in batch]
@@ -234,7 +257,13 @@ class SearchContext:
         except BudgetExhausted:
             # A retry was refused, but other requests of the call may have been served:
             # charge its worst case rather than nothing.
-            self.budget.settle(reservation, bound.prompt_tokens, bound.completion_tokens, estimated=True)
+            self.budget.settle(
+                reservation,
+                bound.prompt_tokens,
+                bound.completion_tokens,
+                estimated=True,
+                verifier=verifier is self.verifier,
+            )
             raise
         except BaseException:
             self.budget.release(reservation)
@@ -245,6 +274,7 @@ class SearchContext:
             scored.cost.completion_tokens,
             estimated=scored.estimated,
             requests=scored.cost.requests,
+            verifier=verifier is self.verifier,
         )
         if len(scored.scores) != len(node_ids) or not all(scored.scores):
             raise EndpointError("verifier", None, f"{len(scored.scores)} scores for {len(paths)} paths")
@@ -296,8 +326,19 @@ class SearchContext:
                 extra += token_upper_bound(node.text + prefix.delimiter) + _BOUNDARY_SLACK
         return self.policy.prompt_token_bound(prefix)
 
-    def _record(self, parent_id: int, generation: Generation, whole: bool) -> list[Node]:
-        if not generation.estimated and self.tree.node(parent_id).prompt_tokens is None:
+    def _record(
+        self,
+        parent_id: int,
+        generation: Generation,
+        whole: bool,
+        revises: int | None = None,
+        *,
+        own_prompt: bool = True,
+    ) -> list[Node]:
+        # Another rendering's prompt (a revision's) is not the parent's prefix: its count
+        # says nothing of the parent.
+        known = self.tree.node(parent_id).prompt_tokens is not None
+        if own_prompt and not generation.estimated and not known:
             self.tree.update(parent_id, prompt_tokens=generation.prompt_tokens)
         total_chars = sum(len(choice.text) for choice in generation.choices) or 1
         children = []
@@ -314,6 +355,7 @@ class SearchContext:
                 answer=answer,
                 tokens=tokens,
                 logprob=choice.logprob,
+                revises=revises,
             )
             children.append(child)
             self._log.debug(

@@ -13,10 +13,11 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -26,18 +27,21 @@ from treesearch.backends.verifiers import FINISHED_TEMPLATE
 from treesearch.budget import BudgetLimits
 from treesearch.config import SearchConfig
 from treesearch.context import StepFormat, most_telling
+from treesearch.difficulty import PolicyTable
 from treesearch.equivalence import MathEquivalence
 from treesearch.errors import ConfigError
 from treesearch.logs import configure
-from treesearch.policy import SamplingParams
+from treesearch.policy import Policy, SamplingParams
 from treesearch.problems import load_problems
 from treesearch.registry import backend_names, make_backend
 from treesearch.runner import read_output, run
-from treesearch.search import SearchResult, check_config
+from treesearch.search import ModelSizes, SearchResult, check_config
 from treesearch.verify import CallableVerifier, Verifier
 
+T = TypeVar("T")
 
-def _config(args: argparse.Namespace) -> SearchConfig:
+
+def search_config(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(
         strategy=args.strategy,
         n=args.n,
@@ -64,7 +68,24 @@ def _config(args: argparse.Namespace) -> SearchConfig:
         rebase_temperature=args.rebase_temperature,
         mcts_c=args.mcts_c,
         n_counts_judgements=args.n_counts_judgements,
+        revision_ratio=args.revision_ratio,
+        revision_context=args.revision_context,
+        revision_template=args.revision_template,
+        policy_table=_policy_table(args),
     )
+
+
+def _policy_table(args: argparse.Namespace) -> PolicyTable | None:
+    """--policy-table, read when the strategy is adaptive (which needs it)."""
+    if args.strategy != "adaptive":
+        if args.policy_table is not None:
+            raise ConfigError("--policy-table is for --strategy adaptive")
+        return None
+    if args.policy_table is None:
+        raise ConfigError(
+            "--strategy adaptive needs --policy-table T.json (treesearch fit-adaptive writes one)"
+        )
+    return PolicyTable.load(args.policy_table)
 
 
 # Backends that generate rather than score: never a --verifier.
@@ -76,7 +97,7 @@ def _verifier_kinds() -> str:
     return f"{', '.join(kinds)} or MODULE:FUNCTION"
 
 
-def _verifier_choice(args: argparse.Namespace, config: SearchConfig) -> Verifier | str | None:
+def verifier_choice(args: argparse.Namespace, config: SearchConfig) -> Verifier | str | None:
     """What --verifier (or --prm-url) asks for, checked before any request is sent: a Python
     function's verifier, ready; the name of a verifier backend, built once the model is
     known; or None, which the strategy and aggregator must be able to do without."""
@@ -171,9 +192,9 @@ def _names(models: list[str]) -> str:
 def _prepare_outputs(args: argparse.Namespace) -> None:
     """Make the folders the run writes into, or say on one line why a path cannot be written,
     before any request is sent."""
-    _writable_file("--output", args.output)
+    writable_file("--output", args.output)
     if args.log_json is not None:
-        _writable_file("--log-json", args.log_json)
+        writable_file("--log-json", args.log_json)
     if args.trees is not None:
         if args.trees.exists() and not args.trees.is_dir():
             raise ConfigError(f"--trees {args.trees} is a file; --trees names the folder trees go into")
@@ -182,7 +203,7 @@ def _prepare_outputs(args: argparse.Namespace) -> None:
             raise ConfigError(f"--trees {args.trees} cannot be written: permission denied")
 
 
-def _writable_file(flag: str, path: Path) -> None:
+def writable_file(flag: str, path: Path) -> None:
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give the path of a file")
     _make_folder(flag, path, path.parent)
@@ -200,28 +221,34 @@ def _make_folder(flag: str, path: Path, folder: Path) -> None:
         raise ConfigError(f"{flag} {path}: cannot create the folder {folder}: {exc.strerror}") from None
 
 
-async def run_command(args: argparse.Namespace) -> int:
-    """``treesearch run``: the exit code; prints its closing lines on stderr."""
-    config = _config(args)
-    chosen = _verifier_choice(args, config)
-    problems = load_problems(args.problems)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Backends:
+    """What a command's work runs on, opened by ``drive`` and closed after it."""
+
+    model: str
+    policy: Policy
+    verifier: Verifier | None
+    finish_check: Verifier | None
+    equivalence: MathEquivalence
+
+
+async def drive(
+    args: argparse.Namespace, chosen: Verifier | str | None, work: Callable[[Backends], Awaitable[T]]
+) -> T | None:
+    """Check the model, build the policy, verifier and completion check, and run ``work`` on
+    them; None when Ctrl-C or SIGTERM ended it. From the model check on, a signal ends the
+    work in order: requests in flight are cancelled and connections closed (what the work
+    wrote is on disk already); signals during the clean-up are taken and ignored, so it
+    always completes."""
     endpoint = _endpoint(args)
-    _prepare_outputs(args)
     opened = [endpoint]
     log_file = configure(args.log_json)
     equivalence = MathEquivalence(timeout_s=args.answer_timeout)
-    in_flight = args.problems_in_flight or (1 if args.backend == "llamacpp" else 32)
-    ids = {problem.id for problem in problems}
-    before = {key: row for key, row in read_output(args.output).items() if key in ids}
-    done_before = sum(1 for row in before.values() if not (args.retry_failed and row.get("error")))
-    results: list[SearchResult] | None = None
-    # Ctrl-C and SIGTERM, from the model check on, end the run in order: requests in flight
-    # are cancelled, connections closed, the rows of finished problems are on disk already.
-    # Signals during the clean-up are taken and ignored, so it always completes.
+    outcome: list[T] = []
     async with _unwrapped(), anyio.create_task_group() as watching:
-        work = anyio.CancelScope()
-        watching.start_soon(_cancel_on_signal, work)
-        with work:
+        scope = anyio.CancelScope()
+        watching.start_soon(_cancel_on_signal, scope)
+        with scope:
             try:
                 model = await _model(args, endpoint)
                 verifier = (
@@ -233,21 +260,14 @@ async def run_command(args: argparse.Namespace) -> int:
                     if args.completion_check == "judge"
                     else None
                 )
-                results = await run(
-                    problems,
-                    policy,
-                    config,
+                backends = Backends(
+                    model=model,
+                    policy=policy,
                     verifier=verifier,
                     finish_check=finish_check,
-                    output=args.output,
-                    trees_dir=args.trees,
-                    keep_trees=False,
-                    max_problems_in_flight=in_flight,
-                    progress=True,
                     equivalence=equivalence,
-                    retry_failed=args.retry_failed,
-                    force_resume=args.force_resume,
                 )
+                outcome.append(await work(backends))
             finally:
                 with anyio.CancelScope(shield=True):
                     equivalence.close()
@@ -256,6 +276,52 @@ async def run_command(args: argparse.Namespace) -> int:
                     if log_file is not None:
                         log_file.close()
         watching.cancel_scope.cancel()
+    return outcome[0] if outcome else None
+
+
+def model_sizes(args: argparse.Namespace) -> ModelSizes | None:
+    """--model-params and --prm-params, or None when the policy's size is not given."""
+    if args.model_params is None:
+        if args.prm_params is not None:
+            raise ConfigError("--prm-params needs --model-params (the policy's size)")
+        return None
+    return ModelSizes(policy=args.model_params, verifier=args.prm_params)
+
+
+def problems_in_flight(args: argparse.Namespace) -> int:
+    return int(args.problems_in_flight or (1 if args.backend == "llamacpp" else 32))
+
+
+async def run_command(args: argparse.Namespace) -> int:
+    """``treesearch run``: the exit code; prints its closing lines on stderr."""
+    config = search_config(args)
+    chosen = verifier_choice(args, config)
+    sizes = model_sizes(args)
+    problems = load_problems(args.problems)
+    _prepare_outputs(args)
+    ids = {problem.id for problem in problems}
+    before = {key: row for key, row in read_output(args.output).items() if key in ids}
+    done_before = sum(1 for row in before.values() if not (args.retry_failed and row.get("error")))
+
+    async def work(backends: Backends) -> list[SearchResult]:
+        return await run(
+            problems,
+            backends.policy,
+            config,
+            verifier=backends.verifier,
+            finish_check=backends.finish_check,
+            output=args.output,
+            trees_dir=args.trees,
+            keep_trees=False,
+            max_problems_in_flight=problems_in_flight(args),
+            progress=True,
+            equivalence=backends.equivalence,
+            retry_failed=args.retry_failed,
+            force_resume=args.force_resume,
+            sizes=sizes,
+        )
+
+    results = await drive(args, chosen, work)
     if results is None:
         recorded = read_output(args.output)
         left = sum(1 for key in ids if key not in recorded)
@@ -271,6 +337,13 @@ async def run_command(args: argparse.Namespace) -> int:
     if graded:
         accuracy = sum(bool(r.correct) for r in graded) / len(graded)
         summary += f"; accuracy {accuracy:.3f} over all {len(graded)} graded problems, earlier ones included"
+    ran = [r for r in results if r.error is None]
+    if ran:
+        tokens = sum(r.usage.total_tokens for r in ran) / len(ran)
+        summary += f"; {tokens:,.0f} tokens per problem"
+        if sizes is not None:
+            flops = sum(r.usage.flops(sizes.policy, sizes.verifier) for r in ran) / len(ran)
+            summary += f", {flops:.3g} inference FLOPs"
     print(summary, file=sys.stderr)
     if failed:
         print(

@@ -29,7 +29,7 @@ from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.progress import Progress
-from treesearch.search import SearchResult, check_config, search
+from treesearch.search import ModelSizes, SearchResult, check_config, search
 from treesearch.verify import Verifier
 
 log = get_logger(__name__)
@@ -148,6 +148,7 @@ async def run(
     equivalence: AnswerEquivalence | None = None,
     retry_failed: bool = False,
     force_resume: bool = False,
+    sizes: ModelSizes | None = None,
 ) -> list[SearchResult]:
     """Search every problem concurrently and return a result for each, in the problems' order.
 
@@ -159,6 +160,7 @@ async def run(
     ``max_problems_in_flight`` problems run at once, so finished rows accumulate steadily.
     With ``trees_dir`` each search tree is written there as node-link JSON.
     ``finish_check`` is an optional model-judged completion check (see ``SearchContext``).
+    With ``sizes`` (the models' parameters) every row carries its inference FLOPs.
     """
     check_config(config, verifier)
     if max_problems_in_flight <= 0:
@@ -200,7 +202,7 @@ async def run(
                     tally=tally,
                 )
             if sink is not None:
-                sink.write(json.dumps(result.to_record() | {"config": settings}) + "\n")
+                sink.write(json.dumps(result.to_record(sizes) | {"config": settings}) + "\n")
                 sink.flush()
             if trees_dir is not None and result.tree is not None:
                 tree_path = Path(trees_dir) / f"{_safe(problem.id)}.json"

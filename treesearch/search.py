@@ -28,6 +28,7 @@ from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.strategies import get_strategy
+from treesearch.strategies.adaptive import apply_cell
 from treesearch.tree import Node, NodeStatus, SearchTree
 from treesearch.verify import Verifier
 
@@ -35,11 +36,25 @@ log = get_logger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSizes:
+    """Parameters of the policy's model and of the verifier's (None: the policy's own model),
+    for inference FLOPs: 2 × parameters × tokens, per model."""
+
+    policy: float
+    verifier: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy <= 0 or (self.verifier is not None and self.verifier <= 0):
+            raise ConfigError("model parameters must be positive")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SearchResult:
     """``stopped_by`` is "done" (the strategy finished), "budget", "deadline", "depth" (no
     path reached an answer within the depth limit) or "error". ``aggregated_by`` is the rule
     that chose the answer: the configured one, or "majority" when it needed scores and no
-    candidate had one."""
+    candidate had one. ``choice`` is what the adaptive strategy chose, and from which
+    difficulty."""
 
     problem_id: str
     strategy: str
@@ -53,26 +68,42 @@ class SearchResult:
     wall_s: float
     error: str | None = None
     tree: SearchTree | None = None
+    choice: Mapping[str, Any] | None = None
 
-    def to_record(self) -> dict[str, Any]:
-        """The JSONL output line (without the tree)."""
+    def to_record(self, sizes: ModelSizes | None = None) -> dict[str, Any]:
+        """The JSONL output line (without the tree); with ``sizes``, the inference FLOPs too."""
+        flops = None
+        if sizes is not None:
+            verifier = sizes.verifier if sizes.verifier is not None else sizes.policy
+            flops = {
+                "policy": 2.0 * sizes.policy * self.usage.policy_tokens,
+                "verifier": 2.0 * verifier * self.usage.verifier_tokens,
+                "total": self.usage.flops(sizes.policy, sizes.verifier),
+            }
         return {
             "id": self.problem_id,
             "strategy": self.strategy,
             "answer": self.answer,
             "gold": self.gold,
             "correct": self.correct,
-            "candidates": [{"node": c.node, "answer": c.answer, "score": c.score} for c in self.candidates],
+            "candidates": [
+                {"node": c.node, "answer": c.answer, "score": c.score}
+                | ({} if c.chain in (None, c.node) else {"chain": c.chain})
+                for c in self.candidates
+            ],
             "usage": {
                 "prompt_tokens": self.usage.prompt_tokens,
                 "completion_tokens": self.usage.completion_tokens,
                 "requests": self.usage.requests,
                 "estimated": self.usage.estimated,
+                "verifier_tokens": self.usage.verifier_tokens,
             },
+            **({} if flops is None else {"flops": flops}),
             "stopped_by": self.stopped_by,
             "aggregated_by": self.aggregated_by,
             "wall_s": round(self.wall_s, 4),
             "error": self.error,
+            **({} if self.choice is None else {"choice": dict(self.choice)}),
         }
 
     @classmethod
@@ -86,7 +117,9 @@ class SearchResult:
             gold=record.get("gold"),
             correct=record.get("correct"),
             candidates=tuple(
-                Candidate(node=int(c["node"]), answer=c.get("answer"), score=c.get("score"))
+                Candidate(
+                    node=int(c["node"]), answer=c.get("answer"), score=c.get("score"), chain=c.get("chain")
+                )
                 for c in record.get("candidates") or ()
             ),
             usage=Usage(
@@ -94,11 +127,13 @@ class SearchResult:
                 completion_tokens=int(usage.get("completion_tokens", 0)),
                 requests=int(usage.get("requests", 0)),
                 estimated=bool(usage.get("estimated", False)),
+                verifier_tokens=int(usage.get("verifier_tokens", 0)),
             ),
             stopped_by=str(record.get("stopped_by")),
             aggregated_by=str(record.get("aggregated_by")),
             wall_s=float(record.get("wall_s") or 0.0),
             error=record.get("error"),
+            choice=record.get("choice"),
         )
 
 
@@ -127,7 +162,16 @@ async def _complete_best_open_path(ctx: SearchContext) -> list[Node]:
 
 
 def check_config(config: SearchConfig, verifier: Verifier | None) -> None:
-    """Refuse a configuration that cannot run, before any request is sent."""
+    """Refuse a configuration that cannot run, before any request is sent (for adaptive:
+    every choice its table may make)."""
+    if config.policy_table is not None and config.strategy == "adaptive":
+        table = config.policy_table
+        if table.bins.kind == "predicted" and verifier is None:
+            raise ConfigError("strategy 'adaptive' with predicted difficulty needs a verifier")
+        for row in table.choices.values():
+            for cell in row.values():
+                check_config(apply_cell(cell, config), verifier)
+        return
     strategy = get_strategy(config.strategy)
     aggregator = config.aggregator or strategy.aggregator
     get_aggregator(aggregator)
@@ -151,8 +195,6 @@ async def search(
     ``equivalence`` decides which answers are the same (math by default); ``tally`` adds up
     what the search spends as it goes (a run's live totals)."""
     check_config(config, verifier)
-    strategy = get_strategy(config.strategy)
-    aggregator = config.aggregator or strategy.aggregator
     same = equivalence or default_equivalence()
     started = time.perf_counter()
     budget = Budget(config.budget, tally)
@@ -165,15 +207,20 @@ async def search(
         verifier=verifier,
         finish_check=finish_check,
         reduction=config.reduction,
+        equivalence=same,
     )
     stopped_by, error = "done", None
     try:
         with anyio.move_on_after(_seconds_left(budget)) as scope:
-            await strategy.run(ctx, config)
+            await get_strategy(config.strategy).run(ctx, config)
         if scope.cancelled_caught:
             stopped_by = "deadline"
     except Exception as exc:
         stopped_by, error = _stop_cause(exc)
+    # What ran decides the aggregation: the strategy asked for, or the one it chose.
+    ran = ctx.chosen or config
+    strategy = get_strategy(ran.strategy)
+    aggregator = ran.aggregator or strategy.aggregator
     # A search cut short aggregates every finished path it has.
     offered = ctx.tree.terminals() if ctx.candidates is None else map(ctx.tree.node, ctx.candidates)
     final = _answered(offered)
@@ -195,10 +242,13 @@ async def search(
     if error is not None:
         log.warning("problem_failed", problem_id=problem.id, error=error)
     candidates = [
-        Candidate(node=node.id, answer=node.answer, score=ctx.path_score(node.id)) for node in final
+        Candidate(
+            node=node.id, answer=node.answer, score=ctx.path_score(node.id), chain=ctx.tree.chain(node.id)[0]
+        )
+        for node in final
     ]
     if strategy.best_n:
-        candidates = _best(candidates, config.n)
+        candidates = _best(candidates, ran.n)
 
     def decide() -> tuple[str | None, str, bool | None]:
         groups = same.group([c.answer or "" for c in candidates])
@@ -230,6 +280,7 @@ async def search(
         wall_s=time.perf_counter() - started,
         error=error,
         tree=ctx.tree,
+        choice=ctx.choice,
     )
     log.info(
         "problem_finished",

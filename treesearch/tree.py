@@ -33,7 +33,8 @@ class Node:
     ``tokens`` is the step's completion tokens (a proportional share when a server
     reports only a request total); ``prompt_tokens`` the exact token count of the
     prefix ending at this node, when a server reported it; ``scores`` the
-    verifier's per-step scores of the path ending here.
+    verifier's per-step scores of the path ending here; ``revises`` the earlier attempt
+    this one revises (a revision chain: every attempt is a whole solution under the root).
     """
 
     id: int
@@ -47,6 +48,7 @@ class Node:
     logprob: float | None = None
     prompt_tokens: int | None = None
     scores: tuple[float, ...] | None = None
+    revises: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -103,6 +105,14 @@ class SearchTree:
 
     def steps(self, node_id: int) -> tuple[str, ...]:
         return tuple(node.text for node in self.path(node_id))
+
+    def chain(self, node_id: int) -> list[int]:
+        """The revision chain ending at ``node_id``: the attempts it revises, oldest first,
+        then itself (just itself when it revises nothing)."""
+        chain = [node_id]
+        while (earlier := self.node(chain[-1]).revises) is not None:
+            chain.append(earlier)
+        return chain[::-1]
 
     def open_leaves(self) -> list[Node]:
         return [

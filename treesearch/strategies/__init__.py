@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext
 from treesearch.errors import ConfigError
+from treesearch.strategies.adaptive import adaptive
 from treesearch.strategies.beam import beam, dvts, lookahead
 from treesearch.strategies.mcts import mcts
 from treesearch.strategies.rebase import rebase
+from treesearch.strategies.revisions import revisions
 from treesearch.strategies.sampling import sample, sample_to_judge
 
 Routine = Callable[[SearchContext, SearchConfig], Awaitable[None]]
@@ -41,6 +43,9 @@ STRATEGIES: dict[str, Strategy] = {
     "dvts": Strategy(run=dvts, aggregator="weighted", needs_verifier=True, best_n=True),
     "rebase": Strategy(run=rebase, aggregator="weighted", needs_verifier=True),
     "mcts": Strategy(run=mcts, aggregator="weighted", needs_verifier=True),
+    "revisions": Strategy(run=revisions, aggregator="hierarchical"),
+    # Aggregates by the rule of the strategy its policy table chose for each problem.
+    "adaptive": Strategy(run=adaptive, aggregator="majority"),
 }
 
 

@@ -1,0 +1,145 @@
+"""The compute-optimal layer: difficulty bins fitted on one set and applied to another, the
+policy table fitted on a calibration set, saved, reloaded and used, with the probe charged."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import problems, run_cli, write_problems
+
+from treesearch import BudgetLimits, ConfigError, SamplingParams, SearchConfig, run, search
+from treesearch.adaptive import GridCell, fit_policy_table
+from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.verifiers import PoolingPRM
+from treesearch.budget import Budget
+from treesearch.context import SearchContext, StepFormat
+from treesearch.difficulty import Cell, DifficultyBins, PolicyTable
+from treesearch.strategies.adaptive import difficulty
+from treesearch.tree import ROOT
+
+pytestmark = pytest.mark.anyio
+
+# Easy ("c": right answer 75%) and hard ("s": wrong answers likelier, steps that err).
+GRID = (GridCell(strategy="majority-vote"), GridCell(strategy="beam", options={"beam_width": 2}))
+
+
+def test_bins_fitted_on_one_set_apply_to_another() -> None:
+    bins = DifficultyBins.fit([i / 99 for i in range(100)], "oracle")
+    assert bins.cuts == pytest.approx((0.2, 0.4, 0.6, 0.8))
+    other = [0.05, 0.25, 0.45, 0.65, 0.85, 1.0, 0.0]
+    assert [bins.level(v) for v in other] == [5, 4, 3, 2, 1, 1, 5]  # 1 is the easiest
+    # Ties on a value share a level: half the problems always right, half never.
+    tied = DifficultyBins.fit([1.0] * 50 + [0.0] * 50, "oracle")
+    assert (tied.level(1.0), tied.level(0.0)) == (1, 3)  # a value on a cut goes to the easier side
+
+
+def test_a_table_survives_its_file_and_bad_files_are_one_line(tmp_path: Path) -> None:
+    cells = {level: {4: Cell(strategy="majority-vote", n=4), 8: Cell(strategy="beam", n=8,
+             options={"beam_width": 2}, accuracy=0.5)} for level in range(1, 6)}  # fmt: skip
+    table = PolicyTable(bins=DifficultyBins(kind="predicted", cuts=(0.1, 0.2, 0.3, 0.4)), probe_k=3,
+                        choices=cells, cv_accuracy={4: 0.5, 8: 0.6})  # fmt: skip
+    table.save(tmp_path / "t.json")
+    again = PolicyTable.load(tmp_path / "t.json")
+    assert again == table
+    assert again.choose(3, 12).strategy == "beam" and again.choose(3, 7).n == 4
+    with pytest.raises(ConfigError, match="below them"):
+        again.choose(3, 2)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not JSON"):
+        PolicyTable.load(tmp_path / "bad.json")
+    (tmp_path / "short.json").write_text(json.dumps({"version": 1, "difficulty": "predicted"}))
+    with pytest.raises(ConfigError, match="not a policy table"):
+        PolicyTable.load(tmp_path / "short.json")
+    with pytest.raises(ConfigError, match="needs a policy table"):
+        SearchConfig(strategy="adaptive")
+
+
+async def test_the_probe_is_charged_to_the_problem(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    (problem,) = problems("c", 1)
+    budget = Budget(BudgetLimits())
+    ctx = SearchContext(problem, make_policy(fake_server()), budget, sampling=SamplingParams(seed=1),
+                        step_format=StepFormat(), verifier=prm)  # fmt: skip
+    value = await difficulty(ctx, 6, "predicted")
+    samples = ctx.tree.children(ROOT)
+    assert len(samples) == 6 and 0 < value < 1
+    assert budget.usage.completion_tokens == sum(node.tokens for node in samples) > 0
+    assert budget.usage.requests == 2  # one request of n=6, one PRM call
+    assert budget.usage.verifier_tokens > 0
+
+
+async def test_a_fitted_table_is_saved_reloaded_and_used(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM, tmp_path: Path
+) -> None:
+    url = fake_server()
+    policy = make_policy(url)
+    calibration = problems("c", 20) + problems("s", 20)
+    base = SearchConfig(whole=False, sampling=SamplingParams(seed=2), step=StepFormat(max_depth=12))
+    fitted = await fit_policy_table(calibration, policy, base, budgets=[4, 8], grid=GRID, probe_k=4,
+                                    folds=4, verifier=prm)  # fmt: skip
+    table = fitted.table
+    assert set(table.budgets) == {4, 8} and set(table.cv_accuracy) == {4, 8}
+    # Each choice is the best of the grid on its level's calibration problems.
+    for level, row in table.choices.items():
+        members = [p.id for p in calibration if table.bins.level(fitted.difficulty[p.id]) == level]
+        for budget, cell in row.items():
+            accuracies = {
+                label: sum(bool(r.correct) for r in fitted.results[label, budget] if r.problem_id in members)
+                for label in (g.strategy if not g.options else Cell(strategy=g.strategy, n=budget,
+                              options=dict(g.options)).label() for g in GRID)
+            }  # fmt: skip
+            if members:
+                assert sum(bool(r.correct) for r in fitted.results[cell.label(), budget]
+                           if r.problem_id in members) == max(accuracies.values())  # fmt: skip
+    table.save(tmp_path / "table.json")
+    config = SearchConfig(strategy="adaptive", n=8, whole=False, sampling=SamplingParams(seed=9),
+                          step=StepFormat(max_depth=12), policy_table=PolicyTable.load(tmp_path / "table.json"))  # fmt: skip
+    test_set = problems("c", 40)[20:] + problems("s", 40)[20:]  # disjoint from the calibration set
+    results = await run(test_set, policy, config, verifier=prm)
+    for result in results:
+        assert result.choice is not None
+        cell = table.choose(result.choice["level"], 8)
+        assert (result.choice["strategy"], result.choice["n"]) == (cell.strategy, cell.n)
+        assert result.tree is not None
+        probe = table.probe_k
+        # Every node's tokens are charged, the probe's first (node tokens are shares of a
+        # request's total, rounded).
+        nodes = result.tree.nodes()
+        assert abs(result.usage.completion_tokens - sum(node.tokens for node in nodes)) <= len(nodes)
+        assert len(result.tree.children(ROOT)) >= probe
+        assert sum(node.tokens for node in result.tree.children(ROOT)[:probe]) > 0
+        assert all(c.node not in {n.id for n in result.tree.children(ROOT)[:probe]} for c in result.candidates)
+    assert len({r.choice["level"] for r in results if r.choice}) > 1
+
+
+async def test_adaptive_on_the_command_line(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    url = fake_server()
+    calibration = write_problems(tmp_path / "calib.jsonl", problems("c", 10) + problems("s", 10))
+    fitted = run_cli("fit-adaptive", "--base-url", url, "--prm-url", url, "--prm-model", "fake-prm",
+                     "--problems", str(calibration), "--output", str(tmp_path / "t.json"),
+                     "--budgets", "4", "--folds", "2", "--seed", "1")  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    assert "cross-validated accuracy: N=4" in fitted.stderr
+    test_set = write_problems(tmp_path / "test.jsonl", problems("c", 15)[10:])
+    ran = run_cli("run", "--base-url", url, "--prm-url", url, "--prm-model", "fake-prm", "--strategy",
+                  "adaptive", "--n", "4", "--policy-table", str(tmp_path / "t.json"), "--problems",
+                  str(test_set), "--output", str(tmp_path / "out.jsonl"), "--sampling", "steps",
+                  "--model-params", "7B", "--prm-params", "1.5B")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all(row["choice"]["level"] in range(1, 6) for row in rows)
+    for row in rows:
+        usage, flops = row["usage"], row["flops"]
+        policy_tokens = usage["prompt_tokens"] + usage["completion_tokens"] - usage["verifier_tokens"]
+        assert flops["policy"] == 2 * 7e9 * policy_tokens
+        assert flops["verifier"] == 2 * 1.5e9 * usage["verifier_tokens"] > 0
+    missing = run_cli("run", "--base-url", url, "--strategy", "adaptive", "--problems", str(test_set),
+                      "--output", str(tmp_path / "o2.jsonl"))  # fmt: skip
+    assert missing.returncode == 2 and "--policy-table" in missing.stderr and "Traceback" not in missing.stderr
+    bad = run_cli("fit-adaptive", "--base-url", url, "--problems", str(calibration), "--output",
+                  str(tmp_path / "t2.json"), "--budgets", "4,x")  # fmt: skip
+    assert bad.returncode == 2 and "--budgets" in bad.stderr and "Traceback" not in bad.stderr

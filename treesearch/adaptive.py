@@ -1,0 +1,197 @@
+"""Fitting the compute-optimal policy table (Snell et al.) on a calibration set.
+
+Every calibration problem is probed once (its difficulty), then every grid cell
+(strategy, options) runs at every budget N over the whole set. The bins are the
+quantiles of the probe values; per level and budget the table takes the cell
+with the best accuracy on that level's problems (fewer tokens break ties; a level
+with no problems takes the best cell over all). ``cv_accuracy`` is the accuracy
+of choosing this way on problems the choice did not see: the set is split in
+``folds``, and for each fold the bins and choices are refitted on the others and
+scored on it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+
+from treesearch.budget import Budget
+from treesearch.config import SearchConfig
+from treesearch.context import SearchContext
+from treesearch.difficulty import LEVELS, Cell, DifficultyBins, PolicyTable
+from treesearch.equivalence import AnswerEquivalence, default_equivalence
+from treesearch.errors import ConfigError
+from treesearch.policy import Policy
+from treesearch.problems import Problem
+from treesearch.runner import run
+from treesearch.search import SearchResult
+from treesearch.strategies.adaptive import apply_cell, difficulty
+from treesearch.verify import Verifier
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GridCell:
+    """A strategy and the SearchConfig fields it runs with; N comes from the budget."""
+
+    strategy: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Snell et al.'s candidates: best-of-N weighted, beam at several M, REBASE, revisions at
+# several sequential/parallel ratios, and majority vote.
+DEFAULT_GRID: tuple[GridCell, ...] = (
+    GridCell(strategy="weighted-vote"),
+    GridCell(strategy="majority-vote"),
+    GridCell(strategy="beam", options={"beam_width": 2}),
+    GridCell(strategy="beam", options={"beam_width": 4}),
+    GridCell(strategy="rebase", options={"rebase_temperature": 0.1}),
+    GridCell(strategy="revisions", options={"revision_ratio": 0.25}),
+    GridCell(strategy="revisions", options={"revision_ratio": 4.0}),
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Fitted:
+    """The table, and what it was fitted from: each problem's probe value and, per
+    (cell label, budget), every problem's result."""
+
+    table: PolicyTable
+    difficulty: Mapping[str, float]
+    results: Mapping[tuple[str, int], Sequence[SearchResult]]
+
+
+async def probe_difficulty(
+    problems: Sequence[Problem],
+    policy: Policy,
+    config: SearchConfig,
+    *,
+    k: int,
+    kind: str,
+    verifier: Verifier | None = None,
+    equivalence: AnswerEquivalence | None = None,
+    max_problems_in_flight: int = 32,
+) -> dict[str, float]:
+    """Each problem's difficulty from a probe of ``k`` whole samples under ``config``'s
+    sampling, step format and budget."""
+    if kind == "predicted" and verifier is None:
+        raise ConfigError("predicted difficulty needs a verifier (--prm-url or --verifier)")
+    limiter = anyio.CapacityLimiter(max_problems_in_flight)
+    values: dict[str, float] = {}
+
+    async def one(problem: Problem) -> None:
+        async with limiter:
+            ctx = SearchContext(
+                problem,
+                policy,
+                Budget(config.budget),
+                sampling=config.sampling,
+                step_format=config.step,
+                verifier=verifier,
+                reduction=config.reduction,
+                equivalence=equivalence,
+            )
+            values[problem.id] = await difficulty(ctx, k, kind)
+
+    async with anyio.create_task_group() as group:
+        for problem in problems:
+            group.start_soon(one, problem)
+    return values
+
+
+async def fit_policy_table(
+    problems: Sequence[Problem],
+    policy: Policy,
+    config: SearchConfig,
+    *,
+    budgets: Sequence[int],
+    grid: Sequence[GridCell] = DEFAULT_GRID,
+    probe_k: int = 4,
+    kind: str = "predicted",
+    folds: int = 5,
+    verifier: Verifier | None = None,
+    equivalence: AnswerEquivalence | None = None,
+    max_problems_in_flight: int = 32,
+    seed: int = 0,
+) -> Fitted:
+    """Run the grid on ``problems`` (which need gold answers) and fit the table."""
+    if any(problem.answer is None for problem in problems):
+        raise ConfigError("fitting a policy table needs every calibration problem's gold answer")
+    if not budgets or min(budgets) <= 0:
+        raise ConfigError("fitting a policy table needs positive budgets")
+    if folds < 2 or folds > len(problems):
+        raise ConfigError(f"folds must be from 2 to the number of problems ({len(problems)}), got {folds}")
+    same = equivalence or default_equivalence()
+    values = await probe_difficulty(
+        problems, policy, config, k=probe_k, kind=kind, verifier=verifier, equivalence=same,
+        max_problems_in_flight=max_problems_in_flight,
+    )  # fmt: skip
+    results: dict[tuple[str, int], list[SearchResult]] = {}
+    cells: dict[tuple[str, int], Cell] = {}
+    for budget in sorted(set(budgets)):
+        for grid_cell in grid:
+            cell = Cell(strategy=grid_cell.strategy, n=budget, options=dict(grid_cell.options))
+            ran = await run(
+                problems,
+                policy,
+                apply_cell(cell, config),
+                verifier=verifier,
+                equivalence=same,
+                keep_trees=False,
+                max_problems_in_flight=max_problems_in_flight,
+            )
+            results[cell.label(), budget] = ran
+            cells[cell.label(), budget] = cell
+    ids = [problem.id for problem in problems]
+    correct = {key: {r.problem_id: bool(r.correct) for r in ran} for key, ran in results.items()}
+    tokens = {key: {r.problem_id: r.usage.total_tokens for r in ran} for key, ran in results.items()}
+
+    def choose(chosen_ids: Sequence[str]) -> tuple[DifficultyBins, dict[int, dict[int, Cell]]]:
+        bins = DifficultyBins.fit([values[i] for i in chosen_ids], kind)
+        by_level = {level: [i for i in chosen_ids if bins.level(values[i]) == level] for level in range(1, 6)}
+        table: dict[int, dict[int, Cell]] = {}
+        for level in range(1, LEVELS + 1):
+            members = by_level[level] or list(chosen_ids)
+            row = {}
+            for budget in sorted(set(budgets)):
+                keys = [key for key in cells if key[1] == budget]
+                best = max(
+                    keys,
+                    key=lambda key: (
+                        sum(correct[key][i] for i in members) / len(members),
+                        -sum(tokens[key][i] for i in members) / len(members),
+                    ),
+                )
+                row[budget] = replace(
+                    cells[best],
+                    accuracy=sum(correct[best][i] for i in members) / len(members),
+                    tokens=sum(tokens[best][i] for i in members) / len(members),
+                )
+            table[level] = row
+        return bins, table
+
+    shuffled = list(ids)
+    random.Random(seed).shuffle(shuffled)
+    held_out: dict[int, list[bool]] = {budget: [] for budget in budgets}
+    for fold in range(folds):
+        test = shuffled[fold::folds]
+        train = [i for i in shuffled if i not in set(test)]
+        bins, table = choose(train)
+        for i in test:
+            for budget in sorted(set(budgets)):
+                cell = table[bins.level(values[i])][budget]
+                held_out[budget].append(correct[cell.label(), budget][i])
+    bins, table = choose(ids)
+    return Fitted(
+        table=PolicyTable(
+            bins=bins,
+            probe_k=probe_k,
+            choices=table,
+            cv_accuracy={budget: sum(hits) / len(hits) for budget, hits in held_out.items()},
+        ),
+        difficulty=values,
+        results=results,
+    )

@@ -1,0 +1,516 @@
+"""How many LM calls to spend: predicted vote and filter-vote accuracy against K (Chen et al. 2024).
+
+More calls do not always help. Majority vote over K samples drives each problem's
+accuracy to 1 when its right answer is the likeliest one and to 0 when a wrong one
+is, so a set mixing easy and hard problems can score best at a small K. Here lives
+the math that predicts the curve from each problem's estimated answer distribution
+(a plain function of data, no I/O, no event loop), Chen et al.'s two-answer closed
+form, and the estimate of those distributions from a probe run's results rows.
+``predict(rows)`` does it all: the rows of one ``treesearch run`` of majority-vote
+(or filter-vote) with many samples per problem in, the curve and the best K out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from treesearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from treesearch.equivalence import AnswerEquivalence
+
+# The largest K worth asking about: the cost grows as K³, and past about 2,000 the
+# scaled coefficients below leave the range of a float.
+MAX_K = 1000
+
+# Strategies whose candidates are independent samples of one distribution.
+_SAMPLING = frozenset({"majority-vote", "filter-vote", "best-of-n", "weighted-vote"})
+
+# Two accuracies closer than this are a tie: the smaller K wins it.
+_TIE = 1e-12
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AnswerDistribution:
+    """One problem's answers: ``answers[i]`` the probability that a sample states the i-th
+    distinct answer (equivalent answers already grouped), ``correct`` the index of the right
+    one (None when no sample found it), ``unanswered`` the probability that a sample states
+    none (it never votes). They sum to 1. ``kept``, when a judge looked at the answers,
+    gives per answer the share of its samples the judge did not reject (filter-vote)."""
+
+    answers: tuple[float, ...]
+    correct: int | None
+    unanswered: float = 0.0
+    kept: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if any(not 0.0 <= p <= 1.0 for p in (*self.answers, self.unanswered)):
+            raise ConfigError(f"probabilities must be in [0, 1], got {self.answers}, {self.unanswered}")
+        if abs(math.fsum(self.answers) + self.unanswered - 1.0) > 1e-9:
+            raise ConfigError(
+                f"answer probabilities and unanswered must sum to 1, got "
+                f"{math.fsum(self.answers) + self.unanswered}"
+            )
+        if self.correct is not None and not 0 <= self.correct < len(self.answers):
+            raise ConfigError(f"correct must index answers (0..{len(self.answers) - 1}), got {self.correct}")
+        if self.kept is not None and (
+            len(self.kept) != len(self.answers) or any(not 0.0 <= r <= 1.0 for r in self.kept)
+        ):
+            raise ConfigError(f"kept needs one share in [0, 1] per answer, got {self.kept}")
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Sequence[int],
+        correct: int | None,
+        samples: int,
+        kept: Sequence[int] | None = None,
+    ) -> AnswerDistribution:
+        """The distribution ``samples`` draws estimate: ``counts[i]`` stated answer i (``kept[i]``
+        of them not rejected by the judge); the rest stated none."""
+        answered = sum(counts)
+        if samples <= 0 or answered > samples or min(counts, default=0) <= 0:
+            raise ConfigError(f"counts {list(counts)} do not fit {samples} samples")
+        if kept is not None and any(not 0 <= r <= c for r, c in zip(kept, counts, strict=True)):
+            raise ConfigError(f"kept counts {list(kept)} do not fit counts {list(counts)}")
+        return cls(
+            answers=tuple(c / samples for c in counts),
+            correct=correct,
+            unanswered=(samples - answered) / samples,
+            kept=None if kept is None else tuple(r / c for r, c in zip(kept, counts, strict=True)),
+        )
+
+
+# -- majority vote --------------------------------------------------------------------
+
+
+def vote_curve(dist: AnswerDistribution, max_k: int) -> list[float]:
+    """``[vote_accuracy(dist, K) for K in 1..max_k]``, in one pass (see ``vote_accuracy``)."""
+    _check_k(max_k)
+    if dist.correct is None or dist.answers[dist.correct] <= 0.0:
+        return [0.0] * max_k
+    answered = 1.0 - dist.unanswered
+    correct = dist.answers[dist.correct] / answered
+    others = tuple(sorted(p / answered for i, p in enumerate(dist.answers) if i != dist.correct and p > 0))
+    voted = _answered_curve(min(1.0, correct), others, max_k)
+    if dist.unanswered <= 0.0:
+        return voted
+    return _thinned(voted, answered)
+
+
+def vote_accuracy(dist: AnswerDistribution, k: int) -> float:
+    """The exact probability that majority vote over ``k`` independent samples picks the right
+    answer. Unanswered samples do not vote (all unanswered: wrong); a tie among t+1 leading
+    answers is broken at random, so it counts 1/(t+1), which is also what treesearch's
+    first-found tie-break gives with exchangeable samples."""
+    return vote_curve(dist, k)[k - 1]
+
+
+def _thinned(voted: list[float], answered: float) -> list[float]:
+    """The curve when each sample answers with probability ``answered``: K samples hold
+    A ~ Binomial(K, answered) votes, so P(K) = Σ_A C(K, A)·w^A·(1−w)^(K−A)·voted(A)."""
+    log_w, log_u = math.log(answered), math.log1p(-answered)
+    log_fact = [math.lgamma(n + 1) for n in range(len(voted) + 1)]
+    curve = []
+    for k in range(1, len(voted) + 1):
+        total = 0.0
+        for a in range(1, k + 1):
+            total += math.exp(log_fact[k] - log_fact[a] - log_fact[k - a] + a * log_w + (k - a) * log_u) * (
+                voted[a - 1]
+            )
+        curve.append(min(1.0, total))
+    return curve
+
+
+def _answered_curve(correct: float, others: tuple[float, ...], max_k: int) -> list[float]:
+    """Vote accuracy for K = 1..max_k when every sample answers: the right one with
+    probability ``correct``, the others with ``others``.
+
+    P(K) = Σ_j Binomial(K, j; p) · W(K − j, j), W(n, j) being the tie-weighted chance that
+    the n other samples (multinomial over the others) leave none above j: 1 when n < j;
+    1 − Σ_i [P(B_i ≥ j) − ½·P(B_i = j)] when n < 2j, since then at most one other answer can
+    reach j (B_i ~ Binomial(n, q_i/(1−p))); otherwise from generating polynomials (see
+    ``_others_series``)."""
+    curve = [0.0] * (max_k + 1)
+    rest = 1.0 - correct
+    log_fact = [math.lgamma(n + 1) for n in range(max_k + 1)]
+    log_p = math.log(correct)
+    log_rest = math.log(rest) if rest > 0.0 else -math.inf
+    first_single = max_k // 3 + 1  # from here on 2j > max_k − j: at most one other reaches j
+    singles = [_binomial_rows(q / rest, first_single, max_k - first_single) for q in others]
+    for j in range(1, max_k + 1):
+        top = max_k - j  # the most other samples any K ≤ max_k leaves
+        if j >= first_single:
+            for n in range(top + 1):
+                weight = 1.0
+                if n >= j:
+                    for rows in singles:
+                        pmf, tail = rows[n - first_single]
+                        weight -= tail[j - first_single] - 0.5 * pmf[j - first_single]
+                k = j + n
+                log_binomial = log_fact[k] - log_fact[j] - log_fact[n] + j * log_p
+                if n:
+                    log_binomial += n * log_rest
+                curve[k] += math.exp(log_binomial) * weight
+            continue
+        scale = max(1.0, top / 3)
+        log_scale = math.log(scale)
+        for n, coefficient in enumerate(_others_series(j, others, top, scale)):
+            if coefficient > 0.0:
+                k = j + n
+                log_factor = log_fact[k] - log_fact[j] + j * log_p - n * log_scale
+                curve[k] += math.exp(log_factor) * coefficient
+    return [min(1.0, max(0.0, p)) for p in curve[1:]]
+
+
+def _binomial_rows(r: float, low: int, high: int) -> list[tuple[list[float], list[float]]]:
+    """For B ~ Binomial(n, r), n = low..high: P(B = i) and P(B ≥ i) for i = low..n."""
+    log_r = math.log(r)
+    log_s = math.log1p(-r) if r < 1.0 else -math.inf
+    rows = []
+    for n in range(low, high + 1):
+        base = math.lgamma(n + 1)
+        pmf = []
+        for i in range(low, n + 1):
+            log_term = base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_r
+            if n > i:
+                log_term += (n - i) * log_s
+            pmf.append(math.exp(log_term))
+        tail = pmf[:]
+        for i in range(len(tail) - 2, -1, -1):
+            tail[i] += tail[i + 1]
+        rows.append((pmf, tail))
+    return rows
+
+
+def _others_series(j: int, others: Sequence[float], top: int, scale: float) -> list[float]:
+    """[z^n], n ≤ top, of ∫₀¹ Π_i (a_i + y·b_i) dy with x = s·z: per other answer the
+    exponential generating polynomials a_i(x) = Σ_{t<j} (q_i x)^t/t! (fewer than j votes) and
+    b_i(x) = (q_i x)^j/j! (a tie at j); a tie among t+1 counts ∫₀¹ y^t dy = 1/(t+1).
+    ``layers[t]`` holds the coefficient of y^t (exact: no quadrature); those with t·j > top
+    are never needed. Then [x^n] · n!/(1−p)^n is W(n, j). The scale s keeps (s·q)^n/n! and
+    its product with K!/j! inside the range of a float."""
+    layers: list[list[float]] = [[1.0]]
+    for q in others:
+        below = _exp_series(q * scale, min(j - 1, top))  # fewer than j votes
+        tie = below[-1] * q * scale / j  # (q·s·z)^j/j!: j ≤ top here, so below has j terms
+        grown: list[list[float]] = []
+        for t in range(min(len(layers), top // j) + 1):
+            poly = _multiply(layers[t], below, top) if t < len(layers) else []
+            if t > 0 and layers[t - 1]:
+                poly = _add_shifted(poly, layers[t - 1], j, tie, top)
+            grown.append(poly)
+        layers = grown
+    total = [0.0] * (top + 1)
+    for t, poly in enumerate(layers):
+        weight = 1.0 / (t + 1)
+        for n, c in enumerate(poly):
+            total[n] += weight * c
+    return total
+
+
+def _exp_series(rate: float, top: int) -> list[float]:
+    """rate^n/n! for n = 0..top, by the recurrence (no factorial overflows)."""
+    terms = [1.0]
+    for n in range(1, top + 1):
+        terms.append(terms[-1] * rate / n)
+    return terms
+
+
+def _multiply(p: list[float], a: list[float], top: int) -> list[float]:
+    """The product of two coefficient lists, cut after the power ``top``. Leading zeros (the
+    tie layers start at t·j) are skipped, and the shorter factor is the outer loop."""
+    lead_p, lead_a = _leading_zeros(p), _leading_zeros(a)
+    if lead_p == len(p) or lead_a == len(a) or lead_p + lead_a > top:
+        return []
+    size = min(len(p) + len(a) - 1, top + 1)
+    out = [0.0] * size
+    if len(a) - lead_a > len(p) - lead_p:
+        p, a, lead_p, lead_a = a, p, lead_a, lead_p
+    body = p[lead_p:]
+    for shift in range(lead_a, len(a)):
+        start = shift + lead_p
+        if start >= size:
+            break
+        c = a[shift]
+        if c != 0.0:
+            end = min(size, start + len(body))
+            out[start:end] = [o + c * x for o, x in zip(out[start:end], body, strict=False)]
+    return out
+
+
+def _leading_zeros(p: list[float]) -> int:
+    n = 0
+    while n < len(p) and p[n] == 0.0:
+        n += 1
+    return n
+
+
+def _add_shifted(poly: list[float], other: list[float], shift: int, factor: float, top: int) -> list[float]:
+    """poly + factor · z^shift · other, cut after the power ``top``."""
+    end = min(top + 1, shift + len(other))
+    if end <= shift:
+        return poly
+    if len(poly) < end:
+        poly = poly + [0.0] * (end - len(poly))
+    poly[shift:end] = [o + factor * x for o, x in zip(poly[shift:end], other, strict=False)]
+    return poly
+
+
+# -- filter-vote ----------------------------------------------------------------------
+
+
+def filter_vote_accuracy(dist: AnswerDistribution, calls: int) -> float:
+    """Chen et al.'s filter-vote with ``calls`` LM calls: calls/2 samples, each judged once;
+    majority vote among the answers the judge did not reject, or among all of them when it
+    rejected every one. Needs ``dist.kept`` and an even number of calls."""
+    _check_calls(calls)
+    return _filter_curve(dist, calls // 2)[calls // 2 - 1]
+
+
+def _filter_curve(dist: AnswerDistribution, generations: int) -> list[float]:
+    """Filter-vote accuracy for 1..generations samples. A sample is kept (p_a·r_a), rejected
+    (p_a·(1 − r_a)) or unanswered. Majority vote over the kept ones, rejected and unanswered
+    not voting, is right with ``vote(kept)`` (which counts "none kept" as wrong); when none is
+    kept, probability (1 − Σ p_a·r_a)^G, the vote runs over the rejected ones, drawn from the
+    distribution conditioned on not being kept."""
+    if dist.kept is None:
+        raise ConfigError("filter-vote accuracy needs the judge's kept shares (AnswerDistribution.kept)")
+    kept = [p * r for p, r in zip(dist.answers, dist.kept, strict=True)]
+    kept_mass = math.fsum(kept)
+    curve = vote_curve(_with(dist, kept, 1.0 - kept_mass), generations)
+    none_kept = 1.0 - kept_mass
+    if none_kept <= 0.0:
+        return curve
+    rejected = [(p - k) / none_kept for p, k in zip(dist.answers, kept, strict=True)]
+    fallback = vote_curve(_with(dist, rejected, 1.0 - math.fsum(rejected)), generations)
+    return [v + none_kept ** (g + 1) * f for g, (v, f) in enumerate(zip(curve, fallback, strict=True))]
+
+
+def _with(dist: AnswerDistribution, answers: Sequence[float], unanswered: float) -> AnswerDistribution:
+    return AnswerDistribution(
+        answers=tuple(max(0.0, p) for p in answers), correct=dist.correct, unanswered=max(0.0, unanswered)
+    )
+
+
+# -- over a problem set ---------------------------------------------------------------
+
+
+def curve(dists: Sequence[AnswerDistribution], ks: Sequence[int], *, filtered: bool = False) -> list[float]:
+    """The expected accuracy over ``dists`` at each K of ``ks``: majority vote over K samples,
+    or with ``filtered`` filter-vote with K calls (K even). Problems with the same
+    distribution are computed once."""
+    if not dists:
+        raise ConfigError("a curve needs at least one answer distribution")
+    for k in ks:
+        if filtered:
+            _check_calls(k)
+        else:
+            _check_k(k)
+    if not ks:
+        return []
+    top = max(ks)
+    memo: dict[tuple[Any, ...], list[float]] = {}
+    totals = [0.0] * len(ks)
+    for dist in dists:
+        key = (dist.answers, dist.correct, dist.unanswered, dist.kept if filtered else None)
+        values = memo.get(key)
+        if values is None:
+            values = _filter_curve(dist, top // 2) if filtered else vote_curve(dist, top)
+            memo[key] = values
+        for i, k in enumerate(ks):
+            totals[i] += values[k // 2 - 1] if filtered else values[k - 1]
+    return [t / len(dists) for t in totals]
+
+
+def best_k(ks: Sequence[int], accuracies: Sequence[float]) -> int:
+    """The K of the highest accuracy; the smallest K among those within 1e-12 of it."""
+    if not ks or len(ks) != len(accuracies):
+        raise ConfigError("best_k needs one accuracy per K")
+    top = max(accuracies)
+    return min(k for k, a in zip(ks, accuracies, strict=True) if a >= top - _TIE)
+
+
+def turning_point(alpha: float, p_easy: float, p_hard: float) -> float:
+    """Chen et al.'s x: with a share ``alpha`` of two-answer problems whose right answer has
+    probability ``p_easy`` > ½ and the rest ``p_hard`` < ½, vote accuracy over odd K = 2m+1
+    rises while m + 1 < x = ln[α(2p₁−1)/((1−α)(1−2p₂))] / ln[p₂(1−p₂)/(p₁(1−p₁))] and falls
+    after. Needs p₂ closer to ½ than p₁ (else the curve ends rising)."""
+    if not (0.0 < alpha < 1.0 and 0.5 < p_easy < 1.0 and 0.0 <= p_hard < 0.5):
+        raise ConfigError(f"needs 0 < alpha < 1, ½ < p_easy < 1, 0 ≤ p_hard < ½; got {alpha}, {p_easy}, {p_hard}")
+    ratio = (p_hard * (1 - p_hard)) / (p_easy * (1 - p_easy))
+    if ratio <= 1.0:
+        raise ConfigError("the closed form needs p_hard closer to ½ than p_easy: the curve would end rising")
+    return math.log(alpha * (2 * p_easy - 1) / ((1 - alpha) * (1 - 2 * p_hard))) / math.log(ratio)
+
+
+def two_answer_best_k(alpha: float, p_easy: float, p_hard: float) -> int:
+    """The best odd K of Chen et al.'s two-answer mix, 2⌈x⌉ − 1 (at least 1)."""
+    return max(1, 2 * math.ceil(turning_point(alpha, p_easy, p_hard)) - 1)
+
+
+def _check_k(k: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise ConfigError(f"K must be from 1 to {MAX_K}, got {k}")
+
+
+def _check_calls(calls: int) -> None:
+    if calls % 2 or not 2 <= calls <= 2 * MAX_K:
+        raise ConfigError(f"filter-vote needs an even number of calls from 2 to {2 * MAX_K}, got {calls}")
+
+
+# -- from a probe's results rows --------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Estimate:
+    """The answer distributions a run's rows estimate, one per usable row, with the number of
+    samples each came from, and how many rows were skipped, by reason ("error": the row
+    failed; "no gold": nothing to score against; "no samples")."""
+
+    distributions: tuple[AnswerDistribution, ...]
+    samples: tuple[int, ...]
+    skipped: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def judged(self) -> bool:
+        """Whether a judge looked at every problem's answers (so filter-vote can be predicted)."""
+        return bool(self.distributions) and all(d.kept is not None for d in self.distributions)
+
+
+def estimate(rows: Iterable[Mapping[str, Any]], equivalence: AnswerEquivalence) -> Estimate:
+    """Each usable row's answer distribution: its candidates' answers grouped by
+    ``equivalence``, over k samples (the row's ``config.n``, halved for filter-vote counting
+    judgements, else its number of candidates), the samples without an answer unanswered.
+    The right group is the largest whose answer ``matches`` the gold. Rows of filter-vote
+    also give kept shares: a judge's score ≥ 0.5 keeps a sample, as the aggregator does.
+    Rows of tree searches are refused: their candidates are not independent samples."""
+    distributions: list[AnswerDistribution] = []
+    samples: list[int] = []
+    skipped: dict[str, int] = {}
+    for row in rows:
+        reason = _unusable(row)
+        if reason is not None:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        dist, k = _distribution(row, equivalence)
+        if dist is None:
+            skipped["no samples"] = skipped.get("no samples", 0) + 1
+            continue
+        distributions.append(dist)
+        samples.append(k)
+    return Estimate(distributions=tuple(distributions), samples=tuple(samples), skipped=skipped)
+
+
+def _unusable(row: Mapping[str, Any]) -> str | None:
+    config = row.get("config") if isinstance(row.get("config"), Mapping) else {}
+    strategy = row.get("strategy", config.get("strategy"))
+    if strategy is not None and strategy not in _SAMPLING:
+        raise ConfigError(
+            f"row {row.get('id')!r}: strategy {strategy!r} does not draw independent samples; "
+            f"probe with one of {', '.join(sorted(_SAMPLING))}"
+        )
+    if row.get("error") is not None:
+        return "error"
+    if row.get("gold") is None:
+        return "no gold"
+    return None
+
+
+def _distribution(row: Mapping[str, Any], same: AnswerEquivalence) -> tuple[AnswerDistribution | None, int]:
+    where = f"row {row.get('id')!r}"
+    candidates = row.get("candidates") or []
+    if not isinstance(candidates, list) or not all(isinstance(c, Mapping) for c in candidates):
+        raise ConfigError(f"{where}: candidates must be a list of objects")
+    answered = [c for c in candidates if c.get("answer") is not None]
+    answers = [str(c["answer"]) for c in answered]
+    config = row.get("config") if isinstance(row.get("config"), Mapping) else {}
+    strategy = row.get("strategy", config.get("strategy"))
+    n = config.get("n")
+    k = len(candidates)
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        k = max(k, n // 2 if strategy == "filter-vote" and config.get("n_counts_judgements") else n)
+    if k == 0:
+        return None, 0
+    groups = same.group(answers)
+    count: dict[int, int] = {}
+    kept: dict[int, int] = {}
+    judged = strategy == "filter-vote" or config.get("aggregator") == "filter"
+    scored = any(c.get("score") is not None for c in answered)
+    first: dict[int, str] = {}
+    for candidate, answer, group in zip(answered, answers, groups, strict=True):
+        first.setdefault(group, answer)
+        count[group] = count.get(group, 0) + 1
+        score = candidate.get("score")
+        # The aggregator falls back to plain majority when nothing was scored: all kept.
+        keep = not scored or (isinstance(score, int | float) and score >= 0.5)
+        kept[group] = kept.get(group, 0) + keep
+    order = list(first)
+    gold = str(row["gold"])
+    right = [g for g in order if same.matches(first[g], gold)]
+    correct = order.index(max(right, key=lambda g: count[g])) if right else None
+    dist = AnswerDistribution.from_counts(
+        [count[g] for g in order], correct, k, [kept[g] for g in order] if judged else None
+    )
+    return dist, k
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Prediction:
+    """The predicted accuracy at each K of ``ks``: ``vote`` for majority vote over K samples,
+    ``filter_vote`` (when a judge scored the probe) for filter-vote with K calls, None at odd
+    K. ``best_vote_k`` and ``best_filter_k`` maximise them (the smallest K on ties)."""
+
+    ks: tuple[int, ...]
+    vote: tuple[float, ...]
+    best_vote_k: int
+    filter_vote: tuple[float | None, ...] | None
+    best_filter_k: int | None
+    estimate: Estimate
+
+
+def predict(
+    rows: Iterable[Mapping[str, Any]],
+    ks: Iterable[int] = range(1, 65),
+    *,
+    equivalence: AnswerEquivalence | None = None,
+) -> Prediction:
+    """The accuracy curve a probe's results rows predict, and the best K.
+
+    ``rows``: the JSONL rows of one ``treesearch run`` (majority-vote, or filter-vote for
+    its curve too) with many samples per problem. ``equivalence`` groups answers
+    (default: a ``MathEquivalence``, closed before returning)."""
+    wanted = sorted(set(ks))
+    if not wanted:
+        raise ConfigError("predict needs at least one K")
+    for k in wanted:
+        _check_k(k)
+    if equivalence is None:
+        from treesearch.equivalence import MathEquivalence
+
+        with MathEquivalence() as math_equivalence:
+            found = estimate(rows, math_equivalence)
+    else:
+        found = estimate(rows, equivalence)
+    if not found.distributions:
+        why = ", ".join(f"{count} {reason}" for reason, count in found.skipped.items()) or "no rows"
+        raise ConfigError(f"no usable rows to estimate from ({why})")
+    vote = curve(found.distributions, wanted)
+    filter_vote: tuple[float | None, ...] | None = None
+    best_filter: int | None = None
+    even = [k for k in wanted if k % 2 == 0]
+    if found.judged and even:
+        values = dict(zip(even, curve(found.distributions, even, filtered=True), strict=True))
+        filter_vote = tuple(values.get(k) for k in wanted)
+        best_filter = best_k(even, list(values.values()))
+    return Prediction(
+        ks=tuple(wanted),
+        vote=tuple(vote),
+        best_vote_k=best_k(wanted, vote),
+        filter_vote=filter_vote,
+        best_filter_k=best_filter,
+        estimate=found,
+    )

@@ -1,0 +1,135 @@
+"""``treesearch advise``: a probe's results file in, the predicted accuracy against K out.
+
+The probe is one ``treesearch run`` of majority-vote (or filter-vote, whose judge scores
+add a filter-vote column) with many samples per problem; ``treesearch.advise.predict``
+estimates each problem's answer distribution from its row and predicts, exactly, the
+accuracy of voting over K samples (Chen et al. 2024). The table goes to stdout; a file
+that cannot be read is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from treesearch.cli_options import number
+from treesearch.errors import ConfigError, ProblemFileError
+
+_DESCRIPTION = (
+    "Predict majority-vote accuracy against the number of samples K (and filter-vote's, against "
+    "calls, when a judge scored the probe) from a probe run's results: each problem's answer "
+    "distribution as its samples estimate it, the vote accuracy computed exactly from it, averaged "
+    "(Chen et al. 2024, 'Are More LM Calls All You Need?'). More calls can hurt: problems whose "
+    "likeliest answer is wrong get worse with K. Probe with e.g. treesearch run --strategy "
+    "majority-vote --n 64 --output probe.jsonl."
+)
+
+_MAX_K = 1000  # treesearch.advise.MAX_K, without importing it at start-up
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        ks = []
+    if not ks or not all(1 <= k <= _MAX_K for k in ks):
+        raise argparse.ArgumentTypeError(f"must be a comma list of K from 1 to {_MAX_K}, got {text!r}")
+    return ks
+
+
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``treesearch advise`` to the top-level parser's subcommands."""
+    parser = commands.add_parser(
+        "advise", help="predict accuracy against K from a probe run (Chen et al.)", description=_DESCRIPTION
+    )
+    parser.add_argument("--results", required=True, type=Path, metavar="FILE.jsonl",
+                        help="the probe's results file (treesearch run --output), one row per "
+                        "problem, with gold answers")  # fmt: skip
+    parser.add_argument(
+        "--max-k",
+        type=number(int, f"an integer from 1 to {_MAX_K}", lambda v: 1 <= v <= _MAX_K),
+        default=64,
+        help="predict K = 1..max-k (the cost grows as K³); the table shows a selection and the best",
+    )
+    parser.add_argument("--ks", type=_ks, default=None, metavar="K,K,...",
+                        help="predict and show exactly these K instead (default: 1..--max-k)")  # fmt: skip
+    parser.set_defaults(handler=advise_command)
+
+
+def advise_command(args: argparse.Namespace) -> int:
+    """``treesearch advise``: prints the table; the exit code."""
+    from treesearch.advise import predict
+
+    rows = read_rows(args.results)
+    if not rows:
+        raise ConfigError(f"{args.results} holds no rows")
+    ks = args.ks or range(1, args.max_k + 1)
+    prediction = predict(rows, ks)
+    if args.ks:
+        shown = sorted(set(args.ks))
+    else:
+        picked = {k for k in range(1, 9)} | {args.max_k, prediction.best_vote_k}
+        picked |= {2**i + d for i in range(4, 11) for d in (-1, 0)}
+        if prediction.best_filter_k is not None:
+            picked.add(prediction.best_filter_k)
+        shown = sorted(k for k in picked if k <= args.max_k)
+    print(render(prediction, shown))
+    return 0
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results file (the last row of an id wins, as a resumed run writes them);
+    ConfigError or ProblemFileError, naming the line, for what is not one."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--results {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--results {path}: not UTF-8; is it a results file?") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read --results {path}: {exc.strerror or exc}") from None
+    rows: dict[str, dict[str, Any]] = {}
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ProblemFileError(str(path), line_number, f"not JSON ({exc.msg}); is it a results file?") from None
+        if not isinstance(record, dict) or "id" not in record:
+            raise ProblemFileError(str(path), line_number, 'not a results row (a JSON object with "id")')
+        rows[str(record["id"])] = record
+    return list(rows.values())
+
+
+def render(prediction: Any, shown: list[int]) -> str:
+    """The table: one line per K of ``shown``, the best K of each column marked."""
+    found = prediction.estimate
+    samples = found.samples
+    low, high = min(samples), max(samples)
+    each = f"{low} samples each" if low == high else f"{low} to {high} samples (median {statistics.median(samples):g})"
+    lines = [f"estimated from {len(samples)} problems, {each}"]
+    if found.skipped:
+        skipped = ", ".join(f"{count} {reason}" for reason, count in found.skipped.items())
+        lines[0] += f"; skipped {sum(found.skipped.values())} rows ({skipped})"
+    value = dict(zip(prediction.ks, prediction.vote, strict=True))
+    filtered = dict(zip(prediction.ks, prediction.filter_vote or (), strict=False))
+    lines.append(f"{'K':>5}  {'vote':>7}" + ("  filter-vote" if prediction.filter_vote else ""))
+    for k in shown:
+        mark = "*" if k == prediction.best_vote_k else " "
+        line = f"{k:>5}  {value[k]:7.3f}{mark}"
+        if prediction.filter_vote and filtered.get(k) is not None:
+            mark = "*" if k == prediction.best_filter_k else " "
+            line += f"  {filtered[k]:10.3f}{mark}"
+        lines.append(line.rstrip())
+    best = f"* best: vote at K={prediction.best_vote_k} ({value[prediction.best_vote_k]:.3f})"
+    if prediction.best_filter_k is not None:
+        k = prediction.best_filter_k
+        best += f"; filter-vote at K={k} calls ({k // 2} samples, each judged; {filtered[k]:.3f})"
+    lines.append(best)
+    if max(shown) > low:
+        lines.append(f"K above {low} extrapolates from the estimated distributions")
+    return "\n".join(lines)

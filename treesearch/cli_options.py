@@ -1,0 +1,220 @@
+"""The options several commands share, and the argparse types that check their ranges.
+
+``run``, ``label`` and ``fit-adaptive`` talk to the same kinds of endpoint and search
+the same way, so they take these options from one place; each numeric option refuses
+a senseless value naming its flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from treesearch.aggregate import AGGREGATORS
+from treesearch.config import DEFAULT_REVISION_TEMPLATE
+from treesearch.strategies import STRATEGIES
+from treesearch.verify import REDUCTIONS
+
+
+def text(value: str) -> str:
+    """Command-line text with backslash escapes, so ``--step-delimiter '\\n\\n'`` works."""
+    return codecs.decode(value, "unicode_escape")
+
+
+def number(kind: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], Any]:
+    """An argparse type for a number that makes sense (``ok``), so a senseless value is
+    refused naming its flag: "argument --beam-width: must be a positive integer, got '0'"."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not ok(value):  # NaN fails every bound
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+COUNT = number(int, "a positive integer", lambda v: v >= 1)
+INDEX = number(int, "an integer ≥ 0", lambda v: v >= 0)
+POSITIVE = number(float, "a positive number", lambda v: v > 0)
+NOT_NEGATIVE = number(float, "a number ≥ 0", lambda v: v >= 0)
+TEMPERATURE = number(float, "a number from 0 to 5", lambda v: 0 <= v <= 5)
+PROBABILITY = number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+
+
+_SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+
+
+def parameters(value: str) -> float:
+    """A model size: a number, or one with K, M, B or T after it (``270M``, ``7B``)."""
+    text = value.strip().upper()
+    scale = _SUFFIXES.get(text[-1:], 1.0)
+    try:
+        size = float(text[:-1] if text[-1:] in _SUFFIXES else text)
+    except ValueError:
+        size = math.nan
+    if not size * scale > 0 or math.isinf(size):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of parameters such as 7B or 270M, got {value!r}"
+        )
+    return size * scale
+
+
+def add_size_options(parser: argparse.ArgumentParser) -> None:
+    """Model sizes, for inference FLOPs (2 × parameters × tokens) in rows and summaries."""
+    parser.add_argument("--model-params", type=parameters, default=None, metavar="P",
+                        help="the policy model's parameters (7B, 270M, 1.5e9): rows then carry "
+                        "inference FLOPs (default: none)")  # fmt: skip
+    parser.add_argument("--prm-params", type=parameters, default=None, metavar="P",
+                        help="the verifier model's parameters (default: --model-params, right when "
+                        "the verifier is the policy's own model)")  # fmt: skip
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", choices=list(STRATEGIES), default="majority-vote", help="how to search")
+    parser.add_argument("--n", type=COUNT, default=8, help="samples / finished paths")
+    parser.add_argument(
+        "--sampling",
+        choices=["whole", "steps"],
+        default="whole",
+        help="sample each solution in one request or step by step",
+    )
+    parser.add_argument("--temperature", type=TEMPERATURE, default=0.8, help="sampling temperature")
+    parser.add_argument("--top-p", type=PROBABILITY, default=1.0, help="nucleus sampling's probability mass")
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: none)")
+    parser.add_argument("--max-step-tokens", type=COUNT, default=256, help="tokens of one step")
+    parser.add_argument(
+        "--max-tokens", type=COUNT, default=1024, help="tokens of a whole solution sampled in one request"
+    )
+    parser.add_argument(
+        "--step-delimiter",
+        type=text,
+        default="\n\n",
+        help="the text that ends a step, backslash escapes allowed (default: '\\n\\n')",
+    )
+    parser.add_argument(
+        "--stop",
+        type=text,
+        action="append",
+        default=[],
+        help="a further stop string that ends a solution, repeatable (default: none)",
+    )
+    parser.add_argument(
+        "--max-depth",
+        type=COUNT,
+        default=40,
+        help="steps of a path; the last asks for the rest of the solution",
+    )
+    parser.add_argument(
+        "--answer-pattern",
+        default=None,
+        metavar="REGEX",
+        help="how a solution states its final answer (group 'answer', else group 1) (default: "
+        "\\boxed{} and 'The answer is X.')",
+    )
+    parser.add_argument(
+        "--answer-timeout",
+        type=POSITIVE,
+        default=2.0,
+        help="seconds one answer comparison may take (math-verify, in a worker process)",
+    )
+    parser.add_argument(
+        "--budget-tokens", type=COUNT, default=None, help="tokens per problem (default: unlimited)"
+    )
+    parser.add_argument(
+        "--budget-requests", type=COUNT, default=None, help="requests per problem (default: unlimited)"
+    )
+    parser.add_argument(
+        "--budget-seconds", type=POSITIVE, default=None, help="seconds per problem (default: unlimited)"
+    )
+    parser.add_argument(
+        "--budget-count",
+        choices=["total", "completion"],
+        default="total",
+        help="count prompt+completion tokens (total) or completion only",
+    )
+    parser.add_argument(
+        "--aggregator",
+        choices=list(AGGREGATORS),
+        default=None,
+        help="how the finished paths' answers make one (default: the strategy's own)",
+    )
+    parser.add_argument(
+        "--score-reduction",
+        choices=list(REDUCTIONS),
+        default="last",
+        help="one score from a path's step scores",
+    )
+    parser.add_argument("--beam-width", type=COUNT, default=4, help="M: children per kept beam")
+    parser.add_argument("--lookahead", type=COUNT, default=2, help="k: greedy steps valuing a step")
+    parser.add_argument("--rebase-temperature", type=POSITIVE, default=0.1, help="REBASE's T_b")
+    parser.add_argument("--mcts-c", type=NOT_NEGATIVE, default=1.0, help="UCT's exploration constant")
+    parser.add_argument("--revision-ratio", type=POSITIVE, default=1.0, help="revisions: attempts per "
+                        "chain over chains (N=64 at 0.25: 16 chains of 4)")  # fmt: skip
+    parser.add_argument("--revision-context", type=COUNT, default=4,
+                        help="revisions: earlier attempts of its chain an attempt sees")  # fmt: skip
+    parser.add_argument("--revision-template", type=text, default=DEFAULT_REVISION_TEMPLATE,
+                        help="revisions: the prompt's question, with {question} and {attempts} fields "
+                        "(default: the problem, its chain's attempts, 'Write a new solution that "
+                        "corrects their mistakes.')")  # fmt: skip
+    parser.add_argument("--policy-table", type=Path, default=None, metavar="T.json",
+                        help="adaptive: the table treesearch fit-adaptive wrote (default: none)")  # fmt: skip
+    parser.add_argument(
+        "--n-counts-judgements",
+        action="store_true",
+        help="filter-vote: N is a number of calls, N/2 generations each judged once (Chen et al.)",
+    )
+    parser.add_argument(
+        "--verifier",
+        default=None,
+        metavar="KIND",
+        help="vllm-pooling, logprob, judge, or MODULE:FUNCTION (a Python function "
+        "(problem, steps) -> score(s)) (default: vllm-pooling when --prm-url is given, else none)",
+    )
+    parser.add_argument("--prm-url", default=None, help="the verifier's server (default: --base-url)")
+    parser.add_argument(
+        "--prm-api-key", default=None, help="the key sent to --prm-url (default: the policy's key)"
+    )
+    parser.add_argument("--prm-model", default=None, help="the verifier's model (default: the policy's)")
+    parser.add_argument("--prm-step-tag", type=text, default="<extra_0>", help="the PRM's step tag")
+    parser.add_argument(
+        "--prm-good-column", type=INDEX, default=1, help="the column of P(good step) in the PRM's output"
+    )
+    parser.add_argument(
+        "--completion-check",
+        choices=["pattern", "judge"],
+        default="pattern",
+        help="decide a path is finished by answer patterns and EOS, or also by asking the "
+        "policy's model (yes/no logprobs)",
+    )
+
+
+def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    """Where the policy comes from: an OpenAI-compatible server or the embedded model."""
+    parser.add_argument("--backend", choices=["openai", "llamacpp"], default="openai",
+                        help="an OpenAI-compatible server (--base-url) or the embedded "
+                        "llama.cpp model (needs the local extra)")  # fmt: skip
+    parser.add_argument("--base-url", default=None, help="the server's OpenAI-compatible base "
+                        "URL, e.g. http://localhost:8000/v1 (default: none)")  # fmt: skip
+    parser.add_argument("--model", default=None, help="the model to ask for, which the server must "
+                        "list at /models (default: the only model it lists)")  # fmt: skip
+    parser.add_argument("--model-file", default=None, type=Path,
+                        help="a GGUF file for --backend llamacpp (default: the bundled Gemma "
+                        "3 270M)")  # fmt: skip
+    parser.add_argument(
+        "--api", choices=["completions", "chat"], default="completions", help="the endpoint's API"
+    )
+    parser.add_argument("--api-key", default=None, help="the key sent to the server, never printed "
+                        "or logged (default: $OPENAI_API_KEY)")  # fmt: skip
+    parser.add_argument("--concurrency", type=COUNT, default=256, help="requests in flight to the endpoint")
+    parser.add_argument("--problems-in-flight", type=COUNT, default=None,
+                        help="problems searched at once, so finished rows accumulate steadily "
+                        "(default: 32; 1 for --backend llamacpp, which serves one request at a "
+                        "time)")  # fmt: skip

@@ -1,0 +1,58 @@
+"""Sequential revisions (Snell et al.): chains of attempts, each revising the ones before it.
+
+N attempts are split between depth and breadth by ``revision_ratio`` (attempts per
+chain over chains, Snell et al.'s sequential-to-parallel ratio): N = 64 at ratio 1/4 is
+16 chains of 4 attempts. The chains' first attempts come from one request (with ``n``);
+every later attempt is one request whose prompt shows the last ``revision_context``
+attempts of its chain (4, as in the paper) through ``revision_template``, and the new
+attempt records the one it revises, so the chains live in the tree. Every attempt that
+states an answer is a candidate; the hierarchical weighted vote selects within each
+chain, then across chains (``aggregate.hierarchical_vote``), and majority vote over all
+attempts is the verifier-free choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from functools import partial
+
+from treesearch.config import SearchConfig
+from treesearch.context import SearchContext, gather
+from treesearch.problems import Problem
+from treesearch.tree import ROOT
+
+
+def chain_lengths(n: int, ratio: float) -> list[int]:
+    """N attempts as chains: length round(√(N·ratio)) (from 1 to N), as many chains as
+    make N with it, the attempts spread over them as evenly as they go (longest first)."""
+    length = min(n, max(1, round(math.sqrt(n * ratio))))
+    chains = max(1, round(n / length))
+    return [n // chains + (1 if index < n % chains else 0) for index in range(chains)]
+
+
+def revision_prompt(problem: Problem, attempts: list[str], template: str) -> Problem:
+    """The problem as a revision asks it: the template's ``{question}`` (the problem's ready
+    prompt, when it has one) and ``{attempts}``, each as "Attempt k:" and its text."""
+    shown = "\n\n".join(f"Attempt {index}:\n{text.strip()}" for index, text in enumerate(attempts, 1))
+    if problem.prompt is not None:
+        return replace(problem, prompt=template.format(question=problem.prompt, attempts=shown))
+    return replace(problem, question=template.format(question=problem.question, attempts=shown))
+
+
+async def revisions(ctx: SearchContext, config: SearchConfig) -> None:
+    """Every finished attempt is a candidate, so this leaves ``ctx.candidates`` unset."""
+    lengths = chain_lengths(config.n, config.revision_ratio)
+    firsts = await ctx.expand(ROOT, len(lengths), whole=True)
+
+    async def chain(first: int, length: int) -> None:
+        latest = first
+        for _ in range(length - 1):
+            shown = ctx.tree.chain(latest)[-config.revision_context :]
+            prompt = revision_prompt(
+                ctx.problem, [ctx.tree.node(node).text for node in shown], config.revision_template
+            )
+            (attempt,) = await ctx.expand(ROOT, 1, whole=True, prompt=prompt, revises=latest)
+            latest = attempt.id
+
+    await gather([partial(chain, node.id, length) for node, length in zip(firsts, lengths, strict=False)])
