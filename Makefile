@@ -32,3 +32,4 @@ bench: $(BIN)/.bench
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_search.py --prm-noise 3
 	$(BIN)/python benchmarks/bench_real.py
+	$(BIN)/python benchmarks/bench_adaptive.py

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import problems, run_cli, write_problems
 
-from treesearch import BudgetLimits, ConfigError, SamplingParams, SearchConfig, run, search
+from treesearch import BudgetLimits, ConfigError, SamplingParams, SearchConfig, run
 from treesearch.adaptive import GridCell, fit_policy_table
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
@@ -96,8 +96,10 @@ async def test_a_fitted_table_is_saved_reloaded_and_used(
                 assert sum(bool(r.correct) for r in fitted.results[cell.label(), budget]
                            if r.problem_id in members) == max(accuracies.values())  # fmt: skip
     table.save(tmp_path / "table.json")
+    reloaded = PolicyTable.load(tmp_path / "table.json")
+    assert reloaded == table
     config = SearchConfig(strategy="adaptive", n=8, whole=False, sampling=SamplingParams(seed=9),
-                          step=StepFormat(max_depth=12), policy_table=PolicyTable.load(tmp_path / "table.json"))  # fmt: skip
+                          step=StepFormat(max_depth=12), policy_table=reloaded)  # fmt: skip
     test_set = problems("c", 40)[20:] + problems("s", 40)[20:]  # disjoint from the calibration set
     results = await run(test_set, policy, config, verifier=prm)
     for result in results:
@@ -112,7 +114,8 @@ async def test_a_fitted_table_is_saved_reloaded_and_used(
         assert abs(result.usage.completion_tokens - sum(node.tokens for node in nodes)) <= len(nodes)
         assert len(result.tree.children(ROOT)) >= probe
         assert sum(node.tokens for node in result.tree.children(ROOT)[:probe]) > 0
-        assert all(c.node not in {n.id for n in result.tree.children(ROOT)[:probe]} for c in result.candidates)
+        probed = {node.id for node in result.tree.children(ROOT)[:probe]}
+        assert all(c.node not in probed for c in result.candidates)
     assert len({r.choice["level"] for r in results if r.choice}) > 1
 
 
@@ -139,7 +142,21 @@ async def test_adaptive_on_the_command_line(fake_server: Callable[..., str], tmp
         assert flops["verifier"] == 2 * 1.5e9 * usage["verifier_tokens"] > 0
     missing = run_cli("run", "--base-url", url, "--strategy", "adaptive", "--problems", str(test_set),
                       "--output", str(tmp_path / "o2.jsonl"))  # fmt: skip
-    assert missing.returncode == 2 and "--policy-table" in missing.stderr and "Traceback" not in missing.stderr
-    bad = run_cli("fit-adaptive", "--base-url", url, "--problems", str(calibration), "--output",
-                  str(tmp_path / "t2.json"), "--budgets", "4,x")  # fmt: skip
-    assert bad.returncode == 2 and "--budgets" in bad.stderr and "Traceback" not in bad.stderr
+    assert missing.returncode == 2 and "--policy-table" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    for flags, named in [
+        (["--budgets", "4,x"], "--budgets"),
+        ([], "--prm-url"),  # the grid needs a verifier
+        (["--prm-url", url, "--folds", "50"], "--folds"),
+        (["--prm-url", url, "--probe-k", "0"], "--probe-k"),
+    ]:
+        bad = run_cli("fit-adaptive", "--base-url", url, "--problems", str(calibration), "--output",
+                      str(tmp_path / "t2.json"), *flags)  # fmt: skip
+        assert bad.returncode == 2 and named in bad.stderr, (flags, bad.stderr)
+        assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "t2.json").exists()
+    (tmp_path / "broken.json").write_text('{"version": 1}')
+    broken = run_cli("run", "--base-url", url, "--prm-url", url, "--strategy", "adaptive", "--policy-table",
+                     str(tmp_path / "broken.json"), "--problems", str(test_set), "--output",
+                     str(tmp_path / "o3.jsonl"))  # fmt: skip
+    assert broken.returncode == 2 and "not a policy table" in broken.stderr
+    assert len(broken.stderr.strip().splitlines()) == 1

@@ -15,6 +15,7 @@ from treesearch.aggregate import (
     best_of_n,
     filter_vote,
     get_aggregator,
+    hierarchical_vote,
     majority_vote,
     weighted_vote,
 )
@@ -114,3 +115,21 @@ def test_filter_vote_drops_only_what_the_judge_rejected() -> None:
         Candidate(node=2, answer="9", score=ABSTAIN),
     ]
     assert filter_vote(candidates, [0, 0, 1]) == "9"
+
+
+def test_hierarchical_vote_selects_within_chains_then_across() -> None:
+    """Chain 1 says 5 twice weakly and 7 once strongly; chain 2 says 7. Within chain 1 the 5s
+    sum to 1.2 > 0.9, so it picks 5 carrying 1.2; across chains 5 (1.2) beats 7 (1.0). A flat
+    weighted vote would pick 7 (1.9 against 1.2)."""
+    cs = [
+        Candidate(node=1, answer="5", score=0.6, chain=1),
+        Candidate(node=2, answer="5", score=0.6, chain=1),
+        Candidate(node=3, answer="7", score=0.9, chain=1),
+        Candidate(node=4, answer="7", score=1.0, chain=4),
+    ]
+    groups = [0, 0, 1, 1]
+    assert hierarchical_vote(cs, groups) == "5"
+    assert weighted_vote(cs, groups) == "7"
+    # Without chains every candidate is a chain of its own: the weighted vote.
+    flat = [Candidate(node=c.node, answer=c.answer, score=c.score) for c in cs]
+    assert hierarchical_vote(flat, groups) == weighted_vote(flat, groups) == "7"

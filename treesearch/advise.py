@@ -12,7 +12,9 @@ form, and the estimate of those distributions from a probe run's results rows.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -72,7 +74,7 @@ class AnswerDistribution:
         """The distribution ``samples`` draws estimate: ``counts[i]`` stated answer i (``kept[i]``
         of them not rejected by the judge); the rest stated none."""
         answered = sum(counts)
-        if samples <= 0 or answered > samples or min(counts, default=0) <= 0:
+        if samples <= 0 or answered > samples or any(c <= 0 for c in counts):
             raise ConfigError(f"counts {list(counts)} do not fit {samples} samples")
         if kept is not None and any(not 0 <= r <= c for r, c in zip(kept, counts, strict=True)):
             raise ConfigError(f"kept counts {list(kept)} do not fit counts {list(counts)}")
@@ -111,18 +113,21 @@ def vote_accuracy(dist: AnswerDistribution, k: int) -> float:
 
 def _thinned(voted: list[float], answered: float) -> list[float]:
     """The curve when each sample answers with probability ``answered``: K samples hold
-    A ~ Binomial(K, answered) votes, so P(K) = Σ_A C(K, A)·w^A·(1−w)^(K−A)·voted(A)."""
-    log_w, log_u = math.log(answered), math.log1p(-answered)
-    log_fact = [math.lgamma(n + 1) for n in range(len(voted) + 1)]
+    A ~ Binomial(K, answered) votes, so P(K) = Σ_A P(A)·voted(A)."""
     curve = []
-    for k in range(1, len(voted) + 1):
-        total = 0.0
-        for a in range(1, k + 1):
-            total += math.exp(log_fact[k] - log_fact[a] - log_fact[k - a] + a * log_w + (k - a) * log_u) * (
-                voted[a - 1]
-            )
-        curve.append(min(1.0, total))
+    for row in _binomial_pmfs(answered, len(voted))[1:]:
+        curve.append(min(1.0, math.fsum(map(operator.mul, row[1:], voted))))
     return curve
+
+
+def _binomial_pmfs(r: float, top: int) -> list[list[float]]:
+    """P(B = i), i = 0..n, for B ~ Binomial(n, r), n = 0..top, by Pascal's recurrence."""
+    rows = [[1.0]]
+    s = 1.0 - r
+    for _ in range(top):
+        last = rows[-1]
+        rows.append([s * b + r * a for a, b in zip([0.0, *last], [*last, 0.0], strict=True)])
+    return rows
 
 
 def _answered_curve(correct: float, others: tuple[float, ...], max_k: int) -> list[float]:
@@ -134,82 +139,82 @@ def _answered_curve(correct: float, others: tuple[float, ...], max_k: int) -> li
     1 − Σ_i [P(B_i ≥ j) − ½·P(B_i = j)] when n < 2j, since then at most one other answer can
     reach j (B_i ~ Binomial(n, q_i/(1−p))); otherwise from generating polynomials (see
     ``_others_series``)."""
+    if not others:  # the right answer is the only one
+        return [1.0] * max_k
     curve = [0.0] * (max_k + 1)
-    rest = 1.0 - correct
+    rest = math.fsum(others)  # 1 − p, as the others sum
     log_fact = [math.lgamma(n + 1) for n in range(max_k + 1)]
     log_p = math.log(correct)
-    log_rest = math.log(rest) if rest > 0.0 else -math.inf
     first_single = max_k // 3 + 1  # from here on 2j > max_k − j: at most one other reaches j
-    singles = [_binomial_rows(q / rest, first_single, max_k - first_single) for q in others]
-    for j in range(1, max_k + 1):
-        top = max_k - j  # the most other samples any K ≤ max_k leaves
-        if j >= first_single:
-            for n in range(top + 1):
-                weight = 1.0
-                if n >= j:
-                    for rows in singles:
-                        pmf, tail = rows[n - first_single]
-                        weight -= tail[j - first_single] - 0.5 * pmf[j - first_single]
-                k = j + n
-                log_binomial = log_fact[k] - log_fact[j] - log_fact[n] + j * log_p
-                if n:
-                    log_binomial += n * log_rest
-                curve[k] += math.exp(log_binomial) * weight
-            continue
+    # lost[n][i] = Σ over the others of P(B ≥ i) − ½·P(B = i), B ~ Binomial(n, q/(1−p))
+    lost = [[0.0] * (n + 1) for n in range(max_k - first_single + 1)]
+    for q in others:
+        for n, row in enumerate(_binomial_pmfs(q / rest, max_k - first_single)):
+            tail = list(itertools.accumulate(reversed(row)))[::-1]
+            lost[n] = [x + t - 0.5 * b for x, t, b in zip(lost[n], tail, row, strict=True)]
+    for j in range(first_single, max_k + 1):
+        binomial = math.exp(j * log_p)  # C(j+n, n)·p^j·(1−p)^n, n = 0..max_k − j
+        for n in range(max_k - j + 1):
+            if n:
+                binomial *= (j + n) / n * rest
+            curve[j + n] += binomial * (1.0 - lost[n][j]) if n >= j else binomial
+    for j in range(1, first_single):
+        top = max_k - j
         scale = max(1.0, top / 3)
-        log_scale = math.log(scale)
-        for n, coefficient in enumerate(_others_series(j, others, top, scale)):
-            if coefficient > 0.0:
-                k = j + n
-                log_factor = log_fact[k] - log_fact[j] + j * log_p - n * log_scale
-                curve[k] += math.exp(log_factor) * coefficient
+        base, log_scale = j * log_p - log_fact[j], math.log(scale)
+        series = _others_series(j, others, top, scale)
+        for n, coefficient in enumerate(series):
+            curve[j + n] += math.exp(base + log_fact[j + n] - n * log_scale) * coefficient
     return [min(1.0, max(0.0, p)) for p in curve[1:]]
-
-
-def _binomial_rows(r: float, low: int, high: int) -> list[tuple[list[float], list[float]]]:
-    """For B ~ Binomial(n, r), n = low..high: P(B = i) and P(B ≥ i) for i = low..n."""
-    log_r = math.log(r)
-    log_s = math.log1p(-r) if r < 1.0 else -math.inf
-    rows = []
-    for n in range(low, high + 1):
-        base = math.lgamma(n + 1)
-        pmf = []
-        for i in range(low, n + 1):
-            log_term = base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_r
-            if n > i:
-                log_term += (n - i) * log_s
-            pmf.append(math.exp(log_term))
-        tail = pmf[:]
-        for i in range(len(tail) - 2, -1, -1):
-            tail[i] += tail[i + 1]
-        rows.append((pmf, tail))
-    return rows
 
 
 def _others_series(j: int, others: Sequence[float], top: int, scale: float) -> list[float]:
     """[z^n], n ≤ top, of ∫₀¹ Π_i (a_i + y·b_i) dy with x = s·z: per other answer the
     exponential generating polynomials a_i(x) = Σ_{t<j} (q_i x)^t/t! (fewer than j votes) and
-    b_i(x) = (q_i x)^j/j! (a tie at j); a tie among t+1 counts ∫₀¹ y^t dy = 1/(t+1).
-    ``layers[t]`` holds the coefficient of y^t (exact: no quadrature); those with t·j > top
-    are never needed. Then [x^n] · n!/(1−p)^n is W(n, j). The scale s keeps (s·q)^n/n! and
-    its product with K!/j! inside the range of a float."""
-    layers: list[list[float]] = [[1.0]]
-    for q in others:
-        below = _exp_series(q * scale, min(j - 1, top))  # fewer than j votes
-        tie = below[-1] * q * scale / j  # (q·s·z)^j/j!: j ≤ top here, so below has j terms
-        grown: list[list[float]] = []
+    b_i(x) = (q_i x)^j/j! (a tie at j); a tie among t+1 counts ∫₀¹ y^t dy = 1/(t+1). Then
+    [x^n]·n!/(1−p)^n is W(n, j). The scale s keeps (s·q)^n/n! and its product with K!/j!
+    inside the range of a float.
+
+    Exact, no quadrature: ``layers[t]`` holds the coefficient of y^t from the power t·j on
+    (below it is zero; those with t·j > top are never needed). The last answer needs no
+    layers: ∫ P(y)·(a + y·b) dy = a·∫P + b·∫y·P. Below the power j every product is the plain
+    exponential e^{Σq·x}, so only the powers from j on are multiplied out."""
+    first, tie = _below_and_tie(others[0] * scale, j)
+    layers = [first, [tie]] if len(others) > 1 else [[1.0]]
+    rate = others[0] * scale if len(others) > 1 else 0.0  # Σ q·s of the answers in ``layers``
+    for q in others[1:-1]:
+        below, tie = _below_and_tie(q * scale, j)
+        rate += q * scale
+        grown = []
         for t in range(min(len(layers), top // j) + 1):
-            poly = _multiply(layers[t], below, top) if t < len(layers) else []
-            if t > 0 and layers[t - 1]:
-                poly = _add_shifted(poly, layers[t - 1], j, tie, top)
+            limit = top - t * j
+            poly = _multiply(layers[t], below, limit, low=j if t == 0 else 0) if t < len(layers) else []
+            if t == 0:
+                poly[:j] = _exp_series(rate, j - 1)
+            else:
+                poly = _add_scaled(poly, layers[t - 1], tie, limit)
             grown.append(poly)
         layers = grown
-    total = [0.0] * (top + 1)
+    q = others[-1]
+    below, tie = _below_and_tie(q * scale, j)
+    support = max(t * j + len(poly) for t, poly in enumerate(layers))
+    moments = [[0.0] * support, [0.0] * support]  # ∫P and ∫y·P
     for t, poly in enumerate(layers):
-        weight = 1.0 / (t + 1)
-        for n, c in enumerate(poly):
-            total[n] += weight * c
+        begin = t * j
+        end = begin + len(poly)
+        for moment, weight in zip(moments, (1.0 / (t + 1), 1.0 / (t + 2)), strict=True):
+            moment[begin:end] = [x + weight * c for x, c in zip(moment[begin:end], poly, strict=True)]
+    total = _multiply(moments[0], below, top, low=j)
+    total[:j] = _exp_series(rate + q * scale, j - 1)
+    total += [0.0] * (min(top + 1, j + support) - len(total))
+    total[j:] = [x + tie * c for x, c in zip(total[j:], moments[1], strict=False)]
     return total
+
+
+def _below_and_tie(rate: float, j: int) -> tuple[list[float], float]:
+    """(rate·z)^t/t! for t < j (fewer than j votes), and (rate·z)^j/j! (a tie at j)."""
+    below = _exp_series(rate, j - 1)
+    return below, below[-1] * rate / j
 
 
 def _exp_series(rate: float, top: int) -> list[float]:
@@ -220,43 +225,34 @@ def _exp_series(rate: float, top: int) -> list[float]:
     return terms
 
 
-def _multiply(p: list[float], a: list[float], top: int) -> list[float]:
-    """The product of two coefficient lists, cut after the power ``top``. Leading zeros (the
-    tie layers start at t·j) are skipped, and the shorter factor is the outer loop."""
-    lead_p, lead_a = _leading_zeros(p), _leading_zeros(a)
-    if lead_p == len(p) or lead_a == len(a) or lead_p + lead_a > top:
-        return []
+def _multiply(p: list[float], a: list[float], top: int, *, low: int = 0) -> list[float]:
+    """The product of two coefficient lists, cut after the power ``top``, its powers below
+    ``low`` left 0 (the caller knows them); the shorter factor is the outer loop."""
+    if len(a) > len(p):
+        p, a = a, p
     size = min(len(p) + len(a) - 1, top + 1)
+    if size <= 0:
+        return []
     out = [0.0] * size
-    if len(a) - lead_a > len(p) - lead_p:
-        p, a, lead_p, lead_a = a, p, lead_a, lead_p
-    body = p[lead_p:]
-    for shift in range(lead_a, len(a)):
-        start = shift + lead_p
-        if start >= size:
-            break
+    length = len(p)
+    for shift in range(min(len(a), size)):
         c = a[shift]
-        if c != 0.0:
-            end = min(size, start + len(body))
-            out[start:end] = [o + c * x for o, x in zip(out[start:end], body, strict=False)]
+        end = shift + length
+        if end > size:
+            end = size
+        if shift >= low:
+            out[shift:end] = [o + c * x for o, x in zip(out[shift:end], p, strict=False)]
+        elif end > low:
+            out[low:end] = [o + c * x for o, x in zip(out[low:end], p[low - shift :], strict=False)]
     return out
 
 
-def _leading_zeros(p: list[float]) -> int:
-    n = 0
-    while n < len(p) and p[n] == 0.0:
-        n += 1
-    return n
-
-
-def _add_shifted(poly: list[float], other: list[float], shift: int, factor: float, top: int) -> list[float]:
-    """poly + factor · z^shift · other, cut after the power ``top``."""
-    end = min(top + 1, shift + len(other))
-    if end <= shift:
-        return poly
-    if len(poly) < end:
-        poly = poly + [0.0] * (end - len(poly))
-    poly[shift:end] = [o + factor * x for o, x in zip(poly[shift:end], other, strict=False)]
+def _add_scaled(poly: list[float], other: list[float], factor: float, top: int) -> list[float]:
+    """poly + factor·other, both from the same power on, cut after the power ``top``."""
+    size = min(max(len(poly), len(other)), top + 1)
+    poly = poly[:size] + [0.0] * (size - len(poly))
+    n = min(size, len(other))
+    poly[:n] = [o + factor * x for o, x in zip(poly[:n], other, strict=False)]
     return poly
 
 
@@ -340,7 +336,9 @@ def turning_point(alpha: float, p_easy: float, p_hard: float) -> float:
     rises while m + 1 < x = ln[α(2p₁−1)/((1−α)(1−2p₂))] / ln[p₂(1−p₂)/(p₁(1−p₁))] and falls
     after. Needs p₂ closer to ½ than p₁ (else the curve ends rising)."""
     if not (0.0 < alpha < 1.0 and 0.5 < p_easy < 1.0 and 0.0 <= p_hard < 0.5):
-        raise ConfigError(f"needs 0 < alpha < 1, ½ < p_easy < 1, 0 ≤ p_hard < ½; got {alpha}, {p_easy}, {p_hard}")
+        raise ConfigError(
+            f"needs 0 < alpha < 1, ½ < p_easy < 1, 0 ≤ p_hard < ½; got {alpha}, {p_easy}, {p_hard}"
+        )
     ratio = (p_hard * (1 - p_hard)) / (p_easy * (1 - p_easy))
     if ratio <= 1.0:
         raise ConfigError("the closed form needs p_hard closer to ½ than p_easy: the curve would end rising")
@@ -368,8 +366,8 @@ def _check_calls(calls: int) -> None:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Estimate:
     """The answer distributions a run's rows estimate, one per usable row, with the number of
-    samples each came from, and how many rows were skipped, by reason ("error": the row
-    failed; "no gold": nothing to score against; "no samples")."""
+    samples each came from, and how many rows were skipped, by reason ("with an error",
+    "without gold": nothing to tell the right answer by, "without samples")."""
 
     distributions: tuple[AnswerDistribution, ...]
     samples: tuple[int, ...]
@@ -384,74 +382,70 @@ class Estimate:
 def estimate(rows: Iterable[Mapping[str, Any]], equivalence: AnswerEquivalence) -> Estimate:
     """Each usable row's answer distribution: its candidates' answers grouped by
     ``equivalence``, over k samples (the row's ``config.n``, halved for filter-vote counting
-    judgements, else its number of candidates), the samples without an answer unanswered.
-    The right group is the largest whose answer ``matches`` the gold. Rows of filter-vote
-    also give kept shares: a judge's score ≥ 0.5 keeps a sample, as the aggregator does.
-    Rows of tree searches are refused: their candidates are not independent samples."""
+    judgements; without a config its number of candidates), the samples that gave no answer
+    unanswered. The right group is the largest whose answer ``matches`` the gold. Rows of
+    filter-vote also give kept shares: a judge's score ≥ 0.5 keeps a sample, as the
+    aggregator does (and every one when none was scored, as it then falls back to majority).
+    Rows of tree searches are refused (ConfigError): their candidates are not independent
+    samples of one distribution."""
     distributions: list[AnswerDistribution] = []
     samples: list[int] = []
     skipped: dict[str, int] = {}
     for row in rows:
-        reason = _unusable(row)
-        if reason is not None:
-            skipped[reason] = skipped.get(reason, 0) + 1
-            continue
-        dist, k = _distribution(row, equivalence)
-        if dist is None:
-            skipped["no samples"] = skipped.get("no samples", 0) + 1
-            continue
-        distributions.append(dist)
-        samples.append(k)
+        found = _row_distribution(row, equivalence)
+        if isinstance(found, str):
+            skipped[found] = skipped.get(found, 0) + 1
+        else:
+            distributions.append(found[0])
+            samples.append(found[1])
     return Estimate(distributions=tuple(distributions), samples=tuple(samples), skipped=skipped)
 
 
-def _unusable(row: Mapping[str, Any]) -> str | None:
-    config = row.get("config") if isinstance(row.get("config"), Mapping) else {}
+def _row_distribution(
+    row: Mapping[str, Any], same: AnswerEquivalence
+) -> tuple[AnswerDistribution, int] | str:
+    """A row's distribution and sample count, or why it is skipped."""
+    where = f"row {row.get('id')!r}"
+    config = row.get("config")
+    if not isinstance(config, Mapping):
+        config = {}
     strategy = row.get("strategy", config.get("strategy"))
     if strategy is not None and strategy not in _SAMPLING:
         raise ConfigError(
-            f"row {row.get('id')!r}: strategy {strategy!r} does not draw independent samples; "
-            f"probe with one of {', '.join(sorted(_SAMPLING))}"
+            f"{where}: strategy {strategy!r} does not draw independent samples; probe with "
+            f"{' or '.join(sorted(_SAMPLING))}"
         )
     if row.get("error") is not None:
-        return "error"
+        return "with an error"
     if row.get("gold") is None:
-        return "no gold"
-    return None
-
-
-def _distribution(row: Mapping[str, Any], same: AnswerEquivalence) -> tuple[AnswerDistribution | None, int]:
-    where = f"row {row.get('id')!r}"
+        return "without gold"
     candidates = row.get("candidates") or []
     if not isinstance(candidates, list) or not all(isinstance(c, Mapping) for c in candidates):
         raise ConfigError(f"{where}: candidates must be a list of objects")
     answered = [c for c in candidates if c.get("answer") is not None]
-    answers = [str(c["answer"]) for c in answered]
-    config = row.get("config") if isinstance(row.get("config"), Mapping) else {}
-    strategy = row.get("strategy", config.get("strategy"))
-    n = config.get("n")
     k = len(candidates)
+    n = config.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 0:
         k = max(k, n // 2 if strategy == "filter-vote" and config.get("n_counts_judgements") else n)
     if k == 0:
-        return None, 0
+        return "without samples"
+    answers = [str(c["answer"]) for c in answered]
     groups = same.group(answers)
-    count: dict[int, int] = {}
-    kept: dict[int, int] = {}
-    judged = strategy == "filter-vote" or config.get("aggregator") == "filter"
     scored = any(c.get("score") is not None for c in answered)
     first: dict[int, str] = {}
+    count: dict[int, int] = {}
+    kept: dict[int, int] = {}
     for candidate, answer, group in zip(answered, answers, groups, strict=True):
         first.setdefault(group, answer)
         count[group] = count.get(group, 0) + 1
         score = candidate.get("score")
-        # The aggregator falls back to plain majority when nothing was scored: all kept.
         keep = not scored or (isinstance(score, int | float) and score >= 0.5)
         kept[group] = kept.get(group, 0) + keep
     order = list(first)
     gold = str(row["gold"])
     right = [g for g in order if same.matches(first[g], gold)]
-    correct = order.index(max(right, key=lambda g: count[g])) if right else None
+    correct = order.index(max(right, key=count.__getitem__)) if right else None
+    judged = strategy == "filter-vote" or config.get("aggregator") == "filter"
     dist = AnswerDistribution.from_counts(
         [count[g] for g in order], correct, k, [kept[g] for g in order] if judged else None
     )
@@ -482,7 +476,10 @@ def predict(
 
     ``rows``: the JSONL rows of one ``treesearch run`` (majority-vote, or filter-vote for
     its curve too) with many samples per problem. ``equivalence`` groups answers
-    (default: a ``MathEquivalence``, closed before returning)."""
+    (default: a ``MathEquivalence``, closed before returning). Each problem's distribution
+    is the share of its samples per answer, taken as the truth: with k samples a problem
+    near ½ may land on the wrong side, so K far above k is an extrapolation, and the more
+    samples the probe drew, the closer the curve."""
     wanted = sorted(set(ks))
     if not wanted:
         raise ConfigError("predict needs at least one K")
@@ -497,7 +494,8 @@ def predict(
         found = estimate(rows, equivalence)
     if not found.distributions:
         why = ", ".join(f"{count} {reason}" for reason, count in found.skipped.items()) or "no rows"
-        raise ConfigError(f"no usable rows to estimate from ({why})")
+        hint = "; advise needs gold answers to tell the right one" if "without gold" in found.skipped else ""
+        raise ConfigError(f"no usable rows to estimate from ({why}){hint}")
     vote = curve(found.distributions, wanted)
     filter_vote: tuple[float | None, ...] | None = None
     best_filter: int | None = None

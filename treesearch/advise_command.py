@@ -10,13 +10,14 @@ that cannot be read is one line on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from treesearch.advise import MAX_K
 from treesearch.cli_options import number
-from treesearch.errors import ConfigError, ProblemFileError
+from treesearch.errors import ConfigError
+from treesearch.rows import iter_rows
 
 _DESCRIPTION = (
     "Predict majority-vote accuracy against the number of samples K (and filter-vote's, against "
@@ -27,16 +28,14 @@ _DESCRIPTION = (
     "majority-vote --n 64 --output probe.jsonl."
 )
 
-_MAX_K = 1000  # treesearch.advise.MAX_K, without importing it at start-up
-
 
 def _ks(text: str) -> list[int]:
     try:
         ks = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         ks = []
-    if not ks or not all(1 <= k <= _MAX_K for k in ks):
-        raise argparse.ArgumentTypeError(f"must be a comma list of K from 1 to {_MAX_K}, got {text!r}")
+    if not ks or not all(1 <= k <= MAX_K for k in ks):
+        raise argparse.ArgumentTypeError(f"must be a comma list of K from 1 to {MAX_K}, got {text!r}")
     return ks
 
 
@@ -50,7 +49,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
                         "problem, with gold answers")  # fmt: skip
     parser.add_argument(
         "--max-k",
-        type=number(int, f"an integer from 1 to {_MAX_K}", lambda v: 1 <= v <= _MAX_K),
+        type=number(int, f"an integer from 1 to {MAX_K}", lambda v: 1 <= v <= MAX_K),
         default=64,
         help="predict K = 1..max-k (the cost grows as K³); the table shows a selection and the best",
     )
@@ -83,26 +82,9 @@ def advise_command(args: argparse.Namespace) -> int:
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a results file (the last row of an id wins, as a resumed run writes them);
     ConfigError or ProblemFileError, naming the line, for what is not one."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"--results {path}: no such file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--results {path}: not UTF-8; is it a results file?") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read --results {path}: {exc.strerror or exc}") from None
-    rows: dict[str, dict[str, Any]] = {}
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ProblemFileError(str(path), line_number, f"not JSON ({exc.msg}); is it a results file?") from None
-        if not isinstance(record, dict) or "id" not in record:
-            raise ProblemFileError(str(path), line_number, 'not a results row (a JSON object with "id")')
-        rows[str(record["id"])] = record
-    return list(rows.values())
+    if not path.is_file():
+        raise ConfigError(f"--results {path}: no such file")
+    return list({str(row["id"]): row for row in iter_rows(path, "id", "results", strict=True)}.values())
 
 
 def render(prediction: Any, shown: list[int]) -> str:
@@ -110,7 +92,11 @@ def render(prediction: Any, shown: list[int]) -> str:
     found = prediction.estimate
     samples = found.samples
     low, high = min(samples), max(samples)
-    each = f"{low} samples each" if low == high else f"{low} to {high} samples (median {statistics.median(samples):g})"
+    each = (
+        f"{low} samples each"
+        if low == high
+        else f"{low} to {high} samples (median {statistics.median(samples):g})"
+    )
     lines = [f"estimated from {len(samples)} problems, {each}"]
     if found.skipped:
         skipped = ", ".join(f"{count} {reason}" for reason, count in found.skipped.items())

@@ -1,9 +1,12 @@
-"""The command line: ``treesearch run | demo | serve-fake``: the parser and ``main``.
+"""The command line: ``treesearch run | demo | serve-fake | fit-adaptive | advise | label``:
+the parser and ``main``.
 
 Options mirror SearchConfig one to one; every numeric option checks its own
 range. Every error treesearch raises on purpose is printed as one line with a
 non-zero exit (2 for bad input, 1 when some problems failed); a traceback is a
-bug. ``treesearch run`` itself lives in ``run_command``.
+bug. The commands that talk to a model live in modules of their own (``run_command``,
+``fit_command``, ``label_command``, ``advise_command``), with the options they share in
+``cli_options``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from typing import Any, NoReturn
 import anyio
 
 from treesearch import fit_command, label_command
-from treesearch.cli_options import COUNT, add_endpoint_options, add_search_options, add_size_options, text
+from treesearch.cli_options import (
+    COUNT,
+    add_endpoint_options,
+    add_search_options,
+    add_size_options,
+    add_strategy_options,
+    add_verifier_options,
+    text,
+)
 from treesearch.errors import EndpointError, TreeSearchError
 from treesearch.run_command import run_command
 
@@ -133,7 +144,9 @@ def parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--log-json", type=Path, default=None, help="append JSON events to this file (default: none)"
     )
+    add_strategy_options(run_parser)
     add_search_options(run_parser)
+    add_verifier_options(run_parser)
     add_size_options(run_parser)
     run_parser.set_defaults(handler=lambda a: anyio.run(run_command, a))
 

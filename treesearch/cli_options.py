@@ -77,9 +77,39 @@ def add_size_options(parser: argparse.ArgumentParser) -> None:
                         "the verifier is the policy's own model)")  # fmt: skip
 
 
-def add_search_options(parser: argparse.ArgumentParser) -> None:
+def add_strategy_options(parser: argparse.ArgumentParser) -> None:
+    """Which strategy, how many paths, and each strategy's own settings (``run``)."""
     parser.add_argument("--strategy", choices=list(STRATEGIES), default="majority-vote", help="how to search")
     parser.add_argument("--n", type=COUNT, default=8, help="samples / finished paths")
+    parser.add_argument(
+        "--aggregator",
+        choices=list(AGGREGATORS),
+        default=None,
+        help="how the finished paths' answers make one (default: the strategy's own)",
+    )
+    parser.add_argument("--beam-width", type=COUNT, default=4, help="M: children per kept beam")
+    parser.add_argument("--lookahead", type=COUNT, default=2, help="k: greedy steps valuing a step")
+    parser.add_argument("--rebase-temperature", type=POSITIVE, default=0.1, help="REBASE's T_b")
+    parser.add_argument("--mcts-c", type=NOT_NEGATIVE, default=1.0, help="UCT's exploration constant")
+    parser.add_argument("--revision-ratio", type=POSITIVE, default=1.0, help="revisions: attempts per "
+                        "chain over chains (N=64 at 0.25: 16 chains of 4)")  # fmt: skip
+    parser.add_argument("--revision-context", type=COUNT, default=4,
+                        help="revisions: earlier attempts of its chain an attempt sees")  # fmt: skip
+    parser.add_argument("--revision-template", type=text, default=DEFAULT_REVISION_TEMPLATE,
+                        help="revisions: the prompt's question, with {question} and {attempts} fields "
+                        "(default: the problem, its chain's attempts, 'Write a new solution that "
+                        "corrects their mistakes.')")  # fmt: skip
+    parser.add_argument("--policy-table", type=Path, default=None, metavar="T.json",
+                        help="adaptive: the table treesearch fit-adaptive wrote (default: none)")  # fmt: skip
+    parser.add_argument(
+        "--n-counts-judgements",
+        action="store_true",
+        help="filter-vote: N is a number of calls, N/2 generations each judged once (Chen et al.)",
+    )
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """What a step is, how it is sampled and checked, and the budget per problem."""
     parser.add_argument(
         "--sampling",
         choices=["whole", "steps"],
@@ -141,36 +171,16 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         help="count prompt+completion tokens (total) or completion only",
     )
     parser.add_argument(
-        "--aggregator",
-        choices=list(AGGREGATORS),
-        default=None,
-        help="how the finished paths' answers make one (default: the strategy's own)",
+        "--completion-check",
+        choices=["pattern", "judge"],
+        default="pattern",
+        help="decide a path is finished by answer patterns and EOS, or also by asking the "
+        "policy's model (yes/no logprobs)",
     )
-    parser.add_argument(
-        "--score-reduction",
-        choices=list(REDUCTIONS),
-        default="last",
-        help="one score from a path's step scores",
-    )
-    parser.add_argument("--beam-width", type=COUNT, default=4, help="M: children per kept beam")
-    parser.add_argument("--lookahead", type=COUNT, default=2, help="k: greedy steps valuing a step")
-    parser.add_argument("--rebase-temperature", type=POSITIVE, default=0.1, help="REBASE's T_b")
-    parser.add_argument("--mcts-c", type=NOT_NEGATIVE, default=1.0, help="UCT's exploration constant")
-    parser.add_argument("--revision-ratio", type=POSITIVE, default=1.0, help="revisions: attempts per "
-                        "chain over chains (N=64 at 0.25: 16 chains of 4)")  # fmt: skip
-    parser.add_argument("--revision-context", type=COUNT, default=4,
-                        help="revisions: earlier attempts of its chain an attempt sees")  # fmt: skip
-    parser.add_argument("--revision-template", type=text, default=DEFAULT_REVISION_TEMPLATE,
-                        help="revisions: the prompt's question, with {question} and {attempts} fields "
-                        "(default: the problem, its chain's attempts, 'Write a new solution that "
-                        "corrects their mistakes.')")  # fmt: skip
-    parser.add_argument("--policy-table", type=Path, default=None, metavar="T.json",
-                        help="adaptive: the table treesearch fit-adaptive wrote (default: none)")  # fmt: skip
-    parser.add_argument(
-        "--n-counts-judgements",
-        action="store_true",
-        help="filter-vote: N is a number of calls, N/2 generations each judged once (Chen et al.)",
-    )
+
+
+def add_verifier_options(parser: argparse.ArgumentParser) -> None:
+    """Which verifier scores paths, where it is served, and how its step scores reduce."""
     parser.add_argument(
         "--verifier",
         default=None,
@@ -188,11 +198,10 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         "--prm-good-column", type=INDEX, default=1, help="the column of P(good step) in the PRM's output"
     )
     parser.add_argument(
-        "--completion-check",
-        choices=["pattern", "judge"],
-        default="pattern",
-        help="decide a path is finished by answer patterns and EOS, or also by asking the "
-        "policy's model (yes/no logprobs)",
+        "--score-reduction",
+        choices=list(REDUCTIONS),
+        default="last",
+        help="one score from a path's step scores",
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from treesearch.cli_options import COUNT, add_endpoint_options, add_search_options
+from treesearch.cli_options import COUNT, add_endpoint_options, add_search_options, add_verifier_options
 from treesearch.difficulty import KINDS, LEVELS
 from treesearch.errors import ConfigError
 from treesearch.problems import load_problems
@@ -61,6 +61,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         "--log-json", type=Path, default=None, help="append JSON events to this file (default: none)"
     )
     add_search_options(parser)
+    add_verifier_options(parser)
     parser.set_defaults(sampling="steps", handler=lambda a: anyio.run(fit_command, a))
 
 

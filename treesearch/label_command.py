@@ -54,6 +54,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--log-json", type=Path, default=None, help="append JSON events to this file (default: none)"
     )
+    parser.add_argument("--n", type=COUNT, default=8, help="solutions sampled per problem")
     add_search_options(parser)
     parser.set_defaults(sampling="steps", handler=lambda a: anyio.run(label_command, a))
 

@@ -41,6 +41,7 @@ from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed, Tree
 from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
+from treesearch.rows import iter_rows
 from treesearch.runner import fingerprint, read_output
 from treesearch.tree import ROOT, Node, NodeStatus
 from treesearch.verify import Verifier
@@ -328,23 +329,9 @@ def summary_path(output: str | Path) -> Path:
 
 def read_rows(output: str | Path) -> dict[str, list[dict[str, Any]]]:
     """The solution rows of a labels file by problem id; half-written lines are skipped."""
-    path = Path(output)
     rows: dict[str, list[dict[str, Any]]] = {}
-    if not path.exists():
-        return rows
-    try:
-        with path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    row = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise ConfigError(f"{path}:{number}: not UTF-8; is it a labels file?") from None
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict) and "problem_id" in row:
-                    rows.setdefault(str(row["problem_id"]), []).append(row)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for row in iter_rows(output, "problem_id", "labels"):
+        rows.setdefault(str(row["problem_id"]), []).append(row)
     return rows
 
 

@@ -41,10 +41,29 @@ from treesearch.verify import CallableVerifier, Verifier
 T = TypeVar("T")
 
 
+# SearchConfig fields set by options only some commands take (run takes them all), by
+# the option's name; a command without one keeps SearchConfig's default.
+_OPTIONAL_FIELDS = {
+    "strategy": "strategy",
+    "n": "n",
+    "aggregator": "aggregator",
+    "beam_width": "beam_width",
+    "lookahead": "lookahead",
+    "rebase_temperature": "rebase_temperature",
+    "mcts_c": "mcts_c",
+    "n_counts_judgements": "n_counts_judgements",
+    "revision_ratio": "revision_ratio",
+    "revision_context": "revision_context",
+    "revision_template": "revision_template",
+    "score_reduction": "reduction",
+}
+
+
 def search_config(args: argparse.Namespace) -> SearchConfig:
+    given = vars(args)
+    optional = {field: given[option] for option, field in _OPTIONAL_FIELDS.items() if option in given}
     return SearchConfig(
-        strategy=args.strategy,
-        n=args.n,
+        **optional,
         whole=args.sampling == "whole",
         sampling=SamplingParams(temperature=args.temperature, top_p=args.top_p, seed=args.seed),
         step=StepFormat(
@@ -61,24 +80,14 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
             deadline_s=args.budget_seconds,
             count_prompt=args.budget_count == "total",
         ),
-        reduction=args.score_reduction,
-        aggregator=args.aggregator,
-        beam_width=args.beam_width,
-        lookahead=args.lookahead,
-        rebase_temperature=args.rebase_temperature,
-        mcts_c=args.mcts_c,
-        n_counts_judgements=args.n_counts_judgements,
-        revision_ratio=args.revision_ratio,
-        revision_context=args.revision_context,
-        revision_template=args.revision_template,
         policy_table=_policy_table(args),
     )
 
 
 def _policy_table(args: argparse.Namespace) -> PolicyTable | None:
     """--policy-table, read when the strategy is adaptive (which needs it)."""
-    if args.strategy != "adaptive":
-        if args.policy_table is not None:
+    if getattr(args, "strategy", None) != "adaptive":
+        if getattr(args, "policy_table", None) is not None:
             raise ConfigError("--policy-table is for --strategy adaptive")
         return None
     if args.policy_table is None:

@@ -29,6 +29,7 @@ from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.progress import Progress
+from treesearch.rows import iter_rows
 from treesearch.search import ModelSizes, SearchResult, check_config, search
 from treesearch.verify import Verifier
 
@@ -38,24 +39,7 @@ log = get_logger(__name__)
 def read_output(output: str | Path) -> dict[str, dict[str, Any]]:
     """The rows an output file holds, by problem id (the last row of an id wins). Unreadable
     lines (a crash mid-write) are skipped: those problems simply run again."""
-    path = Path(output)
-    if not path.exists():
-        return {}
-    rows: dict[str, dict[str, Any]] = {}
-    try:
-        with path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    record = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise ConfigError(f"{path}:{number}: not UTF-8; is it a results file?") from None
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and "id" in record:
-                    rows[str(record["id"])] = record
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return rows
+    return {str(record["id"]): record for record in iter_rows(output, "id", "results")}
 
 
 def fingerprint(
