@@ -79,6 +79,14 @@ def test_a_bad_problems_file_is_one_line(tmp_path: Path) -> None:
         (["--concurrency", "0"], "argument --concurrency: must be a positive integer"),
         (["--rebase-temperature", "0"], "argument --rebase-temperature: must be a positive number"),
         (["--prm-good-column", "-1"], "argument --prm-good-column: must be an integer ≥ 0"),
+        (["--revision-ratio", "0"], "argument --revision-ratio: must be a positive number"),
+        (["--revision-context", "0"], "argument --revision-context: must be a positive integer"),
+        (["--strategy", "revisions", "--aggregator", "majority", "--revision-template", "{question}"],
+         "the revision template needs a {attempts} field"),
+        (["--model-params", "seven"], "argument --model-params: must be a positive number of parameters"),
+        (["--model-params", "0B"], "argument --model-params: must be a positive number of parameters"),
+        (["--prm-params", "1B"], "--prm-params needs --model-params"),
+        (["--policy-table", "t.json"], "--policy-table is for --strategy adaptive"),
     ],
 )  # fmt: skip
 def test_bad_settings_are_one_line(tmp_path: Path, extra: list[str], message: str) -> None:
@@ -220,13 +228,15 @@ def _options_without_default(help_text: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["serve-fake"], ["demo"]])
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["serve-fake"], ["demo"], ["fit-adaptive"], ["advise"], ["label"]]
+)
 def test_help_shows_every_default(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main([*command, "--help"])
     assert exited.value.code == 0
     shown = capsys.readouterr().out
-    missing = [o for o in _options_without_default(shown) if o not in ("--problems", "--output")]
+    missing = [o for o in _options_without_default(shown) if o not in ("--problems", "--output", "--results")]
     assert missing == []
     assert "``" not in shown
 

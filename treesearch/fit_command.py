@@ -44,7 +44,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
         "fit-adaptive",
         help="fit the compute-optimal policy table on a calibration set",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="Run the strategy grid on a calibration set at every N of --budgets and "
+        "write, per difficulty level and N, the best strategy (JSON) for run --strategy adaptive.",
     )
     add_endpoint_options(parser)
     parser.add_argument("--problems", required=True, type=Path,
