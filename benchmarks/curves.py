@@ -38,7 +38,10 @@ def plot(rows: Sequence[dict[str, Any]], key: str, title: str, path: Path, *, lo
 
     levels = list(dict.fromkeys(r["level"] for r in rows))
     series = list(dict.fromkeys(r[key] for r in rows))
-    figure, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4.2), sharey=True)
+    columns = len(levels) if len(levels) <= 4 else 3  # more panels wrap onto rows of three
+    lines = -(-len(levels) // columns)
+    figure, grid = plt.subplots(lines, columns, figsize=(5 * columns, 4.2 * lines), sharey=True, squeeze=False)
+    axes = [axis for row in grid for axis in row]
     for axis, level in zip(axes, levels, strict=True):
         for name in series:
             mine = sorted((r for r in rows if r[key] == name and r["level"] == level),
@@ -53,8 +56,9 @@ def plot(rows: Sequence[dict[str, Any]], key: str, title: str, path: Path, *, lo
         axis.set_title(level)
         axis.set_xlabel("generated tokens per problem")
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy")
-    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    for row in grid:
+        row[0].set_ylabel("accuracy")
+    axes[len(levels) - 1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110, bbox_inches="tight")

@@ -28,13 +28,28 @@ from treesearch.backends.verifiers import (
     LogprobVerifier,
     PoolingPRM,
 )
+from treesearch.difficulty import Cell, DifficultyBins, PolicyTable
 from treesearch.strategies.select import rebase_widths, top_k
 from treesearch.tree import ROOT, NodeStatus, SearchTree
 
 pytestmark = pytest.mark.anyio
 
 
+# For adaptive: easier levels vote, harder ones search (probe: 2 samples, cuts on the mean score).
+TABLE = PolicyTable(
+    bins=DifficultyBins(kind="predicted", cuts=(0.2, 0.4, 0.6, 0.8)),
+    probe_k=2,
+    choices={
+        level: {8: Cell(strategy="weighted-vote", n=8) if level <= 2 else Cell(strategy="beam", n=8,
+                options={"beam_width": 2})}
+        for level in range(1, 6)
+    },
+)  # fmt: skip
+
+
 def config(strategy: str, **options: Any) -> SearchConfig:
+    if strategy == "adaptive":
+        options["policy_table"] = TABLE
     return SearchConfig(strategy=strategy, sampling=SamplingParams(seed=11), **options)
 
 
