@@ -22,10 +22,12 @@ Writes benchmarks/results/adaptive.json and adaptive.png.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from treesearch.backends.fake_server import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 from treesearch.difficulty import Cell
+from treesearch.strategies.adaptive import apply_cell
 
 RESULTS = Path(__file__).parent / "results"
 # level: (P(right answer), per-step error, revise_fix, revise_break); two wrong answers share the rest
@@ -68,7 +71,7 @@ def tokens_to_reach(curve: list[dict[str, Any]], target: float) -> float | None:
     points = sorted((r["completion_tokens"], r["accuracy"]) for r in curve)
     if points[0][1] >= target:
         return points[0][0]
-    for (t0, a0), (t1, a1) in zip(points, points[1:], strict=False):
+    for (t0, a0), (t1, a1) in itertools.pairwise(points):
         if a0 < target <= a1:
             share = (target - a0) / (a1 - a0)
             return math.exp(math.log(t0) + share * (math.log(t1) - math.log(t0)))
@@ -79,36 +82,39 @@ async def bench(url: str, calibration: list[Problem], test: list[Problem], probe
     policy = OpenAIPolicy(url, "fake")
     prm = PoolingPRM(url, "fake-prm")
     levels = {name: f"test-{name}-" for name in LEVELS}
-    base = SearchConfig(whole=False, sampling=SamplingParams(seed=1, temperature=1.0), step=StepFormat(max_depth=12))
+    base = SearchConfig(
+        whole=False, sampling=SamplingParams(seed=1, temperature=1.0), step=StepFormat(max_depth=12)
+    )
     rows: list[dict[str, Any]] = []
     try:
         started = time.perf_counter()
-        fitted = await fit_policy_table(calibration, policy, base, budgets=BUDGETS, probe_k=probe_k, verifier=prm)
+        fitted = await fit_policy_table(
+            calibration, policy, base, budgets=BUDGETS, probe_k=probe_k, verifier=prm
+        )
         fit_s = time.perf_counter() - started
-        print(f"fitted on {len(calibration)} problems in {fit_s:.0f} s; cv accuracy {fitted.table.cv_accuracy}")
+        print(
+            f"fitted on {len(calibration)} problems in {fit_s:.0f} s; cv accuracy {fitted.table.cv_accuracy}"
+        )
         for grid_cell in DEFAULT_GRID:
             for budget in BUDGETS:
                 cell = Cell(strategy=grid_cell.strategy, n=budget, options=dict(grid_cell.options))
-                config = SearchConfig(**{**_fields(base), "strategy": cell.strategy, "n": budget, **cell.options})
-                results = await run(test, policy, config, verifier=prm, keep_trees=False)
-                rows += summarise(results, levels, strategy=cell.label(), n=budget)
-                print(f"{cell.label():>32} N={budget:<3} " + " ".join(
-                    f"{r['accuracy']:.2f}/{r['completion_tokens']:.0f}" for r in rows[-6:]), flush=True)  # fmt: skip
+                results = await run(test, policy, apply_cell(cell, base), verifier=prm, keep_trees=False)
+                rows += _show(summarise(results, levels, strategy=cell.label(), n=budget))
         for budget in BUDGETS:
-            config = SearchConfig(**{**_fields(base), "strategy": "adaptive", "n": budget,
-                                     "policy_table": fitted.table})  # fmt: skip
+            config = replace(base, strategy="adaptive", n=budget, policy_table=fitted.table)
             results = await run(test, policy, config, verifier=prm, keep_trees=False)
-            rows += summarise(results, levels, strategy="adaptive", n=budget)
-            print(f"{'adaptive':>32} N={budget:<3} " + " ".join(
-                f"{r['accuracy']:.2f}/{r['completion_tokens']:.0f}" for r in rows[-6:]), flush=True)  # fmt: skip
+            rows += _show(summarise(results, levels, strategy="adaptive", n=budget))
     finally:
         await policy.aclose()
         await prm.aclose()
     return {"table": fitted.table.to_json(), "rows": rows, "fit_s": fit_s}
 
 
-def _fields(config: SearchConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in ("whole", "sampling", "step")}
+def _show(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Print one strategy's accuracy/tokens per level at one N; pass the rows on."""
+    cells = " ".join(f"{r['accuracy']:.2f}/{r['completion_tokens']:.0f}" for r in rows)
+    print(f"{rows[0]['strategy']:>32} N={rows[0]['n']:<3} {cells}", flush=True)
+    return rows
 
 
 def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -40,7 +40,9 @@ def plot(rows: Sequence[dict[str, Any]], key: str, title: str, path: Path, *, lo
     series = list(dict.fromkeys(r[key] for r in rows))
     columns = len(levels) if len(levels) <= 4 else 3  # more panels wrap onto rows of three
     lines = -(-len(levels) // columns)
-    figure, grid = plt.subplots(lines, columns, figsize=(5 * columns, 4.2 * lines), sharey=True, squeeze=False)
+    figure, grid = plt.subplots(
+        lines, columns, figsize=(5 * columns, 4.2 * lines), sharey=True, squeeze=False
+    )
     axes = [axis for row in grid for axis in row]
     for axis, level in zip(axes, levels, strict=True):
         for name in series:

@@ -249,9 +249,13 @@ def test_label_from_the_command_line(fake_server: Callable[..., str], tmp_path: 
     problems_file = write_problems(tmp_path / "p.jsonl", problems("sure", 3))
     output, events = tmp_path / "labels.jsonl", tmp_path / "events.jsonl"
     args = label_args(fake_server(), problems_file, output, "--n", "2", "--rollouts", "3", "--seed", "1",
-                      "--log-json", str(events))  # fmt: skip
+                      "--log-json", str(events), "--model-params", "270M")  # fmt: skip
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr
+    for summary in lines(summary_path(output)):  # each problem's FLOPs: 2 x parameters x tokens
+        usage = summary["usage"]
+        total = usage["prompt_tokens"] + usage["completion_tokens"]
+        assert summary["flops"] == {"policy": 2 * 270e6 * total, "verifier": 0.0, "total": 2 * 270e6 * total}
     rows = lines(output)
     assert len(rows) == 6 and all(row["labels"] == [True] * 4 for row in rows)
     assert all(row["rollouts"] == [3, 3, 3, 0] for row in rows)

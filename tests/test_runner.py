@@ -23,6 +23,7 @@ from treesearch import (
     run,
 )
 from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.difficulty import Cell, DifficultyBins, PolicyTable
 from treesearch.runner import fingerprint
 
 pytestmark = pytest.mark.anyio
@@ -247,6 +248,21 @@ def test_the_fingerprint_tells_apart_what_changes_results() -> None:
     ]
     assert all(other != base for other in others)
     assert len({json.dumps(other, sort_keys=True) for other in others}) == len(others)
+
+
+def test_rows_carry_a_policy_table_by_its_digest() -> None:
+    def table(strategy: str) -> PolicyTable:
+        cells = {level: {4: Cell(strategy=strategy, n=4)} for level in range(1, 6)}
+        return PolicyTable(bins=DifficultyBins(kind="oracle", cuts=(0.2, 0.4, 0.6, 0.8)), probe_k=2,
+                           choices=cells)  # fmt: skip
+
+    policy = OpenAIPolicy("http://127.0.0.1:9/v1", "fake")
+    voting, judged = (
+        fingerprint(SearchConfig(strategy="adaptive", n=4, policy_table=table(strategy)), policy, None)
+        for strategy in ("majority-vote", "weighted-vote")
+    )
+    assert voting != judged
+    assert set(voting["policy_table"]) == {"sha256"}  # not the whole table in every row
 
 
 async def test_an_unreadable_output_or_a_repeated_id_is_one_error(

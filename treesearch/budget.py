@@ -77,6 +77,28 @@ class Usage:
         return 2.0 * (parameters * self.policy_tokens + verifier * self.verifier_tokens)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSizes:
+    """Parameters of the policy's model and of the verifier's (None: the policy's own model),
+    for inference FLOPs: 2 × parameters × tokens, per model."""
+
+    policy: float
+    verifier: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy <= 0 or (self.verifier is not None and self.verifier <= 0):
+            raise ConfigError("model parameters must be positive")
+
+    def flops(self, usage: Usage) -> dict[str, float]:
+        """A row's FLOPs: the policy's, the verifier's and their total."""
+        verifier = self.policy if self.verifier is None else self.verifier
+        return {
+            "policy": 2.0 * self.policy * usage.policy_tokens,
+            "verifier": 2.0 * verifier * usage.verifier_tokens,
+            "total": usage.flops(self.policy, self.verifier),
+        }
+
+
 @dataclass(slots=True)
 class Tally:
     """Requests and tokens spent so far by every budget that adds to it: a run's live totals."""

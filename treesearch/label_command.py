@@ -16,11 +16,18 @@ from typing import Any
 
 import anyio
 
-from treesearch.cli_options import COUNT, add_endpoint_options, add_search_options
+from treesearch.cli_options import COUNT, add_endpoint_options, add_search_options, add_size_options
 from treesearch.errors import ConfigError
 from treesearch.labels import LabelResult, check_gold, label, summary_path
 from treesearch.problems import load_problems
-from treesearch.run_command import Backends, drive, problems_in_flight, search_config, writable_file
+from treesearch.run_command import (
+    Backends,
+    drive,
+    model_sizes,
+    problems_in_flight,
+    search_config,
+    writable_file,
+)
 from treesearch.runner import read_output
 
 _DESCRIPTION = (
@@ -56,6 +63,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--n", type=COUNT, default=8, help="solutions sampled per problem")
     add_search_options(parser)
+    add_size_options(parser)
     parser.set_defaults(sampling="steps", handler=lambda a: anyio.run(label_command, a))
 
 
@@ -81,6 +89,7 @@ async def label_command(args: argparse.Namespace) -> int:
     if args.sampling == "whole":
         raise ConfigError("label samples step by step: --sampling whole gives no steps to label")
     config = search_config(args)
+    sizes = model_sizes(args)
     problems = load_problems(args.problems)
     check_gold(problems)
     summary = summary_path(args.output)
@@ -106,6 +115,7 @@ async def label_command(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed,
             force_resume=args.force_resume,
             on_finished=progress.finished,
+            sizes=sizes,
         )
 
     results = await drive(args, None, work)

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from treesearch.budget import Budget, Tally, Usage
+from treesearch.budget import Budget, ModelSizes, Tally, Usage
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, gather, most_telling
 from treesearch.equivalence import AnswerEquivalence, default_equivalence
@@ -119,8 +119,9 @@ class LabelResult:
     def steps_labelled(self) -> int:
         return sum(len(solution.steps) for solution in self.solutions)
 
-    def to_record(self) -> dict[str, Any]:
-        """The problem's summary line (its solutions are rows of their own)."""
+    def to_record(self, sizes: ModelSizes | None = None) -> dict[str, Any]:
+        """The problem's summary line (its solutions are rows of their own); with ``sizes``, the
+        inference FLOPs too."""
         return {
             "id": self.problem_id,
             "gold": self.gold,
@@ -130,6 +131,7 @@ class LabelResult:
             "cut": self.cut,
             "steps_labelled": self.steps_labelled,
             "usage": dataclasses.asdict(self.usage),
+            **({} if sizes is None else {"flops": sizes.flops(self.usage)}),
             "stopped_by": self.stopped_by,
             "wall_s": round(self.wall_s, 4),
             "error": self.error,
@@ -406,6 +408,7 @@ async def label(
     retry_failed: bool = False,
     force_resume: bool = False,
     on_finished: Callable[[LabelResult], None] | None = None,
+    sizes: ModelSizes | None = None,
 ) -> list[LabelResult]:
     """Label every problem concurrently (at most ``max_problems_in_flight`` at once, sharing the
     policy's endpoint limit) and return a result for each, in the problems' order.
@@ -472,7 +475,7 @@ async def label(
                 rows_sink, summary_sink = sinks
                 rows_sink.write("".join(json.dumps(s.to_row(problem)) + "\n" for s in result.solutions))
                 rows_sink.flush()
-                summary_sink.write(json.dumps(result.to_record() | {"config": settings}) + "\n")
+                summary_sink.write(json.dumps(result.to_record(sizes) | {"config": settings}) + "\n")
                 summary_sink.flush()
             results[problem.id] = result
             if on_finished is not None:

@@ -24,7 +24,7 @@ import anyio
 # The command line is an edge: it may build adapters directly.
 from treesearch.backends.endpoint import Endpoint, server_root
 from treesearch.backends.verifiers import FINISHED_TEMPLATE
-from treesearch.budget import BudgetLimits
+from treesearch.budget import BudgetLimits, ModelSizes
 from treesearch.config import SearchConfig
 from treesearch.context import StepFormat, most_telling
 from treesearch.difficulty import PolicyTable
@@ -35,7 +35,7 @@ from treesearch.policy import Policy, SamplingParams
 from treesearch.problems import load_problems
 from treesearch.registry import backend_names, make_backend
 from treesearch.runner import read_output, run
-from treesearch.search import ModelSizes, SearchResult, check_config
+from treesearch.search import SearchResult, check_config
 from treesearch.verify import CallableVerifier, Verifier
 
 T = TypeVar("T")

@@ -11,6 +11,7 @@ the policy, and so its endpoint's concurrency limit.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from treesearch.budget import Tally
+from treesearch.budget import ModelSizes, Tally
 from treesearch.config import SearchConfig
 from treesearch.equivalence import AnswerEquivalence
 from treesearch.errors import ConfigError
@@ -30,7 +31,7 @@ from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.progress import Progress
 from treesearch.rows import iter_rows
-from treesearch.search import ModelSizes, SearchResult, check_config, search
+from treesearch.search import SearchResult, check_config, search
 from treesearch.verify import Verifier
 
 log = get_logger(__name__)
@@ -50,6 +51,9 @@ def fingerprint(
     onto the file can check it continues the same run. A server's URL is left out (it may
     move); an in-process model's file is kept."""
     settings: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
+    if settings["policy_table"] is not None:  # a table is long: rows carry its digest
+        text = json.dumps(settings["policy_table"], sort_keys=True)
+        settings["policy_table"] = {"sha256": hashlib.sha256(text.encode()).hexdigest()}
     settings["policy"] = _describe(policy)
     if not policy.endpoint.startswith(("http://", "https://")):
         settings["policy"]["endpoint"] = policy.endpoint

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from treesearch.aggregate import Candidate, aggregate, get_aggregator
-from treesearch.budget import Budget, Tally, Usage
+from treesearch.budget import Budget, ModelSizes, Tally, Usage
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, most_telling
 from treesearch.equivalence import AnswerEquivalence, default_equivalence
@@ -33,19 +33,6 @@ from treesearch.tree import Node, NodeStatus, SearchTree
 from treesearch.verify import Verifier
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ModelSizes:
-    """Parameters of the policy's model and of the verifier's (None: the policy's own model),
-    for inference FLOPs: 2 × parameters × tokens, per model."""
-
-    policy: float
-    verifier: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.policy <= 0 or (self.verifier is not None and self.verifier <= 0):
-            raise ConfigError("model parameters must be positive")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -72,14 +59,6 @@ class SearchResult:
 
     def to_record(self, sizes: ModelSizes | None = None) -> dict[str, Any]:
         """The JSONL output line (without the tree); with ``sizes``, the inference FLOPs too."""
-        flops = None
-        if sizes is not None:
-            verifier = sizes.verifier if sizes.verifier is not None else sizes.policy
-            flops = {
-                "policy": 2.0 * sizes.policy * self.usage.policy_tokens,
-                "verifier": 2.0 * verifier * self.usage.verifier_tokens,
-                "total": self.usage.flops(sizes.policy, sizes.verifier),
-            }
         return {
             "id": self.problem_id,
             "strategy": self.strategy,
@@ -98,7 +77,7 @@ class SearchResult:
                 "estimated": self.usage.estimated,
                 "verifier_tokens": self.usage.verifier_tokens,
             },
-            **({} if flops is None else {"flops": flops}),
+            **({} if sizes is None else {"flops": sizes.flops(self.usage)}),
             "stopped_by": self.stopped_by,
             "aggregated_by": self.aggregated_by,
             "wall_s": round(self.wall_s, 4),
