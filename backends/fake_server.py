@@ -232,9 +232,14 @@ def _revising(context: str) -> tuple[str | None, str]:
     return (stated.group(1), attempts[-1][stated.end() :]) if stated else (None, attempts[-1])
 
 
+def _another(answer: str) -> str:
+    """A wrong answer for a task that lists only its right one."""
+    return str(int(answer) + 1) if answer.isdigit() else f"not {answer}"
+
+
 def _revise(task: FakeTask, previous: str, rng: random.Random, greedy: bool) -> str:
     """The answer a revision starts from: the previous one, fixed or broken by chance."""
-    others = [a for a in task.answers if a != task.gold] or [str(int(previous) + 1)]
+    others = [a for a in task.answers if a != task.gold] or [_another(previous)]
     if previous == task.gold:
         broken = task.revise_break >= 0.5 if greedy else rng.random() < task.revise_break
         return rng.choice(others) if broken else previous
@@ -266,7 +271,7 @@ def _continue(task: FakeTask, context: str, rng: random.Random, greedy: bool) ->
         if task.early and not greedy and rng.random() < task.early:
             break  # this path answers before the usual number of steps
         if task.step_error and not greedy and rng.random() < task.step_error:
-            others = [a for a in answers if a != current] or [str(int(current) + 1)]
+            others = [a for a in answers if a != current] or [_another(current)]
             current = rng.choice(others)
         steps.append(f"Step {number}: this points to {current}.")
     steps.append(f"The answer is {current}.")

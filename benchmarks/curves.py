@@ -44,7 +44,9 @@ def plot(rows: Sequence[dict[str, Any]], key: str, title: str, path: Path, *, lo
         lines, columns, figsize=(5 * columns, 4.2 * lines), sharey=True, squeeze=False
     )
     axes = [axis for row in grid for axis in row]
-    for axis, level in zip(axes, levels, strict=True):
+    for spare in axes[len(levels) :]:
+        spare.set_visible(False)
+    for axis, level in zip(axes, levels, strict=False):
         for name in series:
             mine = sorted((r for r in rows if r[key] == name and r["level"] == level),
                           key=lambda r: r["completion_tokens"])  # fmt: skip

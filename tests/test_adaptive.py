@@ -10,13 +10,23 @@ from pathlib import Path
 import pytest
 from conftest import problems, run_cli, write_problems
 
-from treesearch import BudgetLimits, ConfigError, SamplingParams, SearchConfig, run
-from treesearch.adaptive import GridCell, fit_policy_table
+from treesearch import (
+    BudgetLimits,
+    CallableVerifier,
+    ConfigError,
+    Problem,
+    SamplingParams,
+    SearchConfig,
+    run,
+    search,
+)
+from treesearch.adaptive import GridCell, fit_policy_table, probe_difficulty
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 from treesearch.budget import Budget
 from treesearch.context import SearchContext, StepFormat
 from treesearch.difficulty import Cell, DifficultyBins, PolicyTable
+from treesearch.search import check_config
 from treesearch.strategies.adaptive import difficulty
 from treesearch.tree import ROOT
 
@@ -55,6 +65,36 @@ def test_a_table_survives_its_file_and_bad_files_are_one_line(tmp_path: Path) ->
         PolicyTable.load(tmp_path / "short.json")
     with pytest.raises(ConfigError, match="needs a policy table"):
         SearchConfig(strategy="adaptive")
+    with pytest.raises(ConfigError, match="drop the aggregator"):
+        SearchConfig(strategy="adaptive", n=8, policy_table=table, aggregator="majority")
+    # A hand-edited table: a misspelt option, an option of the wrong type, a strategy that is none.
+    written = json.loads((tmp_path / "t.json").read_text())
+    for edit, message in [
+        ({"beam_widht": 2}, "option 'beam_widht' of beam: a cell sets"),
+        ({"beam_width": "2"}, "option beam_width='2' of beam: int wanted"),
+    ]:
+        written["choices"]["1"]["8"]["options"] = edit
+        (tmp_path / "edited.json").write_text(json.dumps(written))
+        with pytest.raises(ConfigError, match=message):
+            PolicyTable.load(tmp_path / "edited.json")
+    written["choices"]["1"]["8"] = {"strategy": "telepathy", "n": 8}
+    (tmp_path / "edited.json").write_text(json.dumps(written))
+    edited = SearchConfig(strategy="adaptive", n=8, policy_table=PolicyTable.load(tmp_path / "edited.json"))
+    with pytest.raises(ConfigError, match="unknown strategy 'telepathy'"):
+        check_config(edited, CallableVerifier(lambda problem, steps: 1.0))
+
+
+async def test_oracle_difficulty_needs_every_gold_answer_up_front(
+    make_policy: Callable[..., OpenAIPolicy],
+) -> None:
+    cells = {level: {4: Cell(strategy="majority-vote", n=4)} for level in range(1, 6)}
+    table = PolicyTable(
+        bins=DifficultyBins(kind="oracle", cuts=(0.2, 0.4, 0.6, 0.8)), probe_k=2, choices=cells
+    )
+    unknown = Problem(id="q", question="What is it?")
+    with pytest.raises(ConfigError, match="oracle difficulty needs gold answers; problem 'q'"):
+        await run([unknown], make_policy("http://127.0.0.1:9/v1"), SearchConfig(strategy="adaptive", n=4,
+                  policy_table=table))  # fmt: skip
 
 
 async def test_the_probe_is_charged_to_the_problem(
@@ -107,15 +147,9 @@ async def test_a_fitted_table_is_saved_reloaded_and_used(
         cell = table.choose(result.choice["level"], 8)
         assert (result.choice["strategy"], result.choice["n"]) == (cell.strategy, cell.n)
         assert result.tree is not None
-        probe = table.probe_k
-        # Every node's tokens are charged, the probe's first (node tokens are shares of a
-        # request's total, rounded).
-        nodes = result.tree.nodes()
-        assert abs(result.usage.completion_tokens - sum(node.tokens for node in nodes)) <= len(nodes)
-        assert len(result.tree.children(ROOT)) >= probe
-        assert sum(node.tokens for node in result.tree.children(ROOT)[:probe]) > 0
-        probed = {node.id for node in result.tree.children(ROOT)[:probe]}
-        assert all(c.node not in probed for c in result.candidates)
+        # The probe's samples are charged but grow no node of the chosen strategy's tree.
+        nodes = result.tree.nodes()[1:]
+        assert result.usage.completion_tokens > sum(node.tokens for node in nodes) + len(nodes)
     assert len({r.choice["level"] for r in results if r.choice}) > 1
 
 
@@ -160,3 +194,43 @@ async def test_adaptive_on_the_command_line(fake_server: Callable[..., str], tmp
                      str(tmp_path / "o3.jsonl"))  # fmt: skip
     assert broken.returncode == 2 and "not a policy table" in broken.stderr
     assert len(broken.stderr.strip().splitlines()) == 1
+
+
+async def test_the_probe_is_charged_and_apart_from_the_chosen_strategy(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    """Whatever the table chose (here MCTS, which would walk into any leaf under the root),
+    its tree and candidates hold none of the probe's samples; the probe costs exactly its
+    request and its PRM call."""
+    table = PolicyTable(bins=DifficultyBins(kind="predicted", cuts=(0.2, 0.4, 0.6, 0.8)), probe_k=3,
+                        choices={level: {4: Cell(strategy="mcts", n=4, options={"beam_width": 2})}
+                                 for level in range(1, 6)})  # fmt: skip
+    policy = make_policy(fake_server())
+    (problem,) = problems("s", 1)
+    sampling = SamplingParams(seed=4)
+    alone = SearchConfig(strategy="mcts", n=4, beam_width=2, sampling=sampling)
+    chosen = await search(problem, policy, alone, verifier=prm)
+    probing = SearchConfig(strategy="adaptive", n=4, sampling=sampling, policy_table=table)
+    adaptive = await search(problem, policy, probing, verifier=prm)
+    assert adaptive.tree is not None and chosen.tree is not None
+    # The same search as MCTS alone: same seeds, same tree, same answer...
+    assert [n.text for n in adaptive.tree.nodes()] == [n.text for n in chosen.tree.nodes()]
+    assert adaptive.candidates == chosen.candidates and adaptive.answer == chosen.answer
+    # ...plus the probe: one request for its 3 samples and one PRM call.
+    assert adaptive.usage.requests == chosen.usage.requests + 2
+    assert adaptive.usage.completion_tokens > chosen.usage.completion_tokens
+
+
+async def test_the_fit_probes_apart_from_the_grid(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    """The fit's probe draws other samples than the grid's runs of the same seed (the same
+    draws would tie a problem's difficulty to the very answers it is judged on)."""
+    policy = make_policy(fake_server())
+    chosen = problems("a", 30)
+    config = SearchConfig(strategy="majority-vote", n=4, sampling=SamplingParams(seed=7))
+    values, failed = await probe_difficulty(chosen, policy, config, k=4, kind="oracle")
+    assert not failed and set(values) == {p.id for p in chosen}
+    results = await run(chosen, policy, config)
+    grid = {r.problem_id: sum(bool(c.answer == r.gold) for c in r.candidates) / 4 for r in results}
+    assert sum(values[key] == grid[key] for key in values) < 20  # independent draws mostly differ

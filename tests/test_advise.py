@@ -26,7 +26,7 @@ from treesearch.advise import (
     curve,
     estimate,
     filter_vote_accuracy,
-    predict,
+    predict_votes,
     turning_point,
     two_answer_best_k,
     vote_accuracy,
@@ -276,7 +276,7 @@ def test_predict_needs_usable_rows(equivalence: MathEquivalence) -> None:
     with pytest.raises(
         ConfigError, match=r"no usable rows to estimate from \(2 without gold\); advise needs gold"
     ):
-        predict([row("a", ["1"], gold=None), row("b", ["1"], gold=None)], equivalence=equivalence)
+        predict_votes([row("a", ["1"], gold=None), row("b", ["1"], gold=None)], equivalence=equivalence)
 
 
 def test_predict_gives_both_curves(equivalence: MathEquivalence) -> None:
@@ -285,7 +285,7 @@ def test_predict_gives_both_curves(equivalence: MathEquivalence) -> None:
         row(str(i), ["1/2", "1/2", "3", "3", "3"], scores=[1.0, 1.0, 0.0, 1.0, 0.0], config=config)
         for i in range(3)
     ]
-    prediction = predict(rows, [1, 2, 3, 4, 8], equivalence=equivalence)
+    prediction = predict_votes(rows, [1, 2, 3, 4, 8], equivalence=equivalence)
     d = dist(2 / 8, 3 / 8, unanswered=3 / 8, kept=(1.0, 1 / 3))
     assert prediction.vote == pytest.approx([vote_accuracy(d, k) for k in (1, 2, 3, 4, 8)], abs=1e-15)
     assert prediction.filter_vote is not None
@@ -344,7 +344,7 @@ def measured_at(rows: list[dict[str, Any]], k: int, equivalence: MathEquivalence
 
 
 def test_the_prediction_matches_the_measured_curve(probe: Probe, equivalence: MathEquivalence) -> None:
-    prediction = predict(read_output(probe.path).values(), range(1, 32), equivalence=equivalence)
+    prediction = predict_votes(read_output(probe.path).values(), range(1, 32), equivalence=equivalence)
     assert prediction.estimate.samples == (64,) * (EASY + HARD)
     predicted = dict(zip(prediction.ks, prediction.vote, strict=True))
     measured = {k: measured_at(probe.rows, k, equivalence) for k in MEASURED_KS}

@@ -12,6 +12,9 @@ def test_public_names() -> None:
         "SamplingParams", "SearchConfig", "SearchContext", "SearchResult", "SearchTree",
         "StepFormat", "TreeSearchError", "Usage", "Verifier", "extract_answer", "load_problems",
         "make_backend", "run", "search",
+        # the compute-optimal layer and its results
+        "DifficultyBins", "ModelSizes", "PolicyTable", "fit_policy_table", "label", "predict_votes",
+        "read_output",
     ])  # fmt: skip
     for name in treesearch.__all__:
         assert hasattr(treesearch, name)

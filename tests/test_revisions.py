@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from treesearch import ConfigError, Generation, Prefix, SamplingParams, SearchConfig, run, search
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
-from treesearch.strategies.revisions import chain_lengths
+from treesearch.budget import Budget, BudgetLimits
+from treesearch.config import DEFAULT_REVISION_TEMPLATE
+from treesearch.context import SearchContext, StepFormat
+from treesearch.strategies.revisions import chain_lengths, revision_prompt
 from treesearch.tree import ROOT
 
 pytestmark = pytest.mark.anyio
@@ -26,9 +29,11 @@ class RecordingPolicy(OpenAIPolicy):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.prompts: list[str] = []
+        self.seeds: list[int | None] = []
 
     async def generate(self, prefix: Prefix, n: int, params: SamplingParams) -> Generation:
         self.prompts.append(self.render_prompt(prefix))
+        self.seeds.append(params.seed)
         return await super().generate(prefix, n, params)
 
 
@@ -127,3 +132,35 @@ async def test_the_selector_matters_when_revisions_break_right_answers(
     assert all(r.aggregated_by == "hierarchical" for r in selected)
     assert accuracy(selected) >= 0.85
     assert accuracy(voted) <= 0.5
+
+
+async def test_a_revision_s_seed_follows_the_attempt_it_revises(fake_server: Callable[..., str]) -> None:
+    """Chains revise in whatever order their answers come back; a revision's seed depends on
+    the attempt it revises, never on that order."""
+    seeds = []
+    for order in ((0, 1, 2), (2, 0, 1)):
+        policy = RecordingPolicy(fake_server(), "fake")
+        try:
+            budget = Budget(BudgetLimits())
+            ctx = SearchContext(PROBLEMS["rev2"], policy, budget, sampling=SamplingParams(seed=8),
+                                step_format=StepFormat())  # fmt: skip
+            firsts = await ctx.expand(ROOT, 3, whole=True)
+            sent = {}
+            for index in order:
+                prompt = revision_prompt(ctx.problem, [firsts[index].text], DEFAULT_REVISION_TEMPLATE)
+                await ctx.expand(ROOT, 1, whole=True, prompt=prompt, revises=firsts[index].id)
+                sent[index] = policy.seeds[-1]
+        finally:
+            await policy.aclose()
+        seeds.append(sent)
+    assert seeds[0] == seeds[1]
+    assert len(set(seeds[0].values())) == 3
+
+
+def test_the_template_fills_its_two_fields_and_keeps_other_braces() -> None:
+    template = "Solve {question} and put the answer in \\boxed{}.\n{attempts}\nAgain, with {x} as given."
+    asked = revision_prompt(PROBLEMS["rev0"], ["Step 1: this points to 3."], template)
+    assert asked.question == (
+        f"Solve {PROBLEMS['rev0'].question} and put the answer in \\boxed{{}}.\n"
+        "Attempt 1:\nStep 1: this points to 3.\nAgain, with {x} as given."
+    )

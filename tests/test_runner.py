@@ -112,6 +112,43 @@ async def test_a_rerun_with_another_configuration_is_refused(
     assert [r["config"]["n"] for r in lines(output)] == [3, 3, 5]
 
 
+async def test_rows_from_before_a_setting_existed_continue_the_run(
+    fake_server: Callable[..., str], tmp_path: Path, make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    """A row written before treesearch had a setting (here the revision settings and the
+    policy table) holds its default: a rerun with the default continues the run."""
+    url = fake_server()
+    output = tmp_path / "out.jsonl"
+    policy = make_policy(url, "fake")
+    await run(problems("a", 2), policy, CONFIG, output=output)
+    old = lines(output)
+    for row in old:
+        for key in ("revision_ratio", "revision_context", "revision_template", "policy_table"):
+            del row["config"][key]  # type: ignore[attr-defined]
+    output.write_text("".join(json.dumps(row) + "\n" for row in old))
+    before = server_stats(url)["requests"]
+    again = await run(problems("a", 3), policy, CONFIG, output=output)
+    assert [r.problem_id for r in again] == ["a0", "a1", "a2"]
+    assert server_stats(url)["requests"] - before == 1  # only the new problem
+    with pytest.raises(ConfigError, match=r"revision_ratio: 1.0 there, 2.0 now"):
+        await run(problems("a", 3), policy, SearchConfig(strategy="majority-vote", n=3, revision_ratio=2.0,
+                  sampling=SamplingParams(seed=1)), output=output)  # fmt: skip
+
+
+async def test_revision_chains_survive_a_resume(
+    fake_server: Callable[..., str], tmp_path: Path, make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    output = tmp_path / "out.jsonl"
+    config = SearchConfig(strategy="revisions", n=6, revision_ratio=1.5, aggregator="majority",
+                          sampling=SamplingParams(seed=1))  # fmt: skip
+    policy = make_policy(fake_server(), "fake")
+    (first,) = await run(problems("rev", 1), policy, config, output=output)
+    (again,) = await run(problems("rev", 1), policy, config, output=output)  # read back
+    assert again.tree is None and first.tree is not None
+    assert [c.chain for c in again.candidates] == [c.chain for c in first.candidates]
+    assert len({c.chain for c in first.candidates}) == 2  # two chains of three
+
+
 async def test_problems_are_admitted_as_others_finish(
     fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
 ) -> None:

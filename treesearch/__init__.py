@@ -12,11 +12,14 @@ OpenAI-compatible endpoints. The Python API in a few lines::
     results = await treesearch.run(problems, policy, config, output="out.jsonl")
 """
 
+from treesearch.adaptive import fit_policy_table
+from treesearch.advise import predict_votes
 from treesearch.aggregate import AGGREGATORS, Candidate
 from treesearch.answers import extract_answer
-from treesearch.budget import Budget, BudgetLimits, Usage
+from treesearch.budget import Budget, BudgetLimits, ModelSizes, Usage
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, StepFormat
+from treesearch.difficulty import DifficultyBins, PolicyTable
 from treesearch.equivalence import AnswerEquivalence, MathEquivalence, PairwiseEquivalence
 from treesearch.errors import (
     BudgetExhausted,
@@ -25,10 +28,11 @@ from treesearch.errors import (
     ProblemFileError,
     TreeSearchError,
 )
+from treesearch.labels import label
 from treesearch.policy import Choice, Generation, Policy, Prefix, SamplingParams
 from treesearch.problems import Problem, load_problems
 from treesearch.registry import make_backend
-from treesearch.runner import run
+from treesearch.runner import read_output, run
 from treesearch.search import SearchResult, search
 from treesearch.strategies import STRATEGIES
 from treesearch.tree import Node, NodeStatus, SearchTree
@@ -45,13 +49,16 @@ __all__ = [
     "Candidate",
     "Choice",
     "ConfigError",
+    "DifficultyBins",
     "EndpointError",
     "Generation",
     "MathEquivalence",
+    "ModelSizes",
     "Node",
     "NodeStatus",
     "PairwiseEquivalence",
     "Policy",
+    "PolicyTable",
     "Prefix",
     "Problem",
     "ProblemFileError",
@@ -65,8 +72,12 @@ __all__ = [
     "Usage",
     "Verifier",
     "extract_answer",
+    "fit_policy_table",
+    "label",
     "load_problems",
     "make_backend",
+    "predict_votes",
+    "read_output",
     "run",
     "search",
 ]

@@ -24,13 +24,16 @@ from treesearch.config import SearchConfig
 from treesearch.context import SearchContext
 from treesearch.difficulty import LEVELS, Cell, DifficultyBins, PolicyTable
 from treesearch.equivalence import AnswerEquivalence, default_equivalence
-from treesearch.errors import ConfigError
+from treesearch.errors import ConfigError, TreeSearchError
+from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.runner import run
 from treesearch.search import SearchResult
 from treesearch.strategies.adaptive import apply_cell, difficulty
 from treesearch.verify import Verifier
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,11 +60,12 @@ DEFAULT_GRID: tuple[GridCell, ...] = (
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Fitted:
     """The table, and what it was fitted from: each problem's probe value and, per
-    (cell label, budget), every problem's result."""
+    (cell label, budget), every problem's result; the problems whose probe failed, and why."""
 
     table: PolicyTable
     difficulty: Mapping[str, float]
     results: Mapping[tuple[str, int], Sequence[SearchResult]]
+    failed: Mapping[str, str] = field(default_factory=dict)
 
 
 async def probe_difficulty(
@@ -72,15 +76,18 @@ async def probe_difficulty(
     k: int,
     kind: str,
     verifier: Verifier | None = None,
+    finish_check: Verifier | None = None,
     equivalence: AnswerEquivalence | None = None,
     max_problems_in_flight: int = 32,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, str]]:
     """Each problem's difficulty from a probe of ``k`` whole samples under ``config``'s
-    sampling, step format and budget."""
+    sampling, step format and budget, as the adaptive strategy probes; and, apart, why the
+    probe failed for the problems it failed for (a refused budget, an endpoint's error)."""
     if kind == "predicted" and verifier is None:
         raise ConfigError("predicted difficulty needs a verifier (--prm-url or --verifier)")
     limiter = anyio.CapacityLimiter(max_problems_in_flight)
     values: dict[str, float] = {}
+    failed: dict[str, str] = {}
 
     async def one(problem: Problem) -> None:
         async with limiter:
@@ -91,15 +98,20 @@ async def probe_difficulty(
                 sampling=config.sampling,
                 step_format=config.step,
                 verifier=verifier,
+                finish_check=finish_check,
                 reduction=config.reduction,
                 equivalence=equivalence,
             )
-            values[problem.id] = await difficulty(ctx, k, kind)
+            try:
+                values[problem.id] = await difficulty(ctx, k, kind)
+            except (TreeSearchError, OSError) as exc:
+                failed[problem.id] = str(exc) or type(exc).__name__
+                log.warning("probe_failed", problem_id=problem.id, error=failed[problem.id])
 
     async with anyio.create_task_group() as group:
         for problem in problems:
             group.start_soon(one, problem)
-    return values
+    return values, failed
 
 
 async def fit_policy_table(
@@ -113,11 +125,14 @@ async def fit_policy_table(
     kind: str = "predicted",
     folds: int = 5,
     verifier: Verifier | None = None,
+    finish_check: Verifier | None = None,
     equivalence: AnswerEquivalence | None = None,
     max_problems_in_flight: int = 32,
     seed: int = 0,
 ) -> Fitted:
-    """Run the grid on ``problems`` (which need gold answers) and fit the table."""
+    """Run the grid on ``problems`` (which need gold answers) and fit the table. A problem
+    whose probe failed is left out of the fit (``Fitted.failed`` says why); so is a grid
+    run's failed row, which counts as wrong for its cell."""
     if any(problem.answer is None for problem in problems):
         raise ConfigError("fitting a policy table needs every calibration problem's gold answer")
     if not budgets or min(budgets) <= 0:
@@ -125,10 +140,13 @@ async def fit_policy_table(
     if folds < 2 or folds > len(problems):
         raise ConfigError(f"folds must be from 2 to the number of problems ({len(problems)}), got {folds}")
     same = equivalence or default_equivalence()
-    values = await probe_difficulty(
-        problems, policy, config, k=probe_k, kind=kind, verifier=verifier, equivalence=same,
-        max_problems_in_flight=max_problems_in_flight,
+    values, failed = await probe_difficulty(
+        problems, policy, config, k=probe_k, kind=kind, verifier=verifier, finish_check=finish_check,
+        equivalence=same, max_problems_in_flight=max_problems_in_flight,
     )  # fmt: skip
+    problems = [problem for problem in problems if problem.id in values]
+    if len(problems) < folds:
+        raise ConfigError(f"only {len(problems)} calibration problems could be probed; the fit needs {folds}")
     results: dict[tuple[str, int], list[SearchResult]] = {}
     cells: dict[tuple[str, int], Cell] = {}
     for budget in sorted(set(budgets)):
@@ -139,6 +157,7 @@ async def fit_policy_table(
                 policy,
                 apply_cell(cell, config),
                 verifier=verifier,
+                finish_check=finish_check,
                 equivalence=same,
                 keep_trees=False,
                 max_problems_in_flight=max_problems_in_flight,
@@ -194,4 +213,5 @@ async def fit_policy_table(
         ),
         difficulty=values,
         results=results,
+        failed=failed,
     )

@@ -6,7 +6,7 @@ is, so a set mixing easy and hard problems can score best at a small K. Here liv
 the math that predicts the curve from each problem's estimated answer distribution
 (a plain function of data, no I/O, no event loop), Chen et al.'s two-answer closed
 form, and the estimate of those distributions from a probe run's results rows.
-``predict(rows)`` does it all: the rows of one ``treesearch run`` of majority-vote
+``predict_votes(rows)`` does it all: the rows of one ``treesearch run`` of majority-vote
 (or filter-vote) with many samples per problem in, the curve and the best K out.
 """
 
@@ -466,13 +466,13 @@ class Prediction:
     estimate: Estimate
 
 
-def predict(
+def predict_votes(
     rows: Iterable[Mapping[str, Any]],
     ks: Iterable[int] = range(1, 65),
     *,
     equivalence: AnswerEquivalence | None = None,
 ) -> Prediction:
-    """The accuracy curve a probe's results rows predict, and the best K.
+    """The accuracy curve a probe's results rows predict_votes, and the best K.
 
     ``rows``: the JSONL rows of one ``treesearch run`` (majority-vote, or filter-vote for
     its curve too) with many samples per problem. ``equivalence`` groups answers
@@ -482,7 +482,7 @@ def predict(
     samples the probe drew, the closer the curve."""
     wanted = sorted(set(ks))
     if not wanted:
-        raise ConfigError("predict needs at least one K")
+        raise ConfigError("predicting needs at least one K")
     for k in wanted:
         _check_k(k)
     if equivalence is None:

@@ -1,7 +1,7 @@
 """``treesearch advise``: a probe's results file in, the predicted accuracy against K out.
 
 The probe is one ``treesearch run`` of majority-vote (or filter-vote, whose judge scores
-add a filter-vote column) with many samples per problem; ``treesearch.advise.predict``
+add a filter-vote column) with many samples per problem; ``treesearch.predict_votes``
 estimates each problem's answer distribution from its row and predicts, exactly, the
 accuracy of voting over K samples (Chen et al. 2024). The table goes to stdout; a file
 that cannot be read is one line on stderr.
@@ -60,13 +60,13 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 def advise_command(args: argparse.Namespace) -> int:
     """``treesearch advise``: prints the table; the exit code."""
-    from treesearch.advise import predict
+    from treesearch.advise import predict_votes
 
     rows = read_rows(args.results)
     if not rows:
         raise ConfigError(f"{args.results} holds no rows")
     ks = args.ks or range(1, args.max_k + 1)
-    prediction = predict(rows, ks)
+    prediction = predict_votes(rows, ks)
     if args.ks:
         shown = sorted(set(args.ks))
     else:

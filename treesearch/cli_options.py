@@ -199,6 +199,7 @@ def add_verifier_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--score-reduction",
+        dest="reduction",
         choices=list(REDUCTIONS),
         default="last",
         help="one score from a path's step scores",

@@ -82,6 +82,10 @@ class SearchConfig:
                 raise ConfigError(
                     "strategy 'adaptive' needs a policy table (treesearch fit-adaptive writes one)"
                 )
+            if self.aggregator is not None:
+                raise ConfigError(
+                    "adaptive aggregates by the rule of the strategy its table chose; drop the aggregator"
+                )
             for level in self.policy_table.choices:
                 self.policy_table.choose(level, self.n)  # N within the table's budgets
         check_reduction(self.reduction)

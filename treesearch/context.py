@@ -111,7 +111,7 @@ class SearchContext:
         # configuration decides the aggregation.
         self.chosen: SearchConfig | None = None
         self.choice: dict[str, Any] | None = None
-        self._requests_per_node: dict[int, int] = {}
+        self._requests_per_node: dict[tuple[int, str], int] = {}
         self._log = log.bind(problem_id=problem.id)
 
     # -- proposals --------------------------------------------------------------
@@ -125,6 +125,7 @@ class SearchContext:
         temperature: float | None = None,
         prompt: Problem | None = None,
         revises: int | None = None,
+        stream: str = "",
     ) -> list[Node]:
         """Add ``n`` children under ``node_id``: next steps, or (``whole``) entire solutions.
 
@@ -134,8 +135,11 @@ class SearchContext:
         returns, so a budget refusal midway loses nothing. A child at the last allowed depth is
         the rest of the solution, asked for in one call. ``prompt`` asks with another rendering
         of the problem (a revision's, which shows earlier attempts) whose children revise the
-        attempt ``revises``; verifiers still see the problem itself.
+        attempt ``revises``; verifiers still see the problem itself. ``stream`` names requests
+        whose seeds must not follow the node's own (see ``_seed``).
         """
+        if revises is not None:
+            stream = f"{stream}revises {revises}:"
         whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
         params = self._params(whole, temperature)
         prefix = Prefix(
@@ -177,7 +181,7 @@ class SearchContext:
                     generation = replace(generation, choices=generation.choices[: reservation.choices])
                 return self._record(node_id, generation, whole, revises, own_prompt=prompt is None)
 
-            batches = await gather([partial(one, size, self._seed(node_id)) for size in sizes])
+            batches = await gather([partial(one, size, self._seed(node_id, stream)) for size in sizes])
             got = [child for batch in batches for child in batch]
             if not got:
                 raise EndpointError(self.policy.endpoint, None, "the server returned no choices")
@@ -304,13 +308,15 @@ class SearchContext:
             stop=fmt.end_stops if whole else (fmt.delimiter, *fmt.end_stops),
         )
 
-    def _seed(self, node_id: int) -> int | None:
-        """A distinct, reproducible seed per request: the same under any scheduling order."""
+    def _seed(self, node_id: int, stream: str = "") -> int | None:
+        """A distinct, reproducible seed per request: the same under any scheduling order.
+        Requests of another ``stream`` (a probe's, a revision's) draw apart from the node's
+        own, so they neither repeat its samples nor depend on when they were sent."""
         if self.sampling.seed is None:
             return None
-        count = self._requests_per_node.get(node_id, 0)
-        self._requests_per_node[node_id] = count + 1
-        key = f"{self.sampling.seed}:{self.problem.id}:{node_id}:{count}"
+        count = self._requests_per_node.get((node_id, stream), 0)
+        self._requests_per_node[node_id, stream] = count + 1
+        key = f"{self.sampling.seed}:{self.problem.id}:{node_id}:{stream}{count}"
         return zlib.crc32(key.encode())
 
     def _prompt_bound(self, node_id: int, prefix: Prefix) -> int:

@@ -65,6 +65,19 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+# The SearchConfig fields a cell may set, and their types.
+CELL_OPTIONS: Mapping[str, type | tuple[type, ...]] = {
+    "aggregator": str,
+    "beam_width": int,
+    "lookahead": int,
+    "rebase_temperature": (int, float),
+    "mcts_c": (int, float),
+    "revision_ratio": (int, float),
+    "revision_context": int,
+    "n_counts_judgements": bool,
+}
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Cell:
     """One choice: a strategy, its N, the SearchConfig fields it sets (``options``: M, T_b,
@@ -76,9 +89,23 @@ class Cell:
     accuracy: float = 0.0
     tokens: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.n <= 0:
+            raise ConfigError(f"a cell's N must be positive, got {self.n}")
+        for key, value in self.options.items():
+            kind = CELL_OPTIONS.get(key)
+            if kind is None:
+                raise ConfigError(f"option {key!r} of {self.strategy}: a cell sets {', '.join(CELL_OPTIONS)}")
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                raise ConfigError(f"option {key}={value!r} of {self.strategy}: {_name(kind)} wanted")
+
     def label(self) -> str:
         shown = ", ".join(f"{key}={value}" for key, value in sorted(self.options.items()))
         return f"{self.strategy}({shown})" if shown else self.strategy
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    return "number" if isinstance(kind, tuple) else kind.__name__
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

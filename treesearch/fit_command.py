@@ -98,6 +98,7 @@ async def fit_command(args: argparse.Namespace) -> int:
             kind=args.difficulty,
             folds=args.folds,
             verifier=backends.verifier,
+            finish_check=backends.finish_check,
             equivalence=backends.equivalence,
             max_problems_in_flight=problems_in_flight(args),
         )
@@ -108,6 +109,10 @@ async def fit_command(args: argparse.Namespace) -> int:
         return 130
     table = fitted.table
     table.save(args.output)
+    if fitted.failed:
+        first = next(iter(fitted.failed.items()))
+        print(f"treesearch: {len(fitted.failed)} problems left out, their probe failed; first: {first[0]}: "
+              f"{first[1]}", file=sys.stderr)  # fmt: skip
     print(
         f"difficulty ({table.bins.kind}) cuts: " + ", ".join(f"{c:.3f}" for c in table.bins.cuts),
         file=sys.stderr,

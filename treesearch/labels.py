@@ -23,13 +23,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 
@@ -41,7 +40,7 @@ from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed, Tree
 from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
-from treesearch.rows import iter_rows
+from treesearch.rows import check_same_run, drop_rows, iter_rows, open_append
 from treesearch.runner import fingerprint, read_output
 from treesearch.tree import ROOT, Node, NodeStatus
 from treesearch.verify import Verifier
@@ -344,57 +343,6 @@ def _settings(
     return {key: every[key] for key in _LABEL_SETTINGS} | {"rollouts": rollouts}
 
 
-def _check_same_run(
-    summary: Path, recorded: Mapping[str, Mapping[str, Any]], settings: dict[str, Any]
-) -> None:
-    for row in recorded.values():
-        theirs = row.get("config") or {}
-        if theirs != settings:
-            differ = sorted(
-                key for key in settings.keys() | theirs.keys() if settings.get(key) != theirs.get(key)
-            )
-            shown = ", ".join(
-                f"{key}: {json.dumps(theirs.get(key))} there, {json.dumps(settings.get(key))} now"
-                for key in differ
-            )
-            raise ConfigError(
-                f"{summary} holds labels of another configuration ({shown}); "
-                "write to a new --output, or --force-resume"
-            )
-
-
-def _rewrite_without(path: Path, key: str, ids: set[str]) -> None:
-    """Rewrite a JSONL file without the rows whose ``key`` is in ``ids`` (and without half-written
-    lines); atomically, so a crash leaves the old file or the new one."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and str(row.get(key)) not in ids:
-            kept.append(line + "\n")
-    partial_path = path.with_name(path.name + f".part-{os.getpid()}")
-    partial_path.write_text("".join(kept), encoding="utf-8")
-    partial_path.replace(path)
-
-
-def _open_append(path: Path) -> TextIO:
-    """An append handle that first ends a line a crash may have left unfinished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    unfinished = False
-    if path.exists() and path.stat().st_size:
-        with path.open("rb") as tail:
-            tail.seek(-1, 2)
-            unfinished = tail.read(1) != b"\n"
-    handle = path.open("a", encoding="utf-8")
-    if unfinished:
-        handle.write("\n")
-    return handle
-
-
 async def label(
     problems: Iterable[Problem],
     policy: Policy,
@@ -445,20 +393,20 @@ async def label(
         wanted = {problem.id for problem in problems}
         recorded = {key: row for key, row in read_output(summary).items() if key in wanted}
         if not force_resume:
-            _check_same_run(summary, recorded, settings)
+            check_same_run(summary, recorded, settings, "labels")
         if retry_failed:
             recorded = {key: row for key, row in recorded.items() if row.get("error") is None}
         # Rows of a problem without a summary line (a crash between the two, or a failure to
         # retry) are dropped: the problem is labelled again.
         again = {key for key in wanted if key not in recorded}
         if again & rows.keys():
-            _rewrite_without(rows_path, "problem_id", again)
+            drop_rows(rows_path, "problem_id", again)
         if again & read_output(summary).keys():
-            _rewrite_without(summary, "id", again)
+            drop_rows(summary, "id", again)
         results = {key: LabelResult.from_record(row, rows.get(key, [])) for key, row in recorded.items()}
         todo = [problem for problem in problems if problem.id not in recorded]
     limiter = anyio.CapacityLimiter(max_problems_in_flight)
-    sinks = None if rows_path is None or summary is None else (_open_append(rows_path), _open_append(summary))
+    sinks = None if rows_path is None or summary is None else (open_append(rows_path), open_append(summary))
     try:
 
         async def one(problem: Problem) -> None:

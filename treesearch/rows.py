@@ -1,4 +1,5 @@
-"""Reading the JSONL files treesearch writes: results, label rows and their summaries.
+"""The JSONL files treesearch writes (results, label rows and their summaries): reading
+them, checking a rerun continues the same run, rewriting and appending.
 
 A file written a line per finished problem may end in a line a crash cut short;
 such lines are skipped (those problems simply run again), unless the file is a
@@ -8,10 +9,13 @@ never one of ours: one line says so.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from treesearch.errors import ConfigError, ProblemFileError
 
@@ -43,3 +47,74 @@ def iter_rows(path: str | Path, key: str, what: str, *, strict: bool = False) ->
                     )
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def check_same_run(
+    path: Path, recorded: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any], what: str = "rows"
+) -> None:
+    """Refuse to add to a file whose rows were written with another configuration than
+    ``settings`` (a run's fingerprint), naming what differs. A setting a row lacks (written
+    before treesearch had it) counts as its default."""
+    for row in recorded.values():
+        theirs = row.get("config")
+        if theirs is None:
+            raise ConfigError(
+                f"{path} holds {what} without a configuration (written before treesearch recorded"
+                " one); write to a new --output, or --force-resume"
+            )
+        defaults = _default_settings()
+        differ = {
+            key: theirs.get(key, defaults.get(key))
+            for key in settings.keys() | theirs.keys()
+            if settings.get(key) != theirs.get(key, defaults.get(key))
+        }
+        if differ:
+            shown = ", ".join(
+                f"{key}: {json.dumps(there)} there, {json.dumps(settings.get(key))} now"
+                for key, there in sorted(differ.items())
+            )
+            raise ConfigError(
+                f"{path} holds {what} of another configuration ({shown}); write to a new --output,"
+                " or --force-resume"
+            )
+
+
+@functools.cache
+def _default_settings() -> dict[str, Any]:
+    from treesearch.config import SearchConfig
+
+    settings: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(SearchConfig())))
+    return settings
+
+
+def drop_rows(path: Path, key: str, ids: set[str]) -> None:
+    """Rewrite a JSONL file without the rows whose ``key`` is in ``ids`` (and without
+    half-written lines); atomically, so a crash leaves the old file or the new one."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and str(row.get(key)) not in ids:
+            kept.append(line + "\n")
+    partial = path.with_name(path.name + f".part-{os.getpid()}")
+    partial.write_text("".join(kept), encoding="utf-8")
+    partial.replace(path)
+
+
+def open_append(path: Path) -> TextIO:
+    """An append handle (its folder made) that first ends a line a crash may have left
+    unfinished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    unfinished = False
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as tail:
+            tail.seek(-1, 2)
+            unfinished = tail.read(1) != b"\n"
+    handle = path.open("a", encoding="utf-8")
+    if unfinished:
+        handle.write("\n")
+    return handle

@@ -41,27 +41,27 @@ from treesearch.verify import CallableVerifier, Verifier
 T = TypeVar("T")
 
 
-# SearchConfig fields set by options only some commands take (run takes them all), by
-# the option's name; a command without one keeps SearchConfig's default.
-_OPTIONAL_FIELDS = {
-    "strategy": "strategy",
-    "n": "n",
-    "aggregator": "aggregator",
-    "beam_width": "beam_width",
-    "lookahead": "lookahead",
-    "rebase_temperature": "rebase_temperature",
-    "mcts_c": "mcts_c",
-    "n_counts_judgements": "n_counts_judgements",
-    "revision_ratio": "revision_ratio",
-    "revision_context": "revision_context",
-    "revision_template": "revision_template",
-    "score_reduction": "reduction",
-}
+# SearchConfig fields set by options of the same name that only some commands take (run
+# takes them all); a command without one keeps SearchConfig's default.
+_OPTIONAL_FIELDS = (
+    "strategy",
+    "n",
+    "aggregator",
+    "reduction",
+    "beam_width",
+    "lookahead",
+    "rebase_temperature",
+    "mcts_c",
+    "n_counts_judgements",
+    "revision_ratio",
+    "revision_context",
+    "revision_template",
+)
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
     given = vars(args)
-    optional = {field: given[option] for option, field in _OPTIONAL_FIELDS.items() if option in given}
+    optional = {name: given[name] for name in _OPTIONAL_FIELDS if name in given}
     return SearchConfig(
         **optional,
         whole=args.sampling == "whole",
@@ -351,7 +351,7 @@ async def run_command(args: argparse.Namespace) -> int:
         tokens = sum(r.usage.total_tokens for r in ran) / len(ran)
         summary += f"; {tokens:,.0f} tokens per problem"
         if sizes is not None:
-            flops = sum(r.usage.flops(sizes.policy, sizes.verifier) for r in ran) / len(ran)
+            flops = sum(sizes.flops(r.usage)["total"] for r in ran) / len(ran)
             summary += f", {flops:.3g} inference FLOPs"
     print(summary, file=sys.stderr)
     if failed:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import replace
@@ -30,7 +29,7 @@ from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.progress import Progress
-from treesearch.rows import iter_rows
+from treesearch.rows import check_same_run, drop_rows, iter_rows, open_append
 from treesearch.search import SearchResult, check_config, search
 from treesearch.verify import Verifier
 
@@ -82,45 +81,6 @@ def _describe(part: object) -> dict[str, Any]:
     return {"kind": type(part).__name__, **settings}
 
 
-def _check_same_run(output: Path, recorded: dict[str, dict[str, Any]], settings: dict[str, Any]) -> None:
-    """Refuse to add rows of one configuration to a file that holds another's."""
-    for row in recorded.values():
-        theirs = row.get("config")
-        if theirs == settings:
-            continue
-        if theirs is None:
-            why = "rows without a configuration (written before treesearch recorded one)"
-        else:
-            differ = sorted(
-                key for key in settings.keys() | theirs.keys() if settings.get(key) != theirs.get(key)
-            )
-            why = (
-                "another configuration ("
-                + ", ".join(
-                    f"{key}: {json.dumps(theirs.get(key))} there, {json.dumps(settings.get(key))} now"
-                    for key in differ
-                )
-                + ")"
-            )
-        raise ConfigError(f"{output} holds {why}; write to a new --output, or --force-resume")
-
-
-def _drop_rows(output: Path, ids: set[str]) -> None:
-    """Rewrite ``output`` without the rows of ``ids`` (and without half-written lines);
-    atomically, so a crash leaves the old file or the new one."""
-    kept = []
-    for line in output.read_text(encoding="utf-8").splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and str(record.get("id")) not in ids:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    partial = output.with_name(output.name + f".part-{os.getpid()}")
-    partial.write_text("".join(kept), encoding="utf-8")
-    partial.replace(output)
-
-
 async def run(
     problems: Iterable[Problem],
     policy: Policy,
@@ -154,6 +114,11 @@ async def run(
     if max_problems_in_flight <= 0:
         raise ConfigError(f"problems in flight must be positive, got {max_problems_in_flight}")
     problems = list(problems)
+    table = config.policy_table if config.strategy == "adaptive" else None
+    if table is not None and table.bins.kind == "oracle":
+        missing = next((problem.id for problem in problems if problem.answer is None), None)
+        if missing is not None:
+            raise ConfigError(f"oracle difficulty needs gold answers; problem {missing!r} has none")
     seen: set[str] = set()
     for problem in problems:
         if problem.id in seen:
@@ -164,10 +129,10 @@ async def run(
     wanted = {problem.id for problem in problems}
     recorded = {key: row for key, row in recorded.items() if key in wanted}
     if output is not None and not force_resume:
-        _check_same_run(Path(output), recorded, settings)
+        check_same_run(Path(output), recorded, settings)
     retry = {key for key, row in recorded.items() if row.get("error") is not None} if retry_failed else set()
     if output is not None and retry:
-        _drop_rows(Path(output), retry)
+        drop_rows(Path(output), "id", retry)
     todo = [problem for problem in problems if problem.id not in recorded or problem.id in retry]
     if trees_dir is not None:
         await anyio.Path(trees_dir).mkdir(parents=True, exist_ok=True)
@@ -216,24 +181,15 @@ async def run(
 
 
 class _open_output:
-    """An append handle that first ends a line a crash may have left unfinished."""
+    """``open_append`` for an output that may be None."""
 
     def __init__(self, output: str | Path | None) -> None:
         self._path = None if output is None else Path(output)
         self._handle: TextIO | None = None
 
     def __enter__(self) -> TextIO | None:
-        if self._path is None:
-            return None
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        unfinished = False
-        if self._path.exists() and self._path.stat().st_size:
-            with self._path.open("rb") as handle:
-                handle.seek(-1, 2)
-                unfinished = handle.read(1) != b"\n"
-        self._handle = self._path.open("a", encoding="utf-8")
-        if unfinished:
-            self._handle.write("\n")
+        if self._path is not None:
+            self._handle = open_append(self._path)
         return self._handle
 
     def __exit__(self, *exc: object) -> None:

@@ -97,7 +97,10 @@ class SearchResult:
             correct=record.get("correct"),
             candidates=tuple(
                 Candidate(
-                    node=int(c["node"]), answer=c.get("answer"), score=c.get("score"), chain=c.get("chain")
+                    node=int(c["node"]),
+                    answer=c.get("answer"),
+                    score=c.get("score"),
+                    chain=int(c.get("chain", c["node"])),  # a row leaves out a chain of one
                 )
                 for c in record.get("candidates") or ()
             ),

@@ -4,8 +4,9 @@ what the policy table chose for that level and N.
 The probe is k whole samples in one request, scored by the verifier for the
 predicted kind, checked against the gold answer for the oracle kind; it is charged
 to the problem's budget like every other call, and the chosen strategy runs on what
-is left of it, in the same tree. The probe's samples are not the chosen
-strategy's candidates: the table was fitted on that strategy alone.
+is left of it. The probe grows a tree of its own and draws its own seeds, so the
+chosen strategy neither sees its samples nor repeats them: the table was fitted on
+each strategy alone, with the probe drawn apart in the same way.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ def apply_cell(cell: Cell, config: SearchConfig) -> SearchConfig:
 
 
 async def difficulty(ctx: SearchContext, k: int, kind: str) -> float:
-    """The probe: ``k`` whole samples, and the mean of their final verifier scores
-    (``predicted``) or the fraction that reach the gold answer (``oracle``); a sample
-    without an answer counts 0."""
-    samples = await ctx.expand(ROOT, k, whole=True)
+    """The probe: ``k`` whole samples under ``ctx`` (seeded apart from its other requests),
+    and the mean of their final verifier scores (``predicted``) or the fraction that reach
+    the gold answer (``oracle``); a sample without an answer counts 0."""
+    samples = await ctx.expand(ROOT, k, whole=True, stream="probe")
     answered = [node for node in samples if node.status is NodeStatus.ANSWERED]
     if kind == "predicted":
         scores = await ctx.score([node.id for node in answered]) if answered else []
@@ -48,13 +49,28 @@ async def difficulty(ctx: SearchContext, k: int, kind: str) -> float:
     return sum(await anyio.to_thread.run_sync(right)) / len(samples)
 
 
+def probe_context(ctx: SearchContext) -> SearchContext:
+    """A context for the probe: the same problem, endpoints and budget as ``ctx``, a tree of its
+    own, so no strategy ever sees the probe's samples."""
+    return SearchContext(
+        ctx.problem,
+        ctx.policy,
+        ctx.budget,
+        sampling=ctx.sampling,
+        step_format=ctx.step_format,
+        verifier=ctx.verifier,
+        finish_check=ctx.finish_check,
+        reduction=ctx.reduction,
+        equivalence=ctx.equivalence,
+    )
+
+
 async def adaptive(ctx: SearchContext, config: SearchConfig) -> None:
     from treesearch.strategies import get_strategy  # the registry holds this routine
 
     table = config.policy_table
     assert table is not None  # SearchConfig refuses adaptive without one
-    value = await difficulty(ctx, table.probe_k, table.bins.kind)
-    probed = {node.id for node in ctx.tree.terminals()}
+    value = await difficulty(probe_context(ctx), table.probe_k, table.bins.kind)
     level = table.bins.level(value)
     cell = table.choose(level, config.n)
     chosen = apply_cell(cell, config)
@@ -66,8 +82,4 @@ async def adaptive(ctx: SearchContext, config: SearchConfig) -> None:
         "n": cell.n,
         "options": dict(cell.options),
     }
-    try:
-        await get_strategy(chosen.strategy).run(ctx, chosen)
-    finally:
-        if ctx.candidates is None:  # a strategy that offers every finished path
-            ctx.candidates = [node.id for node in ctx.tree.terminals() if node.id not in probed]
+    await get_strategy(chosen.strategy).run(ctx, chosen)

@@ -14,6 +14,7 @@ attempts is the verifier-free choice.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from functools import partial
 
@@ -21,6 +22,8 @@ from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, gather
 from treesearch.problems import Problem
 from treesearch.tree import ROOT
+
+_FIELD = re.compile(r"\{(question|attempts)\}")
 
 
 def chain_lengths(n: int, ratio: float) -> list[int]:
@@ -32,12 +35,14 @@ def chain_lengths(n: int, ratio: float) -> list[int]:
 
 
 def revision_prompt(problem: Problem, attempts: list[str], template: str) -> Problem:
-    """The problem as a revision asks it: the template's ``{question}`` (the problem's ready
-    prompt, when it has one) and ``{attempts}``, each as "Attempt k:" and its text."""
+    """The problem as a revision asks it: the template with ``{question}`` (the problem's ready
+    prompt, when it has one) and ``{attempts}``, each as "Attempt k:" and its text, filled in."""
     shown = "\n\n".join(f"Attempt {index}:\n{text.strip()}" for index, text in enumerate(attempts, 1))
-    if problem.prompt is not None:
-        return replace(problem, prompt=template.format(question=problem.prompt, attempts=shown))
-    return replace(problem, question=template.format(question=problem.question, attempts=shown))
+    fields = {"question": problem.prompt or problem.question, "attempts": shown}
+    # One pass over the two fields only: other braces (\boxed{}) stay, and neither field's
+    # text is searched for the other.
+    text = _FIELD.sub(lambda match: fields[match.group(1)], template)
+    return replace(problem, prompt=text) if problem.prompt is not None else replace(problem, question=text)
 
 
 async def revisions(ctx: SearchContext, config: SearchConfig) -> None:
