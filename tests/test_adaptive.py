@@ -167,6 +167,17 @@ async def test_adaptive_on_the_command_line(fake_server: Callable[..., str], tmp
                   str(test_set), "--output", str(tmp_path / "out.jsonl"), "--sampling", "steps",
                   "--model-params", "7B", "--prm-params", "1.5B")  # fmt: skip
     assert ran.returncode == 0, ran.stderr
+    assert "warning" not in ran.stderr  # run as it was fitted (another seed is no matter)
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert (
+        table["fitted_with"]["policy"]["model"] == "fake" and "seed" not in table["fitted_with"]["sampling"]
+    )
+    other = run_cli("run", "--base-url", url, "--prm-url", url, "--prm-model", "fake-prm", "--strategy",
+                    "adaptive", "--n", "4", "--policy-table", str(tmp_path / "t.json"), "--problems",
+                    str(test_set), "--output", str(tmp_path / "other.jsonl"),
+                    "--temperature", "0.3")  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert "was fitted with another sampling, whole; its choices may not hold here" in other.stderr
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and all(row["choice"]["level"] in range(1, 6) for row in rows)
     for row in rows:

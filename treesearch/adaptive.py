@@ -28,7 +28,7 @@ from treesearch.errors import ConfigError, TreeSearchError
 from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
-from treesearch.runner import run
+from treesearch.runner import fingerprint, run
 from treesearch.search import SearchResult
 from treesearch.strategies.adaptive import apply_cell, difficulty
 from treesearch.verify import Verifier
@@ -55,6 +55,11 @@ DEFAULT_GRID: tuple[GridCell, ...] = (
     GridCell(strategy="revisions", options={"revision_ratio": 0.25}),
     GridCell(strategy="revisions", options={"revision_ratio": 4.0}),
 )
+
+
+# What of a run's fingerprint a table depends on: a run on another model, verifier or way of
+# sampling steps gets a warning.
+FITTED_WITH = ("policy", "verifier", "finish_check", "sampling", "step", "whole", "reduction")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -204,12 +209,15 @@ async def fit_policy_table(
                 cell = table[bins.level(values[i])][budget]
                 held_out[budget].append(correct[cell.label(), budget][i])
     bins, table = choose(ids)
+    settings = fingerprint(config, policy, verifier, finish_check)
+    settings["sampling"].pop("seed")  # another seed draws from the same distributions
     return Fitted(
         table=PolicyTable(
             bins=bins,
             probe_k=probe_k,
             choices=table,
             cv_accuracy={budget: sum(hits) / len(hits) for budget, hits in held_out.items()},
+            fitted_with={key: settings[key] for key in FITTED_WITH},
         ),
         difficulty=values,
         results=results,

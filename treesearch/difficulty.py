@@ -112,12 +112,15 @@ def _name(kind: type | tuple[type, ...]) -> str:
 class PolicyTable:
     """Per difficulty level (1-5) and budget N, the cell to run; the probe that measures a
     problem's difficulty (``probe_k`` whole samples); and each budget's cross-validated
-    accuracy of choosing this way (held-out folds, bins and choices refitted per fold)."""
+    accuracy of choosing this way (held-out folds, bins and choices refitted per fold);
+    ``fitted_with``, what it was fitted on (the model, the verifier, how steps were sampled),
+    which a run on another can be warned of."""
 
     bins: DifficultyBins
     probe_k: int
     choices: Mapping[int, Mapping[int, Cell]]
     cv_accuracy: Mapping[int, float] = field(default_factory=dict)
+    fitted_with: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.probe_k <= 0:
@@ -147,6 +150,7 @@ class PolicyTable:
             "cuts": list(self.bins.cuts),
             "probe_k": self.probe_k,
             "cv_accuracy": {str(budget): value for budget, value in sorted(self.cv_accuracy.items())},
+            "fitted_with": dict(self.fitted_with),
             "choices": {
                 str(level): {str(budget): asdict(cell) for budget, cell in sorted(row.items())}
                 for level, row in sorted(self.choices.items())
@@ -163,6 +167,7 @@ class PolicyTable:
                 bins=DifficultyBins(kind=str(data["difficulty"]), cuts=tuple(float(c) for c in data["cuts"])),
                 probe_k=int(data["probe_k"]),
                 cv_accuracy={int(b): float(v) for b, v in data.get("cv_accuracy", {}).items()},
+                fitted_with=dict(data.get("fitted_with") or {}),
                 choices={
                     int(level): {
                         int(budget): Cell(
@@ -179,6 +184,18 @@ class PolicyTable:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a policy table: {type(exc).__name__} {exc}") from None
+
+    def differences(self, settings: Mapping[str, Any]) -> list[str]:
+        """What of ``settings`` (a run's fingerprint) differs from what the table was fitted
+        with: the keys of ``fitted_with`` whose values differ (of a recorded mapping, only the
+        keys it holds count)."""
+
+        def same(recorded: Any, now: Any) -> bool:
+            if isinstance(recorded, Mapping) and isinstance(now, Mapping):
+                return all(now.get(key) == value for key, value in recorded.items())
+            return bool(recorded == now)
+
+        return sorted(key for key, value in self.fitted_with.items() if not same(value, settings.get(key)))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")

@@ -34,7 +34,7 @@ from treesearch.logs import configure
 from treesearch.policy import Policy, SamplingParams
 from treesearch.problems import load_problems
 from treesearch.registry import backend_names, make_backend
-from treesearch.runner import read_output, run
+from treesearch.runner import fingerprint, read_output, run
 from treesearch.search import SearchResult, check_config
 from treesearch.verify import CallableVerifier, Verifier
 
@@ -313,6 +313,15 @@ async def run_command(args: argparse.Namespace) -> int:
     done_before = sum(1 for row in before.values() if not (args.retry_failed and row.get("error")))
 
     async def work(backends: Backends) -> list[SearchResult]:
+        if config.policy_table is not None:
+            settings = fingerprint(config, backends.policy, backends.verifier, backends.finish_check)
+            differ = config.policy_table.differences(settings)
+            if differ:
+                print(
+                    f"treesearch: warning: {args.policy_table} was fitted with another "
+                    f"{', '.join(differ)}; its choices may not hold here",
+                    file=sys.stderr,
+                )
         return await run(
             problems,
             backends.policy,
