@@ -128,8 +128,9 @@ async def test_the_budget_is_charged_and_never_overrun(
     assert all(s["usage"]["prompt_tokens"] + s["usage"]["completion_tokens"] <= tokens for s in summaries)
     if tokens == 40:  # not even the first steps fit: all cut, nothing sent
         assert all(r.cut == 4 and r.usage.requests == 0 for r in results) and rows == []
-    if tokens == 1500:  # some solutions labelled, some cut
-        assert any(r.cut for r in results) and rows
+    if tokens == 1500:  # too little for every solution: some are cut (which ones depends on
+        # the order the concurrent rollouts were served in, so none may be left whole)
+        assert any(r.cut for r in results)
     if tokens == 4000:
         assert all(r.stopped_by == "done" for r in results)
 
