@@ -245,3 +245,24 @@ async def test_the_fit_probes_apart_from_the_grid(
     results = await run(chosen, policy, config)
     grid = {r.problem_id: sum(bool(c.answer == r.gold) for c in r.candidates) / 4 for r in results}
     assert sum(values[key] == grid[key] for key in values) < 20  # independent draws mostly differ
+
+
+async def test_a_budget_too_small_for_the_probe(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    """A budget that cannot pay for the probe ends an adaptive search as a budget stop (nothing
+    chosen, nothing overrun); in a fit, such problems are left out, and a fit left with too few
+    is one error."""
+    policy = make_policy(fake_server())
+    tight = BudgetLimits(tokens=30)  # less than one whole sample's worst case
+    cells = {level: {4: Cell(strategy="majority-vote", n=4)} for level in range(1, 6)}
+    bins = DifficultyBins(kind="predicted", cuts=(0.2, 0.4, 0.6, 0.8))
+    table = PolicyTable(bins=bins, probe_k=4, choices=cells)
+    (problem,) = problems("c", 1)
+    config = SearchConfig(strategy="adaptive", n=4, budget=tight, policy_table=table)
+    result = await search(problem, policy, config, verifier=prm)
+    assert (result.stopped_by, result.answer, result.error, result.choice) == ("budget", None, None, None)
+    assert result.usage.total_tokens <= 30
+    with pytest.raises(ConfigError, match="only 0 calibration problems could be probed"):
+        await fit_policy_table(problems("c", 6), policy, SearchConfig(budget=tight), budgets=[4], grid=GRID,
+                               folds=2, verifier=prm)  # fmt: skip

@@ -96,17 +96,10 @@ async def probe_difficulty(
 
     async def one(problem: Problem) -> None:
         async with limiter:
-            ctx = SearchContext(
-                problem,
-                policy,
-                Budget(config.budget),
-                sampling=config.sampling,
-                step_format=config.step,
-                verifier=verifier,
-                finish_check=finish_check,
-                reduction=config.reduction,
-                equivalence=equivalence,
-            )
+            ctx = SearchContext.for_config(
+                problem, policy, Budget(config.budget), config,
+                verifier=verifier, finish_check=finish_check, equivalence=equivalence,
+            )  # fmt: skip
             try:
                 values[problem.id] = await difficulty(ctx, k, kind)
             except (TreeSearchError, OSError) as exc:

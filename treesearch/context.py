@@ -114,6 +114,22 @@ class SearchContext:
         self._requests_per_node: dict[tuple[int, str], int] = {}
         self._log = log.bind(problem_id=problem.id)
 
+    @classmethod
+    def for_config(
+        cls, problem: Problem, policy: Policy, budget: Budget, config: SearchConfig, **parts: Any
+    ) -> SearchContext:
+        """A context searching as ``config`` says (sampling, steps, score reduction); ``parts``
+        are the verifier, completion check and equivalence."""
+        return cls(
+            problem,
+            policy,
+            budget,
+            sampling=config.sampling,
+            step_format=config.step,
+            reduction=config.reduction,
+            **parts,
+        )
+
     # -- proposals --------------------------------------------------------------
 
     async def expand(

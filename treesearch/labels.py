@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,12 +35,13 @@ from treesearch.budget import Budget, ModelSizes, Tally, Usage
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, gather, most_telling
 from treesearch.equivalence import AnswerEquivalence, default_equivalence
-from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed, TreeSearchError
+from treesearch.errors import BudgetExhausted, ConfigError, TreeSearchError
 from treesearch.logs import get_logger
 from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.rows import check_same_run, drop_rows, iter_rows, open_append
 from treesearch.runner import fingerprint, read_output
+from treesearch.search import seconds_left, stop_cause
 from treesearch.tree import ROOT, Node, NodeStatus
 from treesearch.verify import Verifier
 
@@ -239,10 +239,6 @@ class _Labeller:
         return [answer is not None and self._verdicts[answer] for answer in answers]
 
 
-def _refusal_cause(exc: BaseException) -> str:
-    return "deadline" if isinstance(exc, DeadlinePassed) else "budget"
-
-
 def check_gold(problems: Iterable[Problem]) -> None:
     """Refuse problems without a gold answer (nothing to label against), before any request."""
     missing = [problem.id for problem in problems if problem.answer is None]
@@ -270,30 +266,19 @@ async def label_problem(
     assert problem.answer is not None
     started = time.perf_counter()
     budget = Budget(config.budget, tally)
-    ctx = SearchContext(
-        problem,
-        policy,
-        budget,
-        sampling=config.sampling,
-        step_format=config.step,
-        finish_check=finish_check,
-    )
+    ctx = SearchContext.for_config(problem, policy, budget, config, finish_check=finish_check)
     labeller = _Labeller(ctx, equivalence or default_equivalence(), problem.answer, rollouts)
     stopped_by, error = "done", None
-    seconds = budget.seconds_left()
     try:
-        with anyio.move_on_after(math.inf if seconds is None else seconds) as scope:
+        with anyio.move_on_after(seconds_left(budget)) as scope:
             await labeller.run(config.n)
         if scope.cancelled_caught:
             stopped_by = "deadline"
         elif labeller.refused is not None:
-            stopped_by = _refusal_cause(labeller.refused)
-    except Exception as exc:
-        failure = most_telling(exc)
-        if isinstance(failure, BudgetExhausted):  # a refusal no step caught (a verifier's, say)
-            stopped_by = _refusal_cause(failure)
-        else:
-            stopped_by, error = "error", str(failure) or type(failure).__name__
+            stopped_by, _ = stop_cause(labeller.refused)
+    except Exception as exc:  # a refusal no step caught (a verifier's, say), or a failure
+        stopped_by, error = stop_cause(exc)
+        if error is not None:
             log.warning("problem_failed", problem_id=problem.id, error=error)
     if stopped_by == "done" and budget.overspent:
         stopped_by = "budget"

@@ -119,12 +119,12 @@ class SearchResult:
         )
 
 
-def _seconds_left(budget: Budget) -> float:
+def seconds_left(budget: Budget) -> float:
     seconds = budget.seconds_left()
     return math.inf if seconds is None else seconds
 
 
-def _stop_cause(exc: BaseException) -> tuple[str, str | None]:
+def stop_cause(exc: BaseException) -> tuple[str, str | None]:
     """("budget" or "deadline", None) for a budget refusal, else ("error", its message)."""
     failure = most_telling(exc)
     if isinstance(failure, DeadlinePassed):
@@ -180,25 +180,17 @@ async def search(
     same = equivalence or default_equivalence()
     started = time.perf_counter()
     budget = Budget(config.budget, tally)
-    ctx = SearchContext(
-        problem,
-        policy,
-        budget,
-        sampling=config.sampling,
-        step_format=config.step,
-        verifier=verifier,
-        finish_check=finish_check,
-        reduction=config.reduction,
-        equivalence=same,
+    ctx = SearchContext.for_config(
+        problem, policy, budget, config, verifier=verifier, finish_check=finish_check, equivalence=same
     )
     stopped_by, error = "done", None
     try:
-        with anyio.move_on_after(_seconds_left(budget)) as scope:
+        with anyio.move_on_after(seconds_left(budget)) as scope:
             await get_strategy(config.strategy).run(ctx, config)
         if scope.cancelled_caught:
             stopped_by = "deadline"
     except Exception as exc:
-        stopped_by, error = _stop_cause(exc)
+        stopped_by, error = stop_cause(exc)
     # What ran decides the aggregation: the strategy asked for, or the one it chose.
     ran = ctx.chosen or config
     strategy = get_strategy(ran.strategy)
@@ -210,13 +202,13 @@ async def search(
         try:
             final = _answered(await _complete_best_open_path(ctx))
         except Exception as exc:
-            stopped_by, error = _stop_cause(exc)
+            stopped_by, error = stop_cause(exc)
     if aggregator != "majority" and final and error is None:
         try:
-            with anyio.move_on_after(_seconds_left(budget)):
+            with anyio.move_on_after(seconds_left(budget)):
                 await ctx.score([node.id for node in final])
         except Exception as exc:
-            cause, failure = _stop_cause(exc)
+            cause, failure = stop_cause(exc)
             if failure is not None:
                 stopped_by, error = cause, failure
             elif stopped_by == "done":
