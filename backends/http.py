@@ -10,17 +10,22 @@ Both raise the same failures, so the retry policy and the error messages are
 one piece of code: StatusFailure (the server answered an error status), its
 kind MalformedAnswer (a 200 whose body is not the JSON object asked for: cut
 short, not JSON) and ConnectFailure (no answer: refused, reset, timed out).
+
+Each transport imports its client library when it is first made: the openai SDK
+alone takes about half a second to import, which every ``treesearch`` command
+would otherwise pay before doing anything, and aiohttp a fifth of one.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Mapping
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import aiohttp
-import httpx2
-import openai
+if TYPE_CHECKING:
+    import aiohttp
+    import httpx2
+    import openai
 
 TransportName = Literal["aiohttp", "openai"]
 
@@ -59,9 +64,12 @@ class Transport(Protocol):
 
 class AioHttpTransport:
     def __init__(self, base_url: str, api_key: str, connections: int, timeout_s: float) -> None:
+        import aiohttp
+
         self._base = base_url
         self._timeout_s = timeout_s
-        self._session = aiohttp.ClientSession(
+        self._failures = (aiohttp.ClientError, OSError)
+        self._session: aiohttp.ClientSession = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections),
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             headers={"Authorization": f"Bearer {api_key}"},
@@ -81,7 +89,7 @@ class AioHttpTransport:
                     raise StatusFailure(response.status, text, dict(response.headers))
         except TimeoutError as exc:
             raise ConnectFailure(_no_answer(self._timeout_s)) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except self._failures as exc:
             raise ConnectFailure(_root_cause(exc)) from exc
         return _decode(text, response.status)
 
@@ -91,9 +99,12 @@ class AioHttpTransport:
 
 class OpenAITransport:
     def __init__(self, base_url: str, api_key: str, connections: int, timeout_s: float) -> None:
+        import httpx2
+        import openai
+
         limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
         self._timeout_s = timeout_s
-        self._client = openai.AsyncOpenAI(
+        self._client: openai.AsyncOpenAI = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
             max_retries=0,  # one retry policy (ours) owns retries
@@ -101,17 +112,25 @@ class OpenAITransport:
             http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout_s),
         )
 
+    # The imports in the methods below were done by __init__: here they are lookups.
+
     async def post(self, path: str, body: dict[str, Any]) -> Any:
+        import httpx2
+
         # The low-level post: the SDK's connection, headers and errors, without the
         # per-call walk over typed parameters, which costs more CPU than the exchange.
         response = await self._call(self._client.post(path, body=body, cast_to=httpx2.Response))
         return _decode(response.text, response.status_code)
 
     async def get(self, path: str) -> Any:
+        import httpx2
+
         response = await self._call(self._client.get(path, cast_to=httpx2.Response))
         return _decode(response.text, response.status_code)
 
     async def _call(self, request: Awaitable[httpx2.Response]) -> httpx2.Response:
+        import openai
+
         try:
             return await request
         except openai.APIStatusError as exc:

@@ -248,6 +248,21 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == f"treesearch {version('treesearch')}\n"
 
 
+# Libraries that take a tenth of a second or more to import, each used only by some commands
+# or transports: --help must not pay for them (benchmarks/bench_overhead.py times it).
+_HEAVY = ("openai", "httpx2", "aiohttp", "networkx", "sympy", "math_verify", "llama_cpp", "matplotlib")
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """In a fresh interpreter (this one has imported everything), as ``treesearch --help``."""
+    script = (
+        "import sys\nfrom treesearch.cli import main\n"
+        "try:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {_HEAVY!r} if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stderr.strip() == "[]"
+
 def test_a_missing_base_url_is_one_line(tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 1))
     done = run_cli("run", "--problems", str(problems_file), "--output", str(tmp_path / "o"))

@@ -4,6 +4,10 @@ Node 0 is the problem; every other node is one reasoning step. Node records are
 immutable; a change (a verifier score, a status) replaces the record. The graph
 is the single source of truth for what was explored: strategies keep node ids,
 never private copies of paths.
+
+networkx is imported when the first tree is made: importing it takes a tenth of a
+second, which ``treesearch --help`` and every command that searches nothing would
+pay otherwise.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 class NodeStatus(StrEnum):
@@ -62,6 +67,8 @@ class SearchTree:
     """A typed layer over ``networkx.DiGraph`` holding one problem's search."""
 
     def __init__(self, problem_id: str, prompt: str) -> None:
+        import networkx as nx
+
         self.problem_id = problem_id
         self.graph: nx.DiGraph = nx.DiGraph(problem_id=problem_id)
         self.graph.add_node(ROOT, record=Node(id=ROOT, parent=None, depth=0, text=prompt))
@@ -129,6 +136,8 @@ class SearchTree:
 
     def to_json(self) -> dict[str, Any]:
         """Node-link JSON: ``{"nodes": [...], "edges": [...]}`` with every Node field."""
+        import networkx as nx
+
         flat = nx.DiGraph(problem_id=self.problem_id)
         for node in self.nodes():
             flat.add_node(node.id, **_plain(node))
@@ -142,6 +151,8 @@ class SearchTree:
     def write_graphml(self, path: str | Path) -> None:
         """GraphML, which takes scalars of one type per attribute: a missing value (the root's
         parent, an unreported prompt_tokens) is left out of its node, and scores is a JSON list."""
+        import networkx as nx
+
         flat = nx.DiGraph(problem_id=self.problem_id)
         for node in self.nodes():
             attrs = _plain(node)
