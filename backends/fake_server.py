@@ -356,6 +356,7 @@ class FakeServer:
         return await self._serve(request, chat=True)
 
     async def _serve(self, request: web.Request, *, chat: bool) -> web.Response:
+        started = await _arrival()
         self.stats["requests"] += 1
         config = self.config
         try:
@@ -382,25 +383,15 @@ class FakeServer:
             return self._error(exc.status, str(exc))
         except (ValueError, TypeError) as exc:
             return self._error(400, f"invalid request: {exc}")
-        await asyncio.sleep(config.latency_s + task.latency_s)
         fault = self._draw_fault(n)
-        if fault is not None and _is_status(fault):
-            status = int(fault)
-            headers = {}
-            if config.retry_after_s is not None and status in (429, 503):
-                headers["Retry-After"] = str(config.retry_after_s)
-            return self._error(status, "injected fault", headers)
-        if fault == "reset":
-            self.stats["errors"] += 1
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response()  # never sent: the connection is gone
-        if fault == "slow":
-            await asyncio.sleep(config.slow_s)
-        count = 1 if config.ignore_n else n + config.extra_choices
-        if fault == "fewer":
-            count = self._faults.randint(1, n - 1)
-        choices, completion_tokens = self._choices(body, task, context, chat, count)
+        answers = fault is None or not (_is_status(fault) or fault == "reset")
+        choices: list[dict[str, Any]] = []
+        completion_tokens = 0
+        if answers:
+            count = 1 if config.ignore_n else n + config.extra_choices
+            if fault == "fewer":
+                count = self._faults.randint(1, n - 1)
+            choices, completion_tokens = self._choices(body, task, context, chat, count)
         response: dict[str, Any] = {
             "id": f"fake-{self.stats['requests']}",
             "object": "chat.completion" if chat else "text_completion",
@@ -414,9 +405,23 @@ class FakeServer:
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
             }
+        text = json.dumps(response) if answers else ""
+        await _answer_at(started + config.latency_s + task.latency_s)
+        if fault is not None and _is_status(fault):
+            status = int(fault)
+            headers = {}
+            if config.retry_after_s is not None and status in (429, 503):
+                headers["Retry-After"] = str(config.retry_after_s)
+            return self._error(status, "injected fault", headers)
+        if fault == "reset":
+            self.stats["errors"] += 1
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response()  # never sent: the connection is gone
+        if fault == "slow":
+            await asyncio.sleep(config.slow_s)
         if fault == "truncated":
             self.stats["errors"] += 1
-            text = json.dumps(response)
             return web.Response(text=text[: len(text) // 2], content_type="application/json")
         if fault == "malformed":
             self.stats["errors"] += 1
@@ -432,7 +437,7 @@ class FakeServer:
         self.stats["choices"] += len(choices)
         self.stats["prompt_tokens"] += prompt_tokens
         self.stats["completion_tokens"] += completion_tokens
-        return web.json_response(response)
+        return web.Response(text=text, content_type="application/json")
 
     def _draw_fault(self, n: int) -> str | None:
         """This request's fault, drawn from the seeded fault stream, or None. ``fewer`` is
@@ -509,6 +514,7 @@ class FakeServer:
 
     async def _pooling(self, request: web.Request) -> web.Response:
         """vLLM's /pooling for a process reward model: per input, [p_bad, p_good] per step tag."""
+        started = await _arrival()
         self.stats["requests"] += 1
         config = self.config
         try:
@@ -523,7 +529,6 @@ class FakeServer:
             return self._error(exc.status, str(exc))
         except (ValueError, TypeError, AttributeError) as exc:
             return self._error(400, f"invalid request: {exc}")
-        await asyncio.sleep(config.latency_s)
         data, prompt_tokens = [], 0
         for index, text in enumerate(inputs):
             task, task_id = self._task(text), self._task_id(text)
@@ -534,11 +539,8 @@ class FakeServer:
                 rows.append([1.0 - good, good])
             data.append({"index": index, "object": "pooling", "data": rows})
             prompt_tokens += count_tokens(text) + len(parts)
-        self.stats["ok"] += 1
-        self.stats["prm_inputs"] += len(inputs)
-        self.stats["prompt_tokens"] += prompt_tokens
         usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens, "completion_tokens": 0}
-        return web.json_response(
+        text = json.dumps(
             {
                 "id": "pool-fake",
                 "object": "list",
@@ -548,6 +550,11 @@ class FakeServer:
                 "usage": usage,
             }
         )
+        await _answer_at(started + config.latency_s)
+        self.stats["ok"] += 1
+        self.stats["prm_inputs"] += len(inputs)
+        self.stats["prompt_tokens"] += prompt_tokens
+        return web.Response(text=text, content_type="application/json")
 
     def _context(self, body: dict[str, Any], chat: bool) -> tuple[str, int]:
         """The text the model sees and its token count."""
@@ -581,6 +588,23 @@ class FakeServer:
         self.stats["errors"] += 1
         body = {"error": {"message": message, "type": "fake_error", "code": status}}
         return web.json_response(body, status=status, headers=headers)
+
+
+async def _arrival() -> float:
+    """The event-loop time a request arrived at. Requests that arrive together are handled
+    one after another: each notes its time and lets the others note theirs (one pass of the
+    loop) before it does its work, so no request's latency waits for another's work."""
+    arrived = asyncio.get_running_loop().time()
+    await asyncio.sleep(0)
+    return arrived
+
+
+async def _answer_at(deadline: float) -> None:
+    """Wait until ``deadline`` (event-loop time). A request's latency runs from its arrival
+    and covers the server's own work, as a model server's does: the synthetic server
+    prepares its answer first and sleeps for what is left, so its CPU time per request
+    does not add to the latency a client sees (unless it is busier than the latency)."""
+    await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
 
 
 def tasks_from_file(path: str | Path) -> dict[str, FakeTask]:

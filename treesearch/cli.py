@@ -157,7 +157,8 @@ def parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--problems", type=Path, default=None, help='JSONL problems whose "fake" field sets their behaviour'
     )
-    fake.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    fake.add_argument("--latency", type=float, default=0.0, help="seconds from a request's arrival to its "
+                      "answer, the server's own work included")  # fmt: skip
     fake.add_argument(
         "--error-rate", type=float, default=0.0, help="share of requests answered with a fault (default 0)"
     )
