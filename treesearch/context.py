@@ -215,7 +215,7 @@ class SearchContext:
         open_ids = [child.id for child in children if not child.terminal]
         if not open_ids:
             return children
-        verdicts = await self._judge(self.finish_check, open_ids)
+        verdicts = await self._judge(self.finish_check, [self._verifier_steps(node) for node in open_ids])
         for node_id, verdict in zip(open_ids, verdicts, strict=True):
             if verdict[-1] >= 0.5:
                 answer = extract_final_value(self.tree.node(node_id).text, self.step_format.answer_pattern)
@@ -256,17 +256,17 @@ class SearchContext:
         todo = [
             node
             for node in dict.fromkeys(node_ids)
-            if self.tree.node(node).scores is None and self.tree.node(node).status is not NodeStatus.DEAD_END
+            if (record := self.tree.node(node)).scores is None and record.status is not NodeStatus.DEAD_END
         ]
         if todo:
-            scores = await self._judge(self.verifier, todo)
-            for node, values in zip(todo, scores, strict=True):
-                self.tree.update(node, scores=self._full_path_scores(node, values))
+            paths = [self._verifier_steps(node) for node in todo]
+            scores = await self._judge(self.verifier, paths)
+            for node, path, values in zip(todo, paths, scores, strict=True):
+                self.tree.update(node, scores=self._full_path_scores(node, len(path), values))
                 self._log.debug("node_scored", node_id=node, scores=values)
         return [self.path_score(node) or 0.0 for node in node_ids]
 
-    async def _judge(self, verifier: Verifier, node_ids: Sequence[int]) -> list[list[float]]:
-        paths = [self._verifier_steps(node) for node in node_ids]
+    async def _judge(self, verifier: Verifier, paths: Sequence[Sequence[str]]) -> list[list[float]]:
         bound = verifier.cost_bound(self.problem, paths)
         reservation = await self.budget.reserve(
             bound.prompt_tokens, bound.completion_tokens, requests=bound.requests
@@ -296,13 +296,13 @@ class SearchContext:
             requests=scored.cost.requests,
             verifier=verifier is self.verifier,
         )
-        if len(scored.scores) != len(node_ids) or not all(scored.scores):
+        if len(scored.scores) != len(paths) or not all(scored.scores):
             raise EndpointError("verifier", None, f"{len(scored.scores)} scores for {len(paths)} paths")
         return scored.scores
 
-    def _full_path_scores(self, node_id: int, values: Sequence[float]) -> tuple[float, ...]:
-        """A verifier that judged only the newest steps gets the earlier ones from the parent."""
-        depth = len(self._verifier_steps(node_id))
+    def _full_path_scores(self, node_id: int, depth: int, values: Sequence[float]) -> tuple[float, ...]:
+        """A verifier that judged only the newest of a path's ``depth`` steps gets the earlier
+        ones from the parent."""
         parent = self.tree.node(node_id).parent
         earlier = self.tree.node(parent).scores if parent is not None else None
         if len(values) < depth and earlier is not None:
