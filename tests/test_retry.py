@@ -1,12 +1,17 @@
-"""The retry policy as a value: what is retried, and how long it waits."""
+"""The retry policy as a value: what is retried, how long it waits, how many attempts an endpoint makes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import tenacity
+from conftest import server_stats
 
+from treesearch.backends.endpoint import Endpoint
 from treesearch.backends.http import ConnectFailure, StatusFailure
 from treesearch.backends.retry import RetryPolicy, is_retryable, retry_after
+from treesearch.errors import EndpointError
 
 
 @pytest.mark.parametrize(
@@ -48,3 +53,22 @@ async def test_the_policy_waits_as_told_and_gives_up() -> None:
     assert await fail_with(retrying, StatusFailure(429, "slow", {"Retry-After": "0.001"})) == 3
     assert waits == [0.001, 0.001]
     assert await fail_with(policy.retrying().copy(), StatusFailure(400, "bad", {})) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("fault", "attempts"), [("500", 3), ("404", 1)])
+async def test_an_endpoint_makes_the_policys_attempts(
+    fake_server: Callable[..., str], fault: str, attempts: int
+) -> None:
+    """The first attempt goes outside tenacity's loop, and a retried failure enters it as its
+    first attempt: the server sees exactly the attempts the policy allows, no more."""
+    url = fake_server("--error-rate", "1", "--fault-kinds", fault)
+    endpoint = Endpoint(url, retry=RetryPolicy(attempts=3, initial_wait_s=0.001, jitter_s=0.0))
+    body = {"model": "fake", "prompt": "Q: 1 + 1?\n", "max_tokens": 4}
+    before = server_stats(url)["requests"]
+    try:
+        with pytest.raises(EndpointError, match=fault):
+            await endpoint.post("/completions", body)
+    finally:
+        await endpoint.aclose()
+    assert server_stats(url)["requests"] - before == attempts
