@@ -13,7 +13,22 @@ client sending the same requests (n=K, then one request per missing choice),
 with its default httpx transport and with aiohttp; its_hub's SelfConsistency
 (one chat request per sample: it never sends ``n``).
 
+Two more sections, which need no ``bench`` extra:
+
+- ``beam``: beam search (N=64, M=4) on 4-step problems against the synthetic
+  server answering generation and PRM requests after ``--latency`` each, for
+  one problem and for eight at once; wall time over the critical path,
+  rounds × (generation latency + PRM latency). Each round is one request per
+  kept beam and one PRM request, so anything above 1 is the client's and the
+  server's own work. A first run opens the connections and is left out.
+- ``startup``: wall time of ``treesearch --help`` in a fresh process, and the
+  biggest imports of ``treesearch.cli`` by ``python -X importtime``.
+
     python benchmarks/bench_overhead.py [--problems 200] [--k 31] [--latency 0.05]
+    python benchmarks/bench_overhead.py --only beam,startup
+
+Results go to benchmarks/results/overhead.json; a run of some sections keeps the
+others' last results there.
 """
 
 from __future__ import annotations
@@ -23,6 +38,8 @@ import asyncio
 import json
 import math
 import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +50,14 @@ from typing import Any
 import anyio
 import openai
 
-from treesearch import Prefix, Problem, SamplingParams, SearchConfig, run
+from treesearch import Prefix, Problem, SamplingParams, SearchConfig, StepFormat, run
 from treesearch.backends.fake_server import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.verifiers import PoolingPRM
 
 RESULTS = Path(__file__).parent / "results"
+SECTIONS = ("votes", "beam", "startup")
+BEAM_STEPS = 4
 
 
 def measure(label: str, work: Callable[[], Any]) -> dict[str, Any]:
@@ -140,13 +160,8 @@ def its_hub_run(url: str, problems: list[Problem], k: int, concurrency: int) -> 
     return lambda: asyncio.run(main())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", type=int, default=200)
-    parser.add_argument("--k", type=int, default=31)
-    parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--concurrency", type=int, default=256)
-    args = parser.parse_args()
+def votes(args: argparse.Namespace) -> dict[str, Any]:
+    """The self-consistency table: every client against its lower bound."""
     records = make_problems(args.problems, p_correct=0.6)
     problems = [Problem.from_record(r) for r in records]
     k, c, latency = args.k, args.concurrency, args.latency
@@ -193,9 +208,133 @@ def main() -> None:
             f"treesearch cpu/request / raw openai (aiohttp) = "
             f"{ours['cpu_ms_per_request'] / raw['cpu_ms_per_request']:.2f}"
         )
+    return {"args": vars(args), "rows": rows}
+
+
+def beam_ratio(latency: float, counts: tuple[int, ...], reps: int) -> dict[str, Any]:
+    """Beam search's wall time over its critical path, for each number of concurrent problems."""
+    sets = {
+        (count, rep): make_problems(count, steps=BEAM_STEPS, prefix=f"c{count}r{rep}-")
+        for count in counts
+        for rep in range(reps + 1)
+    }
+    config = SearchConfig(
+        strategy="beam",
+        n=64,
+        beam_width=4,
+        whole=False,
+        sampling=SamplingParams(seed=1, temperature=1.0),
+        step=StepFormat(max_depth=12),
+    )
+
+    async def runs(url: str) -> list[dict[str, Any]]:
+        policy, prm = OpenAIPolicy(url, "fake"), PoolingPRM(url, "fake-prm")
+        rows = []
+        try:
+            for count in counts:
+                walls, cpus = [], []
+                for rep in range(reps + 1):  # run 0 opens the connections: left out
+                    problems = [Problem.from_record(r) for r in sets[count, rep]]
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    results = await run(problems, policy, config, verifier=prm, keep_trees=False)
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                    failed = [r.error for r in results if r.error]
+                    if failed:
+                        raise RuntimeError(f"beam search failed: {failed[:3]}")
+                    if rep:
+                        walls.append(wall)
+                        cpus.append(cpu)
+                critical = BEAM_STEPS * 2 * latency  # a round: generation, then the PRM
+                rows.append(
+                    {
+                        "problems": count,
+                        "runs": reps,
+                        "critical_path_s": critical,
+                        "wall_best_s": min(walls),
+                        "wall_median_s": statistics.median(walls),
+                        "ratio_best": min(walls) / critical,
+                        "ratio_median": statistics.median(walls) / critical,
+                        "client_cpu_median_s": statistics.median(cpus),
+                    }
+                )
+                row = rows[-1]
+                print(
+                    f"beam N=64 M=4, {count} problem(s): critical path {critical:.2f}s, wall median "
+                    f"{row['wall_median_s']:.3f}s (best {row['wall_best_s']:.3f}s) = "
+                    f"x{row['ratio_median']:.2f} (best x{row['ratio_best']:.2f}); client CPU "
+                    f"{row['client_cpu_median_s']:.3f}s a run",
+                    flush=True,
+                )
+        finally:
+            await policy.aclose()
+            await prm.aclose()
+        return rows
+
+    records = [record for batch in sets.values() for record in batch]
+    with tempfile.TemporaryDirectory() as tmp, spawn(["--latency", str(latency)], records, Path(tmp)) as url:
+        rows = anyio.run(runs, url)
+    return {"latency_s": latency, "rounds": BEAM_STEPS, "rows": rows}
+
+
+def startup(runs: int) -> dict[str, Any]:
+    """``treesearch --help`` in a fresh process, and the biggest imports behind it."""
+    command = [str(Path(sys.executable).with_name("treesearch")), "--help"]
+    walls = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        walls.append(time.perf_counter() - started)
+    traced = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import treesearch.cli"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    imports = []  # (cumulative microseconds, package): top-level packages, wherever imported
+    for line in traced.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        name = fields[-1].strip()
+        top_level = "." not in name and not name.startswith(("treesearch", "site", "encodings", "__editable"))
+        if len(fields) == 3 and fields[1].strip().isdigit() and top_level:
+            imports.append((int(fields[1]), name))
+    top = [{"module": name, "ms": us / 1000} for us, name in sorted(imports, reverse=True)[:6]]
+    record = {"runs": runs, "best_s": min(walls), "median_s": statistics.median(walls), "imports": top}
+    print(
+        f"treesearch --help: best {record['best_s']:.3f}s, median {record['median_s']:.3f}s of {runs}; "
+        "biggest imports of treesearch.cli (-X importtime, cumulative): "
+        + ", ".join(f"{i['module']} {i['ms']:.0f} ms" for i in top),
+        flush=True,
+    )
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=200)
+    parser.add_argument("--k", type=int, default=31)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--beam-runs", type=int, default=10, help="timed beam searches per problem count")
+    parser.add_argument("--startup-runs", type=int, default=10)
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma list of sections to run, of {', '.join(SECTIONS)}"
+    )
+    args = parser.parse_args()
+    only = [section.strip() for section in args.only.split(",") if section.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    path = RESULTS / "overhead.json"
+    saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    if "votes" in only:
+        saved.update(votes(args))
+    if "beam" in only:
+        saved["beam"] = beam_ratio(args.latency, (1, 8), args.beam_runs)
+    if "startup" in only:
+        saved["startup"] = startup(args.startup_runs)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "overhead.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    print(f"\nwritten to {RESULTS / 'overhead.json'}", file=sys.stderr)
+    path.write_text(json.dumps(saved, indent=1))
+    print(f"\nwritten to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
