@@ -263,6 +263,7 @@ def test_help_imports_no_heavy_library() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stderr.strip() == "[]"
 
+
 def test_a_missing_base_url_is_one_line(tmp_path: Path) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 1))
     done = run_cli("run", "--problems", str(problems_file), "--output", str(tmp_path / "o"))
