@@ -1,14 +1,17 @@
 """The embedded default: a small model run in process by llama.cpp, no server, no GPU.
 
 ``LlamaCppEndpoint`` answers the same OpenAI completions bodies an HTTP server
-would, so ``OpenAIPolicy`` and ``LogprobVerifier`` run on it unchanged. Like
-llama.cpp's server it returns one choice whatever ``n`` asks (the context tops
-up) and serialises requests: one model, one call at a time, in a worker thread
-so the event loop stays free. llama.cpp keeps the KV cache of the previous
-prompt, so a shared few-shot prefix is evaluated once.
+would, so ``OpenAIPolicy`` and ``LogprobVerifier`` run on it unchanged. By
+default it serves them through the batching engine (``llamacpp_engine.py``):
+it honours ``n``, decodes concurrent requests in one batch, and keeps the KV of
+recent prefixes, so a search's many short continuations of shared prefixes
+re-read only their new text. ``batching=False`` is the serial path it replaced
+and is measured against: llama-cpp-python's high-level completion, one request
+and one choice at a time, whatever ``n`` asks (the context tops up), reusing
+only the previous prompt's KV.
 
-For a one-token judgement with ``logprobs`` (the logprob verifier), the top
-logprobs are read straight from the last position's logits: llama-cpp-python's
+For a one-token judgement with ``logprobs`` (the logprob verifier), both read
+the top logprobs straight from the last position's logits: llama-cpp-python's
 own logprobs need logits for every position and sort the whole vocabulary
 (262k entries for Gemma 3) in Python, about 0.3 s a call.
 
@@ -19,7 +22,7 @@ Needs the ``local`` extra: ``pip install 'treesearch[local]'``.
 
 from __future__ import annotations
 
-import math
+import asyncio
 import os
 import threading
 from pathlib import Path
@@ -29,8 +32,9 @@ import anyio
 
 from treesearch.errors import ConfigError, EndpointError
 
+from .llamacpp_engine import MISSING, BatchEngine, Job, Outcome, Sampling, judgement_answer, top_logprobs
+
 MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
-MISSING = "the embedded model needs the local extra: pip install 'treesearch[local]'"
 
 
 def cache_dir() -> Path:
@@ -53,18 +57,27 @@ def bundled_model() -> Path:
 
 
 class LlamaCppEndpoint:
-    """A completions "server" in process. ``model_path`` None takes the bundled Gemma model."""
+    """A completions "server" in process. ``model_path`` None takes the bundled Gemma model.
+
+    ``n_ctx`` is the KV cache's size in tokens: with batching, shared by every sequence
+    running or cached (a shared prefix counts once); ``max_sequences`` bounds those
+    sequences. ``batching=False`` serves one request at a time (see the module's text)."""
 
     def __init__(
         self,
         model_path: str | Path | None = None,
         *,
-        n_ctx: int = 2048,
+        n_ctx: int = 4096,
         n_threads: int | None = None,
+        batching: bool = True,
+        max_sequences: int = 64,
     ) -> None:
         self._path = model_path
         self._n_ctx = n_ctx
-        self._n_threads = n_threads
+        self._n_threads = n_threads or os.cpu_count() or 2
+        self._batching = batching
+        self._max_sequences = max_sequences
+        self._engine: BatchEngine | None = None
         self._model: Any = None
         self._lock = threading.Lock()
         self._limiter: anyio.CapacityLimiter | None = None
@@ -73,17 +86,83 @@ class LlamaCppEndpoint:
     def base_url(self) -> str:
         return f"llama.cpp:{self._path or MODEL_FILE}"
 
+    @property
+    def engine(self) -> BatchEngine | None:
+        """The batching engine, once started (its ``stats`` count prompt tokens read and cached)."""
+        return self._engine
+
     async def ping(self) -> None:
-        await self._call(lambda model, cancelled: None)
+        if self._batching:
+            engine = await anyio.to_thread.run_sync(self._start_engine)
+            await anyio.to_thread.run_sync(engine.wait_ready)
+        else:
+            await self._call(lambda model, cancelled: None)
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         if path != "/completions":
             raise EndpointError(self.base_url, 404, f"the embedded backend serves /completions, not {path}")
-        return await self._call(lambda model, cancelled: self._complete(model, body, cancelled))
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise EndpointError(self.base_url, 400, "prompt must be a string")
+        logprobs = body.get("logprobs")
+        max_tokens = int(body.get("max_tokens") or 16)
+        if logprobs is not None and max_tokens != 1:
+            raise EndpointError(self.base_url, 400, "logprobs are served for one-token judgements only")
+        if not self._batching:
+            return await self._call(lambda model, cancelled: self._complete(model, body, cancelled))
+        sampling = Sampling(
+            temperature=float(body.get("temperature", 0.8)),
+            top_p=float(body.get("top_p", 1.0)),
+            max_tokens=max_tokens,
+            stop=tuple(body.get("stop") or ()),
+            seed=body.get("seed"),
+        )
+        return await self._submit(prompt, int(body.get("n") or 1), sampling, logprobs)
+
+    async def _submit(self, prompt: str, n: int, sampling: Sampling, logprobs: Any) -> Any:
+        """Queue one job with the engine and wait for its answer; a cancelled wait takes the
+        job out of the batch at its next token."""
+        engine = self._engine
+        if engine is None:
+            engine = await anyio.to_thread.run_sync(self._start_engine)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Outcome] = loop.create_future()
+
+        def settle(outcome: Outcome) -> None:
+            if not answer.done():
+                answer.set_result(outcome)
+
+        def deliver(outcome: Outcome) -> None:  # in the engine's thread
+            try:
+                loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:  # the event loop has closed: nobody is waiting
+                pass
+
+        job = Job(prompt=prompt, n=max(n, 1), sampling=sampling, deliver=deliver,
+                  top_logprobs=None if logprobs is None else int(logprobs))  # fmt: skip
+        engine.submit(job)
+        try:
+            outcome = await answer
+        finally:
+            job.cancel()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _start_engine(self) -> BatchEngine:
+        """The engine, made on first use (assembling the bundled model may take seconds)."""
+        with self._lock:
+            if self._engine is None:
+                path = Path(self._path) if self._path is not None else bundled_model()
+                self._engine = BatchEngine(
+                    path, label=self.base_url, n_ctx=self._n_ctx, n_threads=self._n_threads,
+                    max_sequences=self._max_sequences,
+                )  # fmt: skip
+            return self._engine
 
     async def _call(self, work: Any) -> Any:
-        """Run ``work(model, cancelled)`` in the worker thread. A cancelled call returns at once
-        and sets ``cancelled``, which a generation checks after every token."""
+        """The serial path: run ``work(model, cancelled)`` in the worker thread. A cancelled
+        call returns at once and sets ``cancelled``, which a generation checks after every token."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(1)
         cancelled = threading.Event()
@@ -113,31 +192,22 @@ class LlamaCppEndpoint:
                 raise ConfigError(f"no model file at {path}")
             try:
                 self._model = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=self._n_ctx,
-                    n_threads=self._n_threads or os.cpu_count() or 2,
-                    verbose=False,
+                    model_path=str(path), n_ctx=self._n_ctx, n_threads=self._n_threads, verbose=False
                 )
             except (ValueError, RuntimeError) as exc:
                 raise ConfigError(f"llama.cpp cannot load {path}: {exc}") from exc
         return self._model
 
     def _complete(self, model: Any, body: dict[str, Any], cancelled: threading.Event) -> dict[str, Any]:
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise EndpointError(self.base_url, 400, "prompt must be a string")
         import llama_cpp
 
-        logprobs = body.get("logprobs")
-        max_tokens = int(body.get("max_tokens") or 16)
-        if logprobs is not None:
-            if max_tokens != 1:
-                raise EndpointError(self.base_url, 400, "logprobs are served for one-token judgements only")
-            return self._judge(model, prompt, int(logprobs))
+        prompt = body["prompt"]
+        if body.get("logprobs") is not None:
+            return self._judge(model, prompt, int(body["logprobs"]))
         try:
             answer: dict[str, Any] = model.create_completion(
                 prompt,
-                max_tokens=max_tokens,
+                max_tokens=int(body.get("max_tokens") or 16),
                 temperature=float(body.get("temperature", 0.8)),
                 top_p=float(body.get("top_p", 1.0)),
                 stop=body.get("stop") or [],
@@ -165,33 +235,19 @@ class LlamaCppEndpoint:
         model.n_tokens = keep  # eval drops the cache beyond this and appends the rest
         model.eval(tokens[keep:])
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(model.ctx), shape=(model.n_vocab(),))
-        shifted = logits - logits.max()
-        logprobs = shifted - math.log(float(np.exp(shifted).sum()))
-        best = np.argpartition(-logprobs, top)[:top]
-        best = best[np.argsort(-logprobs[best])]
-        words = [model.detokenize([int(i)]).decode("utf-8", errors="ignore") for i in best]
-        table = {word: float(logprobs[i]) for word, i in zip(words, best, strict=True)}
-        return {
-            "object": "text_completion",
-            "model": self.base_url,
-            "choices": [{
-                "index": 0,
-                "text": words[0],
-                "finish_reason": "length",
-                "logprobs": {"tokens": [words[0]], "token_logprobs": [table[words[0]]],
-                             "top_logprobs": [table], "text_offset": [0]},
-            }],
-            "usage": {"prompt_tokens": len(tokens), "completion_tokens": 1,
-                      "total_tokens": len(tokens) + 1},
-        }  # fmt: skip
+        table = top_logprobs(logits, top, lambda token: model.detokenize([token]))
+        return judgement_answer(self.base_url, table, len(tokens))
 
     async def aclose(self) -> None:
-        """Frees the model once no call is using it."""
+        """Frees the model once no call is using it; the engine's queued and running calls fail."""
 
         def close() -> None:
             with self._lock:
-                if self._model is not None:
-                    model, self._model = self._model, None
-                    model.close()
+                engine, self._engine = self._engine, None
+                model, self._model = self._model, None
+            if engine is not None:
+                engine.close()
+            if model is not None:
+                model.close()
 
         await anyio.to_thread.run_sync(close)
