@@ -151,7 +151,7 @@ async def test_embedded_backend_matches_the_server_protocol() -> None:
         scored = [n for n in result.tree.nodes() if n.scores is not None]
         assert scored
         assert all(0.0 < s < 1.0 for n in scored for s in n.scores or ())
-    assert policy.choices_per_request(2) == 1
+    assert policy.choices_per_request(2) == 2  # the batching engine honours n
 
 
 def test_the_bundled_model_is_assembled_once() -> None:
@@ -206,7 +206,8 @@ def test_a_signal_stops_the_embedded_model_mid_generation(tmp_path: Path) -> Non
     output = tmp_path / "out.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "treesearch.cli", "run", "--backend", "llamacpp", "--problems", str(problems),
-         "--output", str(output), "--n", "1", "--max-tokens", "1000", "--seed", "0"],
+         "--output", str(output), "--n", "1", "--max-tokens", "1000", "--seed", "0",
+         "--problems-in-flight", "1"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stderr is not None
@@ -224,9 +225,11 @@ def test_a_signal_stops_the_embedded_model_mid_generation(tmp_path: Path) -> Non
 
 
 async def test_a_cancelled_generation_stops_at_the_next_token() -> None:
-    """A call cancelled mid-generation returns at once, and the generation itself stops at
-    its next token: the model's context then holds far fewer than the tokens asked for."""
-    endpoint = LlamaCppEndpoint(n_ctx=1024)
+    """On the serial path (``batching=False``), a call cancelled mid-generation returns at
+    once, and the generation itself stops at its next token: the model's context then holds
+    far fewer than the tokens asked for. (The batching engine's own test is in
+    test_embedded_engine.py.)"""
+    endpoint = LlamaCppEndpoint(n_ctx=1024, batching=False)
     await endpoint.ping()
     counting = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 900, "temperature": 0.0}
     with anyio.move_on_after(0.5):

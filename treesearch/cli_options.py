@@ -226,5 +226,5 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=COUNT, default=256, help="requests in flight to the endpoint")
     parser.add_argument("--problems-in-flight", type=COUNT, default=None,
                         help="problems searched at once, so finished rows accumulate steadily "
-                        "(default: 32; 1 for --backend llamacpp, which serves one request at a "
-                        "time)")  # fmt: skip
+                        "(default: 32; 8 for --backend llamacpp, whose batch gains little "
+                        "beyond that on a CPU)")  # fmt: skip

@@ -298,7 +298,7 @@ def model_sizes(args: argparse.Namespace) -> ModelSizes | None:
 
 
 def problems_in_flight(args: argparse.Namespace) -> int:
-    return int(args.problems_in_flight or (1 if args.backend == "llamacpp" else 32))
+    return int(args.problems_in_flight or (8 if args.backend == "llamacpp" else 32))
 
 
 async def run_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,180 @@
+"""The embedded backend's batching engine, on the real Gemma 3 270M, against its serial path.
+
+Each test is a few short requests. Greedy decoding is compared between the two
+paths on text the model is sure of; seeded sampling between two fresh engines
+given the same batch (one request with ``n``), since the logits of a sequence
+move in the last bits with the batch it is decoded in (a judgement's logprobs
+by a few hundredths).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install '.[local]')")
+
+from treesearch import Prefix
+from treesearch.arithmetic import JUDGE_TEMPLATE, make_problems
+from treesearch.backends.llamacpp import LlamaCppEndpoint
+from treesearch.backends.llamacpp_engine import BatchEngine, common_prefix
+from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.errors import EndpointError
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(600)]
+RENDER = OpenAIPolicy("http://unused", "gemma").render_prompt
+SURE = ["Count: 1, 2, 3,", "Monday, Tuesday, Wednesday,", "January, February, March,", "A, B, C, D,"]
+PROMPTS = [RENDER(Prefix(problem=p)) for p in make_problems(4, terms=3, low=1, high=9, prefix="b")]
+
+
+def engine_of(endpoint: LlamaCppEndpoint) -> BatchEngine:
+    assert endpoint.engine is not None
+    return endpoint.engine
+
+
+async def concurrently(endpoint: LlamaCppEndpoint, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    answers: list[dict[str, Any]] = [{} for _ in bodies]
+
+    async def one(index: int) -> None:
+        answers[index] = await endpoint.post("/completions", bodies[index])
+
+    async with anyio.create_task_group() as group:
+        for index in range(len(bodies)):
+            group.start_soon(one, index)
+    return answers
+
+
+def greedy(prompt: str, max_tokens: int = 12) -> dict[str, Any]:
+    return {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stop": ["\n\n"]}
+
+
+def test_common_prefix() -> None:
+    assert common_prefix([1, 2, 3, 4], [1, 2, 5]) == 2
+    assert common_prefix([1, 2], [1, 2, 3]) == 2
+    assert common_prefix([], [1]) == 0
+    assert common_prefix([7] * 100 + [1], [7] * 100 + [2]) == 100
+
+
+async def test_concurrent_greedy_requests_match_the_serial_path() -> None:
+    """Four requests decoded together give, token for token, what the serial path gives one
+    at a time, and the same usage. (On text the model is sure of: where two tokens are
+    within a few hundredths, how a prompt is split into batches decides between them.)"""
+    bodies = [greedy(prompt, 16) | {"stop": []} for prompt in SURE]
+    serial = LlamaCppEndpoint(n_ctx=1024, batching=False)
+    expected = [await serial.post("/completions", body) for body in bodies]
+    await serial.aclose()
+    batched = LlamaCppEndpoint(n_ctx=2048)
+    answers = await concurrently(batched, bodies)
+    await batched.aclose()
+    assert [a["choices"][0]["text"] for a in answers] == [e["choices"][0]["text"] for e in expected]
+    assert [a["usage"]["prompt_tokens"] for a in answers] == [e["usage"]["prompt_tokens"] for e in expected]
+    assert [a["usage"]["completion_tokens"] for a in answers] == [
+        e["usage"]["completion_tokens"] for e in expected
+    ]
+    assert all(a["choices"][0]["text"] for a in answers)
+
+
+async def test_n_choices_are_seeded_and_repeat_at_a_fixed_batch() -> None:
+    """A request with n = 4 reads its prompt once and samples four sequences, each with its
+    own seeded sampler: four different choices, each exactly max_tokens long, and the same
+    four again from a fresh engine."""
+    body = {"prompt": "Once upon a time", "n": 4, "max_tokens": 10, "temperature": 1.0, "seed": 7}
+    runs = []
+    for _ in range(2):
+        endpoint = LlamaCppEndpoint(n_ctx=1024)
+        runs.append(await endpoint.post("/completions", body))
+        stats = dict(engine_of(endpoint).stats)
+        await endpoint.aclose()
+        assert stats["prompt_tokens_read"] == runs[-1]["usage"]["prompt_tokens"]  # read once, not four times
+    first, second = runs
+    texts = [choice["text"] for choice in first["choices"]]
+    assert [choice["index"] for choice in first["choices"]] == [0, 1, 2, 3]
+    assert len(set(texts)) > 1
+    assert texts == [choice["text"] for choice in second["choices"]]
+    lengths = [choice["finish_reason"] for choice in first["choices"]]
+    assert first["usage"]["completion_tokens"] == 10 * lengths.count("length") <= 40
+    assert lengths.count("length") >= 3  # a base model rarely ends a story within ten tokens
+
+
+async def test_a_child_step_reads_only_its_new_text() -> None:
+    """The prefix cache: a prompt that extends an earlier prompt and its answer reads only
+    the tokens past them, not the few-shot prompt again."""
+    endpoint = LlamaCppEndpoint(n_ctx=1024)
+    parent = await endpoint.post("/completions", greedy(PROMPTS[0], 8))
+    stats = engine_of(endpoint).stats
+    read, cached = stats["prompt_tokens_read"], stats["prompt_tokens_cached"]
+    child = PROMPTS[0] + parent["choices"][0]["text"] + " so"
+    answer = await endpoint.post("/completions", greedy(child, 4))
+    await endpoint.aclose()
+    new_read = stats["prompt_tokens_read"] - read
+    assert answer["usage"]["prompt_tokens"] > parent["usage"]["prompt_tokens"] > 100
+    assert stats["prompt_tokens_cached"] - cached >= parent["usage"]["prompt_tokens"] - 1
+    assert new_read <= answer["usage"]["prompt_tokens"] - parent["usage"]["prompt_tokens"] + 2
+
+
+async def test_a_small_cache_evicts_and_preempts_but_answers_every_request() -> None:
+    """Eight requests need more cells than a 256-token cache holds: cached prefixes are
+    evicted and the newest running request waits its turn, and every answer is the one the
+    request gets alone."""
+    bodies = [greedy(f"Count: {i}, {i + 1}, {i + 2},", 40) | {"stop": []} for i in range(8)]
+    endpoint = LlamaCppEndpoint(n_ctx=256, max_sequences=8)
+    alone = [await endpoint.post("/completions", body) for body in bodies]
+    together = await concurrently(endpoint, bodies)
+    stats = dict(engine_of(endpoint).stats)
+    await endpoint.aclose()
+    assert [a["choices"][0]["text"] for a in together] == [a["choices"][0]["text"] for a in alone]
+    assert stats["evictions"] > 0
+    assert stats["preemptions"] > 0
+
+
+async def test_requests_that_cannot_fit_are_a_400() -> None:
+    endpoint = LlamaCppEndpoint(n_ctx=256)
+    with pytest.raises(EndpointError) as too_long:
+        await endpoint.post("/completions", greedy("one two three " * 200))
+    assert too_long.value.status == 400
+    assert "exceeds n_ctx 256" in str(too_long.value)
+    wide = {"prompt": PROMPTS[0][-400:], "n": 8, "max_tokens": 60, "temperature": 1.0, "seed": 0}
+    with pytest.raises(EndpointError) as no_room:
+        await endpoint.post("/completions", wide)
+    assert no_room.value.status == 400
+    assert "does not fit the KV cache" in str(no_room.value)
+    answer = await endpoint.post("/completions", greedy("1, 2, 3,", 4))  # the engine goes on
+    await endpoint.aclose()
+    assert answer["choices"][0]["text"]
+
+
+async def test_a_cancelled_request_leaves_the_batch_at_the_next_token() -> None:
+    """A request cancelled mid-generation returns at once and stops decoding: the engine's
+    decode count stays far below the 900 tokens it asked for, and the next request is served."""
+    endpoint = LlamaCppEndpoint(n_ctx=2048)
+    await endpoint.ping()
+    counting = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 900, "temperature": 0.0}
+    with anyio.move_on_after(0.5):
+        await endpoint.post("/completions", counting)
+    after = await endpoint.post("/completions", greedy("1, 2, 3,", 4))
+    decodes = engine_of(endpoint).stats["decodes"]
+    await endpoint.aclose()
+    assert after["choices"][0]["text"]
+    assert decodes < 450
+
+
+async def test_judgements_match_the_serial_path() -> None:
+    """A one-token judgement with logprobs, batched beside a generation, reads the same top
+    logprobs the serial path reads."""
+    prompt = JUDGE_TEMPLATE.format(question="2 + 3", steps="2 + 3 = 5", step="2 + 3 = 5")
+    judge = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": 5}
+    serial = LlamaCppEndpoint(n_ctx=1024, batching=False)
+    expected = await serial.post("/completions", judge)
+    await serial.aclose()
+    batched = LlamaCppEndpoint(n_ctx=1024)
+    answer, _ = await concurrently(batched, [judge, greedy(PROMPTS[1])])
+    await batched.aclose()
+    table, reference = answer["choices"][0]["logprobs"]["top_logprobs"][0], (
+        expected["choices"][0]["logprobs"]["top_logprobs"][0]
+    )
+    assert answer["choices"][0]["text"] == expected["choices"][0]["text"]
+    for word in (" Yes", " No"):  # what the verifier reads; the batch moves the last bits
+        assert abs(table[word] - reference[word]) < 0.1
+    assert answer["usage"] == expected["usage"]
