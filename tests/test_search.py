@@ -29,7 +29,9 @@ from treesearch.tree import ROOT, SearchTree
 
 pytestmark = pytest.mark.anyio
 
-STEP_STRATEGIES = ["beam", "lookahead", "rebase", "dvts", "mcts", "weighted-vote", "majority-vote"]
+STEP_STRATEGIES = [
+    "beam", "lookahead", "rebase", "dvts", "mcts", "weighted-vote", "majority-vote", "particle-filter", "early-vote",
+]  # fmt: skip
 
 
 def config(strategy: str, **options: Any) -> SearchConfig:

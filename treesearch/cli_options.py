@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from treesearch.aggregate import AGGREGATORS
-from treesearch.config import DEFAULT_REVISION_TEMPLATE
+from treesearch.config import DEFAULT_REVISION_TEMPLATE, POSTERIORS, STOP_RULES
 from treesearch.strategies import STRATEGIES
 from treesearch.verify import REDUCTIONS
 
@@ -99,6 +99,20 @@ def add_strategy_options(parser: argparse.ArgumentParser) -> None:
                         help="revisions: the prompt's question, with {question} and {attempts} fields "
                         "(default: the problem, its chain's attempts, 'Write a new solution that "
                         "corrects their mistakes.')")  # fmt: skip
+    parser.add_argument("--wave", type=COUNT, default=8, help="early-vote: samples a wave")
+    parser.add_argument("--stop-rule", choices=list(STOP_RULES), default="beta",
+                        help="early-vote: stop when P(the leader is the majority) reaches "
+                        "--stop-confidence (beta), or when the last --stop-window answers agree "
+                        "(window)")  # fmt: skip
+    parser.add_argument("--stop-confidence", type=float, default=0.95,
+                        help="early-vote: the beta rule's level, in (0.5, 1)")  # fmt: skip
+    parser.add_argument("--stop-window", type=COUNT, default=4, help="early-vote: the window rule's w")
+    parser.add_argument("--particle-temperature", type=POSITIVE, default=1.0,
+                        help="particle-filter: T of the weights softmax(score / T)")  # fmt: skip
+    parser.add_argument("--ab-mcts-posterior", choices=list(POSTERIORS), default="gaussian",
+                        help="ab-mcts: the posterior over scores")  # fmt: skip
+    parser.add_argument("--ab-mcts-batch", type=COUNT, default=4,
+                        help="ab-mcts: selections made before their attempts are scored")  # fmt: skip
     parser.add_argument("--policy-table", type=Path, default=None, metavar="T.json",
                         help="adaptive: the table treesearch fit-adaptive wrote (default: none)")  # fmt: skip
     parser.add_argument(

@@ -21,6 +21,10 @@ DEFAULT_REVISION_TEMPLATE = (
     "Write a new solution that corrects their mistakes."
 )
 
+# early-vote's stopping rules and AB-MCTS's posteriors (see their strategies' modules).
+STOP_RULES = ("beta", "window")
+POSTERIORS = ("gaussian", "beta")
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SearchConfig:
@@ -30,7 +34,11 @@ class SearchConfig:
     children per kept beam, per DVTS subtree step and per MCTS expansion. ``lookahead`` is
     k, the greedy steps that value a candidate in lookahead search. ``aggregator`` None
     takes the strategy's own. ``n_counts_judgements`` makes filter-vote's ``n`` a number of
-    calls as Chen et al. count them: n/2 generations, each judged once.
+    calls as Chen et al. count them: n/2 generations, each judged once. early-vote samples
+    up to ``n`` in waves of ``wave`` and stops by ``stop_rule`` (``stop_confidence`` for
+    beta, ``stop_window`` for window); particle-filter weights by softmax(score /
+    ``particle_temperature``); AB-MCTS makes ``n`` attempts, ``ab_mcts_batch`` at a time,
+    with ``ab_mcts_posterior`` posteriors.
     """
 
     strategy: str = "majority-vote"
@@ -50,6 +58,13 @@ class SearchConfig:
     revision_context: int = 4
     revision_template: str = DEFAULT_REVISION_TEMPLATE
     policy_table: PolicyTable | None = None
+    wave: int = 8
+    stop_rule: str = "beta"
+    stop_confidence: float = 0.95
+    stop_window: int = 4
+    particle_temperature: float = 1.0
+    ab_mcts_posterior: str = "gaussian"
+    ab_mcts_batch: int = 4
 
     def __post_init__(self) -> None:
         if self.n <= 0:
@@ -70,6 +85,18 @@ class SearchConfig:
             raise ConfigError(f"temperature must be in [0, 5], got {self.sampling.temperature}")
         if not 0.0 < self.sampling.top_p <= 1.0:
             raise ConfigError(f"top_p must be in (0, 1], got {self.sampling.top_p}")
+        if self.wave <= 0 or self.stop_window <= 0 or self.ab_mcts_batch <= 0:
+            raise ConfigError("wave, stop_window and ab_mcts_batch must be positive")
+        if self.stop_rule not in STOP_RULES:
+            raise ConfigError(f"unknown stop rule {self.stop_rule!r}; choose from {', '.join(STOP_RULES)}")
+        if not 0.5 < self.stop_confidence < 1.0:
+            raise ConfigError(f"stop_confidence must be in (0.5, 1), got {self.stop_confidence}")
+        if self.particle_temperature <= 0:
+            raise ConfigError(f"particle_temperature must be positive, got {self.particle_temperature}")
+        if self.ab_mcts_posterior not in POSTERIORS:
+            raise ConfigError(
+                f"unknown posterior {self.ab_mcts_posterior!r}; choose from {', '.join(POSTERIORS)}"
+            )
         if self.revision_ratio <= 0:
             raise ConfigError(f"revision_ratio must be positive, got {self.revision_ratio}")
         if self.revision_context <= 0:

@@ -245,6 +245,14 @@ class SearchContext:
             steps += 1
         return node
 
+    def mark_cancelled(self) -> list[int]:
+        """End every open path where it stands, its last step marked ``finish_reason=
+        "cancelled"`` (a strategy that stopped its rollouts); their ids."""
+        ended = [node.id for node in self.tree.open_leaves() if node.id != ROOT]
+        for node_id in ended:
+            self.tree.update(node_id, status=NodeStatus.DEAD_END, finish_reason="cancelled")
+        return ended
+
     # -- scores -----------------------------------------------------------------
 
     async def score(self, node_ids: Sequence[int]) -> list[float]:

@@ -56,6 +56,13 @@ _OPTIONAL_FIELDS = (
     "revision_ratio",
     "revision_context",
     "revision_template",
+    "wave",
+    "stop_rule",
+    "stop_confidence",
+    "stop_window",
+    "particle_temperature",
+    "ab_mcts_posterior",
+    "ab_mcts_batch",
 )
 
 

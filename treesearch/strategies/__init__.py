@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext
 from treesearch.errors import ConfigError
+from treesearch.strategies.ab_mcts import ab_mcts
 from treesearch.strategies.adaptive import adaptive
 from treesearch.strategies.beam import beam, dvts, lookahead
+from treesearch.strategies.early_vote import early_vote
 from treesearch.strategies.mcts import mcts
+from treesearch.strategies.particles import particle_filter
 from treesearch.strategies.rebase import rebase
 from treesearch.strategies.revisions import revisions
 from treesearch.strategies.sampling import sample, sample_to_judge
@@ -44,6 +47,9 @@ STRATEGIES: dict[str, Strategy] = {
     "rebase": Strategy(run=rebase, aggregator="weighted", needs_verifier=True),
     "mcts": Strategy(run=mcts, aggregator="weighted", needs_verifier=True),
     "revisions": Strategy(run=revisions, aggregator="hierarchical"),
+    "early-vote": Strategy(run=early_vote, aggregator="majority"),
+    "particle-filter": Strategy(run=particle_filter, aggregator="weighted", needs_verifier=True),
+    "ab-mcts": Strategy(run=ab_mcts, aggregator="best", needs_verifier=True),
     # Aggregates by the rule of the strategy its policy table chose for each problem.
     "adaptive": Strategy(run=adaptive, aggregator="majority"),
 }
