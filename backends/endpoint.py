@@ -8,6 +8,8 @@ here as EndpointError, naming the URL and status.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any, Protocol
 
 import anyio
@@ -153,6 +155,22 @@ class Endpoint:
                 count_attempt()
                 answer = _usable(path, await http.post(path, body))
         return answer, attempts
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
+        """POST JSON for a server-sent stream inside the concurrency limit; its decoded events.
+        One attempt: a stream is not retried (what it streamed may already be used)."""
+        http, limiter = self._connect()
+        async with limiter:
+            count_attempt()
+            try:
+                async with aclosing(http.stream(path, body)) as events:
+                    async for event in events:
+                        yield event
+            except StatusFailure as exc:
+                detail = self._redact(" ".join(exc.body.split()))
+                raise EndpointError(self.base_url, exc.status, detail) from None
+            except ConnectFailure as exc:
+                raise EndpointError(self.base_url, None, str(exc)) from exc
 
     async def ping(self) -> None:
         """Fail fast, with one clear error, when the server cannot be reached or refuses us.

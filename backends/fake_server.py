@@ -107,7 +107,10 @@ class FakeServerConfig:
     """The whole server's behaviour, field for flag of ``treesearch serve-fake``: a share
     ``error_rate`` of completion requests gets a fault drawn evenly from ``fault_kinds``
     (error statuses as numbers, or names of ``FAULT_KINDS``); a slow one answers after
-    ``slow_s``."""
+    ``slow_s``. With top logprobs asked for, a token's confidence (−mean of its top-k
+    logprobs, DeepConf's C) is drawn around ``confidence`` when the text's last claim is the
+    gold answer and ``confidence_margin`` lower when not, with ``confidence_noise`` as the
+    spread, from the choice's own seed."""
 
     model: str = "fake"
     latency_s: float = 0.0
@@ -124,6 +127,10 @@ class FakeServerConfig:
     prm_step_tag: str = "<extra_0>"
     prm_noise: float = 0.0
     judge_accuracy: float = 0.9
+    confidence: float = 12.0
+    confidence_margin: float = 3.0
+    confidence_noise: float = 2.0
+    token_latency_s: float = 0.0
     seed: int = 0
     tasks: Mapping[str, FakeTask] = field(default_factory=dict)
 
@@ -326,6 +333,8 @@ class FakeServer:
             "completion_tokens": 0,
             # answers ready after their client had gone (a slow fault, a client's timeout)
             "abandoned": 0,
+            # streams the client closed before their end (their tokens written so far count)
+            "streams_cut": 0,
             **{f"fault_{kind}": 0 for kind in config.fault_kinds},
         }
 
@@ -349,13 +358,13 @@ class FakeServer:
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats)
 
-    async def _completions(self, request: web.Request) -> web.Response:
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=False)
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=True)
 
-    async def _serve(self, request: web.Request, *, chat: bool) -> web.Response:
+    async def _serve(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         started = await _arrival()
         self.stats["requests"] += 1
         config = self.config
@@ -433,11 +442,52 @@ class FakeServer:
         if request.transport is None or request.transport.is_closing():
             self.stats["abandoned"] += 1  # nobody reads it: nothing was served
             return web.Response()
+        if body.get("stream"):
+            response.pop("usage", None)
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and config.usage
+            return await self._stream(request, response, prompt_tokens, include_usage, chat)
         self.stats["ok"] += 1
         self.stats["choices"] += len(choices)
         self.stats["prompt_tokens"] += prompt_tokens
         self.stats["completion_tokens"] += completion_tokens
         return web.Response(text=text, content_type="application/json")
+
+    async def _stream(
+        self, request: web.Request, response: dict[str, Any], prompt_tokens: int, include_usage: bool,
+        chat: bool,
+    ) -> web.StreamResponse:  # fmt: skip
+        """Server-sent events, one token of each choice an event (as vLLM streams), a token of
+        every choice each ``token_latency_s``, then each choice's finish, the usage when asked
+        for, and ``[DONE]``. A client that leaves stops the stream: only the tokens written
+        before count in ``/stats``."""
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await out.prepare(request)
+        streams = [_token_events(choice, chat) for choice in response["choices"]]
+        head = {key: value for key, value in response.items() if key != "choices"}
+        head["object"] = "chat.completion.chunk" if chat else "text_completion"
+        written = 0
+        try:
+            for position in range(max((len(events) for events in streams), default=0)):
+                for events in streams:
+                    if position < len(events):
+                        await out.write(_event({**head, "choices": [events[position]]}))
+                        written += 1 if position < len(events) - 1 else 0
+                await asyncio.sleep(self.config.token_latency_s)  # and a client that left is noticed
+                if request.transport is None or request.transport.is_closing():
+                    raise ConnectionResetError
+            if include_usage:
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": written,
+                         "total_tokens": prompt_tokens + written}  # fmt: skip
+                await out.write(_event({**head, "choices": [], "usage": usage}))
+            await out.write(b"data: [DONE]\n\n")
+        except (ConnectionResetError, RuntimeError):  # the client closed the stream
+            self.stats["streams_cut"] += 1
+        else:
+            self.stats["ok"] += 1
+            self.stats["choices"] += len(streams)
+        self.stats["prompt_tokens"] += prompt_tokens
+        self.stats["completion_tokens"] += written
+        return out
 
     def _draw_fault(self, n: int) -> str | None:
         """This request's fault, drawn from the seeded fault stream, or None. ``fewer`` is
@@ -462,6 +512,8 @@ class FakeServer:
         stops = [stop] if isinstance(stop, str) else list(stop)
         seed = body.get("seed")
         logprobs = body.get("logprobs")
+        # How many top logprobs a token shows: completions' logprobs=k, chat's top_logprobs=k.
+        top_k = int(body.get("top_logprobs") or 0) if chat else int(logprobs or 0)
         choices, completion_tokens = [], 0
         greedy = float(body.get("temperature", 1.0)) == 0.0
         for index in range(count):
@@ -471,6 +523,12 @@ class FakeServer:
             tokens = _TOKEN.findall(text)
             completion_tokens += len(tokens)
             choice: dict[str, Any] = {"index": index, "finish_reason": finish, "stop_reason": stop_reason}
+            tops = [{t: _GOOD_LOGPROB} for t in tokens]
+            if top_k > 1 and yes is None:
+                claims = _CLAIM.findall(context + text)
+                right = bool(claims) and claims[-1] == task.gold
+                draws = random.Random(None if seed is None else f"{seed}:{index}:confidence")
+                tops = [self._top(t, top_k, right, draws) for t in tokens]
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
                 if logprobs:
@@ -480,16 +538,25 @@ class FakeServer:
                                 "token": t,
                                 "logprob": _GOOD_LOGPROB,
                                 "bytes": None,
-                                "top_logprobs": [{"token": t, "logprob": _GOOD_LOGPROB}],
+                                "top_logprobs": [{"token": k, "logprob": v} for k, v in top.items()],
                             }
-                            for t in tokens
+                            for t, top in zip(tokens, tops, strict=True)
                         ]
                     }
             else:
                 choice["text"] = text
-                choice["logprobs"] = None if logprobs is None else _logprobs(text, yes)
+                choice["logprobs"] = None if logprobs is None else _logprobs(text, yes, tops)
             choices.append(choice)
         return choices, completion_tokens
+
+    def _top(self, token: str, k: int, right: bool, draws: random.Random) -> dict[str, float]:
+        """A token's top-k logprobs: the token itself at log 0.9 and k − 1 alternatives far
+        below, placed so that −mean(top-k) is the confidence drawn for it."""
+        config = self.config
+        centre = config.confidence - (0.0 if right else config.confidence_margin)
+        confidence = max(1.0, draws.gauss(centre, config.confidence_noise))
+        rest = (-confidence * k - _GOOD_LOGPROB) / (k - 1)
+        return {token: _GOOD_LOGPROB, **{f"<alt{i}>": rest for i in range(1, k)}}
 
     def _reply(
         self, task: FakeTask, context: str, rng: random.Random, greedy: bool
@@ -614,8 +681,44 @@ def tasks_from_file(path: str | Path) -> dict[str, FakeTask]:
     }
 
 
-def _logprobs(text: str, yes: float | None) -> dict[str, Any]:
-    """Completions-style logprobs: a flat 0.9 per token, or the yes/no distribution."""
+def _event(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def _token_events(choice: dict[str, Any], chat: bool) -> list[dict[str, Any]]:
+    """A finished choice as stream chunks: one a token (its text up to the next token, and
+    its logprobs when the choice has them), then one with the finish reason."""
+    text = choice["message"]["content"] if chat else choice["text"]
+    starts = [match.start() for match in _TOKEN.finditer(text)]
+    bounds = [0, *starts[1:], len(text)] if starts else []
+    logprobs = choice.get("logprobs")
+    events: list[dict[str, Any]] = []
+    for position in range(len(starts)):
+        piece = text[bounds[position] : bounds[position + 1]]
+        event: dict[str, Any] = {"index": choice["index"], "finish_reason": None}
+        if chat:
+            event["delta"] = {"content": piece}
+            if logprobs:
+                event["logprobs"] = {"content": [logprobs["content"][position]]}
+        else:
+            event["text"] = piece
+            if logprobs:
+                event["logprobs"] = {key: [logprobs[key][position]] for key in
+                                     ("tokens", "token_logprobs", "top_logprobs", "text_offset")}  # fmt: skip
+        events.append(event)
+    end: dict[str, Any] = {"index": choice["index"], "finish_reason": choice["finish_reason"],
+                           "stop_reason": choice.get("stop_reason")}  # fmt: skip
+    if chat:
+        end["delta"] = {}
+    else:
+        end["text"] = ""
+    events.append(end)
+    return events
+
+
+def _logprobs(text: str, yes: float | None, tops: list[dict[str, float]]) -> dict[str, Any]:
+    """Completions-style logprobs: 0.9 per token with ``tops`` as its top logprobs, or the
+    yes/no distribution."""
     tokens = _TOKEN.findall(text)
     offsets = [m.start() for m in _TOKEN.finditer(text)]
     if yes is not None:
@@ -624,7 +727,7 @@ def _logprobs(text: str, yes: float | None) -> dict[str, Any]:
     return {
         "tokens": tokens,
         "token_logprobs": [_GOOD_LOGPROB] * len(tokens),
-        "top_logprobs": [{t: _GOOD_LOGPROB} for t in tokens],
+        "top_logprobs": tops,
         "text_offset": offsets,
     }
 

@@ -19,7 +19,7 @@ would otherwise pay before doing anything, and aiohttp a fifth of one.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -59,6 +59,11 @@ class Transport(Protocol):
         """GET base URL + path and return the decoded JSON answer."""
         ...
 
+    def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
+        """POST JSON and yield the decoded events of the server-sent stream that answers,
+        until ``[DONE]``; closing the iterator closes the connection, and the server stops."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -92,6 +97,24 @@ class AioHttpTransport:
         except self._failures as exc:
             raise ConnectFailure(_root_cause(exc)) from exc
         return _decode(text, response.status)
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
+        try:
+            async with self._session.post(self._base + path, json=body) as response:
+                if response.status >= 400:
+                    raise StatusFailure(response.status, await response.text(), dict(response.headers))
+                async for line in response.content:
+                    data = line.strip()
+                    if not data.startswith(b"data:"):
+                        continue  # blank separators, comments, other fields
+                    data = data[5:].strip()
+                    if data == b"[DONE]":
+                        return
+                    yield _decode(data.decode("utf-8", errors="replace"), response.status)
+        except TimeoutError as exc:
+            raise ConnectFailure(_no_answer(self._timeout_s)) from exc
+        except self._failures as exc:
+            raise ConnectFailure(_root_cause(exc)) from exc
 
     async def aclose(self) -> None:
         await self._session.close()
@@ -139,6 +162,12 @@ class OpenAITransport:
             raise ConnectFailure(_no_answer(self._timeout_s)) from exc
         except openai.APIError as exc:
             raise ConnectFailure(_root_cause(exc)) from exc
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
+        from treesearch.errors import ConfigError
+
+        raise ConfigError("streaming goes through the aiohttp transport; drop transport='openai'")
+        yield  # an async generator, like the aiohttp transport's
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -13,11 +13,21 @@ remembered; the SearchContext then tops up with further requests.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, Literal
 
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.logs import get_logger
-from treesearch.policy import Choice, Generation, Prefix, SamplingParams, completion_token_bound
+from treesearch.policy import (
+    Choice,
+    Generation,
+    Piece,
+    Prefix,
+    SamplingParams,
+    completion_token_bound,
+    token_confidence,
+)
 from treesearch.policy import token_upper_bound as byte_bound
 
 from .endpoint import EndpointClient, JsonEndpoint
@@ -105,6 +115,46 @@ class OpenAIPolicy(EndpointClient):
         raw = await self.http.post(self._path, self._body(prefix, n, params))
         return self._parse(raw, prefix, n, params)
 
+    async def stream(self, prefix: Prefix, params: SamplingParams) -> AsyncGenerator[Piece, None]:
+        streaming = getattr(self.http, "stream", None)
+        if streaming is None:
+            raise ConfigError(f"{self.endpoint} does not stream; streaming needs an HTTP server")
+        body = self._body(prefix, 1, params) | {"stream": True, "stream_options": {"include_usage": True}}
+        async with aclosing(streaming(self._path, body)) as events:
+            async for event in events:
+                try:
+                    piece = self._piece(event)
+                except (KeyError, TypeError, AttributeError, IndexError) as exc:
+                    raise EndpointError(self.endpoint, 200, f"unexpected stream event: {exc!r}") from exc
+                yield piece
+
+    def _piece(self, event: dict[str, Any]) -> Piece:
+        usage = event.get("usage") or {}
+        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not event.get("choices"):
+            return Piece(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        choice = event["choices"][0]
+        logprobs = choice.get("logprobs") or {}
+        if self.api == "completions":
+            text = choice.get("text") or ""
+            entries = logprobs.get("token_logprobs")
+            tops = [list((top or {}).values()) for top in logprobs.get("top_logprobs") or ()]
+        else:
+            text = (choice.get("delta") or {}).get("content") or ""
+            entries = logprobs.get("content")
+            tops = [[top["logprob"] for top in t.get("top_logprobs") or ()] for t in entries or ()]
+        finish = choice.get("finish_reason")
+        if finish == "stop" and "stop_reason" in choice and choice["stop_reason"] is None:
+            finish = "eos"  # vLLM: the model ended the sequence
+        return Piece(
+            text=text,
+            tokens=None if entries is None else len(entries),
+            confidences=tuple(token_confidence(top) for top in tops if top),
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+
     def _body(self, prefix: Prefix, n: int, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -167,10 +217,12 @@ class OpenAIPolicy(EndpointClient):
             text = raw["text"]
             logprobs = raw.get("logprobs") or {}
             token_logprobs = logprobs.get("token_logprobs")
+            tops = [list((top or {}).values()) for top in logprobs.get("top_logprobs") or ()]
         else:
             text = raw["message"].get("content") or ""
             content = (raw.get("logprobs") or {}).get("content")
             token_logprobs = None if content is None else [t["logprob"] for t in content]
+            tops = [[top["logprob"] for top in t.get("top_logprobs") or ()] for t in content or ()]
         finish = raw.get("finish_reason") or "stop"
         # vLLM says which stop matched; None there means the model ended the sequence.
         if finish == "stop" and "stop_reason" in raw and raw["stop_reason"] is None:
@@ -182,4 +234,5 @@ class OpenAIPolicy(EndpointClient):
             logprob=None
             if token_logprobs is None
             else float(sum(v for v in token_logprobs if v is not None)),
+            confidences=tuple(token_confidence(top) for top in tops) if any(tops) else None,
         )

@@ -30,7 +30,8 @@ from treesearch.tree import ROOT, SearchTree
 pytestmark = pytest.mark.anyio
 
 STEP_STRATEGIES = [
-    "beam", "lookahead", "rebase", "dvts", "mcts", "weighted-vote", "majority-vote", "particle-filter", "early-vote",
+    "beam", "lookahead", "rebase", "dvts", "mcts", "weighted-vote", "majority-vote", "particle-filter",
+    "early-vote",
 ]  # fmt: skip
 
 

@@ -71,6 +71,8 @@ def _serve_fake(args: argparse.Namespace) -> int:
         prm_step_tag=args.prm_step_tag,
         prm_noise=args.prm_noise,
         judge_accuracy=args.judge_accuracy,
+        confidence_margin=args.confidence_margin,
+        token_latency_s=args.token_latency,
         tasks=tasks_from_file(args.problems) if args.problems else {},
     )
     try:
@@ -191,6 +193,12 @@ def parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--judge-accuracy", type=float, default=0.9, help="how often the synthetic filter judge is right"
     )
+    fake.add_argument("--confidence-margin", type=float, default=3.0,
+                      help="how much lower the token confidence (DeepConf's C, from top "
+                      "logprobs) of text heading to a wrong answer is than of text heading to the "
+                      "gold one")  # fmt: skip
+    fake.add_argument("--token-latency", type=float, default=0.0,
+                      help="seconds between the tokens of a streamed answer (default: 0)")  # fmt: skip
     fake.set_defaults(handler=_serve_fake)
 
     demo = commands.add_parser("demo", help="see test-time compute work, offline")

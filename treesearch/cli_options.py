@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from treesearch.aggregate import AGGREGATORS
-from treesearch.config import DEFAULT_REVISION_TEMPLATE, POSTERIORS, STOP_RULES
+from treesearch.config import DEFAULT_REVISION_TEMPLATE, POSTERIORS, STOP_RULES, TRACE_SCORES
 from treesearch.strategies import STRATEGIES
 from treesearch.verify import REDUCTIONS
 
@@ -113,6 +113,21 @@ def add_strategy_options(parser: argparse.ArgumentParser) -> None:
                         help="ab-mcts: the posterior over scores")  # fmt: skip
     parser.add_argument("--ab-mcts-batch", type=COUNT, default=4,
                         help="ab-mcts: selections made before their attempts are scored")  # fmt: skip
+    parser.add_argument("--deepconf-warmup", type=int, default=0,
+                        help="deepconf: warm-up traces that set the threshold, the rest streamed and "
+                        "cut below it (default: 0, offline: filter N finished traces)")  # fmt: skip
+    parser.add_argument("--deepconf-keep", type=PROBABILITY, default=0.9,
+                        help="deepconf: η, the share of traces kept by confidence (0.1 or 0.9)")  # fmt: skip
+    parser.add_argument("--deepconf-top-k", type=COUNT, default=20,
+                        help="deepconf: top logprobs a token behind its confidence")  # fmt: skip
+    parser.add_argument("--deepconf-stop", type=PROBABILITY, default=0.95,
+                        help="deepconf online: stop once one answer holds this share of the "
+                        "weight")  # fmt: skip
+    parser.add_argument("--confidence-window", type=COUNT, default=None,
+                        help="deepconf: tokens of a window (default: an eighth of the median trace "
+                        "length, at least 4)")  # fmt: skip
+    parser.add_argument("--trace-score", choices=list(TRACE_SCORES), default="lowest",
+                        help="deepconf: a trace's confidence from its windows")  # fmt: skip
     parser.add_argument("--policy-table", type=Path, default=None, metavar="T.json",
                         help="adaptive: the table treesearch fit-adaptive wrote (default: none)")  # fmt: skip
     parser.add_argument(

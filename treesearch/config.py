@@ -21,9 +21,10 @@ DEFAULT_REVISION_TEMPLATE = (
     "Write a new solution that corrects their mistakes."
 )
 
-# early-vote's stopping rules and AB-MCTS's posteriors (see their strategies' modules).
+# early-vote's stopping rules, AB-MCTS's posteriors, DeepConf's trace scores (see their modules).
 STOP_RULES = ("beta", "window")
 POSTERIORS = ("gaussian", "beta")
+TRACE_SCORES = ("lowest", "tail", "bottom10", "mean")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -38,7 +39,10 @@ class SearchConfig:
     up to ``n`` in waves of ``wave`` and stops by ``stop_rule`` (``stop_confidence`` for
     beta, ``stop_window`` for window); particle-filter weights by softmax(score /
     ``particle_temperature``); AB-MCTS makes ``n`` attempts, ``ab_mcts_batch`` at a time,
-    with ``ab_mcts_posterior`` posteriors.
+    with ``ab_mcts_posterior`` posteriors. DeepConf keeps the share ``deepconf_keep`` of its
+    traces by confidence (``trace_score`` over windows of ``confidence_window`` tokens, from
+    ``deepconf_top_k`` top logprobs), online after ``deepconf_warmup`` traces (0: offline),
+    stopping once one answer holds ``deepconf_stop`` of the weight (None: never).
     """
 
     strategy: str = "majority-vote"
@@ -65,6 +69,12 @@ class SearchConfig:
     particle_temperature: float = 1.0
     ab_mcts_posterior: str = "gaussian"
     ab_mcts_batch: int = 4
+    deepconf_warmup: int = 0
+    deepconf_keep: float = 0.9
+    deepconf_top_k: int = 20
+    deepconf_stop: float | None = 0.95
+    confidence_window: int | None = None
+    trace_score: str = "lowest"
 
     def __post_init__(self) -> None:
         if self.n <= 0:
@@ -96,6 +106,20 @@ class SearchConfig:
         if self.ab_mcts_posterior not in POSTERIORS:
             raise ConfigError(
                 f"unknown posterior {self.ab_mcts_posterior!r}; choose from {', '.join(POSTERIORS)}"
+            )
+        if self.deepconf_warmup < 0 or (self.deepconf_warmup and self.deepconf_warmup >= self.n):
+            raise ConfigError(
+                f"deepconf_warmup must be from 0 (offline) to n - 1, got {self.deepconf_warmup}"
+            )
+        if not 0.0 < self.deepconf_keep <= 1.0:
+            raise ConfigError(f"deepconf_keep must be in (0, 1], got {self.deepconf_keep}")
+        if self.deepconf_stop is not None and not 0.5 < self.deepconf_stop <= 1.0:
+            raise ConfigError(f"deepconf_stop must be in (0.5, 1], got {self.deepconf_stop}")
+        if self.deepconf_top_k < 2 or (self.confidence_window is not None and self.confidence_window < 1):
+            raise ConfigError("deepconf_top_k must be at least 2 and confidence_window positive")
+        if self.trace_score not in TRACE_SCORES:
+            raise ConfigError(
+                f"unknown trace score {self.trace_score!r}; choose from {', '.join(TRACE_SCORES)}"
             )
         if self.revision_ratio <= 0:
             raise ConfigError(f"revision_ratio must be positive, got {self.revision_ratio}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +23,16 @@ from treesearch.budget import Budget
 from treesearch.equivalence import AnswerEquivalence, default_equivalence
 from treesearch.errors import BudgetExhausted, ConfigError, EndpointError
 from treesearch.logs import get_logger
-from treesearch.policy import Choice, Generation, Policy, Prefix, SamplingParams, token_upper_bound
+from treesearch.policy import (
+    Choice,
+    Generation,
+    Policy,
+    Prefix,
+    SamplingParams,
+    StreamingPolicy,
+    completion_token_bound,
+    token_upper_bound,
+)
 from treesearch.problems import Problem
 from treesearch.tree import ROOT, Node, NodeStatus, SearchTree
 from treesearch.verify import Verifier, reduce_scores
@@ -142,6 +152,7 @@ class SearchContext:
         prompt: Problem | None = None,
         revises: int | None = None,
         stream: str = "",
+        logprobs: int | None = None,
     ) -> list[Node]:
         """Add ``n`` children under ``node_id``: next steps, or (``whole``) entire solutions.
 
@@ -152,12 +163,13 @@ class SearchContext:
         the rest of the solution, asked for in one call. ``prompt`` asks with another rendering
         of the problem (a revision's, which shows earlier attempts) whose children revise the
         attempt ``revises``; verifiers still see the problem itself. ``stream`` names requests
-        whose seeds must not follow the node's own (see ``_seed``).
+        whose seeds must not follow the node's own (see ``_seed``). ``logprobs`` asks for that
+        many top logprobs a token, which the children keep as token confidences.
         """
         if revises is not None:
             stream = f"{stream}revises {revises}:"
         whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
-        params = self._params(whole, temperature)
+        params = replace(self._params(whole, temperature), logprobs=logprobs)
         prefix = Prefix(
             problem=prompt or self.problem,
             steps=self.tree.steps(node_id),
@@ -206,6 +218,98 @@ class SearchContext:
         if self.finish_check is not None:
             children = await self._check_finished(children)
         return children
+
+    async def stream_child(
+        self,
+        node_id: int,
+        *,
+        whole: bool = False,
+        logprobs: int | None = None,
+        keep: Callable[[Sequence[float]], bool] | None = None,
+    ) -> Node:
+        """Add one child under ``node_id``, streamed (a policy that streams: an HTTP server).
+
+        ``keep`` sees the tokens' confidences so far after each streamed piece (ask for
+        ``logprobs`` top logprobs to have them); when it says no, the stream is closed and
+        the child ends there, ``finish_reason="low_confidence"``. A stream cancelled from
+        outside ends the same way, marked "cancelled". Either way the child is in the tree
+        with what it streamed, and the budget charges that: its tokens counted from their
+        logprob entries (or bounded by its text's bytes when the server sent none) and the
+        prompt at its known count or bound."""
+        policy = self.policy
+        if not isinstance(policy, StreamingPolicy):
+            raise ConfigError(f"{policy.endpoint} cannot stream; this strategy needs an HTTP server")
+        whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
+        params = replace(self._params(whole, None), logprobs=logprobs, seed=self._seed(node_id))
+        prefix = Prefix(
+            problem=self.problem, steps=self.tree.steps(node_id), delimiter=self.step_format.delimiter
+        )
+        prompt_bound = self._prompt_bound(node_id, prefix)
+        known_prompt = self.tree.node(node_id).prompt_tokens
+        reservation = await self.budget.reserve(prompt_bound, params.max_tokens, 1)
+        parts: list[str] = []
+        confidences: list[float] = []
+        counted: int | None = 0
+        finish: str | None = None
+        reported: tuple[int | None, int | None] = (None, None)
+
+        def record(cut: str | None) -> Node:
+            text = "".join(parts)
+            prompt_tokens, completion_tokens = reported
+            exact = prompt_tokens is not None and completion_tokens is not None and cut is None
+            if not exact:  # a stream cut short sends no usage: its counted tokens, a known prompt
+                exact = counted is not None and known_prompt is not None
+                prompt_tokens = prompt_bound if known_prompt is None else known_prompt
+                completion_tokens = (
+                    counted
+                    if counted is not None
+                    else completion_token_bound(text, params.max_tokens, params.stop)
+                )
+            self.budget.settle(reservation, prompt_tokens or 0, completion_tokens or 0, estimated=not exact)
+            choice = Choice(
+                text=text,
+                finish_reason=cut or finish or "stop",
+                tokens=completion_tokens,
+                confidences=tuple(confidences) if confidences else None,
+            )
+            generation = Generation(
+                choices=(choice,),
+                prompt_tokens=prompt_tokens or 0,
+                completion_tokens=completion_tokens or 0,
+                estimated=not exact,
+            )
+            (child,) = self._record(node_id, generation, whole)
+            if cut is not None:
+                child = self.tree.update(child.id, status=NodeStatus.DEAD_END, answer=None, finish_reason=cut)
+            return child
+
+        try:
+            with self.budget.metered(reservation):
+                async with aclosing(policy.stream(prefix, params)) as pieces:
+                    async for piece in pieces:
+                        parts.append(piece.text)
+                        confidences.extend(piece.confidences)
+                        if piece.tokens is None and piece.text:
+                            counted = None
+                        elif counted is not None:
+                            counted += piece.tokens or 0
+                        finish = piece.finish_reason or finish
+                        if piece.completion_tokens is not None:
+                            reported = (piece.prompt_tokens, piece.completion_tokens)
+                        if keep is not None and finish is None and not keep(confidences):
+                            break
+                    else:
+                        return record(None)
+        except anyio.get_cancelled_exc_class():
+            if parts:
+                record("cancelled")
+            else:
+                self.budget.release(reservation)
+            raise
+        except BaseException:
+            self.budget.release(reservation)
+            raise
+        return record("low_confidence")
 
     async def _check_finished(self, children: list[Node]) -> list[Node]:
         """Ask the completion judge which open children already hold a final answer; those
@@ -258,15 +362,16 @@ class SearchContext:
     async def score(self, node_ids: Sequence[int]) -> list[float]:
         """Score the paths ending at ``node_ids`` (those not scored yet) in one batched
         verifier call, charged to the budget like any request; their path scores. A path
-        that ended without an answer is never sent: it scores 0."""
-        if self.verifier is None:
-            raise ConfigError("this strategy needs a verifier")
+        that ended without an answer is never sent: it scores 0. Paths a strategy scored
+        itself (DeepConf's confidences) need no verifier."""
         todo = [
             node
             for node in dict.fromkeys(node_ids)
             if (record := self.tree.node(node)).scores is None and record.status is not NodeStatus.DEAD_END
         ]
         if todo:
+            if self.verifier is None:
+                raise ConfigError("this strategy needs a verifier")
             paths = [self._verifier_steps(node) for node in todo]
             scores = await self._judge(self.verifier, paths)
             for node, path, values in zip(todo, paths, scores, strict=True):
@@ -386,6 +491,7 @@ class SearchContext:
                 tokens=tokens,
                 logprob=choice.logprob,
                 revises=revises,
+                confidences=choice.confidences,
             )
             children.append(child)
             self._log.debug(

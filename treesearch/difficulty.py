@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from treesearch.confidence import percentile
 from treesearch.errors import ConfigError
 
 KINDS = ("predicted", "oracle")
@@ -48,21 +49,13 @@ class DifficultyBins:
         if not values:
             raise ConfigError("fitting difficulty bins needs at least one problem")
         ordered = sorted(values)
-        cuts = tuple(_quantile(ordered, q / LEVELS) for q in range(1, LEVELS))
+        cuts = tuple(percentile(ordered, q / LEVELS) for q in range(1, LEVELS))
         return cls(kind=kind, cuts=cuts)
 
     def level(self, value: float) -> int:
         """1 (easiest: the most right, or the highest scores) to 5 (hardest). A value on a cut
         goes to the easier side, so problems tied on a value share a level."""
         return LEVELS - bisect.bisect_right(self.cuts, value)
-
-
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    """Linear interpolation between order statistics (numpy's default)."""
-    position = q * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 # The SearchConfig fields a cell may set, and their types.

@@ -9,7 +9,7 @@ compatible servers, an embedded llama.cpp model) live in ``treesearch.backends``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -44,13 +44,16 @@ class Prefix:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Choice:
     """One continuation. ``stop_reason`` is the stop string matched, when the server says so
-    (vLLM does; llama.cpp and OpenAI do not), and None for end-of-sequence or unknown."""
+    (vLLM does; llama.cpp and OpenAI do not), and None for end-of-sequence or unknown.
+    ``confidences`` are its tokens' confidences when top logprobs were asked for (see
+    ``token_confidence``)."""
 
     text: str
     finish_reason: str
     stop_reason: str | None = None
     tokens: int | None = None
     logprob: float | None = None
+    confidences: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -65,6 +68,20 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     estimated: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Piece:
+    """A streamed part of one continuation: its new text, how many tokens it carries (its
+    logprob entries; None when the server sent none) and their confidences; the last piece
+    has the finish reason, and the server's counts when it sent usage."""
+
+    text: str = ""
+    tokens: int | None = None
+    confidences: tuple[float, ...] = ()
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @runtime_checkable
@@ -92,6 +109,22 @@ class Policy(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+@runtime_checkable
+class StreamingPolicy(Policy, Protocol):
+    """A Policy that can also stream one continuation, so a strategy can stop it midway."""
+
+    def stream(self, prefix: Prefix, params: SamplingParams) -> AsyncGenerator[Piece, None]:
+        """One request for one continuation of ``prefix``, streamed; closing the iterator
+        ends the request."""
+        ...
+
+
+def token_confidence(top_logprobs: Sequence[float]) -> float:
+    """DeepConf's token confidence C = −(1/k) Σ of the position's top-k logprobs: high where
+    the model was sure (one likely token, the rest far below)."""
+    return -sum(top_logprobs) / len(top_logprobs) if top_logprobs else 0.0
 
 
 def token_upper_bound(text: str) -> int:

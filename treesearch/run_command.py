@@ -63,6 +63,12 @@ _OPTIONAL_FIELDS = (
     "particle_temperature",
     "ab_mcts_posterior",
     "ab_mcts_batch",
+    "deepconf_warmup",
+    "deepconf_keep",
+    "deepconf_top_k",
+    "deepconf_stop",
+    "confidence_window",
+    "trace_score",
 )
 
 

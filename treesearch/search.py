@@ -157,7 +157,7 @@ def check_config(config: SearchConfig, verifier: Verifier | None) -> None:
     strategy = get_strategy(config.strategy)
     aggregator = config.aggregator or strategy.aggregator
     get_aggregator(aggregator)
-    needs_scores = strategy.needs_verifier or aggregator != "majority"
+    needs_scores = strategy.needs_verifier or (aggregator != "majority" and not strategy.scores_itself)
     if needs_scores and verifier is None:
         raise ConfigError(f"strategy {config.strategy!r} with {aggregator} aggregation needs a verifier")
 

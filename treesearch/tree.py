@@ -39,7 +39,8 @@ class Node:
     reports only a request total); ``prompt_tokens`` the exact token count of the
     prefix ending at this node, when a server reported it; ``scores`` the
     verifier's per-step scores of the path ending here; ``revises`` the earlier attempt
-    this one revises (a revision chain: every attempt is a whole solution under the root).
+    this one revises (a revision chain: every attempt is a whole solution under the root);
+    ``confidences`` its tokens' confidences, when top logprobs were asked for (DeepConf).
     """
 
     id: int
@@ -54,6 +55,7 @@ class Node:
     prompt_tokens: int | None = None
     scores: tuple[float, ...] | None = None
     revises: int | None = None
+    confidences: tuple[float, ...] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -156,7 +158,8 @@ class SearchTree:
         flat = nx.DiGraph(problem_id=self.problem_id)
         for node in self.nodes():
             attrs = _plain(node)
-            attrs["scores"] = None if attrs["scores"] is None else json.dumps(attrs["scores"])
+            for name in ("scores", "confidences"):
+                attrs[name] = None if attrs[name] is None else json.dumps(attrs[name])
             flat.add_node(node.id, **{k: v for k, v in attrs.items() if v is not None})
         flat.add_edges_from(self.graph.edges)
         nx.write_graphml(flat, str(path))
@@ -186,4 +189,5 @@ def _plain(node: Node) -> dict[str, Any]:
     attrs = dataclasses.asdict(node)
     attrs["status"] = node.status.value
     attrs["scores"] = None if node.scores is None else list(node.scores)
+    attrs["confidences"] = None if node.confidences is None else list(node.confidences)
     return attrs

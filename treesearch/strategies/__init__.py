@@ -3,7 +3,8 @@
 A routine is ``async (SearchContext, SearchConfig) -> None``: it grows the tree
 and keeps ``ctx.candidates``, the finished nodes to aggregate, up to date (left
 None: every finished node); the engine scores and aggregates them. ``best_n``
-strategies may finish more than N paths and offer the N best-scored. Names are
+strategies may finish more than N paths and offer the N best-scored; a strategy that
+``scores_itself`` (DeepConf, by confidence) aggregates by score without a verifier. Names are
 the command line's ``--strategy`` values.
 """
 
@@ -18,6 +19,7 @@ from treesearch.errors import ConfigError
 from treesearch.strategies.ab_mcts import ab_mcts
 from treesearch.strategies.adaptive import adaptive
 from treesearch.strategies.beam import beam, dvts, lookahead
+from treesearch.strategies.deepconf import deepconf
 from treesearch.strategies.early_vote import early_vote
 from treesearch.strategies.mcts import mcts
 from treesearch.strategies.particles import particle_filter
@@ -34,6 +36,7 @@ class Strategy:
     aggregator: str
     needs_verifier: bool = False
     best_n: bool = False
+    scores_itself: bool = False
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -48,6 +51,7 @@ STRATEGIES: dict[str, Strategy] = {
     "mcts": Strategy(run=mcts, aggregator="weighted", needs_verifier=True),
     "revisions": Strategy(run=revisions, aggregator="hierarchical"),
     "early-vote": Strategy(run=early_vote, aggregator="majority"),
+    "deepconf": Strategy(run=deepconf, aggregator="weighted", scores_itself=True),
     "particle-filter": Strategy(run=particle_filter, aggregator="weighted", needs_verifier=True),
     "ab-mcts": Strategy(run=ab_mcts, aggregator="best", needs_verifier=True),
     # Aggregates by the rule of the strategy its policy table chose for each problem.

@@ -1,0 +1,136 @@
+"""DeepConf: confidence measures by hand, the synthetic server's confidence-bearing logprobs and
+streams, and offline and online DeepConf read back from the trees they grew."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import pytest
+from conftest import PROBLEMS, server_stats
+from structlog.testing import capture_logs
+
+from treesearch import Prefix, SamplingParams, SearchConfig, search
+from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.confidence import first_cut, group_confidences, percentile, trace_score
+from treesearch.errors import ConfigError
+from treesearch.tree import ROOT
+
+pytestmark = pytest.mark.anyio
+
+
+def config(**options: object) -> SearchConfig:
+    return SearchConfig(strategy="deepconf", sampling=SamplingParams(seed=3), **options)  # type: ignore[arg-type]
+
+
+def test_confidence_measures_by_hand() -> None:
+    tokens = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert group_confidences(tokens, 2) == [1.5, 2.5, 3.5, 4.5]
+    assert group_confidences([2.0, 4.0], 4) == [3.0]  # shorter than the window: one group
+    assert trace_score(tokens, 2, "lowest") == 1.5
+    assert trace_score(tokens, 2, "tail") == 4.5
+    assert trace_score(tokens, 2, "mean") == 3.0
+    assert trace_score(tokens, 2, "bottom10") == 1.5  # the lowest of four groups
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert first_cut([5.0, 5.0, 1.0, 1.0, 5.0], 2, 3.5) == 3  # (5 + 1) / 2 < 3.5 at the third
+    assert first_cut([5.0, 1.0, 3.0], 3, 3.5) == 3  # 9 / 3
+    assert first_cut([1.0, 1.0], 3, 3.5) is None  # a window is judged once full
+    assert first_cut([5.0, 5.0, 4.0], 2, 3.5) is None
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+async def test_wrong_traces_carry_lower_confidence_by_the_margin(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], api: str
+) -> None:
+    """The synthetic server's top logprobs: each token's −mean(top-20) is its confidence,
+    drawn 3 lower (the default margin) on traces heading to a wrong answer."""
+    policy = make_policy(fake_server(), api=api)
+    problem = PROBLEMS["a3"]
+    generation = await policy.generate(Prefix(problem=problem), 40, SamplingParams(seed=1, logprobs=20,
+                                                                                    stop=()))  # fmt: skip
+    right, wrong = [], []
+    for choice in generation.choices:
+        assert choice.confidences is not None and len(choice.confidences) == choice.tokens
+        (right if f"The answer is {problem.answer}." in choice.text else wrong).append(
+            statistics.mean(choice.confidences)
+        )
+    assert right and wrong
+    assert 2.5 < statistics.mean(right) - statistics.mean(wrong) < 3.5
+
+
+async def test_offline_keeps_the_confident_share_and_weights_the_vote(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    policy = make_policy(fake_server())
+    result = await search(PROBLEMS["b2"], policy, config(n=16, deepconf_keep=0.5))
+    assert result.tree is not None and result.error is None
+    traces = result.tree.children(ROOT)
+    assert len(traces) == 16 and result.usage.requests == 1
+    window = max(4, round(statistics.median(len(t.confidences or ()) for t in traces) / 8))
+    scores = {t.id: trace_score(t.confidences or (), window) for t in traces}
+    threshold = percentile(list(scores.values()), 0.5)
+    kept = sorted(t.id for t in traces if scores[t.id] >= threshold and t.answer is not None)
+    assert sorted(c.node for c in result.candidates) == kept
+    weights: dict[str, float] = {}
+    for node in kept:
+        answer = result.tree.node(node).answer or ""
+        weights[answer] = weights.get(answer, 0.0) + scores[node]
+    assert result.answer == max(weights, key=lambda answer: weights[answer])
+    assert result.correct  # b: the right answer is the rarer one (0.4), but the more confident
+
+
+async def test_online_cuts_each_stream_at_its_first_window_under_the_warmup_threshold(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    url = fake_server("--token-latency", "0.001")
+    policy = make_policy(url)
+    before = server_stats(url)
+    with capture_logs() as events:
+        result = await search(PROBLEMS["b5"], policy, config(n=24, deepconf_warmup=8, deepconf_keep=0.1,
+                                                             deepconf_stop=None))  # fmt: skip
+    after = server_stats(url)
+    assert result.tree is not None and result.error is None
+    (logged,) = [e for e in events if e["event"] == "deepconf_threshold"]
+    assert logged["threshold"] == percentile(logged["warmup"], 0.9)
+    traces = result.tree.children(ROOT)
+    streamed = traces[8:]
+    assert len(streamed) == 16 and result.usage.requests == 1 + 16
+    cut = [t for t in streamed if t.finish_reason == "low_confidence"]
+    assert cut and len(cut) < 16
+    for trace in streamed:
+        confidences = trace.confidences or ()
+        stop = first_cut(confidences, logged["window"], logged["threshold"])
+        assert stop == (len(confidences) if trace in cut else None)
+        assert trace.tokens == len(confidences)
+    # Charged: what streamed, every token counted; the server wrote at least that.
+    assert result.usage.completion_tokens == sum(t.tokens for t in traces)
+    assert after["streams_cut"] - before["streams_cut"] >= 1
+    assert after["completion_tokens"] - before["completion_tokens"] >= result.usage.completion_tokens
+    assert {c.node for c in result.candidates} == {t.id for t in traces if t.answer is not None}
+
+
+async def test_online_stops_once_one_answer_holds_the_weight(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    """Warm-up traces that all agree settle it: no stream is opened."""
+    policy = make_policy(fake_server())
+    result = await search(PROBLEMS["sure3"], policy, config(n=32, deepconf_warmup=4))
+    assert result.correct and result.usage.requests == 1
+    assert result.tree is not None and len(result.tree.children(ROOT)) == 4
+
+
+async def test_online_needs_a_streaming_transport(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    policy = make_policy(fake_server(), transport="openai")
+    result = await search(PROBLEMS["b1"], policy, config(n=12, deepconf_warmup=4, deepconf_keep=0.1,
+                                                         deepconf_stop=None))  # fmt: skip
+    assert result.stopped_by == "error"
+    assert result.error is not None and "aiohttp transport" in result.error
+
+
+def test_bad_deepconf_options_are_refused() -> None:
+    for options in ({"deepconf_warmup": 8, "n": 8}, {"deepconf_keep": 0.0}, {"trace_score": "median"},
+                    {"deepconf_stop": 0.4}):  # fmt: skip
+        with pytest.raises(ConfigError):
+            config(**options)

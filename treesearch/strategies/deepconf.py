@@ -1,0 +1,100 @@
+"""DeepConf (Fu et al. 2025, "Deep Think with Confidence"): confidence-filtered voting.
+
+Every trace is a whole solution sampled with ``deepconf_top_k`` top logprobs a token
+(20, the most OpenAI and vLLM give), scored by its confidence (``treesearch.confidence``:
+the lowest mean over a window of ``confidence_window`` tokens by default). A trace's
+confidence stands in as its path score, and the answer is the confidence-weighted vote
+of the traces kept.
+
+- Offline (``deepconf_warmup`` = 0): N traces in one request; the kept ones score at
+  least the (1 − η) quantile of the N scores (η = ``deepconf_keep``: 0.9 keeps the top
+  90%, 0.1 the top 10%).
+- Online: ``deepconf_warmup`` traces in one request set the threshold s, the (1 − η)
+  quantile of their scores, and all of them vote. The other
+  N − warm-up traces stream at once, each its own request, and each is cut (closed, its
+  tokens so far charged, ``finish_reason="low_confidence"``) as soon as the mean of its
+  last ``confidence_window`` tokens falls below s; the ones that finish are kept. Once
+  one answer holds ``deepconf_stop`` of the kept weight, the streams still running are
+  cancelled (marked "cancelled", charged what they streamed).
+
+The window scales with the traces: left unset it is an eighth of the median length of
+the traces that set the threshold (at least 4 tokens), since DeepConf's 2,048 tokens
+suit chains of thought of tens of thousands, not of a hundred.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import median
+
+import anyio
+
+from treesearch.confidence import percentile, trace_score
+from treesearch.config import SearchConfig
+from treesearch.context import SearchContext, gather
+from treesearch.logs import get_logger
+from treesearch.tree import ROOT, Node
+
+log = get_logger(__name__)
+MIN_WINDOW = 4
+
+
+def window_for(config: SearchConfig, traces: Sequence[Node]) -> int:
+    """The configured window, or an eighth of the traces' median length (at least 4)."""
+    if config.confidence_window is not None:
+        return config.confidence_window
+    lengths = [len(node.confidences or ()) for node in traces] or [0]
+    return max(MIN_WINDOW, round(median(lengths) / 8))
+
+
+async def deepconf(ctx: SearchContext, config: SearchConfig) -> None:
+    kept: list[int] = []
+    ctx.candidates = kept
+    first = config.deepconf_warmup or config.n
+    traces = await ctx.expand(ROOT, first, whole=True, logprobs=config.deepconf_top_k)
+    window = window_for(config, traces)
+    scores = {node.id: trace_score(node.confidences or (), window, config.trace_score) for node in traces}
+    threshold = percentile(list(scores.values()), 1.0 - config.deepconf_keep)
+    for node in traces:
+        ctx.tree.update(node.id, scores=(scores[node.id],))
+    # Online, every warm-up trace votes (the threshold filters the traces that follow).
+    floor = threshold if not config.deepconf_warmup else -math.inf
+    kept += [node.id for node in traces if node.answer is not None and scores[node.id] >= floor]
+    log.debug("deepconf_threshold", problem_id=ctx.problem.id, window=window, threshold=threshold,
+              warmup=[scores[node.id] for node in traces])  # fmt: skip
+    if not config.deepconf_warmup or config.n <= first:
+        return
+
+    def confident(confidences: Sequence[float]) -> bool:
+        if len(confidences) < window:
+            return True
+        return sum(confidences[-window:]) / window >= threshold
+
+    async def settled() -> bool:
+        if config.deepconf_stop is None:
+            return False
+        members = list(kept)
+        answers = [ctx.tree.node(node).answer or "" for node in members]
+        groups = await anyio.to_thread.run_sync(ctx.equivalence.group, answers)
+        weights: dict[int, float] = {}
+        for node, group in zip(members, groups, strict=True):
+            weights[group] = weights.get(group, 0.0) + (ctx.path_score(node) or 0.0)
+        total = sum(weights.values())
+        return total > 0 and max(weights.values()) / total >= config.deepconf_stop
+
+    with anyio.CancelScope() as scope:
+
+        async def trace() -> None:
+            node = await ctx.stream_child(ROOT, whole=True, logprobs=config.deepconf_top_k, keep=confident)
+            if node.answer is None:
+                return
+            ctx.tree.update(
+                node.id, scores=(trace_score(node.confidences or (), window, config.trace_score),)
+            )
+            kept.append(node.id)
+            if await settled():
+                scope.cancel()
+
+        if not await settled():
+            await gather([trace] * (config.n - first))
