@@ -32,4 +32,6 @@ bench: $(BIN)/.bench
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_search.py --prm-noise 3
 	$(BIN)/python benchmarks/bench_real.py
+	$(BIN)/python benchmarks/bench_embedded.py
+	$(BIN)/python benchmarks/bench_adaptive_stop.py
 	$(BIN)/python benchmarks/bench_adaptive.py

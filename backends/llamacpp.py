@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import AsyncGenerator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ import anyio
 
 from treesearch.errors import ConfigError, EndpointError
 
-from .llamacpp_engine import MISSING, BatchEngine, Job, Outcome, Sampling, judgement_answer, top_logprobs
+from .llamacpp_engine import MISSING, BatchEngine, Job, Sampling, judgement_answer, top_logprobs
 
 MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
 
@@ -99,6 +101,48 @@ class LlamaCppEndpoint:
             await self._call(lambda model, cancelled: None)
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
+        job = self._job(path, body)
+        if job is None:
+            return await self._call(lambda model, cancelled: self._complete(model, body, cancelled))
+        queue = await self._submit(job)
+        try:
+            kind, outcome = await queue.get()
+            while kind == "piece":  # not asked for; none come
+                kind, outcome = await queue.get()
+        finally:
+            job.cancel()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
+        """The answer to ``body`` as the chunks of a completions stream (the batching engine's
+        text as it is generated, with its logprobs when asked for; the finish of each choice;
+        the usage); closing the stream takes the job out of the batch at its next token."""
+        job = self._job(path, body)
+        if job is None:
+            raise EndpointError(self.base_url, 400, "streaming needs the batching engine (batching=True)")
+        head = {"object": "text_completion", "model": self.base_url}
+        queue = await self._submit(job, streamed=True)
+        try:
+            while True:
+                kind, outcome = await queue.get()
+                if kind == "piece":
+                    yield {**head, "choices": [outcome]}
+                    continue
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                for choice in outcome["choices"]:
+                    yield {**head, "choices": [{"index": choice["index"], "text": "",
+                                                "finish_reason": choice["finish_reason"]}]}  # fmt: skip
+                yield {**head, "choices": [], "usage": outcome["usage"]}
+                return
+        finally:
+            job.cancel()
+
+    def _job(self, path: str, body: dict[str, Any]) -> Job | None:
+        """The engine's job for ``body`` (None on the serial path); a 404 or 400 for a body it
+        cannot serve."""
         if path != "/completions":
             raise EndpointError(self.base_url, 404, f"the embedded backend serves /completions, not {path}")
         prompt = body.get("prompt")
@@ -106,10 +150,12 @@ class LlamaCppEndpoint:
             raise EndpointError(self.base_url, 400, "prompt must be a string")
         logprobs = body.get("logprobs")
         max_tokens = int(body.get("max_tokens") or 16)
-        if logprobs is not None and max_tokens != 1:
-            raise EndpointError(self.base_url, 400, "logprobs are served for one-token judgements only")
+        judgement = logprobs is not None and max_tokens == 1
         if not self._batching:
-            return await self._call(lambda model, cancelled: self._complete(model, body, cancelled))
+            if logprobs is not None and not judgement:
+                raise EndpointError(self.base_url, 400, "the serial path serves logprobs for one-token "
+                                    "judgements only")  # fmt: skip
+            return None
         sampling = Sampling(
             temperature=float(body.get("temperature", 0.8)),
             top_p=float(body.get("top_p", 1.0)),
@@ -117,37 +163,33 @@ class LlamaCppEndpoint:
             stop=tuple(body.get("stop") or ()),
             seed=body.get("seed"),
         )
-        return await self._submit(prompt, int(body.get("n") or 1), sampling, logprobs)
+        top = None if logprobs is None else int(logprobs)
+        return Job(
+            prompt=prompt, n=max(int(body.get("n") or 1), 1), sampling=sampling, deliver=lambda _: None,
+            top_logprobs=top if judgement else None, logprobs=None if judgement else top,
+        )  # fmt: skip
 
-    async def _submit(self, prompt: str, n: int, sampling: Sampling, logprobs: Any) -> Any:
-        """Queue one job with the engine and wait for its answer; a cancelled wait takes the
-        job out of the batch at its next token."""
+    async def _submit(self, job: Job, *, streamed: bool = False) -> asyncio.Queue[tuple[str, Any]]:
+        """Queue ``job`` with the engine; its pieces (when ``streamed``) and then its outcome
+        arrive on the returned queue as ("piece", chunk choice) and ("done", answer or error).
+        Cancelling the job takes it out of the batch at its next token."""
         engine = self._engine
         if engine is None:
             engine = await anyio.to_thread.run_sync(self._start_engine)
         loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Outcome] = loop.create_future()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
-        def settle(outcome: Outcome) -> None:
-            if not answer.done():
-                answer.set_result(outcome)
-
-        def deliver(outcome: Outcome) -> None:  # in the engine's thread
+        def send(kind: str, payload: Any) -> None:  # in the engine's thread
             try:
-                loop.call_soon_threadsafe(settle, outcome)
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, payload))
             except RuntimeError:  # the event loop has closed: nobody is waiting
                 pass
 
-        job = Job(prompt=prompt, n=max(n, 1), sampling=sampling, deliver=deliver,
-                  top_logprobs=None if logprobs is None else int(logprobs))  # fmt: skip
+        job.deliver = partial(send, "done")
+        if streamed:
+            job.on_piece = partial(send, "piece")
         engine.submit(job)
-        try:
-            outcome = await answer
-        finally:
-            job.cancel()
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        return queue
 
     def _start_engine(self) -> BatchEngine:
         """The engine, made on first use (assembling the bundled model may take seconds)."""
@@ -235,7 +277,7 @@ class LlamaCppEndpoint:
         model.n_tokens = keep  # eval drops the cache beyond this and appends the rest
         model.eval(tokens[keep:])
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(model.ctx), shape=(model.n_vocab(),))
-        table = top_logprobs(logits, top, lambda token: model.detokenize([token]))
+        table, _ = top_logprobs(logits, top, lambda token: model.detokenize([token]))
         return judgement_answer(self.base_url, table, len(tokens))
 
     async def aclose(self) -> None:

@@ -66,14 +66,19 @@ Outcome = dict[str, Any] | BaseException
 @dataclass(kw_only=True, eq=False)
 class Job:
     """One request. ``top_logprobs`` set: a judgement (one greedy token and its top
-    logprobs). ``deliver`` is called once, from the scheduler thread, with the OpenAI
-    completions answer or the error; never for a cancelled job."""
+    logprobs). ``logprobs``: a generation whose every token carries that many top logprobs.
+    ``deliver`` is called once, from the scheduler thread, with the OpenAI completions
+    answer or the error; never for a cancelled job. ``on_piece``, when set, is called from
+    the same thread with each choice's new text as it is generated (a stream chunk's
+    choice, its logprobs included), text that a stop string may still cut held back."""
 
     prompt: str
     n: int
     sampling: Sampling
     deliver: Callable[[Outcome], None]
     top_logprobs: int | None = None
+    logprobs: int | None = None
+    on_piece: Callable[[dict[str, Any]], None] | None = None
     cancelled: bool = False
     tokens: list[int] = field(default_factory=list)
     seqs: list[_Seq] = field(default_factory=list)
@@ -89,7 +94,8 @@ class _Seq:
     holds tokens[i]). While its job runs it also has a sampler and the output so far."""
 
     __slots__ = (
-        "finish", "generated", "id", "index", "job", "next_token", "out", "sampler", "text", "tokens", "used",
+        "emitted", "entries", "finish", "generated", "id", "index", "job", "next_token", "out", "sampler",
+        "text", "tokens", "used",
     )  # fmt: skip
 
     def __init__(self, seq_id: int, tokens: list[int]) -> None:
@@ -104,6 +110,8 @@ class _Seq:
         self.text = ""
         self.generated = 0
         self.finish: str | None = None
+        self.entries: list[tuple[str, float, dict[str, float]]] = []  # per token: text, logprob, top
+        self.emitted = (0, 0)  # text and entries streamed so far
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -166,8 +174,13 @@ class BatchEngine:
         self._memory: Any = None
         self._batch: Any = None
         self._n_vocab = 0
-        self.stats = {"decodes": 0, "prompt_tokens_read": 0, "prompt_tokens_cached": 0, "evictions": 0,
-                      "preemptions": 0}
+        self.stats = {
+            "decodes": 0,
+            "prompt_tokens_read": 0,
+            "prompt_tokens_cached": 0,
+            "evictions": 0,
+            "preemptions": 0,
+        }
 
     # -- the caller's side (any thread) ------------------------------------------
 
@@ -319,7 +332,7 @@ class BatchEngine:
             if owner.fed < len(owner.tokens):  # the prompt's last token: its logits start the job
                 started.append((owner, index))
             else:
-                self._accept(seq, self._llama.llama_sampler_sample(seq.sampler, self._ctx, index))
+                self._sample(seq, index)
         for job in self._running:
             job.fed = len(job.seqs[0].tokens) if job.fed < len(job.tokens) else job.fed
         for job, index in started:
@@ -514,7 +527,42 @@ class BatchEngine:
             self._llama.llama_memory_seq_cp(self._memory, first.id, seq.id, -1, -1)
             seq.tokens = list(first.tokens)
         for seq in job.seqs:
-            self._accept(seq, self._llama.llama_sampler_sample(seq.sampler, self._ctx, index))
+            self._sample(seq, index)
+
+    def _sample(self, seq: _Seq, index: int) -> None:
+        """Draw the sequence's next token from the logits at batch position ``index`` (with
+        its top logprobs, when its job asks), accept it, and stream what is new."""
+        job = seq.job
+        assert job is not None
+        token = self._llama.llama_sampler_sample(seq.sampler, self._ctx, index)
+        if job.logprobs is not None and not self._llama.llama_vocab_is_eog(self._vocab, token):
+            import numpy as np
+
+            pointer = self._llama.llama_get_logits_ith(self._ctx, index)
+            logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+            table, logprob = top_logprobs(logits, job.logprobs, self._piece, token)
+            seq.entries.append((self._piece(token).decode("utf-8", errors="ignore"), logprob, table))
+        self._accept(seq, token)
+        if job.on_piece is not None:
+            self._stream(seq)
+
+    def _stream(self, seq: _Seq) -> None:
+        """Hand the job the text generated since the last piece; while the sequence runs, the
+        last characters a stop string could still claim wait for the next token."""
+        job = seq.job
+        assert job is not None
+        assert job.on_piece is not None
+        held = 0 if seq.finish is not None else max((len(stop) - 1 for stop in job.sampling.stop), default=0)
+        end = max(seq.emitted[0], len(seq.text) - held)
+        entries = seq.entries[seq.emitted[1] :]
+        if end == seq.emitted[0] and not entries:
+            return
+        text = seq.text[seq.emitted[0] : end]
+        piece: dict[str, Any] = {"index": seq.index, "text": text, "finish_reason": None}
+        if job.logprobs is not None:
+            piece["logprobs"] = _logprobs_field(entries)
+        seq.emitted = (end, len(seq.entries))
+        job.on_piece(piece)
 
     def _accept(self, seq: _Seq, token: int) -> None:
         """A sampled token: the end of the sequence, a stop string, the length limit, or the
@@ -546,13 +594,18 @@ class BatchEngine:
         import numpy as np
 
         pointer = self._llama.llama_get_logits_ith(self._ctx, index)
-        return top_logprobs(np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)), top, self._piece)
+        return top_logprobs(np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)), top, self._piece)[0]
 
     def _answer(self, job: Job) -> dict[str, Any]:
         if job.top_logprobs is not None:
             return judgement_answer(self._label, job.judgement, len(job.tokens))
         choices = [
-            {"index": seq.index, "text": seq.text, "finish_reason": seq.finish, "logprobs": None}
+            {
+                "index": seq.index,
+                "text": seq.text,
+                "finish_reason": seq.finish,
+                "logprobs": None if job.logprobs is None else _logprobs_field(seq.entries),
+            }
             for seq in job.seqs
         ]
         generated = sum(seq.generated for seq in job.seqs)
@@ -582,15 +635,32 @@ def judgement_answer(label: str, table: dict[str, float], prompt_tokens: int) ->
     }  # fmt: skip
 
 
-def top_logprobs(logits: Any, top: int, piece: Callable[[int], bytes]) -> dict[str, float]:
+def top_logprobs(
+    logits: Any, top: int, piece: Callable[[int], bytes], token: int = 0
+) -> tuple[dict[str, float], float]:
     """The ``top`` likeliest next tokens' text and logprobs, from one position's logits
-    (a numpy vector; a partial sort, not a sort of the whole vocabulary)."""
+    (a numpy vector; a partial sort, not a sort of the whole vocabulary), and ``token``'s
+    own logprob."""
     import numpy as np
 
     shifted = logits - logits.max()
     logprobs = shifted - math.log(float(np.exp(shifted).sum()))
     best = np.argpartition(-logprobs, top)[:top]
     table: dict[str, float] = {}
-    for token in best[np.argsort(-logprobs[best])]:
-        table.setdefault(piece(int(token)).decode("utf-8", errors="ignore"), float(logprobs[token]))
-    return table
+    for candidate in best[np.argsort(-logprobs[best])]:
+        table.setdefault(piece(int(candidate)).decode("utf-8", errors="ignore"), float(logprobs[candidate]))
+    return table, float(logprobs[token])
+
+
+def _logprobs_field(entries: list[tuple[str, float, dict[str, float]]]) -> dict[str, Any]:
+    """Completions-style logprobs of generated tokens: (text, logprob, top table) each."""
+    offsets, at = [], 0
+    for text, _, _ in entries:
+        offsets.append(at)
+        at += len(text)
+    return {
+        "tokens": [text for text, _, _ in entries],
+        "token_logprobs": [logprob for _, logprob, _ in entries],
+        "top_logprobs": [table for _, _, table in entries],
+        "text_offset": offsets,
+    }

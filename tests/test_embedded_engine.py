@@ -171,10 +171,68 @@ async def test_judgements_match_the_serial_path() -> None:
     batched = LlamaCppEndpoint(n_ctx=1024)
     answer, _ = await concurrently(batched, [judge, greedy(PROMPTS[1])])
     await batched.aclose()
-    table, reference = answer["choices"][0]["logprobs"]["top_logprobs"][0], (
-        expected["choices"][0]["logprobs"]["top_logprobs"][0]
+    table, reference = (
+        answer["choices"][0]["logprobs"]["top_logprobs"][0],
+        (expected["choices"][0]["logprobs"]["top_logprobs"][0]),
     )
     assert answer["choices"][0]["text"] == expected["choices"][0]["text"]
     for word in (" Yes", " No"):  # what the verifier reads; the batch moves the last bits
         assert abs(table[word] - reference[word]) < 0.1
     assert answer["usage"] == expected["usage"]
+
+
+async def test_generations_carry_top_logprobs_and_stream_the_same_text() -> None:
+    """A generation with ``logprobs`` gives every token its top logprobs; streamed, the same
+    greedy request arrives as pieces that join into the same text, then the finish and the
+    usage; a stream closed early leaves the batch and the next request is served."""
+    endpoint = LlamaCppEndpoint(n_ctx=1024)
+    body = {"prompt": SURE[0], "max_tokens": 10, "temperature": 0.0, "logprobs": 5}
+    whole = await endpoint.post("/completions", body)
+    (choice,) = whole["choices"]
+    logprobs = choice["logprobs"]
+    assert len(logprobs["tokens"]) == whole["usage"]["completion_tokens"] == 10
+    assert "".join(logprobs["tokens"]) == choice["text"]
+    assert all(len(top) == 5 and max(top.values()) <= 0.0 for top in logprobs["top_logprobs"])
+    # Greedy: each token is its position's likeliest.
+    pairs = zip(logprobs["token_logprobs"], logprobs["top_logprobs"], strict=True)
+    assert all(lp == pytest.approx(max(top.values())) for lp, top in pairs)
+    chunks = [chunk async for chunk in endpoint.stream("/completions", body)]
+    texts = [c["choices"][0]["text"] for c in chunks if c["choices"]]
+    assert "".join(texts) == choice["text"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
+    assert chunks[-1]["usage"] == whole["usage"]
+    streamed = [
+        t for c in chunks if c["choices"] for t in (c["choices"][0].get("logprobs") or {}).get("tokens", [])
+    ]
+    assert streamed == logprobs["tokens"]
+    long = endpoint.stream("/completions", {**body, "max_tokens": 600, "logprobs": None})
+    seen = 0
+    async for _ in long:
+        seen += 1
+        if seen == 3:
+            break
+    await long.aclose()
+    again = await endpoint.post("/completions", {**body, "logprobs": None})
+    await endpoint.aclose()
+    assert again["choices"][0]["text"] == choice["text"]
+
+
+async def test_online_deepconf_runs_on_the_embedded_model() -> None:
+    """Streams with logprobs through OpenAIPolicy: warm-up traces set the threshold, the rest
+    stream and every trace keeps its token confidences."""
+    from treesearch import SamplingParams, SearchConfig, search
+    from treesearch.arithmetic import STEP_FORMAT
+
+    endpoint = LlamaCppEndpoint(n_ctx=2048)
+    policy = OpenAIPolicy(endpoint, "gemma")
+    (problem,) = make_problems(1, terms=3, low=1, high=9, prefix="dc")
+    config = SearchConfig(strategy="deepconf", n=6, deepconf_warmup=3, deepconf_keep=0.5, deepconf_top_k=5,
+                          deepconf_stop=None, step=STEP_FORMAT,
+                          sampling=SamplingParams(seed=0, temperature=0.7))  # fmt: skip
+    result = await search(problem, policy, config)
+    await endpoint.aclose()
+    assert result.error is None and result.tree is not None
+    traces = result.tree.children(0)
+    assert len(traces) == 6
+    assert all(t.confidences and len(t.confidences) == t.tokens for t in traces)
+    assert result.usage.requests == 1 + 3
