@@ -1,19 +1,19 @@
 """Tokens to reach majority vote's accuracy: the 2025 methods against voting and search.
 
-On the synthetic server: problems with a clear mode (the right answer at 0.7, two
-wrong ones sharing the rest) and hard ones (0.45, three wrong ones), three steps
+On the synthetic server: problems with a clear mode (the right answer at 0.6, two
+wrong ones sharing the rest) and hard ones (0.3, three wrong ones), three steps
 each with a small per-step error, a PRM with noise, token confidences 3 lower
 (``--confidence-margin``) on text heading to a wrong answer, and 0.2 ms between
-streamed tokens. Majority vote at N = 8 to 64 draws the reference curve; at N = 64
-(16 warm-up traces for DeepConf online) the methods run with their defaults:
-
-- early-vote (Beta rule at 0.95, waves of 4), DeepConf offline and online (η = 0.9
-  and 0.1), particle filtering and AB-MCTS (the noisy PRM), best-of-N and REBASE.
+streamed tokens. Every method runs at N = 8, 16, 32 and 64 with its defaults:
+majority vote (the reference), early-vote (Beta rule at 0.95, or the last 6
+agreeing; waves of 4), DeepConf offline and online (η = 0.9 and 0.1; online warms
+up on a quarter of N, 16 at 64), and, with the noisy PRM, best-of-N, REBASE,
+particle filtering and AB-MCTS.
 
 The compute unit is generated tokens per problem (the PRM's reading not counted);
-samples are whole traces begun (each one request for early-vote waves of one, or a
-server that ignores ``n``). Ratios are majority vote's tokens at N = 64 over the
-method's, printed with the accuracy each reached.
+samples are traces begun (requests, for a server that ignores ``n``). For each
+method and level, the table takes the cheapest N that reaches majority vote's
+accuracy at N = 64 and prints majority vote's tokens and samples over its.
 
     python benchmarks/bench_adaptive_stop.py [--per-level 50] [--prm-noise 1.0]
 
@@ -39,16 +39,18 @@ from treesearch.backends.verifiers import PoolingPRM
 
 RESULTS = Path(__file__).parent / "results"
 # name: (P(right answer), wrong answers sharing the rest, per-step error rate)
-LEVELS = {"clear": (0.7, 2, 0.02), "hard": (0.45, 3, 0.02)}
+LEVELS = {"clear": (0.6, 2, 0.02), "hard": (0.3, 3, 0.02)}
 N = 64
-# label: (strategy, options, uses the PRM)
+WIDTHS = (8, 16, 32, 64)
+# label: (strategy, options, uses the PRM); DeepConf online warms up on a quarter of N (16 at 64).
 METHODS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "majority-vote": ("majority-vote", {}, False),
     "early-vote (beta)": ("early-vote", {"wave": 4}, False),
     "early-vote (window 6)": ("early-vote", {"wave": 4, "stop_rule": "window", "stop_window": 6}, False),
     "deepconf offline η=0.9": ("deepconf", {"deepconf_keep": 0.9}, False),
     "deepconf offline η=0.1": ("deepconf", {"deepconf_keep": 0.1}, False),
-    "deepconf online η=0.9": ("deepconf", {"deepconf_warmup": 16, "deepconf_keep": 0.9}, False),
-    "deepconf online η=0.1": ("deepconf", {"deepconf_warmup": 16, "deepconf_keep": 0.1}, False),
+    "deepconf online η=0.9": ("deepconf", {"deepconf_warmup": 4, "deepconf_keep": 0.9}, False),
+    "deepconf online η=0.1": ("deepconf", {"deepconf_warmup": 4, "deepconf_keep": 0.1}, False),
     "best-of-n": ("best-of-n", {}, True),
     "rebase": ("rebase", {"whole": False}, True),
     "particle-filter": ("particle-filter", {"whole": False}, True),
@@ -94,10 +96,10 @@ async def sweep(url: str, items: list[Problem]) -> list[dict[str, Any]]:
             for r in per_level) + f"  {wall_s:.1f}s", flush=True)  # fmt: skip
 
     try:
-        for n in (8, 16, 32, N):
-            await measure("majority-vote", "majority-vote", n, {}, False)
         for label, (strategy, options, verified) in METHODS.items():
-            await measure(label, strategy, N, options, verified)
+            for n in WIDTHS:
+                mine = {**options, "deepconf_warmup": n // 4} if options.get("deepconf_warmup") else options
+                await measure(label, strategy, n, mine, verified)
     finally:
         await policy.aclose()
         await prm.aclose()
@@ -105,19 +107,24 @@ async def sweep(url: str, items: list[Problem]) -> list[dict[str, Any]]:
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each method against majority vote at N = 64, per level: tokens and samples saved, and
-    the accuracy each reached."""
+    """Per level, each method's cheapest N that reaches majority vote's accuracy at N = 64:
+    majority vote's tokens and samples there over the method's (None: no N reached it)."""
     out = []
     for level in [*LEVELS, "all"]:
         (base,) = [r for r in rows if r["method"] == "majority-vote" and r["n"] == N and r["level"] == level]
-        for row in rows:
-            if row["level"] != level or row["method"] == "majority-vote":
+        for method in METHODS:
+            if method == "majority-vote":
                 continue
+            reached = [r for r in rows if r["method"] == method and r["level"] == level
+                       and r["accuracy"] >= base["accuracy"]]  # fmt: skip
+            best = min(reached, key=lambda r: r["completion_tokens"], default=None)
             out.append({
-                "level": level, "method": row["method"],
-                "accuracy": row["accuracy"], "majority_accuracy": base["accuracy"],
-                "token_ratio": base["completion_tokens"] / max(row["completion_tokens"], 1e-9),
-                "sample_ratio": base["samples"] / max(row["samples"], 1e-9),
+                "level": level, "method": method, "majority_accuracy": base["accuracy"],
+                "n": None if best is None else best["n"],
+                "accuracy": None if best is None else best["accuracy"],
+                "token_ratio": None if best is None
+                else base["completion_tokens"] / best["completion_tokens"],
+                "sample_ratio": None if best is None else base["samples"] / best["samples"],
             })  # fmt: skip
     return out
 
@@ -133,11 +140,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, spawn(flags, records, Path(tmp)) as url:
         rows = anyio.run(sweep, url, items)
     table = ratios(rows)
-    print(f"\n{'level':<6} {'method':>24} {'accuracy':>9} {'majority@64':>12} {'fewer tokens':>13} "
-          f"{'fewer samples':>14}")  # fmt: skip
+    print(f"\n{'level':<6} {'method':>24} {'majority@64':>12} {'at N':>5} {'accuracy':>9} "
+          f"{'fewer tokens':>13} {'fewer samples':>14}")  # fmt: skip
     for r in table:
-        print(f"{r['level']:<6} {r['method']:>24} {r['accuracy']:>9.3f} {r['majority_accuracy']:>12.3f} "
-              f"{r['token_ratio']:>12.2f}x {r['sample_ratio']:>13.2f}x")  # fmt: skip
+        if r["n"] is None:
+            print(f"{r['level']:<6} {r['method']:>24} {r['majority_accuracy']:>12.3f}  never reached it")
+            continue
+        print(f"{r['level']:<6} {r['method']:>24} {r['majority_accuracy']:>12.3f} {r['n']:>5} "
+              f"{r['accuracy']:>9.3f} {r['token_ratio']:>12.2f}x {r['sample_ratio']:>13.2f}x")  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     payload = {"args": vars(args), "rows": rows, "ratios": table}
     (RESULTS / "adaptive_stop.json").write_text(json.dumps(payload, indent=1))

@@ -9,13 +9,15 @@ of the traces kept.
 - Offline (``deepconf_warmup`` = 0): N traces in one request; the kept ones score at
   least the (1 − η) quantile of the N scores (η = ``deepconf_keep``: 0.9 keeps the top
   90%, 0.1 the top 10%).
-- Online: ``deepconf_warmup`` traces in one request set the threshold s, the (1 − η)
-  quantile of their scores, and all of them vote. The other
-  N − warm-up traces stream at once, each its own request, and each is cut (closed, its
-  tokens so far charged, ``finish_reason="low_confidence"``) as soon as the mean of its
-  last ``confidence_window`` tokens falls below s; the ones that finish are kept. Once
-  one answer holds ``deepconf_stop`` of the kept weight, the streams still running are
-  cancelled (marked "cancelled", charged what they streamed).
+- Online: ``deepconf_warmup`` traces W in one request set the threshold s, the (1 − η)
+  quantile of their scores; those scoring at least s vote. The other N − W traces stream
+  in waves of W, each trace its own request, and each is cut (closed, its tokens so far
+  charged, ``finish_reason="low_confidence"``) as soon as the mean of its last
+  ``confidence_window`` tokens falls below s, so a trace votes by the same rule whether
+  it came in the warm-up or later: no window under s. Once one answer holds
+  ``deepconf_stop`` of the voting weight (checked after the warm-up and as each trace
+  finishes), no wave is sent and the streams still running are cancelled (marked
+  "cancelled", charged what they streamed).
 
 The window scales with the traces: left unset it is an eighth of the median length of
 the traces that set the threshold (at least 4 tokens), since DeepConf's 2,048 tokens
@@ -24,8 +26,8 @@ suit chains of thought of tens of thousands, not of a hundred.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from functools import partial
 from statistics import median
 
 import anyio
@@ -58,9 +60,7 @@ async def deepconf(ctx: SearchContext, config: SearchConfig) -> None:
     threshold = percentile(list(scores.values()), 1.0 - config.deepconf_keep)
     for node in traces:
         ctx.tree.update(node.id, scores=(scores[node.id],))
-    # Online, every warm-up trace votes (the threshold filters the traces that follow).
-    floor = threshold if not config.deepconf_warmup else -math.inf
-    kept += [node.id for node in traces if node.answer is not None and scores[node.id] >= floor]
+    kept += [node.id for node in traces if node.answer is not None and scores[node.id] >= threshold]
     log.debug("deepconf_threshold", problem_id=ctx.problem.id, window=window, threshold=threshold,
               warmup=[scores[node.id] for node in traces])  # fmt: skip
     if not config.deepconf_warmup or config.n <= first:
@@ -83,18 +83,18 @@ async def deepconf(ctx: SearchContext, config: SearchConfig) -> None:
         total = sum(weights.values())
         return total > 0 and max(weights.values()) / total >= config.deepconf_stop
 
-    with anyio.CancelScope() as scope:
+    async def trace(scope: anyio.CancelScope) -> None:
+        node = await ctx.stream_child(ROOT, whole=True, logprobs=config.deepconf_top_k, keep=confident)
+        if node.answer is None:
+            return
+        ctx.tree.update(node.id, scores=(trace_score(node.confidences or (), window, config.trace_score),))
+        kept.append(node.id)
+        if await settled():
+            scope.cancel()
 
-        async def trace() -> None:
-            node = await ctx.stream_child(ROOT, whole=True, logprobs=config.deepconf_top_k, keep=confident)
-            if node.answer is None:
-                return
-            ctx.tree.update(
-                node.id, scores=(trace_score(node.confidences or (), window, config.trace_score),)
-            )
-            kept.append(node.id)
-            if await settled():
-                scope.cancel()
-
-        if not await settled():
-            await gather([trace] * (config.n - first))
+    left = config.n - first
+    while left > 0 and not await settled():
+        wave = min(first, left)
+        left -= wave
+        with anyio.CancelScope() as scope:
+            await gather([partial(trace, scope)] * wave)
