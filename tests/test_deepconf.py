@@ -137,3 +137,18 @@ def test_bad_deepconf_options_are_refused() -> None:
                     {"deepconf_stop": 0.4}):  # fmt: skip
         with pytest.raises(ConfigError):
             config(**options)
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+async def test_a_stream_carries_the_same_text_and_confidences_as_the_whole_answer(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], api: str
+) -> None:
+    policy = make_policy(fake_server(), api=api)
+    prefix = Prefix(problem=PROBLEMS["a7"])
+    params = SamplingParams(seed=4, logprobs=20, stop=())
+    (whole,) = (await policy.generate(prefix, 1, params)).choices
+    pieces = [piece async for piece in policy.stream(prefix, params)]
+    assert "".join(piece.text for piece in pieces) == whole.text
+    assert tuple(c for piece in pieces for c in piece.confidences) == whole.confidences
+    assert sum(piece.tokens or 0 for piece in pieces) == whole.tokens
+    assert pieces[-1].completion_tokens == whole.tokens  # the usage chunk closes the stream
