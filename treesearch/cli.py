@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import anyio
 
-from treesearch import fit_command, label_command
+from treesearch import fit_command, label_command, serve_command
 from treesearch.cli_options import (
     COUNT,
     add_endpoint_options,
@@ -207,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
                       "(default: run the demo)")  # fmt: skip
     demo.add_argument("--count", type=COUNT, default=20, help="problems --write-problems writes")
     demo.set_defaults(handler=_demo)
-    for command in (label_command, fit_command):
+    for command in (label_command, fit_command, serve_command):
         command.add_parser(commands)
     from treesearch import advise_command
 

@@ -235,8 +235,10 @@ def add_verifier_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
-    """Where the policy comes from: an OpenAI-compatible server or the embedded model."""
+def add_endpoint_options(parser: argparse.ArgumentParser, *, key_flag: str = "--api-key") -> None:
+    """Where the policy comes from: an OpenAI-compatible server or the embedded model.
+    ``key_flag`` names the option of the key sent to it (``serve`` takes --api-key for
+    its own clients' keys)."""
     parser.add_argument("--backend", choices=["openai", "llamacpp"], default="openai",
                         help="an OpenAI-compatible server (--base-url) or the embedded "
                         "llama.cpp model (needs the local extra)")  # fmt: skip
@@ -250,8 +252,8 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api", choices=["completions", "chat"], default="completions", help="the endpoint's API"
     )
-    parser.add_argument("--api-key", default=None, help="the key sent to the server, never printed "
-                        "or logged (default: $OPENAI_API_KEY)")  # fmt: skip
+    parser.add_argument(key_flag, dest="api_key", default=None, help="the key sent to the server, "
+                        "never printed or logged (default: $OPENAI_API_KEY)")  # fmt: skip
     parser.add_argument("--concurrency", type=COUNT, default=256, help="requests in flight to the endpoint")
     parser.add_argument("--problems-in-flight", type=COUNT, default=None,
                         help="problems searched at once, so finished rows accumulate steadily "

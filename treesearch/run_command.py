@@ -252,6 +252,7 @@ class Backends:
     verifier: Verifier | None
     finish_check: Verifier | None
     equivalence: MathEquivalence
+    endpoint: Any  # the policy's server, for policies of other models on it
 
 
 async def drive(
@@ -288,6 +289,7 @@ async def drive(
                     verifier=verifier,
                     finish_check=finish_check,
                     equivalence=equivalence,
+                    endpoint=endpoint,
                 )
                 outcome.append(await work(backends))
             finally:
