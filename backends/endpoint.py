@@ -3,13 +3,22 @@
 A policy and the verifiers that talk to the same server can share one Endpoint,
 and so one concurrency limit. Every failure that retries did not cure leaves
 here as EndpointError, naming the URL and status.
+
+An Endpoint may stand for a pool of replicas serving the same model (several base
+URLs). Each request goes to the available replica with the fewest requests in
+flight; a failure worth retrying is retried at once on another replica, and only
+when every replica failed does the retry policy's backoff apply. A replica that
+fails ``EJECT_AFTER`` times in a row is taken out for a back-off period (1 s,
+doubling to 60 s); when it ends, one request at a time probes it until one
+succeeds. Each replica's requests, tokens and errors are counted (``replicas``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -72,18 +81,66 @@ def _usable(path: str, answer: Any) -> Any:
     return answer
 
 
+EJECT_AFTER = 3
+_FIRST_BACKOFF_S, _MAX_BACKOFF_S = 1.0, 60.0
+
+
+@dataclass(slots=True)
+class Replica:
+    """One base URL of an endpoint, with its transport once connected and its health."""
+
+    base_url: str
+    http: Transport | None = None
+    in_flight: int = 0
+    requests: int = 0
+    tokens: int = 0
+    errors: int = 0
+    failures_in_a_row: int = 0
+    out_until: float = 0.0  # taken out until this monotonic time
+    backoff_s: float = _FIRST_BACKOFF_S
+    probing: bool = False  # back from an outage: one request at a time until one succeeds
+
+    def available(self, now: float) -> bool:
+        return now >= self.out_until and not (self.probing and self.in_flight)
+
+    def failed(self, now: float) -> None:
+        self.errors += 1
+        self.failures_in_a_row += 1
+        if now >= self.out_until and (self.failures_in_a_row >= EJECT_AFTER or self.probing):
+            self.out_until = now + self.backoff_s
+            log.warning("replica_out", endpoint=self.base_url, for_s=self.backoff_s, errors=self.errors)
+            self.backoff_s = min(self.backoff_s * 2, _MAX_BACKOFF_S)
+            self.probing = True
+
+    def served(self, answer: Any) -> None:
+        usage = answer.get("usage") if isinstance(answer, dict) else None
+        self.tokens += int((usage or {}).get("total_tokens") or 0)
+        if self.probing:
+            log.info("replica_back", endpoint=self.base_url)
+        self.failures_in_a_row, self.backoff_s, self.probing = 0, _FIRST_BACKOFF_S, False
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "errors": self.errors,
+        }
+
+
 def server_root(url: str) -> str:
     """The server's root for a base URL that may end in /v1 (vLLM serves /pooling there)."""
     return url.rstrip("/").removesuffix("/v1")
 
 
 class Endpoint:
-    """``concurrency`` bounds requests in flight across every problem of a run. ``transport``
-    is "aiohttp" (lean, the default) or "openai" (through AsyncOpenAI); see ``http.py``."""
+    """``concurrency`` bounds requests in flight across every problem of a run (for a pool,
+    on each replica). ``transport`` is "aiohttp" (lean, the default) or "openai" (through
+    AsyncOpenAI); see ``http.py``. ``base_url`` may be several URLs: a pool of replicas."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         api_key: str | None = None,
         concurrency: int = 256,
@@ -95,82 +152,129 @@ class Endpoint:
             raise ConfigError(f"unknown transport {transport!r}; choose {' or '.join(TRANSPORTS)}")
         if concurrency <= 0:
             raise ConfigError(f"concurrency must be positive, got {concurrency}")
-        self.base_url = base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(dict.fromkeys(base_url))
+        if not urls:
+            raise ConfigError("an endpoint needs a base URL")
+        self.replicas = [Replica(url.rstrip("/")) for url in urls]
+        self.base_url = self.replicas[0].base_url
         self._api_key = api_key or "EMPTY"
         self._concurrency = concurrency
         self._timeout_s = timeout_s
         self._retrying = (retry or RetryPolicy()).retrying()
         self._transport = transport
-        self._http: Transport | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self._turn = 0
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         """POST JSON with retries inside the concurrency limit; the decoded JSON answer.
 
         A free slot of the limiter is taken without a pass through the event loop: client
         CPU per request is what a search's rounds wait on when many problems run at once."""
-        http, limiter = self._connect()
+        limiter = self._connect()
         started = time.perf_counter()
         try:
             limiter.acquire_nowait()
         except anyio.WouldBlock:
             await limiter.acquire()
         try:
-            answer, attempts = await self._attempts(http, path, body)
-        except StatusFailure as exc:
-            raise EndpointError(self.base_url, exc.status, self._redact(" ".join(exc.body.split()))) from None
-        except ConnectFailure as exc:
-            raise EndpointError(self.base_url, None, str(exc)) from exc
+            answer, replica, attempts = await self._attempts(path, body)
+        except _Failed as failed:
+            exc = failed.cause
+            if isinstance(exc, StatusFailure):
+                detail = self._redact(" ".join(exc.body.split()))
+                raise EndpointError(failed.replica.base_url, exc.status, detail) from None
+            raise EndpointError(failed.replica.base_url, None, str(exc)) from exc
         finally:
             limiter.release()
         log.debug(
             "request",
-            endpoint=self.base_url,
+            endpoint=replica.base_url,
             path=path,
             attempts=attempts,
             latency_s=round(time.perf_counter() - started, 4),
         )
         return answer
 
-    async def _attempts(self, http: Transport, path: str, body: dict[str, Any]) -> tuple[Any, int]:
-        """The answer and the HTTP attempts it took. The first attempt is made outside
-        tenacity's iteration, which costs about 25 µs a call (a tenth of a request's client
-        CPU) and is only needed once something failed; a failure the policy retries enters
-        the policy's loop as its first attempt, so waits, Retry-After and the attempt limit
-        are the policy's alone."""
-        try:
-            count_attempt()  # every attempt, a retry too, is one more request against the budget
-            return _usable(path, await http.post(path, body)), 1
-        except (StatusFailure, ConnectFailure) as exc:
-            if not is_retryable(exc):
-                raise
-            failed: Exception | None = exc
-        attempts = 1
+    async def _attempts(self, path: str, body: dict[str, Any]) -> tuple[Any, Replica, int]:
+        """The answer, the replica that gave it and the HTTP attempts it took. The first
+        round tries each replica once, at once, least busy first; only then does the retry
+        policy take over (its waits, Retry-After and attempt limit), each attempt on the
+        least busy replica. The first round is made outside tenacity's iteration, which
+        costs about 25 µs a call and is only needed once something failed."""
+        attempts = 0
+        failed: _Failed | None = None
+        for _ in self.replicas:
+            attempts += 1
+            try:
+                answer, replica = await self._attempt(path, body)
+                return answer, replica, attempts
+            except _Failed as exc:
+                if not is_retryable(exc.cause):
+                    raise
+                failed = exc
         async for attempt in self._retrying.copy():
             with attempt:
                 if failed is not None:
                     first, failed = failed, None
                     raise first
                 attempts += 1
-                count_attempt()
-                answer = _usable(path, await http.post(path, body))
-        return answer, attempts
+                answer, replica = await self._attempt(path, body)
+        return answer, replica, attempts
+
+    async def _attempt(self, path: str, body: dict[str, Any]) -> tuple[Any, Replica]:
+        """One HTTP attempt on the least busy available replica."""
+        replica = self._pick()
+        http = self._http(replica)
+        count_attempt()  # every attempt, a retry too, is one more request against the budget
+        replica.in_flight += 1
+        replica.requests += 1
+        try:
+            answer = _usable(path, await http.post(path, body))
+        except (StatusFailure, ConnectFailure) as exc:
+            if is_retryable(exc):
+                replica.failed(time.monotonic())
+            else:
+                replica.errors += 1
+            raise _Failed(exc, replica) from exc
+        finally:
+            replica.in_flight -= 1
+        replica.served(answer)
+        return answer, replica
+
+    def _pick(self) -> Replica:
+        """The available replica with the fewest requests in flight (ties in turn); with none
+        available, the one back soonest."""
+        if len(self.replicas) == 1:
+            return self.replicas[0]
+        now = time.monotonic()
+        self._turn += 1
+        count = len(self.replicas)
+        order = [self.replicas[(self._turn + i) % count] for i in range(count)]
+        ready = [replica for replica in order if replica.available(now)]
+        if not ready:
+            return min(order, key=lambda replica: replica.out_until)
+        return min(ready, key=lambda replica: replica.in_flight)
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
         """POST JSON for a server-sent stream inside the concurrency limit; its decoded events.
-        One attempt: a stream is not retried (what it streamed may already be used)."""
-        http, limiter = self._connect()
+        One attempt on the least busy replica: a stream is not retried (what it streamed may
+        already be used)."""
+        limiter = self._connect()
+        replica = self._pick()
         async with limiter:
             count_attempt()
+            replica.requests += 1
             try:
-                async with aclosing(http.stream(path, body)) as events:
+                async with aclosing(self._http(replica).stream(path, body)) as events:
                     async for event in events:
                         yield event
             except StatusFailure as exc:
+                replica.errors += 1
                 detail = self._redact(" ".join(exc.body.split()))
-                raise EndpointError(self.base_url, exc.status, detail) from None
+                raise EndpointError(replica.base_url, exc.status, detail) from None
             except ConnectFailure as exc:
-                raise EndpointError(self.base_url, None, str(exc)) from exc
+                replica.failed(time.monotonic())
+                raise EndpointError(replica.base_url, None, str(exc)) from exc
 
     async def ping(self) -> None:
         """Fail fast, with one clear error, when the server cannot be reached or refuses us.
@@ -180,18 +284,30 @@ class Endpoint:
     async def models(self) -> list[str] | None:
         """The ids of the models the server lists at ``/models``; None when it does not say
         (no such route, or an answer that is no model list). Raises EndpointError as ``ping``
-        does; a key the server echoes back in its refusal is blanked out of the message."""
-        http, _ = self._connect()
+        does; a key the server echoes back in its refusal is blanked out of the message. A
+        pool answers with the first replica that does: a run goes on while one is up."""
+        failure: EndpointError | None = None
+        for replica in self.replicas:
+            try:
+                return await self._models(replica)
+            except EndpointError as exc:
+                if exc.status in (401, 403):
+                    raise
+                failure = failure or exc
+        assert failure is not None
+        raise failure
+
+    async def _models(self, replica: Replica) -> list[str] | None:
         try:
             with anyio.fail_after(15):
-                answer = await http.get("/models")
+                answer = await self._http(replica).get("/models")
         except StatusFailure as exc:
             if exc.status in (401, 403):
                 detail = self._redact(" ".join(exc.body.split()))
-                raise EndpointError(self.base_url, exc.status, detail) from None
+                raise EndpointError(replica.base_url, exc.status, detail) from None
             return None
         except (ConnectFailure, TimeoutError) as exc:
-            raise EndpointError(self.base_url, None, str(exc) or "timed out") from exc
+            raise EndpointError(replica.base_url, None, str(exc) or "timed out") from exc
         listed = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(listed, list):
             return None
@@ -201,17 +317,33 @@ class Endpoint:
     def _redact(self, text: str) -> str:
         return text if self._api_key == "EMPTY" else text.replace(self._api_key, "***")
 
-    def _connect(self) -> tuple[Transport, anyio.CapacityLimiter]:
-        """Made on first use, inside the event loop, once per endpoint."""
-        if self._http is None or self._limiter is None:
-            self._http = TRANSPORTS[self._transport](
-                self.base_url, self._api_key, self._concurrency, self._timeout_s
+    def _connect(self) -> anyio.CapacityLimiter:
+        """The limiter, made on first use inside the event loop (for a pool, ``concurrency``
+        on each replica)."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._concurrency * len(self.replicas))
+        return self._limiter
+
+    def _http(self, replica: Replica) -> Transport:
+        """The replica's transport, made on first use inside the event loop."""
+        if replica.http is None:
+            replica.http = TRANSPORTS[self._transport](
+                replica.base_url, self._api_key, self._concurrency, self._timeout_s
             )
-            self._limiter = anyio.CapacityLimiter(self._concurrency)
-        return self._http, self._limiter
+        return replica.http
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-            self._limiter = None
+        for replica in self.replicas:
+            if replica.http is not None:
+                await replica.http.aclose()
+                replica.http = None
+        self._limiter = None
+
+
+class _Failed(Exception):
+    """An attempt's failure and the replica it happened on."""
+
+    def __init__(self, cause: StatusFailure | ConnectFailure, replica: Replica) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.replica = replica

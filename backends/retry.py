@@ -45,6 +45,7 @@ class RetryPolicy:
 
 
 def is_retryable(failure: BaseException) -> bool:
+    failure = _cause(failure)
     if isinstance(failure, ConnectFailure | MalformedAnswer):
         return True
     if isinstance(failure, StatusFailure):
@@ -54,6 +55,7 @@ def is_retryable(failure: BaseException) -> bool:
 
 def retry_after(failure: BaseException) -> float | None:
     """Seconds the server asked us to wait (Retry-After or retry-after-ms), if it did."""
+    failure = _cause(failure)
     if not isinstance(failure, StatusFailure):
         return None
     headers = {name.lower(): value for name, value in failure.headers.items()}
@@ -66,3 +68,9 @@ def retry_after(failure: BaseException) -> float | None:
         except ValueError:
             return None  # an HTTP date: fall back to backoff
     return None
+
+
+def _cause(failure: BaseException) -> BaseException:
+    """The transport's failure behind an endpoint's (which names the replica it was on)."""
+    cause = getattr(failure, "cause", None)
+    return cause if isinstance(cause, BaseException) else failure

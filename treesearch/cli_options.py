@@ -217,7 +217,9 @@ def add_verifier_options(parser: argparse.ArgumentParser) -> None:
         help="vllm-pooling, logprob, judge, or MODULE:FUNCTION (a Python function "
         "(problem, steps) -> score(s)) (default: vllm-pooling when --prm-url is given, else none)",
     )
-    parser.add_argument("--prm-url", default=None, help="the verifier's server (default: --base-url)")
+    parser.add_argument("--prm-url", action="append", default=None,
+                        help="the verifier's server; repeat it for a pool of replicas (default: "
+                        "--base-url)")  # fmt: skip
     parser.add_argument(
         "--prm-api-key", default=None, help="the key sent to --prm-url (default: the policy's key)"
     )
@@ -242,8 +244,11 @@ def add_endpoint_options(parser: argparse.ArgumentParser, *, key_flag: str = "--
     parser.add_argument("--backend", choices=["openai", "llamacpp"], default="openai",
                         help="an OpenAI-compatible server (--base-url) or the embedded "
                         "llama.cpp model (needs the local extra)")  # fmt: skip
-    parser.add_argument("--base-url", default=None, help="the server's OpenAI-compatible base "
-                        "URL, e.g. http://localhost:8000/v1 (default: none)")  # fmt: skip
+    parser.add_argument("--base-url", action="append", default=None,
+                        help="the server's OpenAI-compatible base URL, e.g. http://localhost:8000/v1; "
+                        "repeat it for a pool of replicas of one model (default: none)")  # fmt: skip
+    parser.add_argument("--pool-file", type=Path, default=None,
+                        help="a file of base URLs, one a line, added to --base-url's")  # fmt: skip
     parser.add_argument("--model", default=None, help="the model to ask for, which the server must "
                         "list at /models (default: the only model it lists)")  # fmt: skip
     parser.add_argument("--model-file", default=None, type=Path,

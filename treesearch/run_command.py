@@ -30,7 +30,7 @@ from treesearch.context import StepFormat, most_telling
 from treesearch.difficulty import PolicyTable
 from treesearch.equivalence import MathEquivalence
 from treesearch.errors import ConfigError
-from treesearch.logs import configure
+from treesearch.logs import configure, get_logger
 from treesearch.policy import Policy, SamplingParams
 from treesearch.problems import load_problems
 from treesearch.registry import backend_names, make_backend
@@ -38,6 +38,7 @@ from treesearch.runner import fingerprint, read_output, run
 from treesearch.search import SearchResult, check_config
 from treesearch.verify import CallableVerifier, Verifier
 
+log = get_logger(__name__)
 T = TypeVar("T")
 
 
@@ -142,7 +143,7 @@ def verifier_choice(args: argparse.Namespace, config: SearchConfig) -> Verifier 
         return CallableVerifier(function)
     if kind in _POLICY_BACKENDS or kind not in backend_names():
         raise ConfigError(f"unknown verifier {kind!r}; choose {_verifier_kinds()}")
-    if kind == "vllm-pooling" and (args.prm_url or args.base_url) is None:
+    if kind == "vllm-pooling" and not (args.prm_url or base_urls(args)):
         raise ConfigError("--verifier vllm-pooling needs --prm-url (a vLLM server)")
     return kind
 
@@ -155,9 +156,8 @@ def _verifier(args: argparse.Namespace, kind: str, model: str, endpoint: Any, op
     key = args.prm_api_key or _api_key(args)
     if kind == "vllm-pooling":  # vLLM serves /pooling outside /v1: its own endpoint at the root
         options = {"step_tag": args.prm_step_tag, "good_column": args.prm_good_column}
-        server = Endpoint(
-            server_root(args.prm_url or args.base_url), api_key=key, concurrency=args.concurrency
-        )
+        roots = [server_root(url) for url in args.prm_url or base_urls(args)]
+        server = Endpoint(roots, api_key=key, concurrency=args.concurrency)
         opened.append(server)
     elif args.prm_url is not None:
         server = Endpoint(args.prm_url, api_key=key, concurrency=args.concurrency)
@@ -179,9 +179,22 @@ def _endpoint(args: argparse.Namespace) -> Any:
         if args.api != "completions":
             raise ConfigError("the embedded llama.cpp backend serves completions only")
         return make_backend("llamacpp", model_path=args.model_file)
-    if args.base_url is None:
+    urls = base_urls(args)
+    if not urls:
         raise ConfigError("--base-url is required (or --backend llamacpp for the embedded model)")
-    return Endpoint(args.base_url, api_key=_api_key(args), concurrency=args.concurrency)
+    return Endpoint(urls, api_key=_api_key(args), concurrency=args.concurrency)
+
+
+def base_urls(args: argparse.Namespace) -> list[str]:
+    """--base-url's URLs and --pool-file's lines (blank lines and # comments skipped)."""
+    urls = list(args.base_url or [])
+    if args.pool_file is not None:
+        try:
+            lines = args.pool_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --pool-file {args.pool_file}: {exc.strerror}") from None
+        urls += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return urls
 
 
 async def _model(args: argparse.Namespace, endpoint: Any) -> str:
@@ -295,12 +308,26 @@ async def drive(
             finally:
                 with anyio.CancelScope(shield=True):
                     equivalence.close()
+                    report_replicas(opened)
                     for server in opened:
                         await server.aclose()
                     if log_file is not None:
                         log_file.close()
         watching.cancel_scope.cancel()
     return outcome[0] if outcome else None
+
+
+def report_replicas(servers: list[Any]) -> None:
+    """Each pool's per-replica requests, tokens and errors: a line each on stderr, and an event."""
+    for server in servers:
+        replicas = getattr(server, "replicas", ())
+        if len(replicas) < 2:
+            continue
+        for replica in replicas:
+            counts = replica.counts()
+            log.info("replica_counts", **counts)
+            print(f"treesearch: {counts['base_url']}: {counts['requests']} requests, "
+                  f"{counts['tokens']:,} tokens, {counts['errors']} errors", file=sys.stderr)  # fmt: skip
 
 
 def model_sizes(args: argparse.Namespace) -> ModelSizes | None:

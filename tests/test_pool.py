@@ -1,0 +1,71 @@
+"""A pool of synthetic replicas behind one Endpoint: least busy first, failover, ejection."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from conftest import RECORDS, problems, run_cli, write_problems
+
+from treesearch import SamplingParams, SearchConfig, run
+from treesearch.backends.endpoint import EJECT_AFTER, Endpoint
+from treesearch.backends.fake_server import spawn
+from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.retry import RetryPolicy
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+async def test_a_pool_routes_around_a_dead_replica_and_a_failing_one(tmp_path: Path) -> None:
+    """Four replicas, one answering only 500s and one killed between two halves of a run:
+    every problem finishes, the failing one is taken out after a few errors, and the
+    traffic moves to the live ones."""
+    with ExitStack() as stack:
+        urls = [stack.enter_context(spawn([], RECORDS, tmp_path))]
+        urls.append(stack.enter_context(spawn([], RECORDS, tmp_path)))
+        urls.append(stack.enter_context(spawn(["--error-rate", "1", "--fault-kinds", "500"], RECORDS,
+                                              tmp_path)))  # fmt: skip
+        doomed = ExitStack()
+        urls.append(doomed.enter_context(spawn([], RECORDS, tmp_path)))
+        stack.callback(doomed.close)
+        endpoint = Endpoint(urls, retry=RetryPolicy(attempts=4, initial_wait_s=0.01, jitter_s=0.0))
+        policy = OpenAIPolicy(endpoint, "fake")
+        config = SearchConfig(strategy="majority-vote", n=4, sampling=SamplingParams(seed=2))
+        try:
+            first = await run(problems("a", 30), policy, config)
+            a, b, bad, dead = endpoint.replicas
+            served_before = dead.requests
+            doomed.close()  # the fourth replica dies between the halves
+            second = await run(problems("c", 30), policy, config)
+        finally:
+            await policy.aclose()
+            await endpoint.aclose()
+    assert all(result.error is None for result in [*first, *second])
+    # Every request it got failed; it got those sent before it failed EJECT_AFTER times.
+    assert bad.errors == bad.requests >= EJECT_AFTER
+    assert a.requests + b.requests > 5 * bad.requests
+    assert served_before > 5  # the dead one served its share of the first half
+    assert dead.errors >= 1 and dead.requests - served_before <= dead.errors
+    assert a.tokens > 0 and b.tokens > 0 and bad.tokens == 0
+
+
+def test_the_run_summary_counts_each_replica(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    """Two replicas, one by --base-url and one from --pool-file: both serve, and the run's
+    closing lines and events count each one's requests and tokens."""
+    first, second = fake_server(), fake_server("--seed", "9")
+    problems_file = write_problems(tmp_path / "p.jsonl", problems("a", 12))
+    (tmp_path / "pool.txt").write_text(f"# replicas\n{second}\n")
+    done = run_cli("run", "--base-url", first, "--pool-file", str(tmp_path / "pool.txt"), "--model", "fake",
+                   "--problems", str(problems_file), "--output", str(tmp_path / "o.jsonl"), "--n", "4",
+                   "--log-json", str(tmp_path / "events.jsonl"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = {url: line for url in (first, second) for line in done.stderr.splitlines() if url in line}
+    assert (
+        all(" 0 requests" not in line and "0 errors" in line for line in lines.values()) and len(lines) == 2
+    )
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    counted = {e["base_url"]: e["requests"] for e in events if e["event"] == "replica_counts"}
+    assert set(counted) == {first, second} and sum(counted.values()) == 12
