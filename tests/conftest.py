@@ -74,13 +74,15 @@ def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
         yield get
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``treesearch ARGS`` in a subprocess (with ``env`` added to the environment)."""
     return subprocess.run(
         [sys.executable, "-m", "treesearch.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
         env={**os.environ, **(env or {})},
     )

@@ -32,7 +32,7 @@ from treesearch.cli_options import (
     text,
 )
 from treesearch.errors import EndpointError, TreeSearchError
-from treesearch.run_command import run_command
+from treesearch.run_command import run_handler
 
 
 def _serve_fake(args: argparse.Namespace) -> int:
@@ -150,7 +150,13 @@ def parser() -> argparse.ArgumentParser:
     add_search_options(run_parser)
     add_verifier_options(run_parser)
     add_size_options(run_parser)
-    run_parser.set_defaults(handler=lambda a: anyio.run(run_command, a))
+    run_parser.add_argument("--ray", default=None, metavar="local|ADDRESS",
+                            help="shard the problems over Ray tasks: a local Ray instance or a "
+                            "cluster's address (needs the ray extra; default: this process)")  # fmt: skip
+    run_parser.add_argument("--ray-workers", type=COUNT, default=2,
+                            help="Ray tasks running at once, each with its share of "
+                            "--concurrency")  # fmt: skip
+    run_parser.set_defaults(handler=run_handler)
 
     fake = commands.add_parser("serve-fake", help="the synthetic OpenAI-compatible task server")
     fake.add_argument("--host", default="127.0.0.1")

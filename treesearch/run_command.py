@@ -343,6 +343,18 @@ def problems_in_flight(args: argparse.Namespace) -> int:
     return int(args.problems_in_flight or (8 if args.backend == "llamacpp" else 32))
 
 
+def run_handler(args: argparse.Namespace) -> int:
+    """``treesearch run``: on Ray when --ray says so, else in this process."""
+    if args.ray is None:
+        return anyio.run(run_command, args)
+    from treesearch.ray_runner import run_on_ray
+
+    verifier_choice(args, search_config(args))  # bad settings fail here, before Ray starts
+    problems = load_problems(args.problems)
+    _prepare_outputs(args)
+    return run_on_ray(args, problems)
+
+
 async def run_command(args: argparse.Namespace) -> int:
     """``treesearch run``: the exit code; prints its closing lines on stderr."""
     config = search_config(args)
