@@ -23,9 +23,18 @@ Two more sections, which need no ``bench`` extra:
   server's own work. A first run opens the connections and is left out.
 - ``startup``: wall time of ``treesearch --help`` in a fresh process, and the
   biggest imports of ``treesearch.cli`` by ``python -X importtime``.
+- ``replicas``: a latency-bound workload (majority vote, 200 problems, N = 4, one
+  request each, ``--latency`` per request) against a pool of 1 to 4 synthetic
+  replicas, 8 requests in flight on each (standing for each replica's capacity);
+  problems per second and the speed-up over one replica.
+- ``proxy``: 50 chat requests one after another with the openai SDK through
+  ``treesearch serve`` (majority vote, N = 4: one upstream request of n = 4, the
+  synthetic server without latency), each followed by the same request straight
+  to the upstream; the median milliseconds the proxy adds.
 
     python benchmarks/bench_overhead.py [--problems 200] [--k 31] [--latency 0.05]
     python benchmarks/bench_overhead.py --only beam,startup
+    python benchmarks/bench_overhead.py --only replicas,proxy
 
 Results go to benchmarks/results/overhead.json; a run of some sections keeps the
 others' last results there.
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -51,12 +61,13 @@ import anyio
 import openai
 
 from treesearch import Prefix, Problem, SamplingParams, SearchConfig, StepFormat, run
+from treesearch.backends.endpoint import Endpoint
 from treesearch.backends.fake_server import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("votes", "beam", "startup")
+SECTIONS = ("votes", "beam", "startup", "replicas", "proxy")
 BEAM_STEPS = 4
 
 
@@ -308,6 +319,74 @@ def startup(runs: int) -> dict[str, Any]:
     return record
 
 
+def replicas(latency: float, count: int) -> dict[str, Any]:
+    """Problems per second against pools of 1 to 4 replicas, 8 requests in flight on each."""
+    records = make_problems(count, p_correct=0.6, prefix="r")
+    items = [Problem.from_record(r) for r in records]
+    config = SearchConfig(strategy="majority-vote", n=4, sampling=SamplingParams(seed=0))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(spawn(["--latency", str(latency)], records, Path(tmp))) for _ in range(4)]
+        for size in (1, 2, 4):
+
+            async def main(pool: list[str]) -> float:
+                endpoint = Endpoint(pool, concurrency=8)
+                policy = OpenAIPolicy(endpoint, "fake")
+                await run(items[:8], policy, config)  # open the connections
+                started = time.perf_counter()
+                await run(items, policy, config)
+                seconds = time.perf_counter() - started
+                await endpoint.aclose()
+                return seconds
+
+            seconds = anyio.run(main, urls[:size])
+            rows.append({"replicas": size, "seconds": seconds, "problems_per_s": count / seconds})
+            speedup = rows[-1]["problems_per_s"] / rows[0]["problems_per_s"]
+            print(f"replicas {size}: {count / seconds:7.1f} problems/s ({seconds:.2f} s, {speedup:.2f}x one)",
+                  flush=True)  # fmt: skip
+    return {"latency_s": latency, "problems": count, "in_flight_per_replica": 8, "rows": rows}
+
+
+def proxy(requests: int) -> dict[str, Any]:
+    """The median milliseconds ``treesearch serve`` (majority vote, N = 4: one upstream
+    request) adds to a request, over the same openai SDK client asking the upstream for the
+    same four samples itself (chat, n = 4)."""
+    records = make_problems(requests, p_correct=0.6, prefix="x")
+    questions = [Problem.from_record(r).question for r in records]
+    with tempfile.TemporaryDirectory() as tmp, spawn([], records, Path(tmp)) as upstream:
+        command = [sys.executable, "-m", "treesearch.cli", "serve", "--base-url", upstream, "--model", "fake",
+                   "--api", "chat", "--port", "0", "--n", "4", "--seed", "0"]  # fmt: skip
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().split()[-1]
+            times: dict[str, list[float]] = {"served": [], "direct": []}
+            clients = {"served": openai.OpenAI(base_url=url, api_key="none", max_retries=0),
+                       "direct": openai.OpenAI(base_url=upstream, api_key="none", max_retries=0)}  # fmt: skip
+            for question in [questions[0], *questions]:  # the first opens the connections
+                for way, client in clients.items():
+                    started = time.perf_counter()
+                    client.chat.completions.create(
+                        model="fake", n=4, seed=0, messages=[{"role": "user", "content": question}]
+                    )
+                    times[way].append(time.perf_counter() - started)
+            for client in clients.values():
+                client.close()
+        finally:
+            server.terminate()
+            server.wait()
+    served, direct = times["served"][1:], times["direct"][1:]
+    record = {
+        "requests": requests,
+        "served_ms": statistics.median(served) * 1000,
+        "direct_ms": statistics.median(direct) * 1000,
+        "added_ms": statistics.median(a - b for a, b in zip(served, direct, strict=True)) * 1000,
+    }
+    print(f"proxy: {record['served_ms']:.2f} ms through treesearch serve, {record['direct_ms']:.2f} ms "
+          f"straight to the upstream: {record['added_ms']:.2f} ms added a request (median)")  # fmt: skip
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=200)
@@ -332,6 +411,10 @@ def main() -> None:
         saved["beam"] = beam_ratio(args.latency, (1, 8), args.beam_runs)
     if "startup" in only:
         saved["startup"] = startup(args.startup_runs)
+    if "replicas" in only:
+        saved["replicas"] = replicas(args.latency, args.problems)
+    if "proxy" in only:
+        saved["proxy"] = proxy(50)
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(saved, indent=1))
     print(f"\nwritten to {path}", file=sys.stderr)
