@@ -349,6 +349,8 @@ def run_handler(args: argparse.Namespace) -> int:
         return anyio.run(run_command, args)
     from treesearch.ray_runner import run_on_ray
 
+    if args.trees is not None or args.log_json is not None:
+        raise ConfigError("--trees and --log-json are written by one process; drop them with --ray")
     verifier_choice(args, search_config(args))  # bad settings fail here, before Ray starts
     problems = load_problems(args.problems)
     _prepare_outputs(args)

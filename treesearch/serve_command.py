@@ -27,7 +27,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         help="an OpenAI-compatible server that runs a search per request",
         description="Serve /v1/chat/completions, /v1/completions and /v1/models, each request "
         "searched with the strategy its model name (STRATEGY:N/MODEL) or its treesearch object "
-        "asks for, over these defaults. The budget options are caps no request exceeds.",
+        "asks for, over these defaults. The budget options are caps no request exceeds. Without "
+        "--base-url it serves the embedded model.",
     )
     add_endpoint_options(parser, key_flag="--upstream-api-key")
     parser.add_argument("--host", default="127.0.0.1")
@@ -64,6 +65,8 @@ async def serve_command(args: argparse.Namespace) -> int:
     from treesearch.run_command import Backends, drive, search_config, verifier_choice
     from treesearch.serve import SearchServer, Upstream
 
+    if args.backend == "openai" and not (args.base_url or args.pool_file):
+        args.backend = "llamacpp"  # no upstream given: the embedded model
     defaults = search_config(args)
     keys = _keys(args)
     chosen = verifier_choice(args, defaults)
