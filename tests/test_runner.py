@@ -246,7 +246,8 @@ def test_the_readme_snippet_runs_twice(fake_server: Callable[..., str], tmp_path
     """The README's Python example, pointed at the synthetic server: the second run finds
     everything done and still reports the accuracy of every problem."""
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    python_section = readme.split("\n## Python\n", 1)[1]
+    snippet = python_section.split("```python\n", 1)[1].split("```", 1)[0]
     snippet = snippet.replace("http://127.0.0.1:8000/v1", fake_server()).replace(
         "Qwen/Qwen2.5-1.5B-Instruct", "fake"
     )

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import openai
 import pytest
@@ -181,3 +182,15 @@ def test_an_upstream_that_fails_is_a_502(
         client(url).chat.completions.create(model="fake", messages=question("a5"))  # type: ignore[arg-type]
     assert failed.value.status_code == 502
     assert "the search failed upstream" in str(failed.value)
+
+
+def test_the_readme_snippet_runs(fake_server: Callable[..., str]) -> None:
+    """The README's Serve example against serve in front of the synthetic server."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("\n## Serve\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    with serving(fake_server(), "--api-key", "sk-mine") as url:
+        code = snippet.replace("http://127.0.0.1:8080/v1", url).replace("Qwen2.5-1.5B", "fake")
+        code = code.replace("What is 17 * 23?", PROBLEMS["s7"].question)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "The answer is" in done.stdout and "'strategy': 'beam'" in done.stdout
