@@ -1,11 +1,11 @@
-"""The command line: ``treesearch run | demo | serve-fake | fit-adaptive | advise | label``:
+"""The command line: ``treesearch run | serve | demo | serve-fake | fit-adaptive | advise | label``:
 the parser and ``main``.
 
 Options mirror SearchConfig one to one; every numeric option checks its own
 range. Every error treesearch raises on purpose is printed as one line with a
 non-zero exit (2 for bad input, 1 when some problems failed); a traceback is a
 bug. The commands that talk to a model live in modules of their own (``run_command``,
-``fit_command``, ``label_command``, ``advise_command``), with the options they share in
+``fit_command``, ``label_command``, ``advise_command``, ``serve_command``), with the options they share in
 ``cli_options``.
 """
 
