@@ -264,6 +264,7 @@ class Endpoint:
         async with limiter:
             count_attempt()
             replica.requests += 1
+            replica.in_flight += 1
             try:
                 async with aclosing(self._http(replica).stream(path, body)) as events:
                     async for event in events:
@@ -275,6 +276,8 @@ class Endpoint:
             except ConnectFailure as exc:
                 replica.failed(time.monotonic())
                 raise EndpointError(replica.base_url, None, str(exc)) from exc
+            finally:
+                replica.in_flight -= 1
 
     async def ping(self) -> None:
         """Fail fast, with one clear error, when the server cannot be reached or refuses us.

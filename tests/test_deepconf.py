@@ -152,3 +152,23 @@ async def test_a_stream_carries_the_same_text_and_confidences_as_the_whole_answe
     assert tuple(c for piece in pieces for c in piece.confidences) == whole.confidences
     assert sum(piece.tokens or 0 for piece in pieces) == whole.tokens
     assert pieces[-1].completion_tokens == whole.tokens  # the usage chunk closes the stream
+
+
+async def test_online_under_a_tight_budget_stops_within_it(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    """The budget runs out among the streams: the search stops by budget, never past it,
+    and every stream that ran is in the tree, charged."""
+    from treesearch import BudgetLimits, StepFormat
+
+    policy = make_policy(fake_server("--token-latency", "0.001"))
+    limit = 8 * 21 + 6 * 40  # the warm-up, and a few streams' worst cases
+    chosen = config(n=40, deepconf_warmup=8, deepconf_keep=0.9, deepconf_stop=None,
+                    step=StepFormat(max_tokens=40),
+                    budget=BudgetLimits(tokens=limit, count_prompt=False))  # fmt: skip
+    result = await search(PROBLEMS["b6"], policy, chosen)
+    assert result.stopped_by == "budget"
+    assert result.usage.completion_tokens <= limit
+    assert result.tree is not None
+    assert result.usage.completion_tokens == sum(t.tokens for t in result.tree.children(ROOT))
+    assert 8 < len(result.tree.children(ROOT)) < 40

@@ -69,3 +69,18 @@ def test_the_run_summary_counts_each_replica(fake_server: Callable[..., str], tm
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     counted = {e["base_url"]: e["requests"] for e in events if e["event"] == "replica_counts"}
     assert set(counted) == {first, second} and sum(counted.values()) == 12
+
+
+async def test_a_pool_with_no_live_replica_fails_the_problem_in_one_line() -> None:
+    """Every replica refuses connections: each is tried, the retries run out, and the problem
+    ends with an error naming a replica, not a crash."""
+    endpoint = Endpoint(["http://127.0.0.1:9/v1", "http://127.0.0.1:1/v1"],
+                        retry=RetryPolicy(attempts=3, initial_wait_s=0.01, jitter_s=0.0))  # fmt: skip
+    policy = OpenAIPolicy(endpoint, "fake")
+    try:
+        (result,) = await run(problems("a", 1), policy, SearchConfig(n=2))
+    finally:
+        await endpoint.aclose()
+    assert result.stopped_by == "error" and result.error is not None
+    assert "127.0.0.1:9/v1" in result.error or "127.0.0.1:1/v1" in result.error
+    assert all(replica.requests >= 1 and replica.errors == replica.requests for replica in endpoint.replicas)
