@@ -788,4 +788,4 @@ def spawn(
 def _record(problem: Problem | dict[str, Any]) -> dict[str, Any]:
     if isinstance(problem, dict):
         return problem
-    return {"id": problem.id, "question": problem.question, "answer": problem.answer, **problem.metadata}
+    return problem.to_record()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from treesearch import ProblemFileError, load_problems
+from treesearch import Problem, ProblemFileError, load_problems
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -63,3 +63,11 @@ def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
 def test_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ProblemFileError, match="No such file"):
         load_problems(tmp_path / "absent.jsonl")
+
+
+def test_a_problem_reads_back_from_its_record() -> None:
+    problem = Problem(id="p1", question="Q: 1 + 2", prompt="few-shot\nQ: 1 + 2\n", answer="3",
+                      metadata={"fake": {"steps": 2}})  # fmt: skip
+    assert Problem.from_record(problem.to_record()) == problem
+    bare = Problem(id="p2", question="Q: 3 + 4")
+    assert Problem.from_record(bare.to_record()) == bare

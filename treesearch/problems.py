@@ -45,6 +45,13 @@ class Problem:
             metadata={k: v for k, v in record.items() if k not in known},
         )
 
+    def to_record(self) -> dict[str, Any]:
+        """The JSONL object ``from_record`` reads back as this problem."""
+        record: dict[str, Any] = {"id": self.id, "question": self.question, "answer": self.answer}
+        if self.prompt is not None:
+            record["prompt"] = self.prompt
+        return {**record, **self.metadata}
+
 
 def read_problems(path: str | Path) -> Iterator[Problem]:
     """Yield the problems of a UTF-8 JSONL file (a byte-order mark is allowed), raising

@@ -73,7 +73,7 @@ def run_on_ray(args: argparse.Namespace, problems: list[Problem]) -> int:
             while chunks or pending:
                 while chunks and len(pending) < args.ray_workers:
                     chunk = chunks.pop(0)
-                    records = [_record(problem) for problem in chunk]
+                    records = [problem.to_record() for problem in chunk]
                     pending[task.remote(options, records)] = len(chunk)
                 (done,), _ = ray.wait(list(pending), num_returns=1)
                 pending.pop(done)
@@ -91,8 +91,3 @@ def run_on_ray(args: argparse.Namespace, problems: list[Problem]) -> int:
     errors = sum(1 for row in read_output(output).values() if row.get("id") in ids and row.get("error"))
     print(f"treesearch: {written} problems run on Ray now, {len(recorded)} already done", file=sys.stderr)
     return 1 if errors else 0
-
-
-def _record(problem: Problem) -> dict[str, Any]:
-    return {"id": problem.id, "question": problem.question, "prompt": problem.prompt,
-            "answer": problem.answer, **problem.metadata}  # fmt: skip
