@@ -46,6 +46,19 @@ def test_weighted_and_best_use_scores() -> None:
     assert majority_vote([], []) is None and best_of_n([], []) is None
 
 
+def test_equal_total_scores_go_to_the_most_common_answer() -> None:
+    """All scores 0 (a verifier that rejects everything, confidences of nothing): the answer
+    given most, not the one found first, in a flat vote and within a revision chain."""
+    cs = candidates(("7", 0.0), ("9", 0.0), ("9", 0.0), ("8", None))
+    groups = [0, 1, 1, 2]
+    assert weighted_vote(cs, groups) == "9"
+    assert majority_vote(cs, groups) == "9"
+    chained = [Candidate(node=c.node, answer=c.answer, score=c.score, chain=1) for c in cs]
+    assert hierarchical_vote(chained, groups) == "9"
+    # Equal sums and counts: the answer found first, whatever the order of the groups' ids.
+    assert weighted_vote(candidates(("4", 0.5), ("3", 0.5)), [1, 0]) == "4"
+
+
 def test_unknown_aggregator() -> None:
     with pytest.raises(ConfigError, match="unknown aggregator 'median'"):
         get_aggregator("median")

@@ -3,9 +3,10 @@
 Each is a plain function of the candidates and their answer groups (which
 answers are equivalent, computed once by an ``AnswerEquivalence``), so they are
 testable without an event loop. Ties go to the larger score sum, then to the
-answer found first. The score-based ones use the candidates that have a score;
-``aggregate`` falls back to majority vote when none has (the budget or deadline
-ran out before the verifier) and says so.
+answer given by more paths (so equal scores, all 0 say, leave a weighted vote to
+the count), then to the answer found first. The score-based ones use the
+candidates that have a score; ``aggregate`` falls back to majority vote when none
+has (the budget or deadline ran out before the verifier) and says so.
 """
 
 from __future__ import annotations
@@ -30,22 +31,34 @@ class Candidate:
 Aggregator = Callable[[Sequence[Candidate], Sequence[int]], str | None]
 
 
+def _leading(
+    candidates: Sequence[Candidate], groups: Sequence[int], weight: Callable[[Candidate], float]
+) -> tuple[int, float] | None:
+    """The winning answer group by the module's rule: the index of its first candidate and
+    its total weight (None: no candidate answered)."""
+    totals: dict[int, tuple[float, float, int]] = {}
+    first: dict[int, int] = {}
+    for index, (candidate, group) in enumerate(zip(candidates, groups, strict=True)):
+        if candidate.answer is None:
+            continue
+        first.setdefault(group, index)
+        value, score_sum, count = totals.get(group, (0.0, 0.0, 0))
+        totals[group] = (value + weight(candidate), score_sum + (candidate.score or 0.0), count + 1)
+    if not totals:
+        return None
+    best = max(first, key=lambda group: (*totals[group], -first[group]))
+    return first[best], totals[best][0]
+
+
 def _tally(
     candidates: Sequence[Candidate], groups: Sequence[int], weight: Callable[[Candidate], float]
 ) -> str | None:
-    totals: dict[int, tuple[float, float]] = {}
-    first: dict[int, str] = {}
-    for candidate, group in zip(candidates, groups, strict=True):
-        if candidate.answer is None:
-            continue
-        first.setdefault(group, candidate.answer)
-        value, score_sum = totals.get(group, (0.0, 0.0))
-        totals[group] = (value + weight(candidate), score_sum + (candidate.score or 0.0))
-    if not totals:
-        return None
-    order = list(first)
-    best = max(order, key=lambda group: (totals[group], -order.index(group)))
-    return first[best]
+    lead = _leading(candidates, groups, weight)
+    return None if lead is None else candidates[lead[0]].answer
+
+
+def _score(candidate: Candidate) -> float:
+    return candidate.score or 0.0
 
 
 def majority_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
@@ -55,7 +68,7 @@ def majority_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str
 
 def weighted_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
     """The answer whose paths' scores sum highest (Snell et al.'s best-of-N weighted)."""
-    return _tally(candidates, groups, lambda candidate: candidate.score or 0.0)
+    return _tally(candidates, groups, _score)
 
 
 def best_of_n(candidates: Sequence[Candidate], groups: Sequence[int]) -> str | None:
@@ -78,16 +91,11 @@ def hierarchical_vote(candidates: Sequence[Candidate], groups: Sequence[int]) ->
     picks: list[Candidate] = []
     pick_groups: list[int] = []
     for members in chains.values():
-        sums: dict[int, float] = {}
-        for index in members:
-            sums[groups[index]] = sums.get(groups[index], 0.0) + (candidates[index].score or 0.0)
-        order = list(sums)
-        best = max(order, key=lambda group: (sums[group], -order.index(group)))
-        first = next(index for index in members if groups[index] == best)
-        picks.append(
-            Candidate(node=candidates[first].node, answer=candidates[first].answer, score=sums[best])
-        )
-        pick_groups.append(best)
+        lead = _leading([candidates[i] for i in members], [groups[i] for i in members], _score)
+        assert lead is not None  # every member answered
+        first = members[lead[0]]
+        picks.append(Candidate(node=candidates[first].node, answer=candidates[first].answer, score=lead[1]))
+        pick_groups.append(groups[first])
     return weighted_vote(picks, pick_groups)
 
 
