@@ -20,11 +20,12 @@ from structlog.testing import capture_logs
 from treesearch import SamplingParams, SearchConfig, search
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
+from treesearch.cli import parser
 from treesearch.errors import ConfigError
+from treesearch.run_command import search_config
 from treesearch.strategies.ab_mcts import Posterior, Search
 from treesearch.strategies.early_vote import beta_confidence, settled_at
-from treesearch.strategies.particles import systematic_resample
-from treesearch.strategies.select import softmax
+from treesearch.strategies.particles import particle_weights, systematic_resample
 from treesearch.tree import ROOT, NodeStatus
 
 pytestmark = pytest.mark.anyio
@@ -133,24 +134,67 @@ def test_each_particle_is_drawn_its_share_rounded_up_or_down(weights: list[float
         assert math.floor(share) - 1e-9 <= Counter(drawn)[index] <= math.ceil(share) + 1e-9
 
 
-async def test_particle_filter_resamples_n_by_softmax_weights(
-    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+def test_particle_weights_by_hand() -> None:
+    # The reference's weights: softmax(logit(score) / T); logit 0.9 − logit 0.1 = 2 ln 9.
+    high, low = particle_weights([0.9, 0.1], 1.0)
+    assert high / low == pytest.approx(81)
+    high, low = particle_weights([0.9, 0.1], 2.0)
+    assert high / low == pytest.approx(9)
+    assert sum(particle_weights([0.9, 0.1, 0.5], 1.0)) == pytest.approx(1)
+    # softmax(score / T): e^0.8 = 2.2x between 0.9 and 0.1, e = 2.7x between 1 and 0.
+    high, low = particle_weights([0.9, 0.1], 1.0, "probability")
+    assert high / low == pytest.approx(math.exp(0.8))
+    one, zero = particle_weights([1.0, 0.0], 1.0, "probability")
+    assert one / zero == pytest.approx(math.e)
+    # 0 and 1 are clipped to [ε, 1 − ε] (ε the float epsilon, as the reference does): finite
+    # logits ±ln((1 − ε) / ε), about ±36, never an infinity or a NaN.
+    one, zero, half = particle_weights([1.0, 0.0, 0.5], 1.0)
+    eps = 2.0**-52
+    assert one / half == pytest.approx((1 - eps) / eps) and half / zero == pytest.approx((1 - eps) / eps)
+    assert zero > 0 and math.isfinite(one)
+
+
+def test_particle_weights_follow_the_reference_by_default() -> None:
+    assert SearchConfig().particle_weighting == "logit"
+    assert config("particle-filter", particle_weighting="probability").particle_weighting == "probability"
+    asked = ["run", "--base-url", "http://127.0.0.1:1/v1", "--problems", "p.jsonl", "--output", "o.jsonl"]
+    assert search_config(parser().parse_args(asked)).particle_weighting == "logit"
+    chosen = parser().parse_args([*asked, "--particle-weighting", "probability"])
+    assert search_config(chosen).particle_weighting == "probability"
+    with pytest.raises(ConfigError, match="particle weighting 'softmax'"):
+        config("particle-filter", particle_weighting="softmax")
+
+
+@pytest.mark.parametrize("weighting", [None, "logit", "probability"])
+async def test_particle_filter_resamples_n_by_its_weights(
+    make_policy: Callable[..., OpenAIPolicy],
+    fake_server: Callable[..., str],
+    prm: PoolingPRM,
+    weighting: str | None,
 ) -> None:
-    """Every round: N particles drawn by systematic resampling of softmax(score / T) at the
-    logged uniform draw; an open particle drawn k times gets exactly k next steps."""
+    """Every round: N particles drawn by systematic resampling of the weights (by default the
+    logit's, the reference's) at the logged uniform draw; the other weighting would have
+    drawn otherwise in some round; an open particle drawn k times gets exactly k next steps."""
     policy = make_policy(fake_server())
-    chosen = config("particle-filter", n=8, whole=False, particle_temperature=0.2)
+    options = {} if weighting is None else {"particle_weighting": weighting}
+    chosen = config("particle-filter", n=8, whole=False, **options)
+    used = weighting or "logit"
+    other = "probability" if used == "logit" else "logit"
     with capture_logs() as events:
         result = await search(PROBLEMS["s3"], policy, chosen, verifier=prm)
     assert result.tree is not None and result.error is None
     rounds = [event for event in events if event["event"] == "particles_resampled"]
     assert rounds
+    differs = False
     for event in rounds:
-        indices = systematic_resample(softmax(event["scores"], 0.2), 8, event["u"])
+        indices = systematic_resample(particle_weights(event["scores"], 1.0, used), 8, event["u"])
         assert event["drawn"] == [event["particles"][i] for i in indices]
+        otherwise = systematic_resample(particle_weights(event["scores"], 1.0, other), 8, event["u"])
+        differs |= indices != otherwise
         for node, copies in Counter(event["drawn"]).items():
             if not result.tree.node(node).terminal:
                 assert len(result.tree.children(node)) == copies
+    assert differs
     final = [c.node for c in result.candidates]
     assert len(final) <= 8 and all(result.tree.node(node).answer for node in final)
 

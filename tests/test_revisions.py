@@ -22,6 +22,11 @@ from treesearch.tree import ROOT
 
 pytestmark = pytest.mark.anyio
 
+# Tokens that pay for a chain's first attempt and a few revisions, not all 8 (each request
+# reserves its prompt and 1024 tokens); scored only at the end, the attempts would leave too
+# little to score them.
+BUDGET_MID_REVISIONS = 2600
+
 
 class RecordingPolicy(OpenAIPolicy):
     """The real policy, keeping the prompt of every request it sends."""
@@ -132,6 +137,27 @@ async def test_the_selector_matters_when_revisions_break_right_answers(
     assert all(r.aggregated_by == "hierarchical" for r in selected)
     assert accuracy(selected) >= 0.85
     assert accuracy(voted) <= 0.5
+
+
+async def test_a_budget_ending_mid_revisions_still_selects_by_the_verifier(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    """Each round's attempts are scored before the next round asks for more, so a token budget
+    that runs out mid-revisions leaves every finished attempt scored and the hierarchical vote
+    chooses, not the majority vote a search falls back to when nothing has a score."""
+    policy = make_policy(fake_server())
+    config = SearchConfig(strategy="revisions", n=8, revision_ratio=8.0, sampling=SamplingParams(seed=5),
+                          budget=BudgetLimits(tokens=BUDGET_MID_REVISIONS))  # fmt: skip
+    result = await search(PROBLEMS["rev3"], policy, config, verifier=prm)
+    tree = result.tree
+    assert tree is not None and result.error is None
+    attempts = tree.children(ROOT)
+    assert result.stopped_by == "budget"
+    assert 1 < len(attempts) < 8  # one chain of 8: the budget ended it after some revisions
+    answered = [node for node in attempts if node.answer is not None]
+    assert answered and len(result.candidates) == len(answered)
+    assert all(candidate.score is not None for candidate in result.candidates)
+    assert result.aggregated_by == "hierarchical"
 
 
 async def test_a_revision_s_seed_follows_the_attempt_it_revises(fake_server: Callable[..., str]) -> None:

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from treesearch.aggregate import AGGREGATORS
-from treesearch.config import DEFAULT_REVISION_TEMPLATE, POSTERIORS, STOP_RULES, TRACE_SCORES
+from treesearch.config import (
+    DEFAULT_REVISION_TEMPLATE,
+    PARTICLE_WEIGHTINGS,
+    POSTERIORS,
+    STOP_RULES,
+    TRACE_SCORES,
+)
 from treesearch.strategies import STRATEGIES
 from treesearch.verify import REDUCTIONS
 
@@ -108,7 +114,11 @@ def add_strategy_options(parser: argparse.ArgumentParser) -> None:
                         help="early-vote: the beta rule's level, in (0.5, 1)")  # fmt: skip
     parser.add_argument("--stop-window", type=COUNT, default=4, help="early-vote: the window rule's w")
     parser.add_argument("--particle-temperature", type=POSITIVE, default=1.0,
-                        help="particle-filter: T of the weights softmax(score / T)")  # fmt: skip
+                        help="particle-filter: T of the weights softmax(logit(score) / T)")  # fmt: skip
+    parser.add_argument("--particle-weighting", choices=list(PARTICLE_WEIGHTINGS), default="logit",
+                        help="particle-filter: weigh by the score's logit, as Puri et al.'s code does "
+                        "(scores clipped to [ε, 1 − ε]), or by the score itself, softmax(score / "
+                        "T)")  # fmt: skip
     parser.add_argument("--ab-mcts-posterior", choices=list(POSTERIORS), default="gaussian",
                         help="ab-mcts: the posterior over scores")  # fmt: skip
     parser.add_argument("--ab-mcts-batch", type=COUNT, default=4,

@@ -21,8 +21,10 @@ DEFAULT_REVISION_TEMPLATE = (
     "Write a new solution that corrects their mistakes."
 )
 
-# early-vote's stopping rules, AB-MCTS's posteriors, DeepConf's trace scores (see their modules).
+# early-vote's stopping rules, particle weights, AB-MCTS's posteriors, DeepConf's trace scores
+# (see their modules).
 STOP_RULES = ("beta", "window")
+PARTICLE_WEIGHTINGS = ("logit", "probability")
 POSTERIORS = ("gaussian", "beta")
 TRACE_SCORES = ("lowest", "tail", "bottom10", "mean")
 
@@ -37,9 +39,10 @@ class SearchConfig:
     takes the strategy's own. ``n_counts_judgements`` makes filter-vote's ``n`` a number of
     calls as Chen et al. count them: n/2 generations, each judged once. early-vote samples
     up to ``n`` in waves of ``wave`` and stops by ``stop_rule`` (``stop_confidence`` for
-    beta, ``stop_window`` for window); particle-filter weights by softmax(score /
-    ``particle_temperature``); AB-MCTS makes ``n`` attempts, ``ab_mcts_batch`` at a time,
-    with ``ab_mcts_posterior`` posteriors. DeepConf keeps the share ``deepconf_keep`` of its
+    beta, ``stop_window`` for window); particle-filter weights by softmax(logit(score) /
+    ``particle_temperature``) (``particle_weighting`` "probability": softmax(score / T));
+    AB-MCTS makes ``n`` attempts, ``ab_mcts_batch`` at a time, with ``ab_mcts_posterior``
+    posteriors. DeepConf keeps the share ``deepconf_keep`` of its
     traces by confidence (``trace_score`` over windows of ``confidence_window`` tokens, from
     ``deepconf_top_k`` top logprobs), online after ``deepconf_warmup`` traces (0: offline),
     stopping once one answer holds ``deepconf_stop`` of the weight (None: never).
@@ -67,6 +70,7 @@ class SearchConfig:
     stop_confidence: float = 0.95
     stop_window: int = 4
     particle_temperature: float = 1.0
+    particle_weighting: str = "logit"
     ab_mcts_posterior: str = "gaussian"
     ab_mcts_batch: int = 4
     deepconf_warmup: int = 0
@@ -103,6 +107,11 @@ class SearchConfig:
             raise ConfigError(f"stop_confidence must be in (0.5, 1), got {self.stop_confidence}")
         if self.particle_temperature <= 0:
             raise ConfigError(f"particle_temperature must be positive, got {self.particle_temperature}")
+        if self.particle_weighting not in PARTICLE_WEIGHTINGS:
+            raise ConfigError(
+                f"unknown particle weighting {self.particle_weighting!r}; "
+                f"choose from {', '.join(PARTICLE_WEIGHTINGS)}"
+            )
         if self.ab_mcts_posterior not in POSTERIORS:
             raise ConfigError(
                 f"unknown posterior {self.ab_mcts_posterior!r}; choose from {', '.join(POSTERIORS)}"

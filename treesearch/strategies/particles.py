@@ -2,18 +2,21 @@
 
 N particles are partial solutions: N first steps to begin with. Each round the
 particles' paths are scored in one verifier call, weighted by
-``softmax(score / particle_temperature)``, and N particles are drawn by the weights
-with systematic resampling (one uniform draw, N evenly spaced positions on the
-cumulative weights); a particle drawn k times that is still open gets k next steps
-(one request with ``n`` = k), a finished one is carried forward k times. It ends when
-every particle has finished; the final particles, repeats included, are the
-candidates of a weighted vote. The draws are seeded by the sampling seed and the
-problem, so a run repeats.
+``softmax(logit(score) / particle_temperature)`` (as the method's reference code weighs
+a PRM's probabilities; ``particle_weighting="probability"`` weighs by
+``softmax(score / T)``), and N particles are drawn by the weights with systematic
+resampling (one uniform draw, N evenly spaced positions on the cumulative weights); a
+particle drawn k times that is still open gets k next steps (one request with ``n`` =
+k), a finished one is carried forward k times. It ends when every particle has
+finished; the final particles, repeats included, are the candidates of a weighted
+vote. The draws are seeded by the sampling seed and the problem, so a run repeats.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import sys
 from collections import Counter
 from collections.abc import Sequence
 
@@ -24,6 +27,21 @@ from treesearch.strategies.select import softmax
 from treesearch.tree import ROOT
 
 log = get_logger(__name__)
+
+# Scores are clipped to [ε, 1 − ε] before their logit, ε the float epsilon as in Puri et al.'s
+# code, so a path scored 0 (a dead end) or 1 weighs as a logit of ∓36, not an infinity.
+_EPS = sys.float_info.epsilon
+
+
+def particle_weights(scores: Sequence[float], temperature: float, weighting: str = "logit") -> list[float]:
+    """The particles' resampling weights (summing to 1). "logit": softmax(logit(score) / T),
+    the reference's rule, under which a PRM's confidence counts: 0.9 weighs 81× 0.1 at T = 1.
+    "probability": softmax(score / T), which squeezes the whole [0, 1] range into a factor of
+    e^(1/T) (2.2× between 0.9 and 0.1 at T = 1), close to uniform resampling."""
+    if weighting == "logit":
+        clipped = [min(max(score, _EPS), 1.0 - _EPS) for score in scores]
+        scores = [math.log(p) - math.log(1.0 - p) for p in clipped]
+    return softmax(scores, temperature)
 
 
 def systematic_resample(weights: Sequence[float], n: int, u: float) -> list[int]:
@@ -51,7 +69,7 @@ async def particle_filter(ctx: SearchContext, config: SearchConfig) -> None:
         scores = await ctx.score(particles)
         if len(ctx.candidates) == len(particles):
             return
-        weights = softmax(scores, config.particle_temperature)
+        weights = particle_weights(scores, config.particle_temperature, config.particle_weighting)
         u = rng.random()
         drawn = [particles[i] for i in systematic_resample(weights, config.n, u)]
         log.debug("particles_resampled", problem_id=ctx.problem.id, particles=particles, scores=scores,

@@ -5,14 +5,20 @@ chain over chains, Snell et al.'s sequential-to-parallel ratio): N = 64 at ratio
 16 chains of 4 attempts. The chains' first attempts come from one request (with ``n``);
 every later attempt is one request whose prompt shows the last ``revision_context``
 attempts of its chain (4, as in the paper) through ``revision_template``, and the new
-attempt records the one it revises, so the chains live in the tree. Every attempt that
-states an answer is a candidate; the hierarchical weighted vote selects within each
-chain, then across chains (``aggregate.hierarchical_vote``), and majority vote over all
-attempts is the verifier-free choice.
+attempt records the one it revises, so the chains live in the tree. The chains advance
+in rounds, each chain's next attempts together, and each round's attempts are scored in
+one verifier call before the next round asks for more, as the round loop of beam search
+does: a budget that runs out mid-revisions leaves every finished attempt scored, instead
+of spending it all on attempts and falling back to majority vote, the selection Snell et
+al. warn against. Every attempt that states an answer is a candidate; the hierarchical
+weighted vote selects within each chain, then across chains
+(``aggregate.hierarchical_vote``), and majority vote over all attempts is the
+verifier-free choice (nothing is scored then).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import replace
@@ -21,7 +27,7 @@ from functools import partial
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, gather
 from treesearch.problems import Problem
-from treesearch.tree import ROOT
+from treesearch.tree import ROOT, Node
 
 _FIELD = re.compile(r"\{(question|attempts)\}")
 
@@ -46,18 +52,27 @@ def revision_prompt(problem: Problem, attempts: list[str], template: str) -> Pro
 
 
 async def revisions(ctx: SearchContext, config: SearchConfig) -> None:
-    """Every finished attempt is a candidate, so this leaves ``ctx.candidates`` unset."""
+    """Every finished attempt is a candidate, so this leaves ``ctx.candidates`` unset. A
+    refusal of the budget mid-round leaves that round's arrived attempts to the search's
+    final scoring, which needs only their share of the budget."""
     lengths = chain_lengths(config.n, config.revision_ratio)
-    firsts = await ctx.expand(ROOT, len(lengths), whole=True)
+    latest = [node.id for node in await ctx.expand(ROOT, len(lengths), whole=True)]
+    for done in itertools.count(1):
+        if config.aggregator != "majority":
+            await ctx.score(latest)  # only the attempts not scored yet are sent
+        growing = [chain for chain, length in enumerate(lengths) if length > done]
+        if not growing:
+            return
+        revised = await gather([partial(_revise, ctx, config, latest[chain]) for chain in growing])
+        for chain, attempt in zip(growing, revised, strict=True):
+            latest[chain] = attempt.id
 
-    async def chain(first: int, length: int) -> None:
-        latest = first
-        for _ in range(length - 1):
-            shown = ctx.tree.chain(latest)[-config.revision_context :]
-            prompt = revision_prompt(
-                ctx.problem, [ctx.tree.node(node).text for node in shown], config.revision_template
-            )
-            (attempt,) = await ctx.expand(ROOT, 1, whole=True, prompt=prompt, revises=latest)
-            latest = attempt.id
 
-    await gather([partial(chain, node.id, length) for node, length in zip(firsts, lengths, strict=False)])
+async def _revise(ctx: SearchContext, config: SearchConfig, latest: int) -> Node:
+    """The next attempt of the chain ending at ``latest``."""
+    shown = ctx.tree.chain(latest)[-config.revision_context :]
+    prompt = revision_prompt(
+        ctx.problem, [ctx.tree.node(node).text for node in shown], config.revision_template
+    )
+    (attempt,) = await ctx.expand(ROOT, 1, whole=True, prompt=prompt, revises=latest)
+    return attempt
