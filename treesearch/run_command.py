@@ -62,6 +62,7 @@ _OPTIONAL_FIELDS = (
     "stop_confidence",
     "stop_window",
     "particle_temperature",
+    "particle_weighting",
     "ab_mcts_posterior",
     "ab_mcts_batch",
     "deepconf_warmup",
