@@ -15,6 +15,7 @@ A trace shorter than the window has one group: all of it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 
 
@@ -60,15 +61,40 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+class WindowGuard:
+    """Online DeepConf's stopping rule over one streamed trace, fed its token confidences
+    piece by piece as ``guard(confidences, done)``: False as soon as the mean of a window of
+    ``window`` tokens falls below ``threshold``.
+
+    Every window that ends in a piece is judged, not only the last (a server may send several
+    tokens a piece), from a running sum, so a piece costs its own length whatever the window.
+    A trace that ends (``done``) shorter than the window has one window, all of it, as in
+    ``group_confidences``: a streamed trace votes by the rule a warm-up trace votes by."""
+
+    def __init__(self, window: int, threshold: float) -> None:
+        self.window = window
+        self.threshold = threshold
+        self._recent: deque[float] = deque()
+        self._sum = 0.0
+
+    def __call__(self, confidences: Sequence[float], done: bool = False) -> bool:
+        for value in confidences:
+            self._recent.append(value)
+            self._sum += value
+            if len(self._recent) > self.window:
+                self._sum -= self._recent.popleft()
+            if len(self._recent) == self.window and self._sum / self.window < self.threshold:
+                return False
+        short = 0 < len(self._recent) < self.window
+        return not (done and short and self._sum / len(self._recent) < self.threshold)
+
+
 def first_cut(confidences: Sequence[float], window: int, threshold: float) -> int | None:
-    """Online DeepConf's stopping point: the token count at which the mean of the last
-    ``window`` tokens first falls below ``threshold`` (None: never). A window is judged once
-    it is full."""
-    total = 0.0
+    """Where ``WindowGuard`` stops a whole trace streamed a token a piece: the token count at
+    which a window's mean first falls below ``threshold``, or, for a trace shorter than the
+    window, its length when its mean is below (None: never)."""
+    guard = WindowGuard(window, threshold)
     for count, value in enumerate(confidences, 1):
-        total += value
-        if count > window:
-            total -= confidences[count - 1 - window]
-        if count >= window and total / window < threshold:
+        if not guard((value,)):
             return count
-    return None
+    return None if guard((), done=True) else len(confidences)

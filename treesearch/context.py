@@ -225,14 +225,16 @@ class SearchContext:
         *,
         whole: bool = False,
         logprobs: int | None = None,
-        keep: Callable[[Sequence[float]], bool] | None = None,
+        keep: Callable[[Sequence[float], bool], bool] | None = None,
     ) -> Node:
         """Add one child under ``node_id``, streamed (a policy that streams: an HTTP server).
 
-        ``keep`` sees the tokens' confidences so far after each streamed piece (ask for
-        ``logprobs`` top logprobs to have them); when it says no, the stream is closed and
-        the child ends there, ``finish_reason="low_confidence"``. A stream cancelled from
-        outside ends the same way, marked "cancelled". Either way the child is in the tree
+        ``keep`` is told each streamed piece's token confidences (ask for ``logprobs`` top
+        logprobs to have them), the piece with the finish reason too, and once more, with
+        none and ``done`` true, when the stream has ended, so it can judge the whole; when
+        it says no, the stream is closed (or the finished child refused) and the child ends
+        there, ``finish_reason="low_confidence"``. A stream cancelled from outside ends the
+        same way, marked "cancelled". Either way the child is in the tree
         with what it streamed, and the budget charges that: its tokens counted from their
         logprob entries (or bounded by its text's bytes when the server sent none) and the
         prompt at its known count or bound."""
@@ -296,10 +298,11 @@ class SearchContext:
                         finish = piece.finish_reason or finish
                         if piece.completion_tokens is not None:
                             reported = (piece.prompt_tokens, piece.completion_tokens)
-                        if keep is not None and finish is None and not keep(confidences):
+                        if keep is not None and not keep(piece.confidences, False):
                             break
                     else:
-                        return record(None)
+                        if keep is None or keep((), True):
+                            return record(None)
         except anyio.get_cancelled_exc_class():
             if parts:
                 record("cancelled")

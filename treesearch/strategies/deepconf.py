@@ -11,13 +11,19 @@ of the traces kept.
   90%, 0.1 the top 10%).
 - Online: ``deepconf_warmup`` traces W in one request set the threshold s, the (1 − η)
   quantile of their scores; those scoring at least s vote. The other N − W traces stream
-  in waves of W, each trace its own request, and each is cut (closed, its tokens so far
-  charged, ``finish_reason="low_confidence"``) as soon as the mean of its last
-  ``confidence_window`` tokens falls below s, so a trace votes by the same rule whether
-  it came in the warm-up or later: no window under s. Once one answer holds
-  ``deepconf_stop`` of the voting weight (checked after the warm-up and as each trace
-  finishes), no wave is sent and the streams still running are cancelled (marked
-  "cancelled", charged what they streamed).
+  at once (each its own request, within the endpoint's concurrency limit), and each is cut
+  (closed, its tokens so far charged, ``finish_reason="low_confidence"``) as soon as the
+  mean of a window of its last ``confidence_window`` tokens falls below s, every window
+  judged however many tokens a streamed piece carries, and a trace shorter than the window
+  judged whole at its end; so a trace votes by the same rule whether it came in the warm-up
+  or later: no window under s. Once one answer holds ``deepconf_stop`` of the voting
+  weight (checked after the warm-up and as each trace finishes), the streams still running
+  are cancelled (marked "cancelled", charged what they streamed).
+
+A server that sends no logprobs gives nothing to weigh: the first trace without
+confidences stops the search with a ConfigError naming logprobs, rather than a vote on
+zeros. A budget (or deadline) that stops the traces midway leaves those that finished in
+the tree, and they vote.
 
 The window scales with the traces: left unset it is an eighth of the median length of
 the traces that set the threshold (at least 4 tokens), since DeepConf's 2,048 tokens
@@ -32,9 +38,10 @@ from statistics import median
 
 import anyio
 
-from treesearch.confidence import percentile, trace_score
+from treesearch.confidence import WindowGuard, percentile, trace_score
 from treesearch.config import SearchConfig
 from treesearch.context import SearchContext, gather
+from treesearch.errors import BudgetExhausted, ConfigError
 from treesearch.logs import get_logger
 from treesearch.tree import ROOT, Node
 
@@ -50,26 +57,46 @@ def window_for(config: SearchConfig, traces: Sequence[Node]) -> int:
     return max(MIN_WINDOW, round(median(lengths) / 8))
 
 
-async def deepconf(ctx: SearchContext, config: SearchConfig) -> None:
-    kept: list[int] = []
-    ctx.candidates = kept
-    first = config.deepconf_warmup or config.n
-    traces = await ctx.expand(ROOT, first, whole=True, logprobs=config.deepconf_top_k)
+def confidences_of(ctx: SearchContext, trace: Node) -> tuple[float, ...]:
+    """A trace's token confidences; a trace with tokens and none means the server ignores
+    ``logprobs``, and DeepConf cannot run on it."""
+    if trace.confidences is None and trace.tokens:
+        raise ConfigError(
+            f"DeepConf needs token logprobs with top_logprobs, and {ctx.policy.endpoint} sent none; "
+            "serve the model where they are returned (vLLM, SGLang, llama.cpp's server) or choose "
+            "another strategy"
+        )
+    return trace.confidences or ()
+
+
+def warm_up(ctx: SearchContext, config: SearchConfig, kept: list[int]) -> tuple[int, float]:
+    """Score the traces in the tree (the first request's), keep those at or above the
+    threshold they set, and return the window and the threshold."""
+    traces = ctx.tree.children(ROOT)
+    confidences = {node.id: confidences_of(ctx, node) for node in traces}
     window = window_for(config, traces)
-    scores = {node.id: trace_score(node.confidences or (), window, config.trace_score) for node in traces}
-    threshold = percentile(list(scores.values()), 1.0 - config.deepconf_keep)
+    scores = {node.id: trace_score(confidences[node.id], window, config.trace_score) for node in traces}
+    threshold = percentile(list(scores.values()), 1.0 - config.deepconf_keep) if scores else 0.0
     for node in traces:
         ctx.tree.update(node.id, scores=(scores[node.id],))
     kept += [node.id for node in traces if node.answer is not None and scores[node.id] >= threshold]
     log.debug("deepconf_threshold", problem_id=ctx.problem.id, window=window, threshold=threshold,
-              warmup=[scores[node.id] for node in traces])  # fmt: skip
-    if not config.deepconf_warmup or config.n <= first:
-        return
+              warmup=list(scores.values()))  # fmt: skip
+    return window, threshold
 
-    def confident(confidences: Sequence[float]) -> bool:
-        if len(confidences) < window:
-            return True
-        return sum(confidences[-window:]) / window >= threshold
+
+async def deepconf(ctx: SearchContext, config: SearchConfig) -> None:
+    kept: list[int] = []
+    ctx.candidates = kept
+    first = config.deepconf_warmup or config.n
+    try:
+        await ctx.expand(ROOT, first, whole=True, logprobs=config.deepconf_top_k)
+    except (BudgetExhausted, anyio.get_cancelled_exc_class()):
+        warm_up(ctx, config, kept)  # the traces that finished before the budget or deadline
+        raise
+    window, threshold = warm_up(ctx, config, kept)
+    if not config.deepconf_warmup:
+        return
 
     async def settled() -> bool:
         if config.deepconf_stop is None:
@@ -84,17 +111,18 @@ async def deepconf(ctx: SearchContext, config: SearchConfig) -> None:
         return total > 0 and max(weights.values()) / total >= config.deepconf_stop
 
     async def trace(scope: anyio.CancelScope) -> None:
-        node = await ctx.stream_child(ROOT, whole=True, logprobs=config.deepconf_top_k, keep=confident)
+        guard = WindowGuard(window, threshold)
+        node = await ctx.stream_child(ROOT, whole=True, logprobs=config.deepconf_top_k, keep=guard)
+        confidences = confidences_of(ctx, node)
         if node.answer is None:
             return
-        ctx.tree.update(node.id, scores=(trace_score(node.confidences or (), window, config.trace_score),))
+        ctx.tree.update(node.id, scores=(trace_score(confidences, window, config.trace_score),))
         kept.append(node.id)
         if await settled():
             scope.cancel()
 
-    left = config.n - first
-    while left > 0 and not await settled():
-        wave = min(first, left)
-        left -= wave
-        with anyio.CancelScope() as scope:
-            await gather([partial(trace, scope)] * wave)
+    if await settled():
+        return
+    with anyio.CancelScope() as scope:
+        await gather([partial(trace, scope)] * (config.n - first))
+
