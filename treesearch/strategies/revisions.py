@@ -6,14 +6,14 @@ chain over chains, Snell et al.'s sequential-to-parallel ratio): N = 64 at ratio
 every later attempt is one request whose prompt shows the last ``revision_context``
 attempts of its chain (4, as in the paper) through ``revision_template``, and the new
 attempt records the one it revises, so the chains live in the tree. The chains advance
-in rounds, each chain's next attempts together, and each round's attempts are scored in
+in rounds, every chain's next attempt at once, and each round's attempts are scored in
 one verifier call before the next round asks for more, as the round loop of beam search
 does: a budget that runs out mid-revisions leaves every finished attempt scored, instead
-of spending it all on attempts and falling back to majority vote, the selection Snell et
-al. warn against. Every attempt that states an answer is a candidate; the hierarchical
-weighted vote selects within each chain, then across chains
-(``aggregate.hierarchical_vote``), and majority vote over all attempts is the
-verifier-free choice (nothing is scored then).
+of spending it all on attempts and falling back to a majority vote, which revisions that
+turn right answers wrong mislead (Snell et al.'s reason to select with a verifier).
+Every attempt that states an answer is a candidate; the hierarchical weighted vote
+selects within each chain, then across chains (``aggregate.hierarchical_vote``), and
+majority vote over all attempts is the verifier-free choice (nothing is scored then).
 """
 
 from __future__ import annotations
