@@ -16,7 +16,8 @@ Chen et al.'s filter judge.
   cut off by the token limit.
 
 Requests per path are sent concurrently inside the endpoint's limit; every
-call reports its usage so the context charges it to the budget.
+call reports its usage so the context charges it to the budget. All three score
+in [0, 1] (``probabilities``), so the context refuses anything else they return.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def _check_template(template: str) -> None:
 
 
 class PoolingPRM(EndpointClient):
+    probabilities = True
+
     def __init__(
         self,
         base_url: str | JsonEndpoint,
@@ -126,6 +129,7 @@ class _PerPathJudge(EndpointClient):
     template: str
     max_tokens: int
     logprobs: int | None = None
+    probabilities = True
 
     def __init__(
         self, base_url: str | JsonEndpoint, model: str, joiner: str, endpoint_options: dict[str, Any]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -16,12 +17,15 @@ from treesearch import (
     BudgetExhausted,
     BudgetLimits,
     ConfigError,
+    Problem,
     SamplingParams,
     SearchConfig,
     SearchContext,
     StepFormat,
+    run,
     search,
 )
+from treesearch.backends.fake_server import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy
 from treesearch.budget import count_attempt
@@ -184,6 +188,47 @@ async def test_budget_requests_count_http_attempts(
     assert after["errors"] > before["errors"]  # some attempts failed and were retried
     assert result.usage.requests == after["requests"] - before["requests"] <= 12
     assert result.stopped_by == "budget"
+
+
+@pytest.mark.anyio
+async def test_a_request_the_deadline_cuts_in_flight_is_charged_its_worst_case(
+    make_policy: Callable[..., OpenAIPolicy], tmp_path: Path
+) -> None:
+    """Its answer (and the usage in it) is lost, but the server may have served it: charged
+    its reservation, the tokens charged are never fewer than the tokens served."""
+    records = [*make_problems(1, prefix="quick"), *make_problems(1, prefix="stuck", latency_s=60.0)]
+    config = SearchConfig(
+        n=4,
+        step=StepFormat(max_tokens=50),
+        budget=BudgetLimits(deadline_s=2.0),
+        sampling=SamplingParams(seed=1),
+    )
+    with spawn([], records, tmp_path) as url:
+        results = await run([Problem.from_record(r) for r in records], make_policy(url), config)
+        served = server_stats(url)
+    quick, stuck = results
+    assert (quick.stopped_by, stuck.stopped_by) == ("done", "deadline")
+    # The quick problem's request was served and charged what the server reported.
+    assert (quick.usage.prompt_tokens, quick.usage.completion_tokens) == (
+        served["prompt_tokens"],
+        served["completion_tokens"],
+    )
+    # The stuck one was sent (the server saw two requests) and cut: charged its worst case.
+    assert served["requests"] == 2 and stuck.usage.requests == 1
+    assert stuck.usage.completion_tokens == 4 * 50
+    assert stuck.usage.prompt_tokens > 0 and stuck.usage.estimated
+
+
+@pytest.mark.anyio
+async def test_a_call_cancelled_before_it_was_sent_costs_nothing() -> None:
+    budget = Budget(BudgetLimits(tokens=1000))
+    waiting, sent = await budget.reserve(10, 20, choices=2), await budget.reserve(10, 20, choices=2)
+    with budget.metered(sent):
+        count_attempt()
+    budget.abandon(waiting)
+    budget.abandon(sent)
+    assert (budget.usage.prompt_tokens, budget.usage.completion_tokens, budget.usage.requests) == (10, 40, 1)
+    assert budget.usage.estimated and budget.charged_tokens == 50
 
 
 @pytest.mark.parametrize("field", ["tokens", "requests", "deadline_s"])

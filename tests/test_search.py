@@ -3,9 +3,12 @@ the answer was aggregated."""
 
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from treesearch import (
     CallableVerifier,
     ConfigError,
     NodeStatus,
+    Problem,
     SamplingParams,
     SearchConfig,
     StepFormat,
@@ -215,3 +219,55 @@ def test_the_library_prints_nothing_and_leaves_the_applications_logging_alone(
     # Nothing from treesearch, and structlog still prints the application's own events.
     assert len(done.stdout.splitlines()) == 1
     assert "still mine" in done.stdout
+
+
+def refuse(constant: str) -> float:
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+async def nan_for_odd_problems(problem: Problem, steps: Sequence[str]) -> float:
+    return math.nan if int(problem.id[1:]) % 2 else 0.5
+
+
+async def test_output_rows_are_strict_json(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], tmp_path: Path
+) -> None:
+    """A verifier's NaN once reached the rows as a bare NaN, which JSON does not have: now
+    the problem fails naming it, and every row parses with a strict parser."""
+    output = tmp_path / "rows.jsonl"
+    results = await run(
+        problems("s", 4),
+        make_policy(fake_server()),
+        config("weighted-vote", n=4),
+        verifier=CallableVerifier(nan_for_odd_problems),
+        output=output,
+    )
+    rows = [json.loads(line, parse_constant=refuse) for line in output.read_text().splitlines()]
+    assert {row["id"]: row["error"] for row in rows} == {
+        "s0": None,
+        "s1": "verifier test_search:nan_for_odd_problems returned the score nan: not a finite number",
+        "s2": None,
+        "s3": "verifier test_search:nan_for_odd_problems returned the score nan: not a finite number",
+    }
+    assert all(c["score"] is None for row in rows if row["error"] for c in row["candidates"])
+    assert all(r.answer is not None for r in results)  # a failed problem still votes what it finished
+
+
+@pytest.mark.parametrize("strategy", ["majority-vote", "particle-filter", "beam"])
+async def test_a_seeded_run_repeats_at_any_concurrency(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM, strategy: str
+) -> None:
+    """Step by step on problems whose steps err: requests are seeded by the position of the
+    node they extend, not by node ids handed out as answers arrive, so the same seed gives
+    the same candidates (in the same order) and answers whatever the concurrency."""
+    url = fake_server("--latency", "0.001")
+    seen = []
+    for concurrency in (2, 64):
+        results = await run(
+            problems("s", 12),
+            make_policy(url, concurrency=concurrency),
+            config(strategy, n=8, beam_width=2),
+            verifier=prm,
+        )
+        seen.append([(r.answer, [(c.answer, c.score) for c in r.candidates]) for r in results])
+    assert seen[0] == seen[1]

@@ -8,6 +8,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import networkx as nx
+import pytest
 
 from treesearch.tree import ROOT, NodeStatus, SearchTree
 
@@ -30,6 +31,27 @@ def test_paths_leaves_and_terminals() -> None:
     updated = tree.update(3, scores=(0.2,))
     assert tree.node(3) is updated
     assert updated.scores == (0.2,)
+
+
+def test_listings_follow_positions_not_arrival() -> None:
+    """Children that arrive out of order (the second request's before the first's) are listed
+    by their place: the request under the parent, then the choice's index in it."""
+    tree = SearchTree("p1", "What is 2 + 3?")
+    late = tree.add_child(ROOT, place="10.0", text="late", status=NodeStatus.ANSWERED, answer="5")
+    tree.add_child(ROOT, place="2.1", text="b", status=NodeStatus.ANSWERED, answer="6")
+    first = tree.add_child(ROOT, place="2.0", text="a")
+    tree.add_child(first.id, place="0.0", text="The answer is 5.", status=NodeStatus.ANSWERED, answer="5")
+    assert late.position == "0/10.0" and tree.node(4).position == "0/2.0/0.0"
+    assert [n.text for n in tree.children(ROOT)] == ["a", "b", "late"]  # 2 before 10, as numbers
+    assert [n.id for n in tree.terminals()] == [4, 2, 1]
+    assert [n.position for n in small_tree().children(ROOT)] == ["0/0", "0/1"]  # arrival by default
+
+
+def test_scores_are_finite_numbers() -> None:
+    tree = small_tree()
+    with pytest.raises(ValueError, match=r"node 3: scores must be finite numbers, got \[0.5, nan\]"):
+        tree.update(3, scores=(0.5, float("nan")))
+    assert tree.node(3).scores is None
 
 
 def test_node_link_json_round_trips(tmp_path: Path) -> None:

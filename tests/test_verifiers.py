@@ -1,14 +1,25 @@
-"""Verifier backends against the synthetic server, which speaks vLLM's /pooling shapes."""
+"""Verifier backends against the synthetic server, which speaks vLLM's /pooling shapes, and
+the check every score passes where it enters a search."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import pytest
 from conftest import PROBLEMS, server_stats
 
-from treesearch import ConfigError, EndpointError
+from treesearch import (
+    CallableVerifier,
+    ConfigError,
+    EndpointError,
+    Problem,
+    SamplingParams,
+    SearchConfig,
+    search,
+)
 from treesearch.backends.fake_server import FakeTask, step_score
+from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import (
     FINISHED_TEMPLATE,
     JudgeVerifier,
@@ -91,3 +102,78 @@ async def test_settings_apply_to_a_new_endpoint_only(fake_server: Callable[..., 
     with pytest.raises(ConfigError, match="a URL or an endpoint"):
         LogprobVerifier(None, "fake")  # type: ignore[arg-type]
     await judge.aclose()
+
+
+async def nan_score(problem: Problem, steps: Sequence[str]) -> float:
+    return math.nan
+
+
+async def inf_score(problem: Problem, steps: Sequence[str]) -> list[float]:
+    return [0.5] * (len(steps) - 1) + [math.inf]
+
+
+async def score_two(problem: Problem, steps: Sequence[str]) -> float:
+    return 2.0
+
+
+# ab-mcts drew from Beta(nan, nan) forever, ignoring SIGTERM (hence the timeout), and failed
+# every problem on 2.0; the particles collapsed onto one; the votes wrote a bare NaN.
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("strategy", "options"),
+    [("ab-mcts", {"ab_mcts_posterior": "beta", "ab_mcts_batch": 2}), ("ab-mcts", {"ab_mcts_batch": 2}),
+     ("particle-filter", {}), ("weighted-vote", {"whole": False})],
+)  # fmt: skip
+@pytest.mark.parametrize(
+    ("function", "promise", "shown", "problem"),
+    [
+        (nan_score, False, "nan", "not a finite number"),
+        (inf_score, False, "inf", "not a finite number"),
+        (score_two, True, "2.0", "not a probability in [0, 1]"),
+    ],
+)
+async def test_a_score_that_cannot_be_one_fails_the_problem_naming_the_verifier(
+    make_policy: Callable[..., OpenAIPolicy],
+    fake_server: Callable[..., str],
+    strategy: str,
+    options: dict[str, object],
+    function: Callable[..., object],
+    promise: bool,
+    shown: str,
+    problem: str,
+) -> None:
+    verifier = CallableVerifier(function, probabilities=promise)
+    config = SearchConfig(strategy=strategy, n=4, sampling=SamplingParams(seed=3), **options)
+    result = await search(PROBLEMS["s2"], make_policy(fake_server()), config, verifier=verifier)
+    assert result.stopped_by == "error"
+    assert (
+        result.error == f"verifier test_verifiers:{function.__name__} returned the score {shown}: {problem}"
+    )
+    assert all(c.score is None or 0.0 <= c.score <= 1.0 for c in result.candidates)  # none of its scores
+
+
+async def test_a_beta_posterior_needs_probabilities_whatever_the_verifier_promises(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    """A Python checker may score on any scale, but AB-MCTS's Beta posterior takes [0, 1]
+    only; its Gaussian posterior and the other strategies take any finite score."""
+    verifier = CallableVerifier(score_two)
+    policy = make_policy(fake_server())
+    beta = SearchConfig(strategy="ab-mcts", n=4, ab_mcts_posterior="beta", sampling=SamplingParams(seed=3))
+    refused = await search(PROBLEMS["s2"], policy, beta, verifier=verifier)
+    assert (
+        refused.error
+        == "verifier test_verifiers:score_two returned the score 2.0: not a probability in [0, 1]"
+    )
+    for config in (
+        SearchConfig(strategy="ab-mcts", n=4, sampling=SamplingParams(seed=3)),
+        SearchConfig(strategy="beam", n=4, beam_width=2, whole=False, sampling=SamplingParams(seed=3)),
+    ):
+        result = await search(PROBLEMS["s2"], policy, config, verifier=verifier)
+        assert result.error is None and result.answer is not None
+        assert {c.score for c in result.candidates} == {2.0}
+
+
+def test_the_server_verifiers_promise_probabilities() -> None:
+    assert PoolingPRM.probabilities and LogprobVerifier.probabilities and JudgeVerifier.probabilities
+    assert not CallableVerifier(score_two).probabilities

@@ -14,6 +14,11 @@ refused. A server that spends more than it was asked to (more tokens than
 ``max_tokens``, more choices than ``n``) is charged what it reports, once; the
 budget then refuses everything after (``server_overran``), so a limit is never
 exceeded by more than that one response.
+
+A call cancelled in flight (the deadline passed, or a sibling call failed) never
+learns what the server spent: once an HTTP attempt was sent it is charged its
+worst case (``abandon``), so the tokens charged are never fewer than the tokens
+servers served.
 """
 
 from __future__ import annotations
@@ -109,13 +114,14 @@ class Tally:
 
 @dataclass(slots=True)
 class Reservation:
-    """``tokens`` is the worst case counted against the limit, ``completion_tokens`` the most
-    the choices may generate; ``attempts`` counts the HTTP attempts made under it (0 for
-    in-process calls)."""
+    """``tokens`` is the worst case counted against the limit, ``prompt_tokens`` and
+    ``completion_tokens`` the most the prompt may take and the choices may generate;
+    ``attempts`` counts the HTTP attempts made under it (0 for in-process calls)."""
 
     tokens: int
     requests: int
     choices: int = 1
+    prompt_tokens: int = 0
     completion_tokens: int = 0
     open: bool = True
     attempts: int = 0
@@ -185,7 +191,11 @@ class Budget:
                 self._reserved_requests += requests
                 self._in_flight += 1
                 return Reservation(
-                    tokens=tokens, requests=requests, choices=fit, completion_tokens=fit * tokens_per_choice
+                    tokens=tokens,
+                    requests=requests,
+                    choices=fit,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=fit * tokens_per_choice,
                 )
             if not self._in_flight:
                 raise BudgetExhausted(self._why(prompt_tokens, tokens_per_choice))
@@ -282,6 +292,21 @@ class Budget:
         self._close(reservation)
         if reservation.attempts:
             self._spend(0, 0, reservation.attempts, False)
+
+    def abandon(self, reservation: Reservation, *, verifier: bool = False) -> None:
+        """Close a call cancelled in flight. Once an HTTP attempt was sent, a server may have
+        served it whole, and its answer (with its usage) is lost: charge its worst case,
+        estimated. A call cancelled before any attempt (waiting for a connection) is released."""
+        if not reservation.attempts:
+            self.release(reservation)
+            return
+        self.settle(
+            reservation,
+            reservation.prompt_tokens,
+            reservation.completion_tokens,
+            estimated=True,
+            verifier=verifier,
+        )
 
     def _spend(
         self,

@@ -21,7 +21,7 @@ import anyio
 from treesearch.answers import RUN_ON_MARKERS, extract_answer, extract_final_value, split_run_on
 from treesearch.budget import Budget
 from treesearch.equivalence import AnswerEquivalence, default_equivalence
-from treesearch.errors import BudgetExhausted, ConfigError, EndpointError
+from treesearch.errors import BudgetExhausted, ConfigError, EndpointError, VerifierError
 from treesearch.logs import get_logger
 from treesearch.policy import (
     Choice,
@@ -35,7 +35,7 @@ from treesearch.policy import (
 )
 from treesearch.problems import Problem
 from treesearch.tree import ROOT, Node, NodeStatus, SearchTree
-from treesearch.verify import Verifier, reduce_scores
+from treesearch.verify import Verifier, check_scores, reduce_scores, verifier_name
 
 if TYPE_CHECKING:
     from treesearch.config import SearchConfig
@@ -163,11 +163,11 @@ class SearchContext:
         the rest of the solution, asked for in one call. ``prompt`` asks with another rendering
         of the problem (a revision's, which shows earlier attempts) whose children revise the
         attempt ``revises``; verifiers still see the problem itself. ``stream`` names requests
-        whose seeds must not follow the node's own (see ``_seed``). ``logprobs`` asks for that
+        whose seeds must not follow the node's own (see ``_request``). ``logprobs`` asks for that
         many top logprobs a token, which the children keep as token confidences.
         """
         if revises is not None:
-            stream = f"{stream}revises {revises}:"
+            stream = f"{stream}revises {self.tree.node(revises).position}:"
         whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
         params = replace(self._params(whole, temperature), logprobs=logprobs)
         prefix = Prefix(
@@ -186,13 +186,16 @@ class SearchContext:
             if wanted % per_request:
                 sizes.append(wanted % per_request)
 
-            async def one(size: int, seed: int | None) -> list[Node]:
+            async def one(size: int, request: str, seed: int | None) -> list[Node]:
                 reservation = await self.budget.reserve(prompt_bound, params.max_tokens, size)
                 try:
                     with self.budget.metered(reservation):
                         generation = await self.policy.generate(
                             prefix, reservation.choices, replace(params, seed=seed)
                         )
+                except anyio.get_cancelled_exc_class():
+                    self.budget.abandon(reservation)
+                    raise
                 except BaseException:
                     self.budget.release(reservation)
                     raise
@@ -207,9 +210,11 @@ class SearchContext:
                         f"{len(generation.choices)} choices for n={reservation.choices}; kept those asked for"
                     )
                     generation = replace(generation, choices=generation.choices[: reservation.choices])
-                return self._record(node_id, generation, whole, revises, own_prompt=prompt is None)
+                return self._record(
+                    node_id, generation, whole, revises, request=request, own_prompt=prompt is None
+                )
 
-            batches = await gather([partial(one, size, self._seed(node_id, stream)) for size in sizes])
+            batches = await gather([partial(one, size, *self._request(node_id, stream)) for size in sizes])
             got = [child for batch in batches for child in batch]
             if not got:
                 raise EndpointError(self.policy.endpoint, None, "the server returned no choices")
@@ -242,7 +247,8 @@ class SearchContext:
         if not isinstance(policy, StreamingPolicy):
             raise ConfigError(f"{policy.endpoint} cannot stream; this strategy needs an HTTP server")
         whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
-        params = replace(self._params(whole, None), logprobs=logprobs, seed=self._seed(node_id))
+        request, seed = self._request(node_id)
+        params = replace(self._params(whole, None), logprobs=logprobs, seed=seed)
         prefix = Prefix(
             problem=self.problem, steps=self.tree.steps(node_id), delimiter=self.step_format.delimiter
         )
@@ -280,7 +286,7 @@ class SearchContext:
                 completion_tokens=completion_tokens or 0,
                 estimated=not exact,
             )
-            (child,) = self._record(node_id, generation, whole)
+            (child,) = self._record(node_id, generation, whole, request=request)
             if cut is not None:
                 child = self.tree.update(child.id, status=NodeStatus.DEAD_END, answer=None, finish_reason=cut)
             return child
@@ -307,7 +313,7 @@ class SearchContext:
             if parts:
                 record("cancelled")
             else:
-                self.budget.release(reservation)
+                self.budget.abandon(reservation)
             raise
         except BaseException:
             self.budget.release(reservation)
@@ -362,11 +368,12 @@ class SearchContext:
 
     # -- scores -----------------------------------------------------------------
 
-    async def score(self, node_ids: Sequence[int]) -> list[float]:
+    async def score(self, node_ids: Sequence[int], *, probabilities: bool = False) -> list[float]:
         """Score the paths ending at ``node_ids`` (those not scored yet) in one batched
         verifier call, charged to the budget like any request; their path scores. A path
         that ended without an answer is never sent: it scores 0. Paths a strategy scored
-        itself (DeepConf's confidences) need no verifier."""
+        itself (DeepConf's confidences) need no verifier. ``probabilities``: the caller
+        needs scores in [0, 1] (a Beta posterior), whatever the verifier promises."""
         todo = [
             node
             for node in dict.fromkeys(node_ids)
@@ -376,13 +383,17 @@ class SearchContext:
             if self.verifier is None:
                 raise ConfigError("this strategy needs a verifier")
             paths = [self._verifier_steps(node) for node in todo]
-            scores = await self._judge(self.verifier, paths)
+            scores = await self._judge(self.verifier, paths, probabilities=probabilities)
             for node, path, values in zip(todo, paths, scores, strict=True):
                 self.tree.update(node, scores=self._full_path_scores(node, len(path), values))
                 self._log.debug("node_scored", node_id=node, scores=values)
         return [self.path_score(node) or 0.0 for node in node_ids]
 
-    async def _judge(self, verifier: Verifier, paths: Sequence[Sequence[str]]) -> list[list[float]]:
+    async def _judge(
+        self, verifier: Verifier, paths: Sequence[Sequence[str]], *, probabilities: bool = False
+    ) -> list[list[float]]:
+        """The verifier's step scores of ``paths``, charged to the budget; every score checked
+        where it enters (see ``check_scores``)."""
         bound = verifier.cost_bound(self.problem, paths)
         reservation = await self.budget.reserve(
             bound.prompt_tokens, bound.completion_tokens, requests=bound.requests
@@ -401,6 +412,9 @@ class SearchContext:
                 verifier=verifier is self.verifier,
             )
             raise
+        except anyio.get_cancelled_exc_class():
+            self.budget.abandon(reservation, verifier=verifier is self.verifier)
+            raise
         except BaseException:
             self.budget.release(reservation)
             raise
@@ -413,7 +427,11 @@ class SearchContext:
             verifier=verifier is self.verifier,
         )
         if len(scored.scores) != len(paths) or not all(scored.scores):
-            raise EndpointError("verifier", None, f"{len(scored.scores)} scores for {len(paths)} paths")
+            raise VerifierError(
+                f"verifier {verifier_name(verifier)} returned {len(scored.scores)} scores for"
+                f" {len(paths)} paths (or a path without scores)"
+            )
+        check_scores(verifier, scored.scores, probabilities=probabilities)
         return scored.scores
 
     def _full_path_scores(self, node_id: int, depth: int, values: Sequence[float]) -> tuple[float, ...]:
@@ -440,16 +458,21 @@ class SearchContext:
             stop=fmt.end_stops if whole else (fmt.delimiter, *fmt.end_stops),
         )
 
-    def _seed(self, node_id: int, stream: str = "") -> int | None:
-        """A distinct, reproducible seed per request: the same under any scheduling order.
-        Requests of another ``stream`` (a probe's, a revision's) draw apart from the node's
-        own, so they neither repeat its samples nor depend on when they were sent."""
-        if self.sampling.seed is None:
-            return None
+    def _request(self, node_id: int, stream: str = "") -> tuple[str, int | None]:
+        """The next request under ``node_id``: its name (its ``stream`` and how many requests
+        of that stream the node sent before), which with a choice's index places each child
+        in the tree (``Node.position``), and its seed, drawn from the node's position and that
+        name. Neither depends on node ids, which follow arrival order, so a seeded search
+        repeats under any scheduling, latency or concurrency. Requests of another ``stream``
+        (a probe's, a revision's) draw apart from the node's own, so they neither repeat its
+        samples nor depend on when they were sent."""
         count = self._requests_per_node.get((node_id, stream), 0)
         self._requests_per_node[node_id, stream] = count + 1
-        key = f"{self.sampling.seed}:{self.problem.id}:{node_id}:{stream}{count}"
-        return zlib.crc32(key.encode())
+        request = f"{stream}{count}"
+        if self.sampling.seed is None:
+            return request, None
+        key = f"{self.sampling.seed}:{self.problem.id}:{self.tree.node(node_id).position}:{request}"
+        return request, zlib.crc32(key.encode())
 
     def _prompt_bound(self, node_id: int, prefix: Prefix) -> int:
         """The most prompt tokens this prefix can take: the exact count the server reported
@@ -471,6 +494,7 @@ class SearchContext:
         whole: bool,
         revises: int | None = None,
         *,
+        request: str,
         own_prompt: bool = True,
     ) -> list[Node]:
         # Another rendering's prompt (a revision's) is not the parent's prefix: its count
@@ -480,13 +504,14 @@ class SearchContext:
             self.tree.update(parent_id, prompt_tokens=generation.prompt_tokens)
         total_chars = sum(len(choice.text) for choice in generation.choices) or 1
         children = []
-        for choice in generation.choices:
+        for index, choice in enumerate(generation.choices):
             tokens = choice.tokens
             if tokens is None:
                 tokens = round(generation.completion_tokens * len(choice.text) / total_chars)
             text, answer, ran_on = self.step_format.answer(choice.text)
             child = self.tree.add_child(
                 parent_id,
+                place=f"{request}.{index}",
                 text=text,
                 status=self._status(choice, answer, whole or ran_on),
                 finish_reason=choice.finish_reason,

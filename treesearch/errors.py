@@ -4,6 +4,7 @@
     ├── ConfigError                 a setting or argument that cannot work
     ├── ProblemFileError            a problems JSONL line that cannot be read (carries the line)
     ├── EndpointError               an endpoint failed for good (carries URL, status, body excerpt)
+    ├── VerifierError               a verifier's score that cannot be one (NaN, or 2.0 from a PRM)
     └── BudgetExhausted             a reservation did not fit; internal control flow that ends a
         │                           search gracefully, never shown to a user as a crash
         └── DeadlinePassed          the same, because the wall-clock deadline passed
@@ -41,6 +42,11 @@ class EndpointError(TreeSearchError):
         self.url = url
         self.status = status
         self.detail = detail
+
+
+class VerifierError(TreeSearchError):
+    """A verifier returned a score that is not a finite number, or one outside [0, 1] from a
+    verifier that promises probabilities; the message names the verifier and the value."""
 
 
 class BudgetExhausted(TreeSearchError):

@@ -5,7 +5,8 @@ growing. The finished paths it offers that state an answer are the candidates
 (a path that ended without one is never scored or voted on); they are scored if
 the aggregator needs scores and a strategy has not scored them already, grouped
 by answer equivalence (in a worker thread: it may block) and aggregated into a
-SearchResult.
+SearchResult. Candidates come in tree position order, not arrival order, so
+ties break alike however the requests were scheduled.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.strategies import get_strategy
 from treesearch.strategies.adaptive import apply_cell
-from treesearch.tree import Node, NodeStatus, SearchTree
+from treesearch.tree import Node, NodeStatus, SearchTree, in_order
 from treesearch.verify import Verifier
 
 log = get_logger(__name__)
@@ -139,7 +140,7 @@ async def _complete_best_open_path(ctx: SearchContext) -> list[Node]:
     leaves = ctx.tree.open_leaves()
     if not leaves:
         return []
-    best = max(leaves, key=lambda n: (ctx.path_score(n.id) or 0.0, n.depth, -n.id))
+    best = max(leaves, key=lambda n: (ctx.path_score(n.id) or 0.0, n.depth))  # ties: the first by position
     return [await ctx.rollout(best.id, temperature=0.0)]
 
 
@@ -196,7 +197,7 @@ async def search(
     strategy = get_strategy(ran.strategy)
     aggregator = ran.aggregator or strategy.aggregator
     # A search cut short aggregates every finished path it has.
-    offered = ctx.tree.terminals() if ctx.candidates is None else map(ctx.tree.node, ctx.candidates)
+    offered = ctx.tree.terminals() if ctx.candidates is None else in_order(map(ctx.tree.node, ctx.candidates))
     final = _answered(offered)
     if not final and error is None and stopped_by != "deadline":
         try:
@@ -274,7 +275,7 @@ def _answered(nodes: Iterable[Node]) -> list[Node]:
 
 
 def _best(candidates: Sequence[Candidate], n: int) -> list[Candidate]:
-    """The ``n`` best-scored candidates (unscored ones last), in the order they finished."""
+    """The ``n`` best-scored candidates (unscored ones last), in their order (position order)."""
     order = sorted(
         range(len(candidates)),
         key=lambda i: (candidates[i].score is None, -(candidates[i].score or 0.0), i),

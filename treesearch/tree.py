@@ -5,6 +5,11 @@ immutable; a change (a verifier score, a status) replaces the record. The graph
 is the single source of truth for what was explored: strategies keep node ids,
 never private copies of paths.
 
+Node ids follow arrival order, which changes with scheduling; a node's
+``position`` (the request and choice that made it, from the root down) does
+not. Listings (children, open leaves, finished paths) come in position order, so
+a seeded search decides alike however its requests were scheduled.
+
 networkx is imported when the first tree is made: importing it takes a tenth of a
 second, which ``treesearch --help`` and every command that searches nothing would
 pay otherwise.
@@ -14,6 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -40,7 +48,12 @@ class Node:
     prefix ending at this node, when a server reported it; ``scores`` the
     verifier's per-step scores of the path ending here; ``revises`` the earlier attempt
     this one revises (a revision chain: every attempt is a whole solution under the root);
-    ``confidences`` its tokens' confidences, when top logprobs were asked for (DeepConf).
+    ``confidences`` its tokens' confidences, when top logprobs were asked for (DeepConf);
+    ``position`` its place in the tree whatever the arrival order: the parent's position,
+    then the request under the parent and the choice's index in it ("0/0.1/0.0": the
+    second choice of the root's first request, then its own first request's only choice).
+    Scores are finite numbers, always: a NaN would decide selections at random and break
+    the JSON rows.
     """
 
     id: int
@@ -56,10 +69,23 @@ class Node:
     scores: tuple[float, ...] | None = None
     revises: int | None = None
     confidences: tuple[float, ...] | None = None
+    position: str = "0"
+
+    def __post_init__(self) -> None:
+        if self.scores is not None and not all(math.isfinite(score) for score in self.scores):
+            raise ValueError(f"node {self.id}: scores must be finite numbers, got {list(self.scores)}")
 
     @property
     def terminal(self) -> bool:
         return self.status is not NodeStatus.OPEN
+
+    @property
+    def order(self) -> tuple[str | int, ...]:
+        """The sort key of ``position``, numbers compared as numbers ("0/0.2" before "0/0.10")."""
+        return tuple(int(part) if i % 2 else part for i, part in enumerate(_DIGITS.split(self.position)))
+
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 ROOT = 0
@@ -85,10 +111,20 @@ class SearchTree:
     def nodes(self) -> list[Node]:
         return [data["record"] for _, data in self.graph.nodes(data=True)]
 
-    def add_child(self, parent: int, **fields: Any) -> Node:
-        """Add a step under ``parent``; ``fields`` are Node fields other than the ids and depth."""
+    def add_child(self, parent: int, *, place: str | None = None, **fields: Any) -> Node:
+        """Add a step under ``parent``; ``fields`` are Node fields other than the ids, depth and
+        position. ``place`` is its place under the parent (default: its arrival rank there),
+        unique among the parent's children."""
         node_id = self.graph.number_of_nodes()
-        record = Node(id=node_id, parent=parent, depth=self.node(parent).depth + 1, **fields)
+        if place is None:
+            place = str(self.graph.out_degree(parent))
+        record = Node(
+            id=node_id,
+            parent=parent,
+            depth=self.node(parent).depth + 1,
+            position=f"{self.node(parent).position}/{place}",
+            **fields,
+        )
         self.graph.add_node(node_id, record=record)
         self.graph.add_edge(parent, node_id)
         return record
@@ -99,7 +135,8 @@ class SearchTree:
         return record
 
     def children(self, node_id: int) -> list[Node]:
-        return [self.node(child) for child in self.graph.successors(node_id)]
+        """In position order."""
+        return in_order(self.node(child) for child in self.graph.successors(node_id))
 
     def path(self, node_id: int) -> list[Node]:
         """The steps from the first one down to ``node_id`` (the root excluded)."""
@@ -124,15 +161,16 @@ class SearchTree:
         return chain[::-1]
 
     def open_leaves(self) -> list[Node]:
-        return [
+        """In position order."""
+        return in_order(
             node
             for node in self.nodes()
             if node.status is NodeStatus.OPEN and self.graph.out_degree(node.id) == 0
-        ]
+        )
 
     def terminals(self) -> list[Node]:
-        """Finished paths, in the order they were added."""
-        return [node for node in self.nodes() if node.terminal]
+        """Finished paths, in position order."""
+        return in_order(node for node in self.nodes() if node.terminal)
 
     # -- export ---------------------------------------------------------------
 
@@ -176,6 +214,11 @@ class SearchTree:
         lines.extend(f"  {a} -> {b};" for a, b in self.graph.edges)
         lines.append("}")
         return "\n".join(lines)
+
+
+def in_order(nodes: Iterable[Node]) -> list[Node]:
+    """``nodes`` in position order (repeats kept): an order no scheduling changes."""
+    return sorted(nodes, key=lambda node: node.order)
 
 
 def _dot_string(text: str) -> str:

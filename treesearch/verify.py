@@ -7,6 +7,12 @@ calls cost. ``cost_bound`` is the worst case of that cost, which the context
 reserves in the budget before the call. A path's single score is a reduction of
 its step scores: the last one (Snell et al.'s choice, the default), the
 minimum, the product or the mean.
+
+A verifier whose scores are probabilities (a PRM, a yes/no judge read from
+logprobs, a filter judge) says so with ``probabilities = True``; the context
+then refuses a score outside [0, 1], as it refuses any score that is not a
+finite number, naming the verifier (``check_scores``). A verifier without the
+attribute promises only finite numbers: a Python checker may score on any scale.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Protocol, runtime_checkable
 
-from treesearch.errors import ConfigError
+from treesearch.errors import ConfigError, VerifierError
 from treesearch.problems import Problem
 
 StepScores = list[float]
@@ -47,7 +53,8 @@ class Verifier(Protocol):
         ...
 
     async def score(self, problem: Problem, paths: Sequence[Sequence[str]]) -> Scored:
-        """Scores in [0, 1] for the steps of each path, batched in as few calls as possible."""
+        """Scores for the steps of each path (finite numbers; in [0, 1] when the verifier
+        sets ``probabilities = True``), batched in as few calls as possible."""
         ...
 
 
@@ -59,10 +66,12 @@ ScoreFunction = Callable[
 class CallableVerifier:
     """A verifier from a Python function of (problem, steps) returning a score for the whole
     path or one per step; sync or async. Exact checkers (a unit test, an arithmetic check)
-    plug in this way. A sync function runs on the event loop, so it must be quick."""
+    plug in this way. A sync function runs on the event loop, so it must be quick.
+    ``probabilities`` promises scores in [0, 1] (a score outside is then an error)."""
 
-    def __init__(self, function: ScoreFunction) -> None:
+    def __init__(self, function: ScoreFunction, *, probabilities: bool = False) -> None:
         self._function = function
+        self.probabilities = probabilities
         # What a run's fingerprint records of it: the function's import path.
         self.name = (
             f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', repr(function))}"
@@ -79,6 +88,33 @@ class CallableVerifier:
                 value = await value
             scored.append([float(value)] if isinstance(value, int | float) else list(value))
         return Scored(scores=scored)
+
+
+def verifier_name(verifier: object) -> str:
+    """How errors name a verifier: its own name (a Python function's import path), else its
+    kind and model."""
+    name = getattr(verifier, "name", None)
+    if isinstance(name, str):
+        return name
+    model = getattr(verifier, "model", None)
+    return type(verifier).__name__ + (f" ({model})" if isinstance(model, str) else "")
+
+
+def check_scores(verifier: object, scores: Sequence[Sequence[float]], *, probabilities: bool = False) -> None:
+    """Refuse a score that is not a finite number, or (when the verifier promises
+    probabilities, or the caller needs them: ``probabilities``) one outside [0, 1]. A NaN
+    would otherwise loop a Beta draw forever, collapse particle weights and reach the output
+    rows, which are strict JSON."""
+    probabilities = probabilities or getattr(verifier, "probabilities", False) is True
+    for values in scores:
+        for value in values:
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                problem = "not a finite number"
+            elif probabilities and not 0.0 <= value <= 1.0:
+                problem = "not a probability in [0, 1]"
+            else:
+                continue
+            raise VerifierError(f"verifier {verifier_name(verifier)} returned the score {value!r}: {problem}")
 
 
 REDUCTIONS: dict[str, Callable[[Sequence[float]], float]] = {

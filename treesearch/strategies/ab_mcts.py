@@ -14,7 +14,8 @@ holds the scores of its subtree). Posteriors are over scores:
 
 - ``gaussian``: Normal-inverse-gamma, prior m = 0, κ = 1, ν = 1, τ² = 0.1; a draw is
   σ² from the scaled inverse χ² and then the mean from N(mₙ, σ²/κₙ);
-- ``beta``: Beta(0.5 + Σs, 0.5 + Σ(1 − s)).
+- ``beta``: Beta(0.5 + Σs, 0.5 + Σ(1 − s)), which takes scores in [0, 1] only: the context
+  refuses any other, whatever the verifier promises.
 
 Selections are made ``ab_mcts_batch`` at a time (each drawn before any of the batch is
 scored, as TreeQuest's ask/tell); the batch's attempts are generated concurrently (one
@@ -128,7 +129,7 @@ async def ab_mcts(ctx: SearchContext, config: SearchConfig) -> None:
             groups[path[-1]].append(path)
         made = await gather([partial(generate, parent, len(paths)) for parent, paths in groups.items()])
         new = [node for nodes in made for node in nodes]
-        scores = await ctx.score(new)
+        scores = await ctx.score(new, probabilities=config.ab_mcts_posterior == "beta")
         paths = [path for group in groups.values() for path in group]
         for path, node, score in zip(paths, new, scores, strict=True):
             search.add(path, node, score)

@@ -43,6 +43,13 @@ async def dvts(ctx: SearchContext, config: SearchConfig) -> None:
     candidates: list[int] = []
     ctx.candidates = candidates
 
+    def finished(children: Sequence[int]) -> None:
+        """Add the finished ones of ``children``, once: subtrees refused at the root all see
+        the root's children."""
+        candidates.extend(
+            child for child in children if ctx.tree.node(child).terminal and child not in candidates
+        )
+
     async def subtree() -> None:
         """Follow the best of M children until it has finished; its finished siblings come too
         (and, when the budget refuses a step, the finished children that step got)."""
@@ -52,10 +59,10 @@ async def dvts(ctx: SearchContext, config: SearchConfig) -> None:
                 children = [child.id for child in await ctx.expand(node, config.beam_width)]
                 (best,) = top_k(children, await ctx.score(children), 1)
             except BudgetExhausted:
-                candidates.extend(child.id for child in ctx.tree.children(node) if child.terminal)
+                finished([child.id for child in ctx.tree.children(node)])
                 raise
             if ctx.tree.node(best).terminal:
-                candidates.extend(child for child in children if ctx.tree.node(child).terminal)
+                finished(children)
                 return
             node = best
 

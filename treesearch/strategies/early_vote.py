@@ -12,8 +12,8 @@ rollouts), never more than N in all. The first wave leaves at once; a wave that 
 unsettled sends the next. Step by step, the rule is checked as each rollout finishes and
 the wave's other rollouts are cancelled once it holds: their steps so far stay in the
 tree, charged, their last marked ``finish_reason="cancelled"``; a request in flight when
-cancelled is released (the server reports nothing for it). Every finished sample is a
-candidate of the majority vote.
+cancelled is charged its worst case (its answer, with the usage in it, is lost, though the
+server may have served it). Every finished sample is a candidate of the majority vote.
 """
 
 from __future__ import annotations
