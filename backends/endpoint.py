@@ -10,15 +10,24 @@ flight; a failure worth retrying is retried at once on another replica, and only
 when every replica failed does the retry policy's backoff apply. A replica that
 fails ``EJECT_AFTER`` times in a row is taken out for a back-off period (1 s,
 doubling to 60 s); when it ends, one request at a time probes it until one
-succeeds. Each replica's requests, tokens and errors are counted (``replicas``).
+succeeds. When every replica of a pool is out, a request fails at once rather than
+running out its retries: a run whose servers all died fails its remaining problems in
+a moment, keeping what finished. Each replica's requests, tokens and errors are counted
+(``replicas``).
+
+Requests wait for a slot oldest problem first (``treesearch.priority``): when the
+slots are contended, a problem admitted earlier is served before a later one, so a
+run's problems finish one after another instead of all at the end.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
@@ -26,6 +35,7 @@ import anyio
 from treesearch.budget import count_attempt
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.logs import get_logger
+from treesearch.priority import problem_order
 
 from .http import TRANSPORTS, ConnectFailure, MalformedAnswer, StatusFailure, Transport, TransportName
 from .retry import RetryPolicy, is_retryable
@@ -81,6 +91,51 @@ def _usable(path: str, answer: Any) -> Any:
     return answer
 
 
+@dataclass(order=True, slots=True)
+class _Waiter:
+    priority: int
+    arrival: int
+    turn: anyio.Event = field(compare=False, default_factory=anyio.Event)
+    gone: bool = field(compare=False, default=False)  # cancelled while it waited
+
+
+class OldestFirst:
+    """A capacity limiter that hands each slot freed while requests wait to the waiter of
+    lowest ``priority`` (the oldest problem's), first come, first served among equals.
+
+    A free slot is taken without a pass through the event loop: client CPU per request is
+    what a search's rounds wait on when many problems run at once. A freed slot goes
+    straight to the next waiter, so no later arrival can take it in between."""
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._waiting: list[_Waiter] = []
+        self._arrivals = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if self._free:
+            self._free -= 1
+            return
+        waiter = _Waiter(priority, next(self._arrivals))
+        heapq.heappush(self._waiting, waiter)
+        try:
+            await waiter.turn.wait()
+        except BaseException:
+            if waiter.turn.is_set():
+                self.release()  # handed a slot as it was cancelled: it goes to the next
+            else:
+                waiter.gone = True  # left in the heap, skipped when it comes up
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            waiter = heapq.heappop(self._waiting)
+            if not waiter.gone:
+                waiter.turn.set()
+                return
+        self._free += 1
+
+
 EJECT_AFTER = 3
 _FIRST_BACKOFF_S, _MAX_BACKOFF_S = 1.0, 60.0
 
@@ -99,12 +154,14 @@ class Replica:
     out_until: float = 0.0  # taken out until this monotonic time
     backoff_s: float = _FIRST_BACKOFF_S
     probing: bool = False  # back from an outage: one request at a time until one succeeds
+    last_error: str = ""
 
     def available(self, now: float) -> bool:
         return now >= self.out_until and not (self.probing and self.in_flight)
 
-    def failed(self, now: float) -> None:
+    def failed(self, now: float, error: str) -> None:
         self.errors += 1
+        self.last_error = error
         self.failures_in_a_row += 1
         if now >= self.out_until and (self.failures_in_a_row >= EJECT_AFTER or self.probing):
             self.out_until = now + self.backoff_s
@@ -162,20 +219,16 @@ class Endpoint:
         self._timeout_s = timeout_s
         self._retrying = (retry or RetryPolicy()).retrying()
         self._transport = transport
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._limiter: OldestFirst | None = None
         self._turn = 0
 
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         """POST JSON with retries inside the concurrency limit; the decoded JSON answer.
 
-        A free slot of the limiter is taken without a pass through the event loop: client
-        CPU per request is what a search's rounds wait on when many problems run at once."""
+        When every slot is taken, the oldest problem's request gets the next one."""
         limiter = self._connect()
         started = time.perf_counter()
-        try:
-            limiter.acquire_nowait()
-        except anyio.WouldBlock:
-            await limiter.acquire()
+        await limiter.acquire(problem_order.get())
         try:
             answer, replica, attempts = await self._attempts(path, body)
         except _Failed as failed:
@@ -231,8 +284,8 @@ class Endpoint:
         try:
             answer = _usable(path, await http.post(path, body))
         except (StatusFailure, ConnectFailure) as exc:
-            if is_retryable(exc):
-                replica.failed(time.monotonic())
+            if is_retryable(exc) and not _busy(exc):
+                replica.failed(time.monotonic(), str(exc))
             else:
                 replica.errors += 1
             raise _Failed(exc, replica) from exc
@@ -243,7 +296,9 @@ class Endpoint:
 
     def _pick(self) -> Replica:
         """The available replica with the fewest requests in flight (ties in turn); with none
-        available, the one back soonest."""
+        available, the one back soonest (a probe in flight on it). A pool whose replicas are
+        all taken out raises EndpointError, which no retry waits on: with every server gone,
+        each request would otherwise run out its own retries against them."""
         if len(self.replicas) == 1:
             return self.replicas[0]
         now = time.monotonic()
@@ -251,9 +306,15 @@ class Endpoint:
         count = len(self.replicas)
         order = [self.replicas[(self._turn + i) % count] for i in range(count)]
         ready = [replica for replica in order if replica.available(now)]
-        if not ready:
-            return min(order, key=lambda replica: replica.out_until)
-        return min(ready, key=lambda replica: replica.in_flight)
+        if ready:
+            return min(ready, key=lambda replica: replica.in_flight)
+        soonest = min(order, key=lambda replica: replica.out_until)
+        if soonest.out_until <= now:
+            return soonest
+        shown = ", ".join(replica.base_url for replica in self.replicas[:3])
+        more = f" and {count - 3} more" if count > 3 else ""
+        raise EndpointError(f"{shown}{more}", None, f"every replica of the pool is taken out after "
+                            f"failing; the last error: {soonest.last_error}")  # fmt: skip
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
         """POST JSON for a server-sent stream inside the concurrency limit; its decoded events.
@@ -261,7 +322,8 @@ class Endpoint:
         already be used)."""
         limiter = self._connect()
         replica = self._pick()
-        async with limiter:
+        await limiter.acquire(problem_order.get())
+        try:
             count_attempt()
             replica.requests += 1
             replica.in_flight += 1
@@ -274,10 +336,12 @@ class Endpoint:
                 detail = self._redact(" ".join(exc.body.split()))
                 raise EndpointError(replica.base_url, exc.status, detail) from None
             except ConnectFailure as exc:
-                replica.failed(time.monotonic())
+                replica.failed(time.monotonic(), str(exc))
                 raise EndpointError(replica.base_url, None, str(exc)) from exc
             finally:
                 replica.in_flight -= 1
+        finally:
+            limiter.release()
 
     async def ping(self) -> None:
         """Fail fast, with one clear error, when the server cannot be reached or refuses us.
@@ -320,11 +384,10 @@ class Endpoint:
     def _redact(self, text: str) -> str:
         return text if self._api_key == "EMPTY" else text.replace(self._api_key, "***")
 
-    def _connect(self) -> anyio.CapacityLimiter:
-        """The limiter, made on first use inside the event loop (for a pool, ``concurrency``
-        on each replica)."""
+    def _connect(self) -> OldestFirst:
+        """The limiter, made on first use (for a pool, ``concurrency`` on each replica)."""
         if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self._concurrency * len(self.replicas))
+            self._limiter = OldestFirst(self._concurrency * len(self.replicas))
         return self._limiter
 
     def _http(self, replica: Replica) -> Transport:
@@ -341,6 +404,12 @@ class Endpoint:
                 await replica.http.aclose()
                 replica.http = None
         self._limiter = None
+
+
+def _busy(failure: StatusFailure | ConnectFailure) -> bool:
+    """A 429: the replica is up and has said when to come back, so it is not taken out
+    (a pool of busy replicas must not look like a dead one)."""
+    return isinstance(failure, StatusFailure) and failure.status == 429
 
 
 class _Failed(Exception):

@@ -1,17 +1,20 @@
-"""A pool of synthetic replicas behind one Endpoint: least busy first, failover, ejection."""
+"""One Endpoint's slots and replicas: the oldest problem served first, and a pool of
+synthetic replicas behind it (least busy first, failover, ejection, all of them dead)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
 from conftest import RECORDS, problems, run_cli, write_problems
 
-from treesearch import SamplingParams, SearchConfig, run
-from treesearch.backends.endpoint import EJECT_AFTER, Endpoint
+from treesearch import CallableVerifier, Problem, SamplingParams, SearchConfig, run
+from treesearch.backends.endpoint import EJECT_AFTER, Endpoint, OldestFirst
 from treesearch.backends.fake_server import spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy
@@ -84,3 +87,75 @@ async def test_a_pool_with_no_live_replica_fails_the_problem_in_one_line() -> No
     assert result.stopped_by == "error" and result.error is not None
     assert "127.0.0.1:9/v1" in result.error or "127.0.0.1:1/v1" in result.error
     assert all(replica.requests >= 1 and replica.errors == replica.requests for replica in endpoint.replicas)
+
+
+async def test_a_freed_slot_goes_to_the_oldest_waiter_first_come_first_served_among_equals() -> None:
+    """Waiters get a freed slot lowest priority first (the oldest problem), in arrival order
+    among equals; one cancelled while it waits is skipped, and no slot is lost."""
+    limiter = OldestFirst(1)
+    await limiter.acquire(9)  # the one slot, taken at once
+    served: list[str] = []
+
+    async def wait(priority: int, name: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            await limiter.acquire(priority)
+            try:
+                served.append(name)
+                await anyio.lowlevel.checkpoint()  # hold the slot across a pass through the loop
+            finally:
+                limiter.release()
+
+    async with anyio.create_task_group() as group:
+        gone = anyio.CancelScope()
+        for priority, name in [(3, "c"), (1, "a1"), (0, "gone"), (2, "b"), (1, "a2")]:
+            group.start_soon(wait, priority, name, gone if name == "gone" else anyio.CancelScope())
+            await anyio.wait_all_tasks_blocked()  # each waits before the next arrives
+        gone.cancel()
+        await anyio.wait_all_tasks_blocked()
+        limiter.release()
+    assert served == ["a1", "a2", "b", "c"]
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait, 5, "again", anyio.CancelScope())
+        await anyio.wait_all_tasks_blocked()
+        assert served[-1] == "again"  # the slot came back: taken without waiting
+
+
+async def test_a_pool_whose_replicas_all_die_fails_the_rest_at_once_and_keeps_what_finished(
+    tmp_path: Path,
+) -> None:
+    """Both replicas of a pool are killed mid-run (by a verifier, when problem a8 is scored):
+    the rows written before are kept, every remaining problem fails at once with one line
+    naming the pool, and the attempts after the death are a few per request then in flight,
+    not every remaining problem running out its retries."""
+    output = tmp_path / "out.jsonl"
+    with ExitStack() as servers:
+        urls = [servers.enter_context(spawn([], RECORDS, tmp_path)) for _ in range(2)]
+        retry = RetryPolicy(attempts=3, initial_wait_s=0.01, jitter_s=0.0)
+        endpoint = Endpoint(urls, concurrency=2, retry=retry)
+        death: dict[str, object] = {}
+
+        def kill_at_a8(problem: Problem, steps: Sequence[str]) -> float:
+            """Run on the event loop: nothing else moves until both servers are gone."""
+            if problem.id == "a8" and not death:
+                death["kept"] = {row["id"] for row in map(json.loads, output.read_text().splitlines())}
+                death["attempts"] = sum(replica.requests for replica in endpoint.replicas)
+                servers.close()
+            return 1.0
+
+        config = SearchConfig(strategy="best-of-n", n=2, sampling=SamplingParams(seed=2))
+        try:
+            results = await run(problems("a", 40), OpenAIPolicy(endpoint, "fake"), config, output=output,
+                                verifier=CallableVerifier(kill_at_a8), max_problems_in_flight=4)  # fmt: skip
+        finally:
+            await endpoint.aclose()
+    kept, before = death["kept"], death["attempts"]
+    assert isinstance(kept, set) and isinstance(before, int) and len(kept) >= 4
+    rows = {row["id"]: row for row in map(json.loads, output.read_text().splitlines())}
+    assert len(rows) == 40 and all(rows[key]["error"] is None for key in kept)
+    failed = [r for r in results if r.error is not None]
+    assert len(failed) >= 40 - len(kept) - 4  # all but those in flight when the replicas died
+    assert all("\n" not in r.error for r in failed if r.error is not None)
+    assert sum("every replica of the pool is taken out" in str(r.error) for r in failed) >= 40 - len(kept) - 8
+    # At most 4 requests in flight (2 slots a replica), each trying both replicas and then
+    # its 3 retries: the other problems' requests fail without an attempt.
+    assert sum(replica.requests for replica in endpoint.replicas) - before <= 4 * (2 + 3)

@@ -168,6 +168,25 @@ async def test_problems_are_admitted_as_others_finish(
     assert all(start > finished[k - 32] for k, start in enumerate(starts) if k >= 32)
 
 
+async def test_older_problems_are_served_first_so_rows_come_from_the_start(
+    fake_server: Callable[..., str], make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    """Twelve problems in flight want 48 requests at once from an endpoint with 4 slots: the
+    oldest problem's requests take the free slots first, so problems finish one after another
+    in about the order they were admitted, rather than all advancing a step at a time and
+    finishing together at the end (first come, first served by request)."""
+    config = SearchConfig(strategy="majority-vote", n=4, whole=False, sampling=SamplingParams(seed=3))
+    policy = make_policy(fake_server(), "fake", concurrency=4)
+    with capture_logs() as events:
+        await run(problems("sure", 12), policy, config, max_problems_in_flight=12)
+    served = [e["event"] for e in events if e["event"] in ("request", "problem_finished")]
+    per_problem = 1 + 3 * 4  # four paths of four steps: n=4 at once, then a request per step each
+    assert served.count("request") == 12 * per_problem
+    assert served.index("problem_finished") <= 3 * per_problem  # not after ~11 problems' worth
+    finished = [int(e["problem_id"].removeprefix("sure")) for e in events if e["event"] == "problem_finished"]
+    assert all(abs(place - admitted) <= 2 for place, admitted in enumerate(finished)), finished
+
+
 async def test_an_unfinished_last_line_does_not_corrupt_the_next(
     fake_server: Callable[..., str], tmp_path: Path, make_policy: Callable[..., OpenAIPolicy]
 ) -> None:

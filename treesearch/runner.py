@@ -5,7 +5,9 @@ crash loses nothing already computed. A rerun with the same output continues
 the same run: it checks the configuration stored in the rows, skips the
 problems recorded there (failed ones too, unless asked to retry them, which
 replaces their rows) and returns every problem's result. Every problem shares
-the policy, and so its endpoint's concurrency limit.
+the policy, and so its endpoint's concurrency limit; each problem's requests carry its
+admission order (``treesearch.priority``), so the endpoint serves older problems first
+and rows arrive one after another from the start of a run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from treesearch.equivalence import AnswerEquivalence
 from treesearch.errors import ConfigError
 from treesearch.logs import get_logger
 from treesearch.policy import Policy
+from treesearch.priority import problem_order
 from treesearch.problems import Problem
 from treesearch.progress import Progress
 from treesearch.rows import check_same_run, drop_rows, iter_rows, open_append
@@ -143,8 +146,9 @@ async def run(
 
     with _open_output(output) as sink:
 
-        async def one(problem: Problem) -> None:
+        async def one(order: int, problem: Problem) -> None:
             async with limiter:
+                problem_order.set(order)  # this task's own context, copied into its children
                 result = await search(
                     problem,
                     policy,
@@ -171,8 +175,8 @@ async def run(
                 if shown is not None:
                     display.start_soon(shown.watch)
                 async with anyio.create_task_group() as group:
-                    for problem in todo:
-                        group.start_soon(one, problem)
+                    for order, problem in enumerate(todo):
+                        group.start_soon(one, order, problem)
                 display.cancel_scope.cancel()
         finally:
             if shown is not None:
