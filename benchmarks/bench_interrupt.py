@@ -43,10 +43,10 @@ def main() -> None:
         for in_flight in (int(value) for value in args.in_flight.split(",")):
             with spawn(["--latency", str(args.latency)], records, work) as url:
                 output = work / f"out-{in_flight}.jsonl"
-                command = [sys.executable, "-m", "treesearch.cli", "run", "--base-url", url, "--model", "fake",
-                           "--problems", str(problems), "--output", str(output), "--sampling", "steps",
-                           "--n", "4", "--concurrency", "20", "--problems-in-flight", str(in_flight),
-                           "--seed", "1"]  # fmt: skip
+                command = [sys.executable, "-m", "treesearch.cli", "run", "--base-url", url,
+                           "--model", "fake", "--problems", str(problems), "--output", str(output),
+                           "--sampling", "steps", "--n", "4", "--concurrency", "20",
+                           "--problems-in-flight", str(in_flight), "--seed", "1"]  # fmt: skip
                 process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
                 time.sleep(args.after)  # a benchmark: the user's Ctrl-C comes after this long
                 process.send_signal(signal.SIGINT)
