@@ -114,3 +114,72 @@ def test_a_user_pattern_replaces_the_built_in_rules(
 )
 def test_extract_final_value(text: str, value: str | None) -> None:
     assert extract_final_value(text) == value
+
+
+GSM8K_GOLD = [  # gold solutions as the GSM8K test set writes them
+    (
+        "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n"
+        "She makes 9 * 2 = $<<9*2=18>>18 every day at the farmer’s market.\n#### 18",
+        "18",
+    ),
+    (
+        "It takes 2/2=<<2/2=1>>1 bolt of white fiber\nSo the total is 2+1=<<2+1=3>>3 bolts of fabric\n#### 3",
+        "3",
+    ),
+    (
+        "The cost of the house and repairs came out to 80,000+50,000=$<<80000+50000=130000>>130,000\n"
+        "He increased the value of the house by 80,000*1.5=<<80000*1.5=120000>>120,000\n"
+        "So the new value of the house is 120,000+80,000=$<<120000+80000=200000>>200,000\n"
+        "So he made a profit of 200,000-130,000=$<<200000-130000=70000>>70,000\n#### 70000",
+        "70000",
+    ),
+    (
+        "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nShe sold 48+24 = <<48+24=72>>72 clips.\n#### 72\n",
+        "72",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "answer"), GSM8K_GOLD)
+def test_a_gsm8k_gold_solution_states_its_closing_answer(text: str, answer: str) -> None:
+    assert extract_answer(text) == answer
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("The area is \\fbox{17}.", "17"),
+        ("The roots are \\boxed{-2} and \\boxed{1}.", "-2, 1"),
+        ("**Final Answer**\nThe integers are \\(\\boxed{-2}\\) and \\(\\boxed{1}\\).", "-2, 1"),
+        ("$$\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}$$", "(2, 2), (6, 2)"),
+        ("so $x = \\boxed{1}$, $y = \\boxed{2}$", "1, 2"),
+        ("\\boxed{4}\n\n\\boxed{4}", "4"),  # the same answer boxed twice is one answer
+        ("first \\boxed{1}, then after more work the total is \\boxed{2}", "2"),
+        ("\\boxed{\\frac{1}{2}} so far; the answer is \\boxed{\\frac{1}{2}", None),
+        ("The answer is \\boxed{\\frac{1}{2}", None),
+    ],
+)
+def test_boxes(text: str, answer: str | None) -> None:
+    """\\fbox is a box; boxes joined by "and" or commas state one answer; an unclosed last box, none."""
+    assert extract_answer(text) == answer
+
+
+MINERVA = "so it is $28\\%$.\nFinal Answer: The final answer is $28 \\%$. I hope it is correct."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        MINERVA + "<|im_end|>",
+        MINERVA + "</s>",
+        MINERVA + " Note: The solution provided is incorrect. The correct approach is as follows:",
+        "We had \\boxed{255} after six months. " + MINERVA,
+    ],
+)
+def test_minerva_s_final_answer_is_read_wherever_it_stands(text: str) -> None:
+    assert extract_answer(text) == "28 \\%"
+
+
+@pytest.mark.parametrize("end", ["<|im_end|>", "</s>", "<|eot_id|>\n", "<end_of_turn>"])
+def test_a_chat_end_token_does_not_hide_a_closing_statement(end: str) -> None:
+    assert extract_answer("We add 2 and 3. So the answer is 5." + end) == "5"

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from enum import Enum
 from fractions import Fraction
 from functools import lru_cache
@@ -115,6 +115,7 @@ class WorkerProcess:
 POINTS = 3  # the values of an expression at this many points form its bucket key
 DIGITS = 12
 ZERO = Fraction(1, 10**20)  # smaller values round to 0: sin²x + cos²x - 1 evaluates to ~1e-31
+MATH_DELIMITERS = ("$", "\\(", "\\[")  # an answer still holding one is read as math-verify reads text
 
 
 def number_bucket(value: Fraction) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -179,13 +180,12 @@ def _keep_symbol_case() -> None:
 
 @lru_cache(maxsize=4096)
 def _parse(text: str) -> tuple[Any, ...]:
+    """The answer as math; one still holding math delimiters is prose around math, read as
+    math-verify reads a solution (its last math)."""
     from math_verify import parse
 
-    return tuple(parse(f"${text}$", parsing_timeout=None))
-
-
-def _parses(text: str) -> bool:
-    return bool(_parse(text))
+    delimited = any(mark in text for mark in MATH_DELIMITERS)
+    return tuple(parse(text if delimited else f"${text}$", parsing_timeout=None))
 
 
 def _verify(gold: str, prediction: str) -> bool:
@@ -213,20 +213,57 @@ def _symbols(parsed: tuple[Any, ...]) -> set[str]:
 
 
 @lru_cache(maxsize=4096)
-def _key(text: str) -> tuple[Any, ...]:
-    """("num", Fraction) | ("expr", values, srepr) | ("other", srepr) | ("unparsed",)."""
-    from sympy import Basic, Expr, srepr
+def _key(text: str) -> tuple[tuple[Hashable, ...], Fraction | str] | None:
+    """The answer's buckets and canonical form (see ``treesearch.equivalence``), or None when it
+    does not parse, or parses only to nonsense: ``12:00`` reads as 12/0, and every such
+    answer would share that one canonical form.
+
+    A number or an expression has one bucket, its values; a matrix one per shape; sets,
+    intervals, tuples and relations share one. An equation is also in the bucket of its
+    right side, since math-verify reads a predicted ``f(x) = 1`` against a gold ``1`` as 1."""
+    from sympy import Basic, ImmutableMatrix, MatrixBase, S, srepr
     from sympy.matrices.expressions import MatrixExpr
 
     parsed = _parse(text)
     value = parsed[0] if parsed else None
-    if not isinstance(value, Basic):
-        return ("unparsed",)
-    if not isinstance(value, Expr) or isinstance(value, MatrixExpr):
-        return ("other", srepr(value))
+    if isinstance(value, MatrixExpr):  # a sum or product of matrices: its value
+        value = value.doit()
+    if isinstance(value, MatrixBase):
+        return (("matrix", value.shape),), srepr(ImmutableMatrix(value))
+    if not isinstance(value, Basic) or value.has(S.ComplexInfinity, S.NaN):
+        return None
+    if _is_expression(value):
+        return _expression_key(value)
+    buckets: tuple[Hashable, ...] = (("other",),)
+    right = _right_side(value)
+    if right is not None and _is_expression(right):
+        buckets += _expression_key(right)[0]
+    return buckets, srepr(value)
+
+
+def _is_expression(value: Any) -> bool:
+    from sympy import Expr
+    from sympy.matrices.expressions import MatrixExpr
+
+    return isinstance(value, Expr) and not isinstance(value, MatrixExpr)
+
+
+def _expression_key(value: Any) -> tuple[tuple[Hashable, ...], Fraction | str]:
+    from sympy import srepr
+
     if value.is_Rational and abs(int(value.p)) * int(value.q) < 2**_MAX_FRACTION_BITS:
-        return ("num", Fraction(int(value.p), int(value.q)))
-    return ("expr", _values(value), srepr(value))
+        number = Fraction(int(value.p), int(value.q))
+        return (number_bucket(number),), number
+    return (("values", _values(value)),), srepr(value)
+
+
+def _right_side(value: Any) -> Any:
+    """The right side of an equation, or of the last in a chain (``x = 2 + 3 = 5``), else None."""
+    from sympy import And, Eq
+
+    while isinstance(value, And) and value.args and all(isinstance(arg, Eq) for arg in value.args):
+        value = getattr(value, "_unsorted_args", value.args)[-1]  # latex2sympy keeps the written order
+    return value.rhs if isinstance(value, Eq) else None
 
 
 def _values(expr: Any) -> tuple[tuple[str, str], ...]:
@@ -265,4 +302,4 @@ def _rounded_number(value: Any) -> str:
     return rounded(Fraction(int(exact.p), int(exact.q)))
 
 
-_OPS: dict[str, Callable[..., object]] = {"key": _key, "parses": _parses, "verify": _verify}
+_OPS: dict[str, Callable[..., object]] = {"key": _key, "verify": _verify}

@@ -1,12 +1,17 @@
 """Final answers: where a solution states one.
 
-The built-in rules take the last ``\\boxed{...}`` (braces balanced) or ``\\boxed 5``
-(the token after it), or else "The answer is X" only when that is the text's last
-sentence and the sentence starts with it ("So", "Thus," and the like may lead in;
-Minerva's "I hope it is correct." may follow). A mention in passing ("check whether
-the answer is an integer") is no answer. Text that runs on into a next few-shot
-question is cut at the first run-on marker before anything is looked for. Whether
-two answers are the same is ``treesearch.equivalence``'s business.
+The built-in rules, in order: a GSM8K-style closing line ``#### X``; the last of
+Minerva's "The final answer is X. I hope it is correct." (wherever it stands) and the
+last ``\\boxed{...}`` or ``\\fbox{...}`` (braces balanced; ``\\boxed 5`` takes the token
+after it), a box together with the boxes just before it when only "and", "or", commas,
+spacing or the next unknown's name separate them (``\\boxed{-2} and \\boxed{1}`` states
+the set "-2, 1"); else "The answer is X" only when that is the text's last sentence
+and the sentence starts with it ("So", "Thus," and the like may lead in). An unclosed
+last box states nothing, since its text is cut. A mention in passing ("check whether
+the answer is an integer") is no answer. Chat end tokens (``<|im_end|>``, ``</s>``)
+closing the text are ignored, and text that runs on into a next few-shot question is
+cut at the first run-on marker before anything is looked for. Whether two answers are
+the same is ``treesearch.equivalence``'s business.
 """
 
 from __future__ import annotations
@@ -16,7 +21,19 @@ from collections.abc import Sequence
 
 RUN_ON_MARKERS: tuple[str, ...] = ("\nQ:", "\nProblem:", "\nQuestion:")
 
-_BOXED = "\\boxed"
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+# What may stand between boxes that state one answer together: spacing, commas, "and", "or",
+# the name of the next unknown ("x = \\boxed{1}, y = \\boxed{2}").
+_BOX_JOINER = re.compile(
+    r"(?:\s|[,;$&]|\\[()\[\],;:! ]|\\q?quad|\b(?:and|or)\b|\\(?:text|mathrm)\{\s*,?\s*(?:and|or)?\s*\}"
+    r"|\b[A-Za-z](?:_\{?\w+\}?)?\s*=)*",
+    re.IGNORECASE,
+)
+_GSM8K = re.compile(r"(?:^|\n)####[ \t]*(?P<answer>[^\n]+?)\s*$")
+_MINERVA = re.compile(
+    r"final\s+answer\s+is\s*:?\s*(?P<answer>[^\n]+?)\.?\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE
+)
+_END_TOKENS = re.compile(r"(?:\s*(?:<\|[^<>|\s]{1,40}\|>|</s>|<eos>|<end_of_turn>))+\s*$")
 # A sentence ends at . ! or ? followed by whitespace, or at a line break; "3.5" is one token.
 _SENTENCE_ENDS = ("\n", ". ", "! ", "? ", ".\t", "!\t", "?\t")
 _TRAILER = re.compile(r"\s*I hope it is correct\.?$", re.IGNORECASE)  # Minerva's, after the answer
@@ -48,9 +65,16 @@ def extract_answer(text: str, pattern: str | re.Pattern[str] | None = None) -> s
     text, _ = split_run_on(text)
     if pattern is not None:
         return _by_pattern(text, re.compile(pattern))
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed
+    text = _END_TOKENS.sub("", text)
+    gsm8k = _GSM8K.search(text)
+    if gsm8k is not None:
+        return _clean(gsm8k.group("answer"))
+    boxes = _boxes(text)
+    minerva = list(_MINERVA.finditer(text))
+    if minerva and (not boxes or minerva[-1].start() > boxes[-1][0]):
+        return _clean(minerva[-1].group("answer"))
+    if boxes:
+        return _boxed_answer(text, boxes)
     return _stated(text)
 
 
@@ -85,27 +109,51 @@ def _by_pattern(text: str, pattern: re.Pattern[str]) -> str | None:
     return _clean(last.group(1) if pattern.groups else last.group(0))
 
 
-def _last_boxed(text: str) -> str | None:
-    """The last ``\\boxed`` answer; None when there is none or the last one is unclosed."""
-    start = text.rfind(_BOXED)
-    if start < 0:
-        return None
-    rest = text[start + len(_BOXED) :]
-    if rest[:1].isspace() and not rest.lstrip().startswith("{"):
-        token = rest.split(maxsplit=1)
-        return _clean(token[0]) if token else None
-    rest = rest.lstrip()
-    if not rest.startswith("{"):
-        return None
+def _boxes(text: str) -> list[tuple[int, int, str | None]]:
+    """Each box, outermost only: its start, its end and its text (None when unclosed)."""
+    boxes: list[tuple[int, int, str | None]] = []
+    for found in _BOX.finditer(text):
+        if boxes and found.start() < boxes[-1][1]:
+            continue  # inside the previous box
+        rest = text[found.end() :]
+        if rest[:1].isspace() and not rest.lstrip().startswith("{"):
+            token = rest.split(maxsplit=1)
+            if token:
+                end = found.end() + rest.index(token[0]) + len(token[0])
+                boxes.append((found.start(), end, _clean(token[0])))
+            continue
+        opening = len(rest) - len(rest.lstrip())
+        if rest[opening : opening + 1] == "{":
+            boxes.append((found.start(), *_braced(text, found.end() + opening)))
+    return boxes
+
+
+def _braced(text: str, opening: int) -> tuple[int, str | None]:
+    """The end of the group opened at ``opening`` and its text; the text's end and None if unclosed."""
     depth = 0
-    for index, char in enumerate(rest[1:], start=1):
+    for index in range(opening + 1, len(text)):
+        char = text[index]
         if char == "{":
             depth += 1
         elif char == "}":
             if depth == 0:
-                return rest[1:index].strip() or None
+                return index + 1, text[opening + 1 : index].strip()
             depth -= 1
-    return None
+    return len(text), None
+
+
+def _boxed_answer(text: str, boxes: list[tuple[int, int, str | None]]) -> str | None:
+    """The last box, with the boxes joined to it; None when it is unclosed or empty."""
+    start, _, answer = boxes[-1]
+    if not answer:
+        return None
+    answers = [answer]
+    for previous_start, previous_end, previous in reversed(boxes[:-1]):
+        if not previous or not _BOX_JOINER.fullmatch(text, previous_end, start):
+            break
+        answers.append(previous)
+        start = previous_start
+    return ", ".join(dict.fromkeys(reversed(answers)))
 
 
 def _stated(text: str) -> str | None:

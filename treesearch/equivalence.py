@@ -7,17 +7,21 @@ has a hard time limit; past it the worker is killed, since sympy evaluating
 out counts as unparsed (so different from everything but its own text) and is
 logged once, as ``answer_check_timeout`` (``answer_check_failed`` if the worker died).
 
-The grouping rule. Answers with the same normalised text are one group. Plain
-numbers (integers, decimals, thousands separators, ``a/b``, ``\\frac{a}{b}``) become
-exact fractions, prose (``\\text{...}``, alphabetic words of 3+ letters) its lower-cased
-words. Every other distinct answer is parsed once, in a worker, into a canonical
-form (sympy's ``srepr``; a rational constant becomes its fraction) and a bucket key:
-its values at three fixed rational points per symbol name, rounded to 12 digits.
-Answers in different buckets are different. In a bucket, equal canonical forms are
-the same, two fractions are compared exactly, and math-verify is asked about what
-is left, once per group representative. Sets, intervals, equations and the like
-share one bucket and are so compared pairwise among themselves. N answers thus
-cost N parses and a handful of math-verify calls, where pairwise checks cost N²/2.
+The rule, one for grouping and grading: ``matches(prediction, gold)`` is true exactly
+when ``group([gold, prediction])`` puts the two together. Answers with the same
+normalised text are the same. Plain numbers (integers, decimals, thousands
+separators, ``a/b``, ``\\frac{a}{b}``) become exact fractions, prose (``\\text{...}``,
+alphabetic words of 3+ letters) its lower-cased words. Every other distinct answer is
+parsed once, in a worker, into a canonical form (sympy's ``srepr``; a rational
+constant becomes its fraction) and its buckets: for an expression, its values at
+three fixed rational points per symbol name, rounded to 12 digits; a matrix's
+shape; one shared bucket for sets, intervals, tuples and relations, an equation also
+being in the bucket of its right side. Answers that share no bucket are different;
+a decimal is the number it writes, so ``3.141593`` is not ``\\pi``. Otherwise equal
+canonical forms are the same, two fractions are compared exactly, and math-verify is
+asked about what is left, with the earlier answer (the gold one, in ``matches``) as
+its gold, once per group representative. N answers thus cost N parses and a handful
+of math-verify calls, where pairwise checks cost N²/2.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from types import TracebackType
 from typing import Protocol
 
-from treesearch.answer_worker import Outcome, WorkerProcess, number_bucket
+from treesearch.answer_worker import MATH_DELIMITERS, Outcome, WorkerProcess, number_bucket
+from treesearch.answers import extract_answer
 from treesearch.errors import ConfigError
 from treesearch.logs import get_logger
 
@@ -122,19 +128,9 @@ class MathEquivalence:
         return [group_of[form_of[answer].normalized] for answer in answers]
 
     def matches(self, prediction: str, gold: str) -> bool:
-        predicted, expected = _Form.of(prediction), _Form.of(gold)
-        if predicted.normalized == expected.normalized:
-            return True
-        keys = _local_key(predicted), _local_key(expected)
-        if keys[0] is not None and keys[1] is not None:
-            return keys[0].canon == keys[1].canon
-        if any(key is not None and isinstance(key.canon, str) for key in keys):
-            return False  # prose is never equal to math
-        with self._lease() as lease:
-            for form in (expected, predicted):
-                if lease.ask("parses", form.text) is not True:
-                    return False
-            return self._verified(lease, expected.text, predicted.text)
+        """Whether ``group([gold, prediction])`` puts the two together: one rule for both."""
+        gold_group, predicted_group = self.group([gold, prediction])
+        return gold_group == predicted_group
 
     def close(self) -> None:
         """Stop the worker processes, after the calls in flight; a later call starts them again."""
@@ -165,29 +161,27 @@ class MathEquivalence:
 
     def _remote_key(self, lease: _Lease, form: _Form) -> _Key:
         result = lease.ask("key", form.text)
-        if isinstance(result, tuple) and result[0] == "num":
-            return _Key(bucket=number_bucket(result[1]), canon=result[1])
-        if isinstance(result, tuple) and result[0] == "expr":
-            return _Key(bucket=("values", result[1]), canon=result[2])
-        if isinstance(result, tuple) and result[0] == "other":
-            return _Key(bucket=("other",), canon=result[1])
-        return _Key(bucket=("text", form.normalized), canon=form.normalized)
+        if isinstance(result, tuple):
+            buckets, canon = result
+            return _Key(buckets=buckets, canon=canon)
+        return _Key(buckets=(("text", form.normalized),), canon=form.normalized)
 
     def _merge(self, lease: _Lease, forms: list[_Form], keys: list[_Key]) -> dict[str, int]:
         """Group numbers per distinct answer, by the rule in the module docstring."""
         group_of: dict[str, int] = {}
         count = 0
-        canons: dict[Hashable, dict[Fraction | str, int]] = {}
-        representatives: dict[Hashable, list[tuple[Fraction | str, str, int]]] = {}
+        known: dict[tuple[Hashable, Fraction | str], int] = {}
+        representatives: dict[Hashable, list[tuple[int, Fraction | str, str]]] = {}
         for form, key in zip(forms, keys, strict=True):
-            known = canons.setdefault(key.bucket, {})
-            reps = representatives.setdefault(key.bucket, [])
-            group = known.get(key.canon)
+            group = known.get((key.buckets[0], key.canon))
             if group is None:
+                candidates = sorted(
+                    {rep for bucket in key.buckets for rep in representatives.get(bucket, ())}
+                )
                 group = next(
                     (
                         rep_group
-                        for rep_canon, rep_text, rep_group in reps
+                        for rep_group, rep_canon, rep_text in candidates
                         if not (isinstance(rep_canon, Fraction) and isinstance(key.canon, Fraction))
                         and self._verified(lease, rep_text, form.text)
                     ),
@@ -195,8 +189,9 @@ class MathEquivalence:
                 )
             if group is None:
                 group, count = count, count + 1
-                reps.append((key.canon, form.text, group))
-            known[key.canon] = group
+                for bucket in key.buckets:
+                    representatives.setdefault(bucket, []).append((group, key.canon, form.text))
+            known[(key.buckets[0], key.canon)] = group
             group_of[form.normalized] = group
         return group_of
 
@@ -256,9 +251,14 @@ def default_equivalence() -> MathEquivalence:
 # -- in process ------------------------------------------------------------------------
 
 _ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*(?=[^=]+$)")  # "x = 4" states 4
-_PERCENT = re.compile(r"\\?%$")  # 50\% states 50, as math-verify reads it
+# 50\% (or "50 percent") states 50, as math-verify reads it
+_PERCENT = re.compile(r"\s*(?:\\?%|\\text\{\s*(?:percent|pct)\s*\}|percent(?:age)?|pct)$")
+_GROUPED_COMMA = re.compile(r"\{,\}")  # 14{,}916 is 14,916
+_CURRENCY = re.compile(r"\\\$")  # \$10 is 10
+_CHOICE = re.compile(r"\(([A-Z])\)")  # (C) is choice C
 _TEXT = re.compile(r"\\text\{([^{}]*)\}")
-_SPACES = re.compile(r"\s+|\\[!,;: ]")
+# Spacing goes, except after a comma before three digits: "2, 500" is a pair, "2,500" a number.
+_SPACES = re.compile(r"(?<!,)\s+|\\[!,;: ]|(?<=,)\s+(?!\d{3}(?!\d))")
 # Prose: words of 3+ letters, each with a lower-case one ("Paris", "Yes"); "ABC" is math.
 _WORD = r"(?=[A-Za-z]*[a-z])[A-Za-z]{3,}"
 _WORDS = re.compile(rf"{_WORD}(?: {_WORD})*")
@@ -267,44 +267,63 @@ _FRACTION = re.compile(
     r"(?P<sign>[+-]?)(?:\\[dt]?frac\{(?P<a>[+-]?\d+)\}\{(?P<b>[+-]?\d+)\}"
     r"|\\[dt]?frac(?P<c>\d)(?P<d>\d)|(?P<e>[+-]?\d+)/(?P<f>[+-]?\d+))"
 )
+_CACHED_ANSWERS = 4096
 _MAX_NUMBER_CHARS = 1000  # Python refuses to read integers of more than 4300 digits
 _LOG_CHARS = 80
 
 
 @dataclass(frozen=True, slots=True)
 class _Form:
-    """An answer as math (``text``: no dollars, trailing dot, percent sign or ``x =``) and its
-    comparison key (``normalized``: no spaces or ``\\text{}`` wrappers either; case kept)."""
+    """An answer as math (``text``: no dollars, trailing dot, percent sign, currency sign, nor
+    ``x =`` before a plain number) and its comparison key (``normalized``: no spaces or
+    ``\\text{}`` wrappers either; case kept). A whole solution (a GSM8K gold "... #### 18",
+    a boxed answer) stands for the answer it states."""
 
     text: str
     normalized: str
 
     @classmethod
+    @lru_cache(maxsize=_CACHED_ANSWERS)  # a vote regroups the same answers as more arrive
     def of(cls, answer: str) -> _Form:
-        text = answer.strip().strip("$").strip().rstrip(".").strip()
-        text = _PERCENT.sub("", _ASSIGNMENT.sub("", text, count=1))
-        return cls(text=text, normalized=_SPACES.sub("", _TEXT.sub(r"\1", text)))
+        answer = _CURRENCY.sub("", extract_answer(answer) or answer).strip()
+        text = answer.strip("$").strip().rstrip(".").strip()
+        if any(mark in text for mark in MATH_DELIMITERS):
+            text = answer  # prose around math, or several pieces of it: the worker reads it whole
+        text = _PERCENT.sub("", _GROUPED_COMMA.sub(",", text))
+        value = _ASSIGNMENT.sub("", text, count=1)
+        if value != text and _exact_number(_normalized(value)) is not None:
+            text = value  # "x = 4" states 4; other equations stay whole, for math-verify to read
+        choice = _CHOICE.fullmatch(_TEXT.sub(r"\1", text).strip())
+        if choice is not None:
+            text = choice.group(1)
+        return cls(text=text, normalized=_normalized(text))
+
+
+def _normalized(text: str) -> str:
+    return _SPACES.sub("", " ".join(_TEXT.sub(r"\1", text).split()))
 
 
 @dataclass(frozen=True, slots=True)
 class _Key:
-    """Where an answer may have equals (``bucket``) and its canonical form there."""
+    """Where an answer may have equals (any of ``buckets``; the first is its own kind) and its
+    canonical form."""
 
-    bucket: Hashable
+    buckets: tuple[Hashable, ...]
     canon: Fraction | str
 
 
+@lru_cache(maxsize=_CACHED_ANSWERS)
 def _local_key(form: _Form) -> _Key | None:
     """The key of a plain number or of prose (or of nothing), without sympy; None for the rest."""
     if not form.normalized:
-        return _Key(bucket=("text", ""), canon="")
+        return _Key(buckets=(("text", ""),), canon="")
     number = _exact_number(form.normalized)
     if number is not None:
-        return _Key(bucket=number_bucket(number), canon=number)
+        return _Key(buckets=(number_bucket(number),), canon=number)
     whole_text = _TEXT.fullmatch(form.text)
     words = " ".join((whole_text.group(1) if whole_text else form.text).split())
     if whole_text or _WORDS.fullmatch(words):
-        return _Key(bucket=("prose", words.lower()), canon=words.lower())
+        return _Key(buckets=(("prose", words.lower()),), canon=words.lower())
     return None
 
 
