@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,6 +18,7 @@ import pytest
 from conftest import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy.optimize import minimize
 from scipy.stats import binom
 
 from treesearch import Candidate, ConfigError, MathEquivalence, Problem, SamplingParams, SearchConfig, run
@@ -26,6 +28,7 @@ from treesearch.advise import (
     curve,
     estimate,
     filter_vote_accuracy,
+    fit_difficulty,
     predict_votes,
     turning_point,
     two_answer_best_k,
@@ -295,6 +298,117 @@ def test_predict_gives_both_curves(equivalence: MathEquivalence) -> None:
     assert prediction.best_filter_k == 8  # the judge prefers the right answer: more calls help
 
 
+# -- few samples a problem: the fitted difficulty --------------------------------------------
+
+
+def chen_probe(seed: int, problems: int = 400, samples: int = 16) -> list[dict[str, Any]]:
+    """Rows of a majority-vote probe on Chen et al.'s mix: a share .6 of the problems right with
+    p = .85, the rest with p = .45, two answers; seeded."""
+    rng = random.Random(seed)
+    config = {"strategy": "majority-vote", "n": samples}
+    rows = []
+    for i in range(problems):
+        p = 0.85 if rng.random() < 0.6 else 0.45
+        rows.append(row(str(i), ["1/2" if rng.random() < p else "3" for _ in range(samples)], config=config))
+    return rows
+
+
+CHEN_MIX = [dist(0.85, 0.15)] * 3 + [dist(0.45, 0.55)] * 2  # α = 3/5: the true curve, best K = 7
+KS = range(1, 65)
+
+
+def test_sixteen_samples_a_problem_find_chen_s_k(equivalence: MathEquivalence) -> None:
+    """Read off each problem's own 16 samples, a problem at p = .45 looks easy 27% of the time:
+    the curve flattens and its top drifts to K = 15 here. The fitted mix finds 7, and its
+    bootstrap band holds the true curve."""
+    rows = chen_probe(0)
+    prediction = predict_votes(rows, KS, equivalence=equivalence)
+    assert 5 <= prediction.best_vote_k <= 9
+    assert prediction.best_vote_k_band is not None and prediction.vote_band is not None
+    first, last = prediction.best_vote_k_band
+    assert 5 <= first <= prediction.best_vote_k <= last <= 11
+    assert best_k(KS, curve(prediction.estimate.distributions, KS)) == 15  # each problem's own samples
+    true = curve(CHEN_MIX, KS)
+    for k in (1, 7, 15, 31, 63):
+        low, high = prediction.vote_band[k - 1]
+        assert low <= true[k - 1] <= high, (k, low, true[k - 1], high)
+        assert low <= prediction.vote[k - 1] <= high
+    mix = prediction.difficulty
+    assert sorted(mix.rights) == pytest.approx([0.45, 0.85], abs=0.02)
+    assert mix.weights[mix.rights.index(max(mix.rights))] == pytest.approx(0.6, abs=0.03)
+
+
+def test_the_fitted_curve_is_the_mixture_s(equivalence: MathEquivalence) -> None:
+    """With two answers the predicted curve is Σ_c w_c·P[Bin(K, p_c) > K/2] (ties halved), by scipy:
+    at EM's fixed point each weight is its class's mean posterior (here to EM's tolerance)."""
+    prediction = predict_votes(chen_probe(1), KS, equivalence=equivalence, resamples=0)
+    assert prediction.vote_band is None and prediction.best_vote_k_band is None
+    mix = prediction.difficulty
+    for k in (1, 2, 7, 20, 64):
+        expected = sum(
+            w * (binom.sf(k // 2, k, p) + (0.5 * binom.pmf(k // 2, k, p) if k % 2 == 0 else 0.0))
+            for w, p in zip(mix.weights, mix.rights, strict=True)
+        )
+        assert prediction.vote[k - 1] == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_fit_is_the_maximum_likelihood(equivalence: MathEquivalence) -> None:
+    rng = random.Random(2)
+    counts = [
+        (sum(rng.random() < p for _ in range(16)), 16)
+        for p in (0.85 if rng.random() < 0.6 else 0.45 for _ in range(400))
+    ]
+    mix = fit_difficulty(counts)
+    assert len(mix.weights) == 2  # BIC: Chen et al.'s two classes, no more
+
+    def log_likelihood(w: float, p1: float, p2: float) -> float:
+        return float(
+            sum(math.log(w * binom.pmf(a, n, p1) + (1 - w) * binom.pmf(a, n, p2)) for a, n in counts)
+        )
+
+    assert mix.log_likelihood == pytest.approx(log_likelihood(mix.weights[0], *mix.rights), abs=1e-9)
+    best = minimize(lambda x: -log_likelihood(*x), [0.5, 0.3, 0.7], bounds=[(1e-6, 1 - 1e-6)] * 3)
+    assert -best.fun <= mix.log_likelihood + 1e-6  # scipy finds nothing likelier
+    same = [(sum(rng.random() < 0.6 for _ in range(16)), 16) for _ in range(400)]
+    homogeneous = fit_difficulty(same)
+    assert len(homogeneous.weights) == 1  # one rate for all: no second class pays
+    assert homogeneous.rights[0] == pytest.approx(sum(a for a, _ in same) / (16 * 400), abs=1e-12)
+    with pytest.raises(ConfigError, match="at least one problem"):
+        fit_difficulty([])
+    with pytest.raises(ConfigError, match="5 right of 4 samples"):
+        fit_difficulty([(5, 4)])
+
+
+@pytest.mark.parametrize(("answer", "accuracy"), [("1/2", 1.0), ("3", 0.0)])
+def test_problems_always_right_or_always_wrong(
+    equivalence: MathEquivalence, answer: str, accuracy: float
+) -> None:
+    rows = [row(str(i), [answer] * 8) for i in range(20)]
+    prediction = predict_votes(rows, [1, 2, 7, 64], equivalence=equivalence, resamples=20)
+    assert prediction.vote == (accuracy,) * 4
+    assert prediction.best_vote_k == 1 and prediction.best_vote_k_band == (1, 1)
+    assert prediction.vote_band == ((accuracy, accuracy),) * 4
+    assert prediction.difficulty.rights == (accuracy,)
+
+
+def test_one_sample_a_problem_or_none_is_one_line(equivalence: MathEquivalence) -> None:
+    with pytest.raises(ConfigError, match="every problem has one sample") as raised:
+        predict_votes([row(str(i), ["1/2" if i % 2 else "3"]) for i in range(10)], equivalence=equivalence)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match=r"no usable rows to estimate from \(no rows\)"):
+        predict_votes([], equivalence=equivalence)
+
+
+def test_the_split_of_wrong_answers_is_kept(equivalence: MathEquivalence) -> None:
+    """Many answers: the right one at .4 against two wrong ones at .3 wins more with K; the
+    fitted right rate carries each problem's own split of the rest."""
+    rows = [row(str(i), ["1/2"] * 4 + ["3"] * 3 + ["4"] * 3) for i in range(6)]
+    prediction = predict_votes(rows, [1, 9, 40], equivalence=equivalence, resamples=0)
+    expected = curve([dist(0.4, 0.3, 0.3)], [1, 9, 40])
+    assert prediction.vote == pytest.approx(expected, abs=1e-12)
+    assert prediction.vote[0] < prediction.vote[1] < prediction.vote[2]
+
+
 # -- end to end: the synthetic server ------------------------------------------------------
 
 EASY, HARD = 600, 400  # α = .6 with p₁ = .85, p₂ = .45: Chen et al.'s curve, best K = 7
@@ -378,10 +492,25 @@ def test_advise_prints_the_table(probe: Probe) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"estimated from {EASY + HARD} problems, 64 samples each"
-    assert "filter-vote" not in lines[1]  # majority-vote rows: no judge
-    (best,) = [line for line in lines if line.rstrip().endswith("*")]
+    assert lines[1].startswith("difficulty fitted by maximum likelihood: a sample is right with p = 0.8")
+    assert lines[2].split() == ["K", "vote", "90%", "band"]  # majority-vote rows: no judge
+    (best,) = [line for line in lines if line.split()[1].endswith("*")]
     assert best.split()[0] == "7"
     assert lines[-1].startswith("* best: vote at K=7 (")
+    assert "in 90% of 200 resamples of the problems" in lines[-1]
+
+
+def test_advise_on_sixteen_samples_shows_the_band(tmp_path: Path) -> None:
+    path = write_rows(tmp_path / "probe.jsonl", chen_probe(0))
+    done = run_cli("advise", "--results", str(path), "--max-k", "31", "--bootstrap", "50")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].endswith("a sample is right with p = 0.84 on 58%, 0.45 on 42%")
+    (best,) = [line for line in lines if line.split()[1].endswith("*")]
+    k, vote, low, _, high = best.split()
+    assert 5 <= int(k) <= 9 and float(low) <= float(vote.rstrip("*")) <= float(high)
+    assert f"* best: vote at K={k} (" in done.stdout and "in 90% of 50 resamples" in done.stdout
+    assert lines[-1] == "K above 16 extrapolates from the fitted difficulty classes"
 
 
 def test_advise_shows_filter_vote_when_judged(tmp_path: Path) -> None:
@@ -391,7 +520,7 @@ def test_advise_shows_filter_vote_when_judged(tmp_path: Path) -> None:
     ]
     done = run_cli("advise", "--results", str(write_rows(tmp_path / "r.jsonl", rows)), "--ks", "1,2,3,16")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[1].split() == ["K", "vote", "filter-vote"]
+    assert done.stdout.splitlines()[2].split() == ["K", "vote", "90%", "band", "filter-vote"]
     assert "filter-vote at K=16 calls (8 samples, each judged;" in done.stdout
     assert "K above 8 extrapolates" in done.stdout
 
@@ -407,6 +536,8 @@ def test_advise_shows_filter_vote_when_judged(tmp_path: Path) -> None:
             "no usable rows to estimate from (1 without gold)",
         ),
         ("", (), "{path} holds no rows"),
+        ('{"id": "a", "gold": "1", "candidates": [{"answer": "1"}]}\n', (), "every problem has one sample"),
+        ("", ("--bootstrap", "-1"), "argument --bootstrap: must be an integer from 0 to 10000"),
         ('{"id": "a", "gold": "1", "strategy": "mcts"}\n', (), "strategy 'mcts' does not draw"),
         ("", ("--ks", "3,x"), "argument --ks: must be a comma list of K from 1 to 1000, got '3,x'"),
         ("", ("--max-k", "1001"), "argument --max-k: must be an integer from 1 to 1000"),

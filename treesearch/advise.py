@@ -15,9 +15,11 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+import random
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from treesearch.errors import ConfigError
 
@@ -33,6 +35,8 @@ _SAMPLING = frozenset({"majority-vote", "filter-vote", "best-of-n", "weighted-vo
 
 # Two accuracies closer than this are a tie: the smaller K wins it.
 _TIE = 1e-12
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -92,15 +96,7 @@ class AnswerDistribution:
 def vote_curve(dist: AnswerDistribution, max_k: int) -> list[float]:
     """``[vote_accuracy(dist, K) for K in 1..max_k]``, in one pass (see ``vote_accuracy``)."""
     _check_k(max_k)
-    if dist.correct is None or dist.answers[dist.correct] <= 0.0:
-        return [0.0] * max_k
-    answered = 1.0 - dist.unanswered
-    correct = dist.answers[dist.correct] / answered
-    others = tuple(sorted(p / answered for i, p in enumerate(dist.answers) if i != dist.correct and p > 0))
-    voted = _answered_curve(min(1.0, correct), others, max_k)
-    if dist.unanswered <= 0.0:
-        return voted
-    return _thinned(voted, answered)
+    return _vote_curve(dist, max_k, _Memo())
 
 
 def vote_accuracy(dist: AnswerDistribution, k: int) -> float:
@@ -111,13 +107,69 @@ def vote_accuracy(dist: AnswerDistribution, k: int) -> float:
     return vote_curve(dist, k)[k - 1]
 
 
-def _thinned(voted: list[float], answered: float) -> list[float]:
-    """The curve when each sample answers with probability ``answered``: K samples hold
-    A ~ Binomial(K, answered) votes, so P(K) = Σ_A P(A)·voted(A)."""
-    curve = []
-    for row in _binomial_pmfs(answered, len(voted))[1:]:
-        curve.append(min(1.0, math.fsum(map(operator.mul, row[1:], voted))))
-    return curve
+def _vote_curve(dist: AnswerDistribution, max_k: int, memo: _Memo) -> list[float]:
+    if dist.correct is None or dist.answers[dist.correct] <= 0.0:
+        return [0.0] * max_k
+    wrong = [p for i, p in enumerate(dist.answers) if i != dist.correct and p > 0]
+    return _pattern_curve(dist.answers[dist.correct], _shares(wrong), dist.unanswered, max_k, memo)
+
+
+def _shares(weights: Sequence[float]) -> tuple[float, ...]:
+    total = math.fsum(weights)
+    return tuple(sorted(w / total for w in weights))
+
+
+@dataclass(slots=True)
+class _Memo:
+    """What the vote curves of many problems share: the win table of each split of the samples
+    that are not right (whatever the right answer's rate), the binomial rows of each rate."""
+
+    tables: dict[tuple[tuple[float, ...], float, int], list[list[float]]] = field(default_factory=dict)
+    pmfs: dict[tuple[float, int], list[list[float]]] = field(default_factory=dict)
+
+    def table(self, wrong: tuple[float, ...], unanswered: float, max_k: int) -> list[list[float]]:
+        """``_win_table(wrong, max_k)``, thinned (``_thinned_table``) when a share ``unanswered``
+        of the samples that are not right state no answer."""
+        found = self.tables.get((wrong, unanswered, max_k))
+        if found is None:
+            if unanswered > 0.0:
+                found = _thinned_table(self.table(wrong, 0.0, max_k), 1.0 - unanswered)
+            else:
+                found = _win_table(wrong, max_k)
+            self.tables[wrong, unanswered, max_k] = found
+        return found
+
+    def pmf(self, r: float, top: int) -> list[list[float]]:
+        found = self.pmfs.get((r, top))
+        if found is None:
+            found = self.pmfs[r, top] = _binomial_pmfs(r, top)
+        return found
+
+
+def _pattern_curve(
+    right: float, wrong: tuple[float, ...], unanswered: float, max_k: int, memo: _Memo
+) -> list[float]:
+    """Vote accuracy for K = 1..max_k when a sample is right with probability ``right``,
+    unanswered with ``unanswered``, and otherwise states a wrong answer, the wrong answers'
+    shares among themselves being ``wrong`` (sorted, summing to 1). The win table depends on
+    ``wrong`` alone, so one serves every ``right`` (each fitted difficulty class, each
+    bootstrap resample)."""
+    answered = 1.0 - unanswered
+    if right <= 0.0:
+        return [0.0] * max_k
+    if wrong:
+        table = memo.table(wrong, 0.0, max_k)
+        rows = memo.pmf(min(1.0, right / answered), max_k)
+        voted = [
+            min(1.0, max(0.0, math.fsum(map(operator.mul, rows[a], table[a])))) for a in range(1, max_k + 1)
+        ]
+    else:  # the right answer is the only one
+        voted = [1.0] * max_k
+    if unanswered <= 0.0:
+        return voted
+    return [
+        min(1.0, math.fsum(map(operator.mul, row[1:], voted))) for row in memo.pmf(answered, max_k)[1:]
+    ]
 
 
 def _binomial_pmfs(r: float, top: int) -> list[list[float]]:
@@ -130,50 +182,59 @@ def _binomial_pmfs(r: float, top: int) -> list[list[float]]:
     return rows
 
 
-def _answered_curve(correct: float, others: tuple[float, ...], max_k: int) -> list[float]:
-    """Vote accuracy for K = 1..max_k when every sample answers: the right one with
-    probability ``correct``, the others with ``others``.
+def _win_table(wrong: tuple[float, ...], max_k: int) -> list[list[float]]:
+    """``table[a][j]`` = W(a − j, j), a = 0..max_k: the tie-weighted chance that the right
+    answer, holding j of a answered votes, wins when the other n = a − j fall on the wrong
+    answers with shares ``wrong`` (summing to 1). Then the vote over a answered samples is
+    right with Σ_j Binomial(a, j; p)·W(a − j, j).
 
-    P(K) = Σ_j Binomial(K, j; p) · W(K − j, j), W(n, j) being the tie-weighted chance that
-    the n other samples (multinomial over the others) leave none above j: 1 when n < j;
-    1 − Σ_i [P(B_i ≥ j) − ½·P(B_i = j)] when n < 2j, since then at most one other answer can
-    reach j (B_i ~ Binomial(n, q_i/(1−p))); otherwise from generating polynomials (see
-    ``_others_series``)."""
-    if not others:  # the right answer is the only one
-        return [1.0] * max_k
-    curve = [0.0] * (max_k + 1)
-    rest = math.fsum(others)  # 1 − p, as the others sum
-    log_fact = [math.lgamma(n + 1) for n in range(max_k + 1)]
-    log_p = math.log(correct)
+    W(n, 0) = 0; W(n, j) = 1 when n < j; 1 − Σ_i [P(B_i ≥ j) − ½·P(B_i = j)] when n < 2j,
+    since then at most one wrong answer can reach j (B_i ~ Binomial(n, q_i)); otherwise from
+    generating polynomials (see ``_others_series``)."""
+    table = [[0.0] + [1.0] * a for a in range(max_k + 1)]
+    if not wrong:  # every sample that is not right states no answer
+        return table
     first_single = max_k // 3 + 1  # from here on 2j > max_k − j: at most one other reaches j
-    # lost[n][i] = Σ over the others of P(B ≥ i) − ½·P(B = i), B ~ Binomial(n, q/(1−p))
+    # lost[n][i] = Σ over the wrong answers of P(B ≥ i) − ½·P(B = i), B ~ Binomial(n, q)
     lost = [[0.0] * (n + 1) for n in range(max_k - first_single + 1)]
-    for q in others:
-        for n, row in enumerate(_binomial_pmfs(q / rest, max_k - first_single)):
+    for q in wrong:
+        for n, row in enumerate(_binomial_pmfs(q, max_k - first_single)):
             tail = list(itertools.accumulate(reversed(row)))[::-1]
             lost[n] = [x + t - 0.5 * b for x, t, b in zip(lost[n], tail, row, strict=True)]
     for j in range(first_single, max_k + 1):
-        binomial = math.exp(j * log_p)  # C(j+n, n)·p^j·(1−p)^n, n = 0..max_k − j
-        for n in range(max_k - j + 1):
-            if n:
-                binomial *= (j + n) / n * rest
-            curve[j + n] += binomial * (1.0 - lost[n][j]) if n >= j else binomial
+        for n in range(j, max_k - j + 1):
+            table[j + n][j] = 1.0 - lost[n][j]
+    log_fact = [math.lgamma(n + 1) for n in range(max_k + 1)]
     for j in range(1, first_single):
         top = max_k - j
         scale = max(1.0, top / 3)
-        base, log_scale = j * log_p - log_fact[j], math.log(scale)
-        series = _others_series(j, others, top, scale)
+        log_scale = math.log(scale)
+        series = _others_series(j, wrong, top, scale)
+        series += [0.0] * (top + 1 - len(series))  # the powers past its support: W = 0
         for n, coefficient in enumerate(series):
-            curve[j + n] += math.exp(base + log_fact[j + n] - n * log_scale) * coefficient
-    return [min(1.0, max(0.0, p)) for p in curve[1:]]
+            table[j + n][j] = math.exp(log_fact[n] - n * log_scale) * coefficient
+    return table
+
+
+def _thinned_table(table: list[list[float]], answered: float) -> list[list[float]]:
+    """``table`` (W(n, j) at ``table[j + n][j]``) when each of the samples that are not right
+    states an answer with probability ``answered``: V(t, j) = Σ_m Binomial(t, m; answered)·W(m, j)."""
+    top = len(table) - 1
+    rows = _binomial_pmfs(answered, top)
+    thinned = [[0.0] * (a + 1) for a in range(top + 1)]
+    for j in range(top + 1):
+        column = [table[m + j][j] for m in range(top - j + 1)]
+        for t in range(top - j + 1):
+            thinned[t + j][j] = math.fsum(map(operator.mul, rows[t], column))
+    return thinned
 
 
 def _others_series(j: int, others: Sequence[float], top: int, scale: float) -> list[float]:
     """[z^n], n ≤ top, of ∫₀¹ Π_i (a_i + y·b_i) dy with x = s·z: per other answer the
     exponential generating polynomials a_i(x) = Σ_{t<j} (q_i x)^t/t! (fewer than j votes) and
     b_i(x) = (q_i x)^j/j! (a tie at j); a tie among t+1 counts ∫₀¹ y^t dy = 1/(t+1). Then
-    [x^n]·n!/(1−p)^n is W(n, j). The scale s keeps (s·q)^n/n! and its product with K!/j!
-    inside the range of a float.
+    [x^n]·n! is W(n, j) (the q_i sum to 1). The scale s keeps (s·q)^n/n! inside the range of
+    a float.
 
     Exact, no quadrature: ``layers[t]`` holds the coefficient of y^t from the power t·j on
     (below it is zero; those with t·j > top are never needed). The last answer needs no
@@ -310,12 +371,13 @@ def curve(dists: Sequence[AnswerDistribution], ks: Sequence[int], *, filtered: b
         return []
     top = max(ks)
     memo: dict[tuple[Any, ...], list[float]] = {}
+    shared = _Memo()
     totals = [0.0] * len(ks)
     for dist in dists:
         key = (dist.answers, dist.correct, dist.unanswered, dist.kept if filtered else None)
         values = memo.get(key)
         if values is None:
-            values = _filter_curve(dist, top // 2) if filtered else vote_curve(dist, top)
+            values = _filter_curve(dist, top // 2) if filtered else _vote_curve(dist, top, shared)
             memo[key] = values
         for i, k in enumerate(ks):
             totals[i] += values[k // 2 - 1] if filtered else values[k - 1]
@@ -452,11 +514,249 @@ def _row_distribution(
     return dist, k
 
 
+# -- the spread of difficulty over problems ----------------------------------------------
+
+# The most difficulty classes fitted; BIC picks fewer when they do not pay.
+MAX_CLASSES = 4
+
+# EM stops when a step gains less log-likelihood than this per problem.
+_EM_TOLERANCE = 1e-10
+_EM_STEPS = 5000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DifficultyMix:
+    """How hard a probe's problems are: a share ``weights[c]`` of them in class c, where each
+    sample is right with probability ``rights[c]`` (Chen et al.'s model: two classes, easy and
+    hard). ``fit_difficulty`` fits it by maximum likelihood; ``log_likelihood`` is the fit's."""
+
+    weights: tuple[float, ...]
+    rights: tuple[float, ...]
+    log_likelihood: float
+
+    def posterior(self, right: int, samples: int) -> list[float]:
+        """Each class's probability for a problem whose samples were ``right`` of ``samples`` right."""
+        return _posterior(self.weights, self.rights, right, samples)[0]
+
+
+def _posterior(
+    weights: Sequence[float], rights: Sequence[float], right: int, samples: int
+) -> tuple[list[float], float]:
+    """P(class | counts) and log P(counts) less log C(samples, right)."""
+    logs = [
+        math.log(w) + _xlog(right, p) + _xlog(samples - right, 1.0 - p) if w > 0 else -math.inf
+        for w, p in zip(weights, rights, strict=True)
+    ]
+    top = max(logs)
+    shares = [math.exp(x - top) for x in logs]
+    total = math.fsum(shares)
+    return [x / total for x in shares], top + math.log(total)
+
+
+def _xlog(count: int, p: float) -> float:
+    """count·log p, with 0·log 0 = 0."""
+    if count == 0:
+        return 0.0
+    return count * math.log(p) if p > 0 else -math.inf
+
+
+def fit_difficulty(counts: Iterable[tuple[int, int]], *, max_classes: int = MAX_CLASSES) -> DifficultyMix:
+    """The mixture of binomials of greatest likelihood for ``counts``, one (right samples,
+    samples) pair per problem, fitted by EM from two starts per number of classes, the number
+    (1..max_classes) chosen by the Bayesian information criterion.
+
+    A problem's own share of right samples is a noisy estimate of its rate (with 16 samples a
+    problem right with p = .45 shows more right than wrong 27% of the time), and majority vote
+    magnifies which side of ½ a rate lies on; the mixture pools all problems to estimate how
+    the rates spread. k classes need 2k − 1 ≤ n samples a problem to be told apart, so the
+    largest n caps k."""
+    histogram = Counter(counts)
+    if not histogram:
+        raise ConfigError("fitting difficulty needs at least one problem")
+    for right, samples in histogram:
+        if samples < 1 or not 0 <= right <= samples:
+            raise ConfigError(f"{right} right of {samples} samples is not a count")
+    problems = sum(histogram.values())
+    most = max(samples for _, samples in histogram)
+    best: tuple[float, DifficultyMix] | None = None
+    for k in range(1, min(max_classes, (most + 1) // 2, len(histogram)) + 1):
+        fit = max((_em(histogram, *start) for start in _starts(histogram, k)), key=lambda m: m.log_likelihood)
+        bic = (2 * k - 1) * math.log(problems) - 2 * fit.log_likelihood
+        if best is None or bic < best[0]:
+            best = (bic, fit)
+    assert best is not None  # k = 1 always runs
+    return best[1]
+
+
+def _starts(histogram: Counter[tuple[int, int]], k: int) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """Equal weights with rates at the problems' quantiles, or spread evenly over (0, 1)."""
+    rates = sorted(right / samples for (right, samples), m in histogram.items() for _ in range(m))
+    quantiles = (min(0.98, max(0.02, rates[int((c + 0.5) / k * len(rates))])) for c in range(k))
+    equal = (1.0 / k,) * k
+    return [(equal, tuple(quantiles)), (equal, tuple((c + 0.5) / k for c in range(k)))]
+
+
+def _em(
+    histogram: Counter[tuple[int, int]], weights: tuple[float, ...], rights: tuple[float, ...]
+) -> DifficultyMix:
+    """EM for a binomial mixture from ``weights`` and ``rights``: each step moves every class
+    to the problems it explains (weighted by posterior), which never lowers the likelihood."""
+    items = [
+        (right, n, m, math.lgamma(n + 1) - math.lgamma(right + 1) - math.lgamma(n - right + 1))
+        for (right, n), m in histogram.items()
+    ]
+    problems = sum(histogram.values())
+    previous = -math.inf
+    for _ in range(_EM_STEPS):
+        mass = [0.0] * len(weights)
+        right_mass = [0.0] * len(weights)
+        sample_mass = [0.0] * len(weights)
+        total = 0.0
+        for right, samples, m, constant in items:
+            shares, log_likelihood = _posterior(weights, rights, right, samples)
+            total += m * (log_likelihood + constant)
+            for c, r in enumerate(shares):
+                mass[c] += m * r
+                right_mass[c] += m * r * right
+                sample_mass[c] += m * r * samples
+        if total - previous <= _EM_TOLERANCE * problems:
+            break
+        previous = total
+        weights = tuple(x / problems for x in mass)
+        rights = tuple(
+            min(1.0, r / n) if n > 0 else p for r, n, p in zip(right_mass, sample_mass, rights, strict=True)
+        )
+    return DifficultyMix(weights=weights, rights=rights, log_likelihood=total)
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """How a problem's samples that were not right fell: the wrong answers' shares among the
+    wrong samples (ascending), the share that stated no answer, and the judge's kept shares of
+    the right answer and of each wrong one (1.0 when nothing was judged). A problem whose
+    samples were all right shows no split: one wrong answer (Chen et al.'s two answers)."""
+
+    wrong: tuple[float, ...]
+    unanswered: float
+    kept_right: float
+    kept_wrong: tuple[float, ...]
+
+
+def _outcomes(found: Estimate) -> list[tuple[int, int, _Split]]:
+    """Each problem's right samples, samples and split. An answer the judge never saw (the
+    right one of a problem never right, the unseen wrong one) gets the probe's kept share."""
+    pooled = {True: [0.0, 0.0], False: [0.0, 0.0]}  # right?: [kept, samples]
+    for dist, samples in zip(found.distributions, found.samples, strict=True):
+        for i, (p, r) in enumerate(zip(dist.answers, dist.kept or (1.0,) * len(dist.answers), strict=True)):
+            pooled[i == dist.correct][0] += p * r * samples
+            pooled[i == dist.correct][1] += p * samples
+    kept_right, kept_wrong = (kept / seen if seen else 1.0 for kept, seen in (pooled[True], pooled[False]))
+    outcomes = []
+    for dist, samples in zip(found.distributions, found.samples, strict=True):
+        kept = dist.kept or (1.0,) * len(dist.answers)
+        counts = [round(p * samples) for p in dist.answers]
+        right = 0 if dist.correct is None else counts[dist.correct]
+        wrong = sorted((counts[i], kept[i]) for i in range(len(counts)) if i != dist.correct)
+        stated = sum(c for c, _ in wrong)
+        if right == samples:
+            split = _Split(wrong=(1.0,), unanswered=0.0, kept_right=kept_right, kept_wrong=(kept_wrong,))
+        else:
+            split = _Split(
+                wrong=tuple(c / stated for c, _ in wrong),
+                unanswered=(samples - right - stated) / (samples - right),
+                kept_right=kept_right if dist.correct is None else kept[dist.correct],
+                kept_wrong=tuple(r for _, r in wrong),
+            )
+        outcomes.append((right, samples, split))
+    return outcomes
+
+
+def _fitted_curve(
+    outcomes: Sequence[tuple[int, int, _Split]],
+    mix: DifficultyMix,
+    top: int,
+    memo: _Memo,
+    *,
+    filtered: bool = False,
+) -> list[float]:
+    """Vote (or with ``filtered`` filter-vote, 1..top/2 samples) accuracy for K = 1..top: the
+    mean over problems of Σ_c P(class c | its counts) · the accuracy of a problem right with
+    rates[c] whose other samples split as its own did. With two answers this is the mixture's
+    own curve Σ_c w_c·P[Bin(K, p_c) > K/2], EM's weights being the mean posteriors."""
+    memo.pmfs.clear()  # the rates change with every fit
+    posteriors: dict[tuple[int, int], list[float]] = {}
+    weight: dict[tuple[_Split, int], float] = {}
+    for right, samples, split in outcomes:
+        shares = posteriors.get((right, samples))
+        if shares is None:
+            shares = posteriors[right, samples] = mix.posterior(right, samples)
+        for c, r in enumerate(shares):
+            if r > 0:
+                weight[split, c] = weight.get((split, c), 0.0) + r
+    totals = [0.0] * (top // 2 if filtered else top)
+    for (split, c), w in weight.items():
+        p = mix.rights[c]
+        if filtered:
+            rest = 1.0 - p
+            dist = AnswerDistribution(
+                answers=(p, *(rest * (1.0 - split.unanswered) * q for q in split.wrong)),
+                correct=0,
+                unanswered=rest * split.unanswered,
+                kept=(split.kept_right, *split.kept_wrong),
+            )
+            values = _filter_curve(dist, top // 2)
+        else:  # Σ_j Binomial(K, j; p)·V(K − j, j): the rows serve every split of the class
+            rows = memo.pmf(p, top)
+            table = memo.table(split.wrong, split.unanswered, top)
+            values = [math.fsum(map(operator.mul, rows[k], table[k])) for k in range(1, top + 1)]
+        totals = [t + w * v for t, v in zip(totals, values, strict=True)]
+    return [t / len(outcomes) for t in totals]
+
+
+def _bootstrap(
+    outcomes: Sequence[tuple[int, int, _Split]],
+    mix: DifficultyMix,
+    ks: Sequence[int],
+    *,
+    resamples: int,
+    level: float,
+    seed: int,
+    memo: _Memo,
+) -> tuple[tuple[tuple[float, float], ...], tuple[int, int]]:
+    """The central ``level`` band of the vote accuracy at each K and of the best K over
+    ``resamples`` resamples of the problems (with replacement), each refitted by EM from the
+    full fit (so with its number of classes)."""
+    rng = random.Random(seed)
+    curves = []
+    bests = []
+    for _ in range(resamples):
+        sample = rng.choices(outcomes, k=len(outcomes))
+        refit = _em(Counter((right, samples) for right, samples, _ in sample), mix.weights, mix.rights)
+        full = _fitted_curve(sample, refit, max(ks), memo)
+        values = [full[k - 1] for k in ks]
+        curves.append(values)
+        bests.append(best_k(ks, values))
+    low, high = (1.0 - level) / 2, (1.0 + level) / 2
+    columns = [sorted(column) for column in zip(*curves, strict=True)]
+    bests.sort()
+    return (
+        tuple((_percentile(c, low), _percentile(c, high)) for c in columns),
+        (_percentile(bests, low), _percentile(bests, high)),
+    )
+
+
+def _percentile(ordered: Sequence[_T], q: float) -> _T:
+    return ordered[round(q * (len(ordered) - 1))]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Prediction:
     """The predicted accuracy at each K of ``ks``: ``vote`` for majority vote over K samples,
     ``filter_vote`` (when a judge scored the probe) for filter-vote with K calls, None at odd
-    K. ``best_vote_k`` and ``best_filter_k`` maximise them (the smallest K on ties)."""
+    K. ``best_vote_k`` and ``best_filter_k`` maximise them (the smallest K on ties).
+    ``difficulty`` is the fitted mixture they come from; ``vote_band`` the central ``level``
+    band of the vote accuracy at each K over ``resamples`` bootstrap resamples of the
+    problems, and ``best_vote_k_band`` that of the best K (None without resamples)."""
 
     ks: tuple[int, ...]
     vote: tuple[float, ...]
@@ -464,6 +764,11 @@ class Prediction:
     filter_vote: tuple[float | None, ...] | None
     best_filter_k: int | None
     estimate: Estimate
+    difficulty: DifficultyMix
+    vote_band: tuple[tuple[float, float], ...] | None
+    best_vote_k_band: tuple[int, int] | None
+    resamples: int
+    level: float
 
 
 def predict_votes(
@@ -471,20 +776,28 @@ def predict_votes(
     ks: Iterable[int] = range(1, 65),
     *,
     equivalence: AnswerEquivalence | None = None,
+    resamples: int = 200,
+    level: float = 0.9,
+    seed: int = 0,
 ) -> Prediction:
-    """The accuracy curve a probe's results rows predict_votes, and the best K.
+    """The accuracy curve a probe's results rows predict, the best K, and their uncertainty.
 
     ``rows``: the JSONL rows of one ``treesearch run`` (majority-vote, or filter-vote for
-    its curve too) with many samples per problem. ``equivalence`` groups answers
-    (default: a ``MathEquivalence``, closed before returning). Each problem's distribution
-    is the share of its samples per answer, taken as the truth: with k samples a problem
-    near ½ may land on the wrong side, so K far above k is an extrapolation, and the more
-    samples the probe drew, the closer the curve."""
+    its curve too) with several samples per problem. ``equivalence`` groups answers
+    (default: a ``MathEquivalence``, closed before returning). How likely a sample is to be
+    right is not read off each problem's own few samples, which would scatter the problems
+    near ½ to both sides of it, but from a mixture of difficulty classes fitted to all of
+    them (``fit_difficulty``); how a problem's other samples split among wrong answers and
+    no answer is kept as sampled. Up to K = samples per problem the curve is what the probe
+    determines; above, the fitted classes extrapolate it. ``resamples`` bootstrap resamples
+    of the problems (seeded by ``seed``; 0 for none) give the ``level`` bands."""
     wanted = sorted(set(ks))
     if not wanted:
         raise ConfigError("predicting needs at least one K")
     for k in wanted:
         _check_k(k)
+    if resamples < 0 or not 0.0 < level < 1.0:
+        raise ConfigError(f"needs resamples ≥ 0 and 0 < level < 1, got {resamples}, {level}")
     if equivalence is None:
         from treesearch.equivalence import MathEquivalence
 
@@ -496,14 +809,29 @@ def predict_votes(
         why = ", ".join(f"{count} {reason}" for reason, count in found.skipped.items()) or "no rows"
         hint = "; advise needs gold answers to tell the right one" if "without gold" in found.skipped else ""
         raise ConfigError(f"no usable rows to estimate from ({why}){hint}")
-    vote = curve(found.distributions, wanted)
+    if max(found.samples) < 2:
+        raise ConfigError(
+            "every problem has one sample: how difficulty spreads over problems, and so the accuracy "
+            "at any K above 1, cannot be told from that; probe with more samples per problem (--n 16)"
+        )
+    outcomes = _outcomes(found)
+    mix = fit_difficulty((right, samples) for right, samples, _ in outcomes)
+    memo = _Memo()
+    full = _fitted_curve(outcomes, mix, max(wanted), memo)
+    vote = [full[k - 1] for k in wanted]
     filter_vote: tuple[float | None, ...] | None = None
     best_filter: int | None = None
     even = [k for k in wanted if k % 2 == 0]
     if found.judged and even:
-        values = dict(zip(even, curve(found.distributions, even, filtered=True), strict=True))
+        judged = _fitted_curve(outcomes, mix, max(even), memo, filtered=True)
+        values = {k: judged[k // 2 - 1] for k in even}
         filter_vote = tuple(values.get(k) for k in wanted)
         best_filter = best_k(even, list(values.values()))
+    band, best_band = (
+        _bootstrap(outcomes, mix, wanted, resamples=resamples, level=level, seed=seed, memo=memo)
+        if resamples
+        else (None, None)
+    )
     return Prediction(
         ks=tuple(wanted),
         vote=tuple(vote),
@@ -511,4 +839,9 @@ def predict_votes(
         filter_vote=filter_vote,
         best_filter_k=best_filter,
         estimate=found,
+        difficulty=mix,
+        vote_band=band,
+        best_vote_k_band=best_band,
+        resamples=resamples,
+        level=level,
     )

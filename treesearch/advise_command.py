@@ -1,9 +1,9 @@
 """``treesearch advise``: a probe's results file in, the predicted accuracy against K out.
 
 The probe is one ``treesearch run`` of majority-vote (or filter-vote, whose judge scores
-add a filter-vote column) with many samples per problem; ``treesearch.predict_votes``
-estimates each problem's answer distribution from its row and predicts, exactly, the
-accuracy of voting over K samples (Chen et al. 2024). The table goes to stdout; a file
+add a filter-vote column) with several samples per problem; ``treesearch.predict_votes``
+fits how difficulty spreads over the problems and predicts, exactly, the accuracy of voting
+over K samples (Chen et al. 2024), with a bootstrap band. The table goes to stdout; a file
 that cannot be read is one line on stderr.
 """
 
@@ -21,11 +21,12 @@ from treesearch.rows import iter_rows
 
 _DESCRIPTION = (
     "Predict majority-vote accuracy against the number of samples K (and filter-vote's, against "
-    "calls, when a judge scored the probe) from a probe run's results: each problem's answer "
-    "distribution as its samples estimate it, the vote accuracy computed exactly from it, averaged "
-    "(Chen et al. 2024, 'Are More LM Calls All You Need?'). More calls can hurt: problems whose "
-    "likeliest answer is wrong get worse with K. Probe with e.g. treesearch run --strategy "
-    "majority-vote --n 64 --output probe.jsonl."
+    "calls, when a judge scored the probe) from a probe run's results (Chen et al. 2024, 'Are More "
+    "LM Calls All You Need?'). More calls can hurt: problems whose likeliest answer is wrong get "
+    "worse with K. How often a sample is right is fitted over all problems by maximum likelihood "
+    "(a mixture of difficulty classes), not read off each problem's few samples; the vote accuracy "
+    "is exact from it, with a bootstrap band over the problems. Probe with e.g. treesearch run "
+    "--strategy majority-vote --n 16 --output probe.jsonl."
 )
 
 
@@ -55,6 +56,13 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--ks", type=_ks, default=None, metavar="K,K,...",
                         help="predict and show exactly these K instead (default: 1..--max-k)")  # fmt: skip
+    parser.add_argument(
+        "--bootstrap",
+        type=number(int, "an integer from 0 to 10000", lambda v: 0 <= v <= 10_000),
+        default=200,
+        metavar="B",
+        help="resample the problems B times, refitting each, for the 90%% bands (0: no bands)",
+    )
     parser.set_defaults(handler=advise_command)
 
 
@@ -66,7 +74,7 @@ def advise_command(args: argparse.Namespace) -> int:
     if not rows:
         raise ConfigError(f"{args.results} holds no rows")
     ks = args.ks or range(1, args.max_k + 1)
-    prediction = predict_votes(rows, ks)
+    prediction = predict_votes(rows, ks, resamples=args.bootstrap)
     if args.ks:
         shown = sorted(set(args.ks))
     else:
@@ -88,7 +96,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def render(prediction: Any, shown: list[int]) -> str:
-    """The table: one line per K of ``shown``, the best K of each column marked."""
+    """The table: one line per K of ``shown``, the best K of each column marked, the bootstrap
+    band beside the vote."""
     found = prediction.estimate
     samples = found.samples
     low, high = min(samples), max(samples)
@@ -101,21 +110,34 @@ def render(prediction: Any, shown: list[int]) -> str:
     if found.skipped:
         skipped = ", ".join(f"{count} {reason}" for reason, count in found.skipped.items())
         lines[0] += f"; skipped {sum(found.skipped.values())} rows ({skipped})"
+    mix = prediction.difficulty
+    classes = sorted((p, w) for w, p in zip(mix.weights, mix.rights, strict=True) if w >= 0.005)
+    shares = [f"{p:.2f} on {w:.0%}" for p, w in reversed(classes)]
+    lines.append(f"difficulty fitted by maximum likelihood: a sample is right with p = {', '.join(shares)}")
     value = dict(zip(prediction.ks, prediction.vote, strict=True))
+    band = dict(zip(prediction.ks, prediction.vote_band or (), strict=False))
     filtered = dict(zip(prediction.ks, prediction.filter_vote or (), strict=False))
-    lines.append(f"{'K':>5}  {'vote':>7}" + ("  filter-vote" if prediction.filter_vote else ""))
+    level = f"{prediction.level:.0%} band"
+    header = f"{'K':>5}  {'vote':>7}" + (f"  {level:<14}" if band else "")
+    lines.append((header + ("  filter-vote" if prediction.filter_vote else "")).rstrip())
     for k in shown:
         mark = "*" if k == prediction.best_vote_k else " "
         line = f"{k:>5}  {value[k]:7.3f}{mark}"
+        if band:
+            line += f" {band[k][0]:.3f} to {band[k][1]:.3f}"
         if prediction.filter_vote and filtered.get(k) is not None:
             mark = "*" if k == prediction.best_filter_k else " "
             line += f"  {filtered[k]:10.3f}{mark}"
         lines.append(line.rstrip())
     best = f"* best: vote at K={prediction.best_vote_k} ({value[prediction.best_vote_k]:.3f})"
+    if prediction.best_vote_k_band is not None:
+        first, last = prediction.best_vote_k_band
+        resamples = f"{prediction.resamples} resamples of the problems"
+        best += f", K={first} to {last} in {prediction.level:.0%} of {resamples}"
     if prediction.best_filter_k is not None:
         k = prediction.best_filter_k
         best += f"; filter-vote at K={k} calls ({k // 2} samples, each judged; {filtered[k]:.3f})"
     lines.append(best)
     if max(shown) > low:
-        lines.append(f"K above {low} extrapolates from the estimated distributions")
+        lines.append(f"K above {low} extrapolates from the fitted difficulty classes")
     return "\n".join(lines)
