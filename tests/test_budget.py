@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from treesearch import (
 from treesearch.backends.fake_server import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy
-from treesearch.budget import count_attempt
+from treesearch.budget import ModelSizes, count_attempt
 from treesearch.context import gather
 from treesearch.errors import DeadlinePassed
 from treesearch.tree import ROOT
@@ -236,6 +237,12 @@ async def test_a_call_cancelled_before_it_was_sent_costs_nothing() -> None:
 def test_a_zero_or_negative_budget_is_a_config_error(field: str, value: int) -> None:
     with pytest.raises(ConfigError, match=f"budget {field} must be positive"):
         BudgetLimits(**{field: value})
+
+
+@pytest.mark.parametrize("size", [0.0, -1e9, math.inf, math.nan])
+def test_model_sizes_are_positive_finite_numbers(size: float) -> None:
+    with pytest.raises(ConfigError, match=f"model parameters must be positive finite numbers, got {size}"):
+        ModelSizes(policy=1e9, verifier=size)
 
 
 @pytest.mark.anyio

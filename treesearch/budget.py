@@ -91,8 +91,9 @@ class ModelSizes:
     verifier: float | None = None
 
     def __post_init__(self) -> None:
-        if self.policy <= 0 or (self.verifier is not None and self.verifier <= 0):
-            raise ConfigError("model parameters must be positive")
+        for size in (self.policy, self.verifier):
+            if size is not None and not 0 < size < math.inf:  # NaN too: FLOPs go into JSON rows
+                raise ConfigError(f"model parameters must be positive finite numbers, got {size}")
 
     def flops(self, usage: Usage) -> dict[str, float]:
         """A row's FLOPs: the policy's, the verifier's and their total."""
