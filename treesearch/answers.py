@@ -17,7 +17,8 @@ the same is ``treesearch.equivalence``'s business.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 
 RUN_ON_MARKERS: tuple[str, ...] = ("\nQ:", "\nProblem:", "\nQuestion:")
 
@@ -30,10 +31,11 @@ _BOX_JOINER = re.compile(
     re.IGNORECASE,
 )
 _GSM8K = re.compile(r"(?:^|\n)####[ \t]*(?P<answer>[^\n]+?)\s*$")
-_MINERVA = re.compile(
-    r"final\s+answer\s+is\s*:?\s*(?P<answer>[^\n]+?)\.?\s*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE
-)
-_END_TOKENS = re.compile(r"(?:\s*(?:<\|[^<>|\s]{1,40}\|>|</s>|<eos>|<end_of_turn>))+\s*$")
+# Minerva's "Final Answer: The final answer is X. I hope it is correct.", read from its end.
+_HOPE = re.compile(r"\.?[ \t]*I\s+hope\s+it\s+is\s+correct", re.IGNORECASE)
+_FINAL_ANSWER_IS = re.compile(r"final\s+answer\s+is\s*:?\s*", re.IGNORECASE)
+_END_TOKEN = re.compile(r"(?:<\|[^<>|\s]{1,40}\|>|</s>|<eos>|<end_of_turn>)$")
+_END_TOKEN_CHARS = 48  # where a closing end token can start, from the end
 # A sentence ends at . ! or ? followed by whitespace, or at a line break; "3.5" is one token.
 _SENTENCE_ENDS = ("\n", ". ", "! ", "? ", ".\t", "!\t", "?\t")
 _TRAILER = re.compile(r"\s*I hope it is correct\.?$", re.IGNORECASE)  # Minerva's, after the answer
@@ -65,14 +67,14 @@ def extract_answer(text: str, pattern: str | re.Pattern[str] | None = None) -> s
     text, _ = split_run_on(text)
     if pattern is not None:
         return _by_pattern(text, re.compile(pattern))
-    text = _END_TOKENS.sub("", text)
+    text = _without_end_tokens(text)
     gsm8k = _GSM8K.search(text)
     if gsm8k is not None:
         return _clean(gsm8k.group("answer"))
     boxes = _boxes(text)
-    minerva = list(_MINERVA.finditer(text))
-    if minerva and (not boxes or minerva[-1].start() > boxes[-1][0]):
-        return _clean(minerva[-1].group("answer"))
+    minerva = _minerva(text)
+    if minerva is not None and (not boxes or minerva[0] > boxes[-1][0]):
+        return _clean(minerva[1])
     if boxes:
         return _boxed_answer(text, boxes)
     return _stated(text)
@@ -88,6 +90,14 @@ def extract_final_value(text: str, pattern: str | re.Pattern[str] | None = None)
     lines = [line for line in split_run_on(text)[0].splitlines() if line.strip()]
     closing = _CLOSING_NUMBER.search(lines[-1]) if lines else None
     return closing.group(1) if closing else None
+
+
+def _without_end_tokens(text: str) -> str:
+    """The text without the chat end tokens closing it (``...</s><|im_end|>``)."""
+    text = text.rstrip()
+    while (token := _END_TOKEN.search(text, max(0, len(text) - _END_TOKEN_CHARS))) is not None:
+        text = text[: token.start()].rstrip()
+    return text
 
 
 def _clean(answer: str | None) -> str | None:
@@ -154,6 +164,21 @@ def _boxed_answer(text: str, boxes: list[tuple[int, int, str | None]]) -> str | 
         answers.append(previous)
         start = previous_start
     return ", ".join(dict.fromkeys(reversed(answers)))
+
+
+def _minerva(text: str) -> tuple[int, str] | None:
+    """Where the last "final answer is X. I hope it is correct." starts, and X."""
+    hope = _last(_HOPE.finditer(text))
+    if hope is None:
+        return None
+    line = text.rfind("\n", 0, hope.start()) + 1
+    statement = _last(_FINAL_ANSWER_IS.finditer(text, line, hope.start()))
+    return None if statement is None else (statement.start(), text[statement.end() : hope.start()])
+
+
+def _last(found: Iterator[re.Match[str]]) -> re.Match[str] | None:
+    last = deque(found, maxlen=1)
+    return last[0] if last else None
 
 
 def _stated(text: str) -> str | None:
