@@ -69,7 +69,8 @@ class WindowGuard:
     Every window that ends in a piece is judged, not only the last (a server may send several
     tokens a piece), from a running sum, so a piece costs its own length whatever the window.
     A trace that ends (``done``) shorter than the window has one window, all of it, as in
-    ``group_confidences``: a streamed trace votes by the rule a warm-up trace votes by."""
+    ``group_confidences``: a streamed trace it lets through scores at least ``threshold`` by
+    the lowest window, as a warm-up trace must to vote."""
 
     def __init__(self, window: int, threshold: float) -> None:
         self.window = window
