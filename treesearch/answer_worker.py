@@ -188,6 +188,7 @@ def _parse(text: str) -> tuple[Any, ...]:
     return tuple(parse(text if delimited else f"${text}$", parsing_timeout=None))
 
 
+@lru_cache(maxsize=4096)  # a vote regroups the same answers as more arrive
 def _verify(gold: str, prediction: str) -> bool:
     from math_verify import verify
 
