@@ -5,34 +5,49 @@ without Ray), cuts the problems left into chunks of ``--problems-in-flight``, an
 keeps ``--ray-workers`` chunks running at once. Each chunk is one Ray task that
 runs the ordinary ``treesearch run`` engine on its problems against the shared
 endpoints, with its share of ``--concurrency``, into a file of its own, and
-returns the rows; the driver appends them to the one output as each chunk ends,
-so rows stream back a chunk at a time. A worker that dies has its chunk run
-again by Ray (``max_retries``); only a chunk that returned is written, so no row
-is written twice. Needs the ``ray`` extra.
+returns the rows and its replica counts; the driver appends the rows to the one
+output as each chunk ends, so rows stream back a chunk at a time. A worker that
+dies has its chunk run again by Ray (``max_retries``); only a chunk that returned
+is written, so no row is written twice.
+
+The driver ends as a run without Ray does: progress as chunks return, then the
+same closing lines (accuracy, tokens, each replica's counts), or on Ctrl-C or
+SIGTERM the problems that remain. A signal while Ray starts or stops is held
+until it has, so no Ray process outlives the command. Needs the ``ray`` extra.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from treesearch.budget import Tally
 from treesearch.errors import ConfigError
 from treesearch.problems import Problem
+from treesearch.progress import Progress
 from treesearch.rows import check_same_run, drop_rows, open_append
+from treesearch.run_command import closing_lines, interrupted, model_sizes, report_replicas
 from treesearch.runner import read_output
+from treesearch.search import SearchResult
 
 RETRIES = 3
+Pools = list[list[dict[str, Any]]]
 
 
-def _chunk(options: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One Ray task: ``treesearch run`` on ``records`` into a file of its own; its rows."""
+def _chunk(options: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Pools]:
+    """One Ray task: ``treesearch run`` on ``records`` into a file of its own; its rows and
+    each server's replica counts."""
     import anyio
 
-    from treesearch.run_command import run_command
+    from treesearch.run_command import run_problems
 
     with tempfile.TemporaryDirectory() as folder:
         problems = Path(folder) / "problems.jsonl"
@@ -40,8 +55,9 @@ def _chunk(options: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[
         args = argparse.Namespace(**options)
         args.problems, args.output, args.ray = problems, Path(folder) / "o", None
         args.trees = args.log_json = None
-        anyio.run(run_command, args)
-        return [json.loads(line) for line in args.output.read_text(encoding="utf-8").splitlines()]
+        ran = anyio.run(run_problems, args)
+        rows = [json.loads(line) for line in args.output.read_text(encoding="utf-8").splitlines()]
+        return rows, ran.pools
 
 
 def run_on_ray(args: argparse.Namespace, problems: list[Problem]) -> int:
@@ -64,30 +80,94 @@ def run_on_ray(args: argparse.Namespace, problems: list[Problem]) -> int:
     options.pop("handler", None)
     options["concurrency"] = max(1, args.concurrency // args.ray_workers)
     options["force_resume"] = True  # each chunk writes a fresh file; the driver checks the run
-    ray.init(address=None if args.ray == "local" else args.ray, log_to_driver=False, include_dashboard=False)
-    task = ray.remote(max_retries=RETRIES)(_chunk)
-    pending: dict[Any, int] = {}
-    written = 0
+    pools: Pools = []
+    shown = Progress(len(todo), sys.stderr, Tally())
+    stopped = False
+    if chunks:
+        with _signals_held() as caught:
+            print(f"treesearch: {len(todo)} problems in {len(chunks)} chunks on Ray ({args.ray})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            ray.init(address=None if args.ray == "local" else args.ray, log_to_driver=False,
+                     include_dashboard=False)  # fmt: skip
+        task = ray.remote(max_retries=RETRIES)(_chunk)
+        pending: dict[Any, int] = {}
+        try:
+            with _sigterm_interrupts():
+                if caught:
+                    raise KeyboardInterrupt
+                with open_append(output) as sink:
+                    while chunks or pending:
+                        while chunks and len(pending) < args.ray_workers:
+                            chunk = chunks.pop(0)
+                            records = [problem.to_record() for problem in chunk]
+                            pending[task.remote(options, records)] = len(chunk)
+                        (done,), _ = ray.wait(list(pending), num_returns=1)
+                        pending.pop(done)
+                        rows, counts = ray.get(done)
+                        if rows and not args.force_resume:
+                            check_same_run(output, recorded, rows[0]["config"])
+                        for row in rows:
+                            sink.write(json.dumps(row) + "\n")
+                        sink.flush()
+                        pools = _add(pools, counts)
+                        for row in rows:
+                            result = SearchResult.from_record(row)
+                            shown.tally.requests += result.usage.requests
+                            shown.tally.tokens += result.usage.total_tokens
+                            shown.finished(result)
+        except KeyboardInterrupt:
+            stopped = True
+        finally:
+            with _signals_held():
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                ray.shutdown()
+    shown.close()
+    report_replicas(pools)
+    if stopped:
+        return interrupted(args, problems)
+    rows = read_output(output)
+    results = [SearchResult.from_record(rows[problem.id]) for problem in problems]
+    return closing_lines(results, len(recorded), model_sizes(args))
+
+
+def _add(total: Pools, counts: Pools) -> Pools:
+    """Replica counts summed over chunks: every chunk opens the same servers in one order."""
+    if not total:
+        return counts
+    return [
+        [{**mine, **{key: mine[key] + theirs[key] for key in ("requests", "tokens", "errors")}}
+         for mine, theirs in zip(pool, other, strict=True)]
+        for pool, other in zip(total, counts, strict=True)
+    ]  # fmt: skip
+
+
+@contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM noted, not acted on, inside the block (the signals caught): Ray
+    started or stopped halfway leaves processes running that nothing will stop."""
+    caught: list[int] = []
+
+    def note(number: int, frame: FrameType | None) -> None:
+        caught.append(number)
+
+    previous = {number: signal.signal(number, note) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with open_append(output) as sink:
-            while chunks or pending:
-                while chunks and len(pending) < args.ray_workers:
-                    chunk = chunks.pop(0)
-                    records = [problem.to_record() for problem in chunk]
-                    pending[task.remote(options, records)] = len(chunk)
-                (done,), _ = ray.wait(list(pending), num_returns=1)
-                pending.pop(done)
-                rows = ray.get(done)
-                if rows and not args.force_resume:
-                    check_same_run(output, recorded, rows[0]["config"])
-                for row in rows:
-                    sink.write(json.dumps(row) + "\n")
-                sink.flush()
-                written += len(rows)
+        yield caught
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        ray.shutdown()
-    errors = sum(1 for row in read_output(output).values() if row.get("id") in ids and row.get("error"))
-    print(f"treesearch: {written} problems run on Ray now, {len(recorded)} already done", file=sys.stderr)
-    return 1 if errors else 0
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends the run as Ctrl-C does (KeyboardInterrupt), as it does without Ray."""
+
+    def interrupt(number: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

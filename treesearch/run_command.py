@@ -32,7 +32,7 @@ from treesearch.equivalence import MathEquivalence
 from treesearch.errors import ConfigError
 from treesearch.logs import configure, get_logger
 from treesearch.policy import Policy, SamplingParams
-from treesearch.problems import load_problems
+from treesearch.problems import Problem, load_problems
 from treesearch.registry import backend_names, make_backend
 from treesearch.runner import fingerprint, read_output, run
 from treesearch.search import SearchResult, check_config
@@ -267,6 +267,7 @@ class Backends:
     finish_check: Verifier | None
     equivalence: MathEquivalence
     endpoint: Any  # the policy's server, for policies of other models on it
+    servers: list[Any]  # every endpoint opened (the policy's first), for their replica counts
 
 
 async def drive(
@@ -304,12 +305,13 @@ async def drive(
                     finish_check=finish_check,
                     equivalence=equivalence,
                     endpoint=endpoint,
+                    servers=opened,
                 )
                 outcome.append(await work(backends))
             finally:
                 with anyio.CancelScope(shield=True):
                     equivalence.close()
-                    report_replicas(opened)
+                    report_replicas(replica_counts(opened))
                     for server in opened:
                         await server.aclose()
                     if log_file is not None:
@@ -318,14 +320,18 @@ async def drive(
     return outcome[0] if outcome else None
 
 
-def report_replicas(servers: list[Any]) -> None:
-    """Each pool's per-replica requests, tokens and errors: a line each on stderr, and an event."""
-    for server in servers:
-        replicas = getattr(server, "replicas", ())
-        if len(replicas) < 2:
+def replica_counts(servers: list[Any]) -> list[list[dict[str, Any]]]:
+    """Each server's per-replica requests, tokens and errors (a list per server)."""
+    return [[replica.counts() for replica in getattr(server, "replicas", ())] for server in servers]
+
+
+def report_replicas(pools: list[list[dict[str, Any]]]) -> None:
+    """Each pool's per-replica counts (``replica_counts``): a line each on stderr, and an event.
+    A server of one replica has no line: the run's summary counts its work."""
+    for pool in pools:
+        if len(pool) < 2:
             continue
-        for replica in replicas:
-            counts = replica.counts()
+        for counts in pool:
             log.info("replica_counts", **counts)
             print(f"treesearch: {counts['base_url']}: {counts['requests']} requests, "
                   f"{counts['tokens']:,} tokens, {counts['errors']} errors", file=sys.stderr)  # fmt: skip
@@ -358,8 +364,28 @@ def run_handler(args: argparse.Namespace) -> int:
     return run_on_ray(args, problems)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Ran:
+    """One ``treesearch run`` in this process: its problems, every problem's result (None when
+    a signal ended it), how many were done before it, and each server's replica counts."""
+
+    problems: list[Problem]
+    results: list[SearchResult] | None
+    done_before: int
+    pools: list[list[dict[str, Any]]]
+
+
 async def run_command(args: argparse.Namespace) -> int:
     """``treesearch run``: the exit code; prints its closing lines on stderr."""
+    ran = await run_problems(args)
+    if ran.results is None:
+        return interrupted(args, ran.problems)
+    return closing_lines(ran.results, ran.done_before, model_sizes(args))
+
+
+async def run_problems(args: argparse.Namespace) -> Ran:
+    """Run the problems of ``args`` into ``args.output``, printing nothing but progress (and
+    each pool's counts): the part of ``treesearch run`` a Ray task runs on its chunk."""
     config = search_config(args)
     chosen = verifier_choice(args, config)
     sizes = model_sizes(args)
@@ -368,8 +394,10 @@ async def run_command(args: argparse.Namespace) -> int:
     ids = {problem.id for problem in problems}
     before = {key: row for key, row in read_output(args.output).items() if key in ids}
     done_before = sum(1 for row in before.values() if not (args.retry_failed and row.get("error")))
+    used: list[Backends] = []
 
     async def work(backends: Backends) -> list[SearchResult]:
+        used.append(backends)
         if config.policy_table is not None:
             settings = fingerprint(config, backends.policy, backends.verifier, backends.finish_check)
             differ = config.policy_table.differences(settings)
@@ -397,18 +425,30 @@ async def run_command(args: argparse.Namespace) -> int:
         )
 
     results = await drive(args, chosen, work)
-    if results is None:
-        recorded = read_output(args.output)
-        left = sum(1 for key in ids if key not in recorded)
-        print(
-            f"treesearch: interrupted; {left} of {len(problems)} problems remain"
-            f" (rerun the same command to continue into {args.output})",
-            file=sys.stderr,
-        )
-        return 130
+    pools = replica_counts(used[0].servers) if used else []
+    return Ran(problems=problems, results=results, done_before=done_before, pools=pools)
+
+
+def interrupted(args: argparse.Namespace, problems: list[Problem]) -> int:
+    """The line a run ended by Ctrl-C or SIGTERM closes with (how many problems remain, and how
+    to go on); its exit code."""
+    recorded = read_output(args.output)
+    left = sum(1 for problem in problems if problem.id not in recorded)
+    print(
+        f"treesearch: interrupted; {left} of {len(problems)} problems remain"
+        f" (rerun the same command to continue into {args.output})",
+        file=sys.stderr,
+    )
+    return 130
+
+
+def closing_lines(results: list[SearchResult], done_before: int, sizes: ModelSizes | None) -> int:
+    """The lines a finished run closes with, from every problem's result (those run now and
+    ``done_before`` read back): problems run, accuracy, tokens (and FLOPs) per problem, and the
+    failures; the exit code."""
     failed = [r for r in results if r.error is not None]
     graded = [r for r in results if r.correct is not None]
-    summary = f"{len(problems) - done_before} problems run now, {done_before} already done"
+    summary = f"{len(results) - done_before} problems run now, {done_before} already done"
     if graded:
         accuracy = sum(bool(r.correct) for r in graded) / len(graded)
         summary += f"; accuracy {accuracy:.3f} over all {len(graded)} graded problems, earlier ones included"
