@@ -311,3 +311,19 @@ def test_a_whole_gold_solution_stands_for_the_answer_it_states(equivalence: Math
     assert equivalence.matches("18", gsm8k) is True
     assert equivalence.matches("\\boxed{18}", gsm8k) is True
     assert equivalence.matches("9", gsm8k) is False
+
+
+@pytest.mark.parametrize(
+    ("prediction", "gold", "same"),
+    [
+        ("The roots are \\boxed{-2} and \\boxed{1}.", "1, -2", True),
+        ("The roots are \\boxed{-2} and \\boxed{1}.", "-2, 1", True),
+        ("The roots are \\boxed{-2} and \\boxed{1}.", "-2, 3", False),
+        ("The roots are \\boxed{-2} and \\boxed{1}.", "-2, 1, 3", False),
+    ],
+)
+def test_a_solution_boxing_several_answers_states_their_set(
+    equivalence: MathEquivalence, prediction: str, gold: str, same: bool
+) -> None:
+    assert equivalence.matches(prediction, gold) is same
+    assert (equivalence.group([gold, prediction])[1] == 0) is same
