@@ -33,6 +33,7 @@ from treesearch.equivalence import MathEquivalence
 
 CASES = Path(__file__).parent / "data" / "answer_cases.jsonl"
 SHOWN_CHARS = 70
+FIELDS = {"source", "gold", "prediction", "expected"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,10 @@ def main() -> None:
         ]
     except (OSError, ValueError) as exc:
         sys.exit(f"cannot read the cases: {exc}")
+    for number, case in enumerate(cases, start=1):
+        missing = FIELDS - set(case) if isinstance(case, dict) else FIELDS
+        if missing:
+            sys.exit(f"{args.cases}: case {number} lacks {', '.join(sorted(missing))}")
     report(run(cases, args.math_verify))
 
 
