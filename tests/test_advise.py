@@ -379,6 +379,32 @@ def test_the_fit_is_the_maximum_likelihood(equivalence: MathEquivalence) -> None
         fit_difficulty([(5, 4)])
 
 
+def test_the_band_repeats_with_its_seed(equivalence: MathEquivalence) -> None:
+    rows = chen_probe(3, problems=100)
+    first, again, other = (
+        predict_votes(rows, [1, 7, 31], equivalence=equivalence, resamples=20, seed=seed)
+        for seed in (1, 1, 2)
+    )
+    assert first.vote_band == again.vote_band and first.best_vote_k_band == again.best_vote_k_band
+    assert first.vote == other.vote and first.vote_band != other.vote_band
+
+
+def test_a_judge_that_keeps_everything_is_majority_vote(equivalence: MathEquivalence) -> None:
+    """Filter-vote over the fitted classes: with every sample kept, 2m calls are a vote over m
+    samples, also for the answers the probe never showed (the right one of a problem never
+    right, the wrong one of a problem always right), which take the probe's kept share."""
+    rows = chen_probe(4, problems=60, samples=8)
+    for r in rows:
+        r["config"] = {"strategy": "filter-vote", "n": 8}
+        for c in r["candidates"]:
+            c["score"] = 1.0
+    rows += [row("never", ["3"] * 8, config={"strategy": "filter-vote", "n": 8}, scores=[1.0] * 8)]
+    prediction = predict_votes(rows, range(1, 21), equivalence=equivalence, resamples=0)
+    assert prediction.filter_vote is not None
+    for m in range(1, 11):
+        assert prediction.filter_vote[2 * m - 1] == pytest.approx(prediction.vote[m - 1], abs=1e-12)
+
+
 @pytest.mark.parametrize(("answer", "accuracy"), [("1/2", 1.0), ("3", 0.0)])
 def test_problems_always_right_or_always_wrong(
     equivalence: MathEquivalence, answer: str, accuracy: float
@@ -502,14 +528,15 @@ def test_advise_prints_the_table(probe: Probe) -> None:
 
 def test_advise_on_sixteen_samples_shows_the_band(tmp_path: Path) -> None:
     path = write_rows(tmp_path / "probe.jsonl", chen_probe(0))
-    done = run_cli("advise", "--results", str(path), "--max-k", "31", "--bootstrap", "50")
+    done = run_cli("advise", "--results", str(path))
     assert done.returncode == 0, done.stderr
+    print(done.stdout)
     lines = done.stdout.splitlines()
     assert lines[1].endswith("a sample is right with p = 0.84 on 58%, 0.45 on 42%")
     (best,) = [line for line in lines if line.split()[1].endswith("*")]
     k, vote, low, _, high = best.split()
     assert 5 <= int(k) <= 9 and float(low) <= float(vote.rstrip("*")) <= float(high)
-    assert f"* best: vote at K={k} (" in done.stdout and "in 90% of 50 resamples" in done.stdout
+    assert f"* best: vote at K={k} (" in done.stdout and "in 90% of 200 resamples" in done.stdout
     assert lines[-1] == "K above 16 extrapolates from the fitted difficulty classes"
 
 

@@ -3,11 +3,13 @@
 More calls do not always help. Majority vote over K samples drives each problem's
 accuracy to 1 when its right answer is the likeliest one and to 0 when a wrong one
 is, so a set mixing easy and hard problems can score best at a small K. Here lives
-the math that predicts the curve from each problem's estimated answer distribution
-(a plain function of data, no I/O, no event loop), Chen et al.'s two-answer closed
-form, and the estimate of those distributions from a probe run's results rows.
-``predict_votes(rows)`` does it all: the rows of one ``treesearch run`` of majority-vote
-(or filter-vote) with many samples per problem in, the curve and the best K out.
+the math that predicts the curve from answer distributions (a plain function of data,
+no I/O, no event loop), Chen et al.'s two-answer closed form, and the estimate from a
+probe run's results rows: how difficulty spreads over the problems, fitted by maximum
+likelihood (a mixture of binomials, as Chen et al. fit their two classes), since each
+problem's own few samples misplace the problems near ½. ``predict_votes(rows)`` does it
+all: the rows of one ``treesearch run`` of majority-vote (or filter-vote) with several
+samples per problem in, the curve, the best K and their bootstrap bands out.
 """
 
 from __future__ import annotations

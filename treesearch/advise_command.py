@@ -61,7 +61,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         type=number(int, "an integer from 0 to 10000", lambda v: 0 <= v <= 10_000),
         default=200,
         metavar="B",
-        help="resample the problems B times, refitting each, for the 90%% bands (0: no bands)",
+        help="resample the problems B times, refitting each, for the 90%% bands (0: none; the "
+        "cost is B curves: a few seconds at --max-k 64, about a minute at 1000)",
     )
     parser.set_defaults(handler=advise_command)
 
@@ -133,7 +134,8 @@ def render(prediction: Any, shown: list[int]) -> str:
     if prediction.best_vote_k_band is not None:
         first, last = prediction.best_vote_k_band
         resamples = f"{prediction.resamples} resamples of the problems"
-        best += f", K={first} to {last} in {prediction.level:.0%} of {resamples}"
+        span = f"K={first}" if first == last else f"K={first} to {last}"
+        best += f", {span} in {prediction.level:.0%} of {resamples}"
     if prediction.best_filter_k is not None:
         k = prediction.best_filter_k
         best += f"; filter-vote at K={k} calls ({k // 2} samples, each judged; {filtered[k]:.3f})"
