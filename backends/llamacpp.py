@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,30 @@ import anyio
 
 from treesearch.errors import ConfigError, EndpointError
 
-from .llamacpp_engine import MISSING, BatchEngine, Job, Sampling, judgement_answer, top_logprobs
+from .llamacpp_engine import MISSING, BatchEngine, Job, Sampling, judgement_answer, model_params, top_logprobs
 
 MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "treesearch"
+
+
+@contextmanager
+def safe_model_defaults() -> Iterator[None]:
+    """While open, llama-cpp-python's ``Llama`` loads with ``model_params``: it builds its
+    model parameters from ``llama_model_default_params`` and takes no repack flag of its
+    own. The serial path loads inside it (under the endpoint's lock); the llama.cpp server
+    the tests start runs inside it."""
+    import llama_cpp
+    from llama_cpp import llama_cpp as bindings
+
+    default = bindings.llama_model_default_params
+    bindings.llama_model_default_params = partial(model_params, llama_cpp)
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = default
 
 
 def bundled_model() -> Path:
@@ -233,9 +251,10 @@ class LlamaCppEndpoint:
             if not path.exists():
                 raise ConfigError(f"no model file at {path}")
             try:
-                self._model = llama_cpp.Llama(
-                    model_path=str(path), n_ctx=self._n_ctx, n_threads=self._n_threads, verbose=False
-                )
+                with safe_model_defaults():
+                    self._model = llama_cpp.Llama(
+                        model_path=str(path), n_ctx=self._n_ctx, n_threads=self._n_threads, verbose=False
+                    )
             except (ValueError, RuntimeError) as exc:
                 raise ConfigError(f"llama.cpp cannot load {path}: {exc}") from exc
         return self._model

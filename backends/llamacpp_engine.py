@@ -262,9 +262,7 @@ class BatchEngine:
         logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
         llama_cpp.llama_backend_init()
         self._llama = llama = llama_cpp
-        self._model = llama.llama_model_load_from_file(
-            str(self._path).encode(), llama.llama_model_default_params()
-        )
+        self._model = llama.llama_model_load_from_file(str(self._path).encode(), model_params(llama))
         if not self._model:
             raise ConfigError(f"llama.cpp cannot load {self._path}")
         params = llama.llama_context_default_params()
@@ -616,6 +614,26 @@ class BatchEngine:
             "usage": {"prompt_tokens": len(job.tokens), "completion_tokens": generated,
                       "total_tokens": len(job.tokens) + generated},
         }  # fmt: skip
+
+
+def repack_is_safe(system_info: str) -> bool:
+    """Whether llama.cpp may repack weights into its extra buffer types, given its system info.
+    A build with AMX kernels (``AMX_INT8 = 1``: Intel Sapphire Rapids and later, built
+    natively) repacks Q4_K weights for its AMX matmul, which crashes on the first
+    completion (ggml-org/llama.cpp#20824)."""
+    return "AMX_INT8 = 1" not in system_info
+
+
+def model_params(llama: Any) -> Any:
+    """llama.cpp's model parameters for every load of the embedded backend (the engine, the
+    serial path, and the llama.cpp server the tests start): the defaults, with weight
+    repacking off where it crashes. ``llama`` is the ``llama_cpp`` module."""
+    params = llama.llama_model_default_params()
+    info = llama.llama_print_system_info().decode("utf-8", errors="replace")
+    params.use_extra_bufts = repack_is_safe(info)
+    if not params.use_extra_bufts:
+        log.info("weight_repack_off", reason="llama.cpp reports AMX_INT8 = 1")
+    return params
 
 
 def judgement_answer(label: str, table: dict[str, float], prompt_tokens: int) -> dict[str, Any]:

@@ -45,12 +45,22 @@ def free_port() -> int:
         return port
 
 
+SERVER = """
+import runpy
+from treesearch.backends.llamacpp import safe_model_defaults
+with safe_model_defaults():
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
-    """``python -m llama_cpp.server`` with the bundled model; ready once uvicorn says so."""
+    """llama.cpp's server (``python -m llama_cpp.server``) with the bundled model, loading
+    it as every embedded load does (no weight repack where it crashes); ready once uvicorn
+    says so."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model()),
+        [sys.executable, "-c", SERVER, "--model", str(bundled_model()),
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
