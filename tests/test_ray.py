@@ -95,10 +95,10 @@ def interrupt_at(command: list[str], ready: str) -> tuple[int, str, int]:
     return process.returncode, "".join(seen) + rest, process.pid
 
 
-def command_for(url: str, tmp_path: Path, count: int) -> list[str]:
+def command_for(url: str, tmp_path: Path, count: int, model: str = "fake") -> list[str]:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("a", count))
     return ["run", "--ray", "local", "--ray-workers", "1", "--problems-in-flight", "4", "--base-url", url,
-            "--model", "fake", "--n", "3", "--seed", "1", "--problems", str(problems_file),
+            "--model", model, "--n", "3", "--seed", "1", "--problems", str(problems_file),
             "--output", str(tmp_path / "out.jsonl")]  # fmt: skip
 
 
@@ -128,3 +128,12 @@ def test_ctrl_c_while_ray_starts_leaves_no_ray_process_behind(
     assert "treesearch: interrupted; 8 of 8 problems remain" in stderr
     assert "Traceback" not in stderr
     assert outliving(session) == []
+
+
+def test_a_setting_a_chunk_fails_on_is_one_line(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    """A model the server does not serve is found inside the Ray task: the command still
+    says so in one line, not with the worker's traceback."""
+    done = run_cli(*command_for(fake_server(), tmp_path, 4, model="nosuch"), timeout=240)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].endswith("does not serve model 'nosuch'; it lists fake")
+    assert "Traceback" not in done.stderr and "File " not in done.stderr

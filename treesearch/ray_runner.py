@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any
 
 from treesearch.budget import Tally
-from treesearch.errors import ConfigError
+from treesearch.errors import ConfigError, TreeSearchError
 from treesearch.problems import Problem
 from treesearch.progress import Progress
 from treesearch.rows import check_same_run, drop_rows, open_append
@@ -103,7 +103,7 @@ def run_on_ray(args: argparse.Namespace, problems: list[Problem]) -> int:
                             pending[task.remote(options, records)] = len(chunk)
                         (done,), _ = ray.wait(list(pending), num_returns=1)
                         pending.pop(done)
-                        rows, counts = ray.get(done)
+                        rows, counts = _returned(ray, done)
                         if rows and not args.force_resume:
                             check_same_run(output, recorded, rows[0]["config"])
                         for row in rows:
@@ -126,9 +126,22 @@ def run_on_ray(args: argparse.Namespace, problems: list[Problem]) -> int:
     report_replicas(pools)
     if stopped:
         return interrupted(args, problems)
-    rows = read_output(output)
-    results = [SearchResult.from_record(rows[problem.id]) for problem in problems]
+    written = read_output(output)
+    results = [SearchResult.from_record(written[problem.id]) for problem in problems]
     return closing_lines(results, len(recorded), model_sizes(args))
+
+
+def _returned(ray: Any, done: Any) -> tuple[list[dict[str, Any]], Pools]:
+    """What a chunk returned. A chunk that failed on a setting (a model the server does not
+    serve, say) raises that error, which the command line shows as one line, not the
+    worker's traceback."""
+    try:
+        returned: tuple[list[dict[str, Any]], Pools] = ray.get(done)
+    except ray.exceptions.RayTaskError as failure:
+        if isinstance(failure.cause, TreeSearchError):
+            raise failure.cause from None
+        raise
+    return returned
 
 
 def _add(total: Pools, counts: Pools) -> Pools:
