@@ -536,30 +536,32 @@ class DifficultyMix:
     rights: tuple[float, ...]
     log_likelihood: float
 
-    def posterior(self, right: int, samples: int) -> list[float]:
-        """Each class's probability for a problem whose samples were ``right`` of ``samples`` right."""
-        return _posterior(self.weights, self.rights, right, samples)[0]
 
-
-def _posterior(
-    weights: Sequence[float], rights: Sequence[float], right: int, samples: int
-) -> tuple[list[float], float]:
-    """P(class | counts) and log P(counts) less log C(samples, right)."""
-    logs = [
-        math.log(w) + _xlog(right, p) + _xlog(samples - right, 1.0 - p) if w > 0 else -math.inf
+def _posteriors(
+    weights: Sequence[float], rights: Sequence[float], counts: Iterable[tuple[int, int]]
+) -> list[tuple[list[float], float]]:
+    """Per (right, samples) pair: P(class | counts), and log P(counts) less log C(samples, right)."""
+    classes = [
+        (
+            math.log(w) if w > 0 else -math.inf,
+            math.log(p) if p > 0 else -math.inf,
+            math.log1p(-p) if p < 1 else -math.inf,
+        )
         for w, p in zip(weights, rights, strict=True)
     ]
-    top = max(logs)
-    shares = [math.exp(x - top) for x in logs]
-    total = math.fsum(shares)
-    return [x / total for x in shares], top + math.log(total)
-
-
-def _xlog(count: int, p: float) -> float:
-    """count·log p, with 0·log 0 = 0."""
-    if count == 0:
-        return 0.0
-    return count * math.log(p) if p > 0 else -math.inf
+    found = []
+    for right, samples in counts:
+        wrong = samples - right
+        # 0·log 0 = 0: a class right always explains a problem right always
+        logs = [
+            log_w + (right * log_p if right else 0.0) + (wrong * log_q if wrong else 0.0)
+            for log_w, log_p, log_q in classes
+        ]
+        top = max(logs)
+        shares = [math.exp(x - top) for x in logs]
+        total = math.fsum(shares)
+        found.append(([x / total for x in shares], top + math.log(total)))
+    return found
 
 
 def fit_difficulty(counts: Iterable[tuple[int, int]], *, max_classes: int = MAX_CLASSES) -> DifficultyMix:
@@ -614,8 +616,8 @@ def _em(
         right_mass = [0.0] * len(weights)
         sample_mass = [0.0] * len(weights)
         total = 0.0
-        for right, samples, m, constant in items:
-            shares, log_likelihood = _posterior(weights, rights, right, samples)
+        posteriors = _posteriors(weights, rights, ((right, samples) for right, samples, _, _ in items))
+        for (right, samples, m, constant), (shares, log_likelihood) in zip(items, posteriors, strict=True):
             total += m * (log_likelihood + constant)
             for c, r in enumerate(shares):
                 mass[c] += m * r
@@ -654,6 +656,7 @@ def _outcomes(found: Estimate) -> list[tuple[int, int, _Split]]:
             pooled[i == dist.correct][1] += p * samples
     kept_right, kept_wrong = (kept / seen if seen else 1.0 for kept, seen in (pooled[True], pooled[False]))
     outcomes = []
+    interned: dict[_Split, _Split] = {}  # one object per split: the curves' lookups compare by identity
     for dist, samples in zip(found.distributions, found.samples, strict=True):
         kept = dist.kept or (1.0,) * len(dist.answers)
         counts = [round(p * samples) for p in dist.answers]
@@ -669,7 +672,7 @@ def _outcomes(found: Estimate) -> list[tuple[int, int, _Split]]:
                 kept_right=kept_right if dist.correct is None else kept[dist.correct],
                 kept_wrong=tuple(r for _, r in wrong),
             )
-        outcomes.append((right, samples, split))
+        outcomes.append((right, samples, interned.setdefault(split, split)))
     return outcomes
 
 
@@ -686,13 +689,11 @@ def _fitted_curve(
     rates[c] whose other samples split as its own did. With two answers this is the mixture's
     own curve Σ_c w_c·P[Bin(K, p_c) > K/2], EM's weights being the mean posteriors."""
     memo.pmfs.clear()  # the rates change with every fit
-    posteriors: dict[tuple[int, int], list[float]] = {}
+    counts = list({(right, samples) for right, samples, _ in outcomes})
+    posteriors = dict(zip(counts, _posteriors(mix.weights, mix.rights, counts), strict=True))
     weight: dict[tuple[_Split, int], float] = {}
     for right, samples, split in outcomes:
-        shares = posteriors.get((right, samples))
-        if shares is None:
-            shares = posteriors[right, samples] = mix.posterior(right, samples)
-        for c, r in enumerate(shares):
+        for c, r in enumerate(posteriors[right, samples][0]):
             if r > 0:
                 weight[split, c] = weight.get((split, c), 0.0) + r
     totals = [0.0] * (top // 2 if filtered else top)
