@@ -686,7 +686,7 @@ def _fitted_curve(
 ) -> list[float]:
     """Vote (or with ``filtered`` filter-vote, 1..top/2 samples) accuracy for K = 1..top: the
     mean over problems of Σ_c P(class c | its counts) · the accuracy of a problem right with
-    rates[c] whose other samples split as its own did. With two answers this is the mixture's
+    rights[c] whose other samples split as its own did. With two answers this is the mixture's
     own curve Σ_c w_c·P[Bin(K, p_c) > K/2], EM's weights being the mean posteriors."""
     memo.pmfs.clear()  # the rates change with every fit
     counts = list({(right, samples) for right, samples, _ in outcomes})
