@@ -313,8 +313,9 @@ class Endpoint:
             return soonest
         shown = ", ".join(replica.base_url for replica in self.replicas[:3])
         more = f" and {count - 3} more" if count > 3 else ""
+        last = self._redact(" ".join(soonest.last_error.split()))  # a server's body: one line, no key
         raise EndpointError(f"{shown}{more}", None, f"every replica of the pool is taken out after "
-                            f"failing; the last error: {soonest.last_error}")  # fmt: skip
+                            f"failing; the last error: {last}")  # fmt: skip
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
         """POST JSON for a server-sent stream inside the concurrency limit; its decoded events.

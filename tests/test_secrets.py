@@ -12,8 +12,10 @@ import pytest
 from conftest import problems, run_cli, write_problems
 from stub_server import stub_server
 
+from treesearch import EndpointError
 from treesearch.backends.endpoint import Endpoint
 from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.retry import RetryPolicy
 from treesearch.backends.verifiers import PoolingPRM
 
 KEY = "sk-policy-5ecret-7f3a9c"
@@ -84,6 +86,32 @@ def test_a_run_whose_verifier_refuses_its_key(fake_server: Callable[..., str], t
     assert sent
     assert set(sent) == {f"Bearer {PRM_KEY}"}  # --prm-api-key, not the policy's key
     assert_no_key(done, tmp_path / "out.jsonl", tmp_path / "events.jsonl", tmp_path / "trees")
+
+
+def echo_failure(method: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+    """A server failing for good, quoting the header it got in its 500 body."""
+    return 500, {"error": {"message": f"upstream down for {headers.get('Authorization')}"}}
+
+
+@pytest.mark.anyio
+async def test_a_pool_taken_out_whole_names_its_last_error_without_the_key() -> None:
+    """Once every replica is taken out, requests fail at once quoting the last failure's
+    body, with the key redacted as in any other endpoint error."""
+    with stub_server(echo_failure) as first, stub_server(echo_failure) as second:
+        endpoint = Endpoint([first, second], api_key=KEY,
+                            retry=RetryPolicy(attempts=2, initial_wait_s=0.01, jitter_s=0.0))  # fmt: skip
+        errors: list[str] = []
+        try:
+            for _ in range(4):
+                with pytest.raises(EndpointError) as raised:
+                    await endpoint.post("/completions", {})
+                errors.append(str(raised.value))
+        finally:
+            await endpoint.aclose()
+    out = [error for error in errors if "every replica of the pool is taken out" in error]
+    assert out, errors
+    assert all(KEY not in error for error in errors)
+    assert "for Bearer ***" in out[-1]
 
 
 def test_help_does_not_show_the_key() -> None:
