@@ -530,7 +530,6 @@ def test_advise_on_sixteen_samples_shows_the_band(tmp_path: Path) -> None:
     path = write_rows(tmp_path / "probe.jsonl", chen_probe(0))
     done = run_cli("advise", "--results", str(path))
     assert done.returncode == 0, done.stderr
-    print(done.stdout)
     lines = done.stdout.splitlines()
     assert lines[1].endswith("a sample is right with p = 0.84 on 58%, 0.45 on 42%")
     (best,) = [line for line in lines if line.split()[1].endswith("*")]
