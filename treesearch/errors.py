@@ -4,7 +4,8 @@
     ├── ConfigError                 a setting or argument that cannot work
     ├── ProblemFileError            a problems JSONL line that cannot be read (carries the line)
     ├── EndpointError               an endpoint failed for good (carries URL, status, body excerpt)
-    ├── VerifierError               a verifier's score that cannot be one (NaN, or 2.0 from a PRM)
+    ├── VerifierError               a verifier's answer that cannot be scores (NaN, 2.0 from a PRM,
+    │                               a path without scores)
     └── BudgetExhausted             a reservation did not fit; internal control flow that ends a
         │                           search gracefully, never shown to a user as a crash
         └── DeadlinePassed          the same, because the wall-clock deadline passed
@@ -45,8 +46,9 @@ class EndpointError(TreeSearchError):
 
 
 class VerifierError(TreeSearchError):
-    """A verifier returned a score that is not a finite number, or one outside [0, 1] from a
-    verifier that promises probabilities; the message names the verifier and the value."""
+    """A verifier returned a score that is not a finite number, one outside [0, 1] from a
+    verifier that promises probabilities (or for a caller that needs them), or not one list
+    of scores per path; the message names the verifier and what it returned."""
 
 
 class BudgetExhausted(TreeSearchError):
