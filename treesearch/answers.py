@@ -6,12 +6,12 @@ last ``\\boxed{...}`` or ``\\fbox{...}`` (braces balanced; ``\\boxed 5`` takes t
 after it), a box together with the boxes just before it when only "and", "or", commas,
 spacing or the next unknown's name separate them (``\\boxed{-2} and \\boxed{1}`` states
 the set "-2, 1"); else "The answer is X" only when that is the text's last sentence
-and the sentence starts with it ("So", "Thus," and the like may lead in). An unclosed
-last box states nothing, since its text is cut. A mention in passing ("check whether
-the answer is an integer") is no answer. Chat end tokens (``<|im_end|>``, ``</s>``)
-closing the text are ignored, and text that runs on into a next few-shot question is
-cut at the first run-on marker before anything is looked for. Whether two answers are
-the same is ``treesearch.equivalence``'s business.
+and the sentence starts with it ("So", "Thus," and the like may lead in; "I hope it is
+correct." may follow). An unclosed last box states nothing, since its text is cut. A
+mention in passing ("check whether the answer is an integer") is no answer. Chat end
+tokens (``<|im_end|>``, ``</s>``) closing the text are ignored, and text that runs on
+into a next few-shot question is cut at the first run-on marker before anything is
+looked for. Whether two answers are the same is ``treesearch.equivalence``'s business.
 """
 
 from __future__ import annotations
