@@ -6,7 +6,8 @@ as likely as each wrong one (medium) or less likely (hard); each step may err
 still points to the right answer, with noise (``--prm-noise``, in logits). The
 compute unit is generated (completion) tokens per problem, which counts the
 policy's samples, lookahead rollouts and judge generations, not the PRM's
-reading of paths.
+reading of paths. Particle filtering runs twice: its particles weighted by the
+PRM's logit (Puri et al.'s code, the default) and by its probability.
 
     python benchmarks/bench_search.py [--per-level 60] [--prm-noise 3.0]
 
@@ -33,15 +34,19 @@ from treesearch.backends.verifiers import PoolingPRM
 RESULTS = Path(__file__).parent / "results"
 # name: (P(right answer), wrong answers sharing the rest, per-step error rate)
 LEVELS = {"easy": (0.6, 2, 0.05), "medium": (0.34, 2, 0.1), "hard": (0.2, 2, 0.15)}
-STRATEGIES: dict[str, dict[str, Any]] = {
-    "majority-vote": {},
-    "best-of-n": {},
-    "weighted-vote": {},
-    "beam": {"beam_width": 4},
-    "lookahead": {"beam_width": 4, "lookahead": 2},
-    "dvts": {"beam_width": 4},
-    "rebase": {"rebase_temperature": 0.1},
-    "mcts": {"beam_width": 4},
+# label: (strategy, its options)
+STRATEGIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "majority-vote": ("majority-vote", {}),
+    "best-of-n": ("best-of-n", {}),
+    "weighted-vote": ("weighted-vote", {}),
+    "beam": ("beam", {"beam_width": 4}),
+    "lookahead": ("lookahead", {"beam_width": 4, "lookahead": 2}),
+    "dvts": ("dvts", {"beam_width": 4}),
+    "rebase": ("rebase", {"rebase_temperature": 0.1}),
+    "mcts": ("mcts", {"beam_width": 4}),
+    # Puri et al.'s weights, softmax(logit(score)), against softmax(score), both at T = 1.
+    "particles (logit)": ("particle-filter", {"particle_weighting": "logit"}),
+    "particles (prob.)": ("particle-filter", {"particle_weighting": "probability"}),
 }
 WIDTHS = (4, 8, 16, 32)
 STEPS = 5
@@ -62,7 +67,7 @@ async def sweep(url: str, items: list[Problem]) -> list[dict[str, Any]]:
     prm = PoolingPRM(url, "fake-prm")
     rows = []
     try:
-        for strategy, options in STRATEGIES.items():
+        for label, (strategy, options) in STRATEGIES.items():
             for width in WIDTHS:
                 config = SearchConfig(
                     strategy=strategy,
@@ -76,9 +81,9 @@ async def sweep(url: str, items: list[Problem]) -> list[dict[str, Any]]:
                 verifier = None if strategy == "majority-vote" else prm
                 results = await run(items, policy, config, verifier=verifier, keep_trees=False)
                 wall_s = time.perf_counter() - started
-                rows += summarise(results, {level: level for level in LEVELS}, strategy=strategy, n=width,
+                rows += summarise(results, {level: level for level in LEVELS}, strategy=label, n=width,
                                   wall_s=wall_s)  # fmt: skip
-                print(f"{strategy:>14} N={width:<3} " + "  ".join(
+                print(f"{label:>17} N={width:<3} " + "  ".join(
                     f"{r['level']} {r['accuracy']:.3f}/{r['completion_tokens']:.0f}"
                     for r in rows[-len(LEVELS) - 1:]), flush=True)  # fmt: skip
     finally:
