@@ -5,12 +5,15 @@ Two measurements, both ways in the same run:
 - generated tokens per second for 1, 4, 8, 16 and 32 concurrent sequences, each
   a different arithmetic question under the same few-shot prompt (the shared
   prefix), sampled at temperature 0.7 for a fixed number of tokens (no stop
-  string, so every sequence generates the same count);
+  string, so every sequence generates the same count); the median of
+  ``--repeats`` rounds, each round on questions not asked before (a question's
+  new text is read, as in a search);
 - the wall time of beam search (N = 16, M = 4, the exact step checker as PRM)
   on a few arithmetic problems, one problem at a time, with the prompt tokens
   the engine read and the ones it found cached.
 
-    python benchmarks/bench_embedded.py [--tokens 32] [--concurrency 1,4,8,16,32] [--beam-problems 4]
+    python benchmarks/bench_embedded.py [--tokens 32] [--concurrency 1,4,8,16,32] [--repeats 3]
+                                        [--beam-problems 4]
 
 Writes benchmarks/results/embedded.json.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -71,8 +75,8 @@ async def beam_wall(endpoint: LlamaCppEndpoint, count: int) -> dict[str, Any]:
     }
 
 
-async def measure(tokens: int, concurrency: list[int], beam_problems: int) -> dict[str, Any]:
-    questions = make_problems(max(concurrency), terms=4, low=1, high=9, prefix="rate")
+async def measure(tokens: int, concurrency: list[int], repeats: int, beam_problems: int) -> dict[str, Any]:
+    questions = make_problems(sum(concurrency) * repeats + 1, terms=4, low=1, high=9, prefix="rate")
     render = OpenAIPolicy("http://unused", "gemma-3-270m").render_prompt
     prompts = [render(Prefix(problem=problem)) for problem in questions]
     out: dict[str, Any] = {"rate": [], "beam": {}}
@@ -81,9 +85,13 @@ async def measure(tokens: int, concurrency: list[int], beam_problems: int) -> di
         endpoint = LlamaCppEndpoint(batching=batching)
         try:
             await endpoint.ping()
-            await token_rate(endpoint, prompts[:1], 4)  # warm up
+            await token_rate(endpoint, prompts[-1:], 4)  # warm up
+            fresh = iter(prompts)
             for count in concurrency:
-                row = await token_rate(endpoint, prompts[:count], tokens)
+                rounds = [await token_rate(endpoint, [next(fresh) for _ in range(count)], tokens)
+                          for _ in range(repeats)]  # fmt: skip
+                row = {**rounds[0], "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rounds),
+                       "rounds": [r["tokens_per_s"] for r in rounds]}  # fmt: skip
                 out["rate"].append({"way": way, **row})
                 print(f"{way:<9} {count:>3} sequences: {row['tokens_per_s']:6.1f} tokens/s "
                       f"({row['tokens']} tokens in {row['seconds']:.1f} s)", flush=True)  # fmt: skip
@@ -101,11 +109,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--concurrency", default="1,4,8,16,32")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--beam-problems", type=int, default=4)
     args = parser.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
     started = time.perf_counter()
-    out = anyio.run(measure, args.tokens, concurrency, args.beam_problems)
+    out = anyio.run(measure, args.tokens, concurrency, args.repeats, args.beam_problems)
     print("\nsequences  serial tok/s  batching tok/s  ratio")
     for count in concurrency:
         serial, batched = (next(r for r in out["rate"] if r["way"] == way and r["sequences"] == count)

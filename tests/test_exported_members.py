@@ -10,7 +10,8 @@ def test_public_names() -> None:
         "MathEquivalence", "Node", "NodeStatus", "PairwiseEquivalence", "Policy", "Prefix", "Problem",
         "ProblemFileError",
         "SamplingParams", "SearchConfig", "SearchContext", "SearchResult", "SearchTree",
-        "StepFormat", "TreeSearchError", "Usage", "Verifier", "extract_answer", "load_problems",
+        "StepFormat", "TreeSearchError", "Usage", "Verifier", "VerifierError", "extract_answer",
+        "load_problems",
         "make_backend", "run", "search",
         # the compute-optimal layer and its results
         "DifficultyBins", "ModelSizes", "PolicyTable", "fit_policy_table", "label", "predict_votes",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from conftest import PROBLEMS, server_stats
@@ -152,21 +153,32 @@ async def test_a_score_that_cannot_be_one_fails_the_problem_naming_the_verifier(
     assert all(c.score is None or 0.0 <= c.score <= 1.0 for c in result.candidates)  # none of its scores
 
 
-async def test_a_beta_posterior_needs_probabilities_whatever_the_verifier_promises(
-    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+@pytest.mark.parametrize(
+    "needs",
+    [{"strategy": "ab-mcts", "ab_mcts_posterior": "beta"}, {"strategy": "particle-filter", "whole": False}],
+    ids=["ab-mcts-beta", "particle-logit"],
+)
+async def test_probability_scorers_need_probabilities_whatever_the_verifier_promises(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], needs: dict[str, Any]
 ) -> None:
-    """A Python checker may score on any scale, but AB-MCTS's Beta posterior takes [0, 1]
-    only; its Gaussian posterior and the other strategies take any finite score."""
+    """A Python checker may score on any scale, but AB-MCTS's Beta posterior and the particle
+    filter's logit weights take [0, 1] only (a 2.0 clipped to 1 - ε would weigh like any
+    other); the Gaussian posterior, probability weights and the other strategies take any
+    finite score."""
     verifier = CallableVerifier(score_two)
     policy = make_policy(fake_server())
-    beta = SearchConfig(strategy="ab-mcts", n=4, ab_mcts_posterior="beta", sampling=SamplingParams(seed=3))
-    refused = await search(PROBLEMS["s2"], policy, beta, verifier=verifier)
+    config = SearchConfig(n=4, sampling=SamplingParams(seed=3), **needs)
+    refused = await search(PROBLEMS["s2"], policy, config, verifier=verifier)
     assert (
         refused.error
         == "verifier test_verifiers:score_two returned the score 2.0: not a probability in [0, 1]"
     )
     for config in (
         SearchConfig(strategy="ab-mcts", n=4, sampling=SamplingParams(seed=3)),
+        SearchConfig(
+            strategy="particle-filter", n=4, whole=False, particle_weighting="probability",
+            sampling=SamplingParams(seed=3),
+        ),
         SearchConfig(strategy="beam", n=4, beam_width=2, whole=False, sampling=SamplingParams(seed=3)),
     ):
         result = await search(PROBLEMS["s2"], policy, config, verifier=verifier)

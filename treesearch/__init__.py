@@ -27,6 +27,7 @@ from treesearch.errors import (
     EndpointError,
     ProblemFileError,
     TreeSearchError,
+    VerifierError,
 )
 from treesearch.labels import label
 from treesearch.policy import Choice, Generation, Policy, Prefix, SamplingParams
@@ -71,6 +72,7 @@ __all__ = [
     "TreeSearchError",
     "Usage",
     "Verifier",
+    "VerifierError",
     "extract_answer",
     "fit_policy_table",
     "label",

@@ -114,7 +114,8 @@ def add_strategy_options(parser: argparse.ArgumentParser) -> None:
                         help="early-vote: the beta rule's level, in (0.5, 1)")  # fmt: skip
     parser.add_argument("--stop-window", type=COUNT, default=4, help="early-vote: the window rule's w")
     parser.add_argument("--particle-temperature", type=POSITIVE, default=1.0,
-                        help="particle-filter: T of the weights softmax(logit(score) / T)")  # fmt: skip
+                        help="particle-filter: T of the weights softmax(logit(score) / T), or "
+                             "softmax(score / T) under --particle-weighting probability")  # fmt: skip
     parser.add_argument("--particle-weighting", choices=list(PARTICLE_WEIGHTINGS), default="logit",
                         help="particle-filter: weigh by the score's logit, as Puri et al.'s code does "
                         "(scores clipped to [ε, 1 − ε]), or by the score itself, softmax(score / "

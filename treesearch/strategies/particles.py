@@ -66,7 +66,7 @@ async def particle_filter(ctx: SearchContext, config: SearchConfig) -> None:
     particles = [node.id for node in await ctx.expand(ROOT, config.n)]
     while True:
         ctx.candidates = [node for node in particles if ctx.tree.node(node).terminal]
-        scores = await ctx.score(particles)
+        scores = await ctx.score(particles, probabilities=config.particle_weighting == "logit")
         if len(ctx.candidates) == len(particles):
             return
         weights = particle_weights(scores, config.particle_temperature, config.particle_weighting)
