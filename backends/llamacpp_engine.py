@@ -618,23 +618,15 @@ class BatchEngine:
         }  # fmt: skip
 
 
-def repack_is_safe(system_info: str) -> bool:
-    """Whether llama.cpp may repack weights into its extra buffer types, given its system info.
-    A build with AMX kernels (``AMX_INT8 = 1``: Intel Sapphire Rapids and later, built
-    natively) repacks Q4_K weights for its AMX matmul, which crashes on the first
-    completion (ggml-org/llama.cpp#20824)."""
-    return "AMX_INT8 = 1" not in system_info
-
-
 def model_params(llama: Any) -> Any:
     """llama.cpp's model parameters for every load of the embedded backend (the engine, the
-    serial path, and the llama.cpp server the tests start): the defaults, with weight
-    repacking off where it crashes. ``llama`` is the ``llama_cpp`` module."""
+    serial path, and the llama.cpp server the tests start): the defaults, without weight
+    repacking into extra buffer types. On CPUs with AMX (Intel Sapphire Rapids and later,
+    in a native build) the repacked Q4_K matmul crashes on the first completion
+    (ggml-org/llama.cpp#20824); elsewhere the repack bought nothing measurable on this
+    model (README, Performance). ``llama`` is the ``llama_cpp`` module."""
     params = llama.llama_model_default_params()
-    info = llama.llama_print_system_info().decode("utf-8", errors="replace")
-    params.use_extra_bufts = repack_is_safe(info)
-    if not params.use_extra_bufts:
-        log.info("weight_repack_off", reason="llama.cpp reports AMX_INT8 = 1")
+    params.use_extra_bufts = False
     return params
 
 
