@@ -13,7 +13,10 @@ Two measurements, both ways in the same run:
   the engine read and the ones it found cached.
 
     python benchmarks/bench_embedded.py [--tokens 32] [--concurrency 1,4,8,16,32] [--repeats 3]
-                                        [--beam-problems 4]
+                                        [--beam-problems 4] [--variants flash-off,repack-on]
+
+``--variants`` adds the engine with one of its llama.cpp load settings turned back
+(flash attention off; weight repacking on), measured the same way in the same run.
 
 Writes benchmarks/results/embedded.json.
 """
@@ -24,6 +27,8 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +80,50 @@ async def beam_wall(endpoint: LlamaCppEndpoint, count: int) -> dict[str, Any]:
     }
 
 
-async def measure(tokens: int, concurrency: list[int], repeats: int, beam_problems: int) -> dict[str, Any]:
+# Settings of the engine's llama.cpp load that --variants turns back, to measure what each
+# buys: (the llama_cpp function the engine loads through, the parameter, its value).
+VARIANTS: dict[str, tuple[str, str, Any]] = {
+    "flash-off": ("llama_init_from_model", "flash_attn_type", 0),  # LLAMA_FLASH_ATTN_TYPE_DISABLED
+    "repack-on": ("llama_model_load_from_file", "use_extra_bufts", True),
+}
+
+
+@contextmanager
+def variant(name: str | None) -> Iterator[None]:
+    """While open, the engine loads with ``VARIANTS[name]`` in place of its own setting."""
+    if name is None:
+        yield
+        return
+    import llama_cpp
+
+    function, field, value = VARIANTS[name]
+    original = getattr(llama_cpp, function)
+
+    def load(first: Any, params: Any) -> Any:
+        setattr(params, field, value)
+        return original(first, params)
+
+    setattr(llama_cpp, function, load)
+    try:
+        yield
+    finally:
+        setattr(llama_cpp, function, original)
+
+
+async def measure(
+    tokens: int, concurrency: list[int], repeats: int, beam_problems: int, variants: list[str]
+) -> dict[str, Any]:
+    ways = [("serial", False, None), ("batching", True, None)]
+    ways += [(f"batching {name}", True, name) for name in variants]
     questions = make_problems(sum(concurrency) * repeats + 1, terms=4, low=1, high=9, prefix="rate")
     render = OpenAIPolicy("http://unused", "gemma-3-270m").render_prompt
     prompts = [render(Prefix(problem=problem)) for problem in questions]
     out: dict[str, Any] = {"rate": [], "beam": {}}
-    for batching in (False, True):
-        way = "batching" if batching else "serial"
+    for way, batching, name in ways:
         endpoint = LlamaCppEndpoint(batching=batching)
         try:
-            await endpoint.ping()
+            with variant(name):
+                await endpoint.ping()
             await token_rate(endpoint, prompts[-1:], 4)  # warm up
             fresh = iter(prompts)
             for count in concurrency:
@@ -110,21 +149,26 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--concurrency", default="1,4,8,16,32")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default="",
+                        help=f"engines with one load setting turned back, to compare: {', '.join(VARIANTS)}")
     parser.add_argument("--beam-problems", type=int, default=4)
     args = parser.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
     started = time.perf_counter()
-    out = anyio.run(measure, args.tokens, concurrency, args.repeats, args.beam_problems)
-    print("\nsequences  serial tok/s  batching tok/s  ratio")
+    variants = [name for name in args.variants.split(",") if name]
+    out = anyio.run(measure, args.tokens, concurrency, args.repeats, args.beam_problems, variants)
+    ways = ["batching", *(f"batching {name}" for name in variants)]
+    print("\nsequences  serial tok/s  " + "  ".join(f"{way} tok/s (ratio)" for way in ways))
     for count in concurrency:
-        serial, batched = (next(r for r in out["rate"] if r["way"] == way and r["sequences"] == count)
-                           for way in ("serial", "batching"))  # fmt: skip
-        ratio = batched["tokens_per_s"] / serial["tokens_per_s"]
-        print(f"{count:>9}  {serial['tokens_per_s']:12.1f}  {batched['tokens_per_s']:14.1f}  {ratio:5.2f}x")
-    speedup = out["beam"]["serial"]["seconds"] / out["beam"]["batching"]["seconds"]
-    serial_s, batching_s = (out["beam"][way]["seconds_per_problem"] for way in ("serial", "batching"))
-    print(f"beam search N=16 M=4: serial {serial_s:.1f} s, batching {batching_s:.1f} s a problem: "
-          f"{speedup:.2f}x faster")  # fmt: skip
+        rate = {r["way"]: r["tokens_per_s"] for r in out["rate"] if r["sequences"] == count}
+        print(f"{count:>9}  {rate['serial']:12.1f}  "
+              + "  ".join(f"{rate[way]:8.1f} ({rate[way] / rate['serial']:4.2f}x)" for way in ways))
+    serial_s = out["beam"]["serial"]["seconds_per_problem"]
+    for way in ways:
+        seconds = out["beam"][way]["seconds_per_problem"]
+        print(f"beam search N=16 M=4, {way}: {seconds:.1f} s a problem against the serial path's "
+              f"{serial_s:.1f} s: {serial_s / seconds:.2f}x faster")  # fmt: skip
+    speedup = serial_s / out["beam"]["batching"]["seconds_per_problem"]
     out.update(args=vars(args), seconds=time.perf_counter() - started, beam_speedup=speedup)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "embedded.json").write_text(json.dumps(out, indent=1))
