@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both install first,
 # the `local` extra included (llama-cpp-python builds from source once, ~8 minutes
-# on 2 cores; pip caches the wheel).
+# on 2 cores; the wheel is kept, see LLAMA_WHEELS).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -275,8 +275,8 @@ class BatchEngine:
         params.no_perf = True
         # Flash attention: llama.cpp's CPU kernel skips the masked cells of a unified cache.
         # Without it every token attends over the whole span of cells in use, every cached
-        # sequence's included (one sequence alone ran at 0.6-0.8x the serial path's tokens/s;
-        # bench_embedded). Logits move with the batch either way: a judgement's logprobs by up
+        # sequence's included (16 sequences ran 1.26x faster with it; bench_embedded
+        # --variants flash-off). Logits move with the batch either way: a judgement's logprobs by up
         # to about 0.2 from the serial path's, with flash attention or without.
         params.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self._ctx = llama.llama_init_from_model(self._model, params)
@@ -623,8 +623,8 @@ def model_params(llama: Any) -> Any:
     serial path, and the llama.cpp server the tests start): the defaults, without weight
     repacking into extra buffer types. On CPUs with AMX (Intel Sapphire Rapids and later,
     in a native build) the repacked Q4_K matmul crashes on the first completion
-    (ggml-org/llama.cpp#20824); elsewhere the repack bought nothing measurable on this
-    model (README, Performance). ``llama`` is the ``llama_cpp`` module."""
+    (ggml-org/llama.cpp#20824); elsewhere it did not clearly pay on this model
+    (bench_embedded --variants repack-on). ``llama`` is the ``llama_cpp`` module."""
     params = llama.llama_model_default_params()
     params.use_extra_bufts = False
     return params
