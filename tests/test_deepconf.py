@@ -3,20 +3,23 @@ streams, and offline and online DeepConf read back from the trees they grew."""
 
 from __future__ import annotations
 
+import itertools
 import statistics
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
 import anyio
 import pytest
 from conftest import PROBLEMS, server_stats
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from stub_server import stub_server
 
 from treesearch import BudgetLimits, Prefix, SamplingParams, SearchConfig, StepFormat, search
 from treesearch.backends.openai_compat import OpenAIPolicy
-from treesearch.confidence import WindowGuard, first_cut, group_confidences, percentile, trace_score
+from treesearch.confidence import WindowGuard, group_confidences, percentile, trace_score
 from treesearch.errors import ConfigError
 from treesearch.policy import Piece
 from treesearch.tree import ROOT
@@ -26,6 +29,19 @@ pytestmark = pytest.mark.anyio
 
 def config(**options: object) -> SearchConfig:
     return SearchConfig(strategy="deepconf", sampling=SamplingParams(seed=3), **options)  # type: ignore[arg-type]
+
+
+def first_cut(confidences: Sequence[float], window: int, threshold: float) -> int | None:
+    """The token count at which a trace streamed a token a piece is cut, worked out the
+    plain way (each window summed anew, not ``WindowGuard``'s running sum): the first
+    window whose mean is under ``threshold``; a trace shorter than the window is one
+    window, judged at its end (None: never cut)."""
+    for end in range(window, len(confidences) + 1):
+        if sum(confidences[end - window : end]) / window < threshold:
+            return end
+    if confidences and len(confidences) < window and sum(confidences) / len(confidences) < threshold:
+        return len(confidences)
+    return None
 
 
 def test_confidence_measures_by_hand() -> None:
@@ -50,6 +66,34 @@ def test_the_guard_judges_every_window_of_a_piece_and_a_short_trace_at_its_end()
     short = WindowGuard(4, 3.5)
     assert short([1.0, 2.0]) and short([3.0]) and not short([], done=True)  # the mean of all 3
     assert WindowGuard(4, 3.5)([], done=True)  # nothing streamed: nothing to judge
+
+
+@given(
+    confidences=st.lists(st.integers(0, 8).map(float), max_size=40),
+    cuts=st.lists(st.integers(1, 6), min_size=1, max_size=40),
+    window=st.integers(1, 8),
+)
+def test_the_guard_cuts_where_each_window_summed_anew_would(
+    confidences: list[float], cuts: list[int], window: int
+) -> None:
+    """Fed in pieces of any sizes, the running sum stops in the piece holding the first
+    window under the threshold (or at the end of a short trace), as the plain sum does."""
+    threshold = 3.5  # between integers: no mean ties it
+    guard, fed, stopped = WindowGuard(window, threshold), 0, None
+    for size in itertools.cycle(cuts):
+        piece = confidences[fed : fed + size]
+        fed += len(piece)
+        done = fed == len(confidences)
+        if not guard(piece, done=done):
+            stopped = fed
+            break
+        if done:
+            break
+    expected = first_cut(confidences, window, threshold)
+    if expected is None:
+        assert stopped is None
+    else:
+        assert stopped is not None and stopped - len(piece) < expected <= stopped
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])

@@ -88,14 +88,3 @@ class WindowGuard:
                 return False
         short = 0 < len(self._recent) < self.window
         return not (done and short and self._sum / len(self._recent) < self.threshold)
-
-
-def first_cut(confidences: Sequence[float], window: int, threshold: float) -> int | None:
-    """Where ``WindowGuard`` stops a whole trace streamed a token a piece: the token count at
-    which a window's mean first falls below ``threshold``, or, for a trace shorter than the
-    window, its length when its mean is below (None: never)."""
-    guard = WindowGuard(window, threshold)
-    for count, value in enumerate(confidences, 1):
-        if not guard((value,)):
-            return count
-    return None if guard((), done=True) else len(confidences)
