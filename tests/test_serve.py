@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import openai
 import pytest
@@ -172,6 +174,51 @@ def test_keys_budget_caps_and_the_search_limit(
         with pytest.raises(openai.RateLimitError):
             client(url, "sk-right").chat.completions.create(model="fake", messages=question("a3"))  # type: ignore[arg-type]
         assert "".join(c.choices[0].delta.content or "" for c in running if c.choices)
+
+
+def status_with(url: str, authorization: bytes) -> int:
+    """The status of a models listing sent with this raw ``Authorization`` header."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port)) as connection:
+        connection.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           b"Authorization: " + authorization + b"\r\n\r\n")  # fmt: skip
+        return int(connection.makefile("rb").readline().split()[1])
+
+
+def test_keys_are_bearer_tokens_whatever_the_scheme_s_case(
+    fake_server: Callable[..., str], tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# clients\nsk-client-1\n\n  # sk-not-a-key\n")
+    with serving(fake_server(), "--keys-file", str(keys)) as url:
+        assert status_with(url, b"Bearer sk-client-1") == 200
+        assert status_with(url, b"bearer sk-client-1") == 200  # the scheme is case-insensitive
+        assert status_with(url, b"sk-client-1") == 401  # no scheme
+        assert status_with(url, b"Basic sk-client-1") == 401
+        assert status_with(url, b"Bearer # sk-not-a-key") == 401  # comments are no keys
+        assert status_with(url, b"Bearer # clients") == 401
+        assert status_with(url, "Bearer sk-cli\u00e9nt".encode()) == 401  # not a 500
+        assert status_with(url, b"Bearer \xff\xfe") == 401
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--api-key", ""], "--api-key must not be empty"),
+        (["--keys-file", "KEYS"], "holds no key"),
+    ],
+)
+def test_a_key_option_that_gives_no_key_refuses_to_start(
+    flags: list[str], said: str, tmp_path: Path
+) -> None:
+    """Not a server open to anyone: an empty key, or a keys file of comments and blanks."""
+    keys = tmp_path / "keys"
+    keys.write_text("# nobody yet\n\n   \n")
+    command = [sys.executable, "-m", "treesearch.cli", "serve", "--base-url", "http://127.0.0.1:9/v1",
+               "--model", "fake", *(str(keys) if flag == "KEYS" else flag for flag in flags)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
 
 
 def test_an_upstream_that_fails_is_a_502(

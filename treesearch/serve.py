@@ -355,8 +355,10 @@ class SearchServer:
     def _authorise(self, request: web.Request) -> None:
         if not self.keys:
             return
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not any(hmac.compare_digest(given, key) for key in self.keys):
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        # The scheme's case is free; any header text encodes, so an odd token is a 401, not a 500.
+        given = token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
+        if not any(hmac.compare_digest(given, key.encode()) for key in self.keys):
             raise RequestError(401, "a valid API key is required (Authorization: Bearer KEY)",
                                "authentication_error")  # fmt: skip
 

@@ -50,12 +50,23 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def _keys(args: argparse.Namespace) -> frozenset[str]:
-    keys = set(args.client_keys)
+    """The accepted bearer tokens. A key option that yields none is refused rather than
+    read as "no key needed": an empty ``--api-key`` or a keys file with no key in it
+    would otherwise start a server open to anyone. Lines of a keys file starting with
+    ``#`` are comments."""
+    if any(not key.strip() for key in args.client_keys):
+        raise ConfigError("--api-key must not be empty (leave the option out to need no key)")
+    keys = {key.strip() for key in args.client_keys}
     if args.keys_file is not None:
         try:
-            keys.update(line.strip() for line in args.keys_file.read_text().splitlines() if line.strip())
-        except OSError as exc:
-            raise ConfigError(f"cannot read --keys-file {args.keys_file}: {exc.strerror}") from None
+            lines = args.keys_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"cannot read --keys-file {args.keys_file}: {reason}") from None
+        found = {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+        if not found:
+            raise ConfigError(f"--keys-file {args.keys_file} holds no key (one a line; # starts a comment)")
+        keys |= found
     return frozenset(keys)
 
 
