@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import subprocess
 import sys
@@ -13,6 +14,9 @@ from urllib.parse import urlsplit
 import openai
 import pytest
 from conftest import PROBLEMS, server_stats
+
+from treesearch import BudgetLimits, ConfigError, SearchConfig
+from treesearch.serve import request_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -219,6 +223,18 @@ def test_a_key_option_that_gives_no_key_refuses_to_start(
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("asked", [math.nan, math.inf, -math.inf, True, 0, -5, "300"])
+@pytest.mark.parametrize("field", ["budget_tokens", "budget_requests", "budget_seconds"])
+def test_a_budget_that_is_not_a_finite_positive_number_is_refused(field: str, asked: object) -> None:
+    """NaN slipped under the server's cap (min(nan, cap) is NaN: no budget at all)."""
+    body = {"model": "fake", "treesearch": {field: asked}}
+    caps = BudgetLimits(tokens=300, requests=10, deadline_s=5.0)
+    with pytest.raises(ConfigError, match="a budget must be a positive number"):
+        request_config(body, SearchConfig(), caps)
+    kept = request_config({"model": "fake", "treesearch": {field: 10**9}}, SearchConfig(), caps)
+    assert kept.budget == caps  # a finite request over the cap gets the cap
 
 
 def test_an_upstream_that_fails_is_a_502(

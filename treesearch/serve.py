@@ -36,6 +36,7 @@ import dataclasses
 import hmac
 import itertools
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -139,9 +140,11 @@ def request_config(body: Mapping[str, Any], defaults: SearchConfig, caps: Budget
 
 
 def _capped(asked: Any, cap: float | None) -> Any:
+    """A request's budget under the server's cap. NaN passes every comparison (``min(nan,
+    cap)`` is NaN, an unbounded budget), so only finite positive numbers are taken."""
     if asked is None:
         return cap
-    if not isinstance(asked, int | float) or asked <= 0:
+    if isinstance(asked, bool) or not isinstance(asked, int | float) or not 0 < asked < math.inf:
         raise ConfigError(f"a budget must be a positive number, got {asked!r}")
     return asked if cap is None else min(asked, cap)
 
