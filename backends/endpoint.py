@@ -37,8 +37,8 @@ from treesearch.errors import ConfigError, EndpointError
 from treesearch.logs import get_logger
 from treesearch.priority import problem_order
 
-from .http import TRANSPORTS, ConnectFailure, MalformedAnswer, StatusFailure, Transport, TransportName
-from .retry import RetryPolicy, is_retryable
+from .http import TRANSPORTS, ConnectFailure, MalformedAnswer, StatusFailure, TimedOut, Transport, TransportName
+from .retry import RetryPolicy, is_retryable, retry_after
 
 log = get_logger(__name__)
 
@@ -235,8 +235,12 @@ class Endpoint:
             exc = failed.cause
             if isinstance(exc, StatusFailure):
                 detail = self._redact(" ".join(exc.body.split()))
-                raise EndpointError(failed.replica.base_url, exc.status, detail) from None
-            raise EndpointError(failed.replica.base_url, None, str(exc)) from exc
+                raise EndpointError(
+                    failed.replica.base_url, exc.status, detail, retry_after_s=retry_after(exc)
+                ) from None
+            raise EndpointError(
+                failed.replica.base_url, None, str(exc), timed_out=isinstance(exc, TimedOut)
+            ) from exc
         finally:
             limiter.release()
         log.debug(
@@ -338,7 +342,9 @@ class Endpoint:
                 raise EndpointError(replica.base_url, exc.status, detail) from None
             except ConnectFailure as exc:
                 replica.failed(time.monotonic(), str(exc))
-                raise EndpointError(replica.base_url, None, str(exc)) from exc
+                raise EndpointError(
+                    replica.base_url, None, str(exc), timed_out=isinstance(exc, TimedOut)
+                ) from exc
             finally:
                 replica.in_flight -= 1
         finally:

@@ -50,6 +50,10 @@ class ConnectFailure(Exception):
     """No usable answer: the message is the innermost cause (e.g. "Connect call failed")."""
 
 
+class TimedOut(ConnectFailure):
+    """No answer within the transport's timeout."""
+
+
 class Transport(Protocol):
     async def post(self, path: str, body: dict[str, Any]) -> Any:
         """POST JSON to base URL + path and return the decoded JSON answer."""
@@ -93,7 +97,7 @@ class AioHttpTransport:
                 if response.status >= 400:
                     raise StatusFailure(response.status, text, dict(response.headers))
         except TimeoutError as exc:
-            raise ConnectFailure(_no_answer(self._timeout_s)) from exc
+            raise TimedOut(_no_answer(self._timeout_s)) from exc
         except self._failures as exc:
             raise ConnectFailure(_root_cause(exc)) from exc
         return _decode(text, response.status)
@@ -112,7 +116,7 @@ class AioHttpTransport:
                         return
                     yield _decode(data.decode("utf-8", errors="replace"), response.status)
         except TimeoutError as exc:
-            raise ConnectFailure(_no_answer(self._timeout_s)) from exc
+            raise TimedOut(_no_answer(self._timeout_s)) from exc
         except self._failures as exc:
             raise ConnectFailure(_root_cause(exc)) from exc
 
@@ -159,7 +163,7 @@ class OpenAITransport:
         except openai.APIStatusError as exc:
             raise StatusFailure(exc.status_code, exc.response.text, exc.response.headers) from exc
         except openai.APITimeoutError as exc:
-            raise ConnectFailure(_no_answer(self._timeout_s)) from exc
+            raise TimedOut(_no_answer(self._timeout_s)) from exc
         except openai.APIError as exc:
             raise ConnectFailure(_root_cause(exc)) from exc
 

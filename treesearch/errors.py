@@ -37,12 +37,24 @@ class ProblemFileError(TreeSearchError):
 class EndpointError(TreeSearchError):
     """An endpoint answered with an error that retries did not cure, or could not be reached."""
 
-    def __init__(self, url: str, status: int | None, detail: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        status: int | None,
+        detail: str,
+        *,
+        timed_out: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """``timed_out``: no answer within the endpoint's timeout; ``retry_after_s``: the wait
+        the server asked for with its refusal (Retry-After), if it did."""
         where = f"{url} answered {status}" if status is not None else f"{url} unreachable"
         super().__init__(f"{where}: {detail[:300]}")
         self.url = url
         self.status = status
         self.detail = detail
+        self.timed_out = timed_out
+        self.retry_after_s = retry_after_s
 
 
 class VerifierError(TreeSearchError):
