@@ -335,6 +335,9 @@ class FakeServer:
             "abandoned": 0,
             # streams the client closed before their end (their tokens written so far count)
             "streams_cut": 0,
+            # the most a completion request asked for: what a proxy in front must cap
+            "largest_n": 0,
+            "largest_max_tokens": 0,
             **{f"fault_{kind}": 0 for kind in config.fault_kinds},
         }
 
@@ -380,6 +383,8 @@ class FakeServer:
             max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 256)
             if n < 1 or max_tokens < 1:
                 raise _BadRequest(400, "n and max_tokens must be at least 1")
+            self.stats["largest_n"] = max(self.stats["largest_n"], n)
+            self.stats["largest_max_tokens"] = max(self.stats["largest_max_tokens"], max_tokens)
             if prompt_tokens + max_tokens > config.max_context:
                 raise _BadRequest(
                     400,

@@ -99,8 +99,15 @@ class OpenAIPolicy(EndpointClient):
         return head + prefix.continuation()
 
     def render_messages(self, prefix: Prefix) -> list[dict[str, str]]:
+        """The system message (the problem's own system messages, then the policy's prompt,
+        which asks for the answer format the search reads), the problem's earlier turns, the
+        question, and the steps so far as the assistant's message to continue."""
         problem = prefix.problem
-        messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
+        earlier = [dict(m) for m in problem.history if m["role"] not in ("system", "developer")]
+        system = [m["content"] for m in problem.history if m["role"] in ("system", "developer")]
+        system += [] if self.system_prompt is None else [self.system_prompt]
+        messages = [{"role": "system", "content": "\n\n".join(system)}] if system else []
+        messages += earlier
         messages.append({"role": "user", "content": problem.prompt or problem.question})
         if prefix.steps:
             messages.append({"role": "assistant", "content": prefix.continuation()})

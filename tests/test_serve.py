@@ -16,7 +16,7 @@ import pytest
 from conftest import PROBLEMS, server_stats
 
 from treesearch import BudgetLimits, ConfigError, SearchConfig
-from treesearch.serve import request_config
+from treesearch.serve import Caps, request_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,7 +26,7 @@ def serving(upstream: str, *flags: str) -> Iterator[str]:
     """``treesearch serve`` in front of ``upstream``; its base URL."""
     command = [sys.executable, "-m", "treesearch.cli", "serve", "--base-url", upstream, "--model", "fake",
                "--port", "0", "--seed", "0", "--prm-url", upstream, "--prm-model", "fake-prm",
-               *flags]  # fmt: skip
+               *flags, *([] if {"--api-key", "--keys-file"} & set(flags) else ["--no-auth"])]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from treesearch.aggregate import AGGREGATORS
+from treesearch.budget import BudgetLimits
 from treesearch.config import (
     DEFAULT_REVISION_TEMPLATE,
     PARTICLE_WEIGHTINGS,
@@ -148,8 +149,11 @@ def add_strategy_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_search_options(parser: argparse.ArgumentParser) -> None:
-    """What a step is, how it is sampled and checked, and the budget per problem."""
+def add_search_options(
+    parser: argparse.ArgumentParser, *, budget: BudgetLimits | None = None, per: str = "problem"
+) -> None:
+    """What a step is, how it is sampled and checked, and the budget per problem (``budget``
+    its defaults, ``per`` what it is spent on: serve's caps are per request)."""
     parser.add_argument(
         "--sampling",
         choices=["whole", "steps"],
@@ -195,15 +199,12 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="seconds one answer comparison may take (math-verify, in a worker process)",
     )
-    parser.add_argument(
-        "--budget-tokens", type=COUNT, default=None, help="tokens per problem (default: unlimited)"
-    )
-    parser.add_argument(
-        "--budget-requests", type=COUNT, default=None, help="requests per problem (default: unlimited)"
-    )
-    parser.add_argument(
-        "--budget-seconds", type=POSITIVE, default=None, help="seconds per problem (default: unlimited)"
-    )
+    budget = budget or BudgetLimits()
+    for flag, kind, default in (("tokens", COUNT, budget.tokens), ("requests", COUNT, budget.requests),
+                                ("seconds", POSITIVE, budget.deadline_s)):  # fmt: skip
+        shown = "unlimited" if default is None else f"{default:g}"
+        parser.add_argument(f"--budget-{flag}", type=kind, default=default,
+                            help=f"{flag} per {per} (default: {shown})")  # fmt: skip
     parser.add_argument(
         "--budget-count",
         choices=["total", "completion"],
@@ -248,10 +249,12 @@ def add_verifier_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_endpoint_options(parser: argparse.ArgumentParser, *, key_flag: str = "--api-key") -> None:
+def add_endpoint_options(
+    parser: argparse.ArgumentParser, *, key_flag: str = "--api-key", timeout_flag: str = "--timeout"
+) -> None:
     """Where the policy comes from: an OpenAI-compatible server or the embedded model.
-    ``key_flag`` names the option of the key sent to it (``serve`` takes --api-key for
-    its own clients' keys)."""
+    ``key_flag`` and ``timeout_flag`` name the options of the key sent to it and of the
+    seconds an answer may take (``serve`` takes --api-key for its own clients' keys)."""
     parser.add_argument("--backend", choices=["openai", "llamacpp"], default="openai",
                         help="an OpenAI-compatible server (--base-url) or the embedded "
                         "llama.cpp model (needs the local extra)")  # fmt: skip
@@ -270,6 +273,9 @@ def add_endpoint_options(parser: argparse.ArgumentParser, *, key_flag: str = "--
     )
     parser.add_argument(key_flag, dest="api_key", default=None, help="the key sent to the server, "
                         "never printed or logged (default: $OPENAI_API_KEY)")  # fmt: skip
+    parser.add_argument(timeout_flag, dest="timeout_s", type=POSITIVE, default=600.0,
+                        help="seconds one request to the server may take before it is retried "
+                        "(default: 600)")  # fmt: skip
     parser.add_argument("--concurrency", type=COUNT, default=256, help="requests in flight to the endpoint")
     parser.add_argument("--problems-in-flight", type=COUNT, default=None,
                         help="problems searched at once, so finished rows accumulate steadily "

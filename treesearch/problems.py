@@ -19,13 +19,17 @@ from treesearch.errors import ProblemFileError
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Problem:
-    """One question to search on. ``prompt``, when given, is sent as is instead of a template."""
+    """One question to search on. ``prompt``, when given, is sent as is instead of a template.
+    ``history`` is the conversation before the question, as chat messages (``role`` and
+    ``content``: system messages and earlier turns), for policies that speak chat; serve
+    fills it from a request's messages."""
 
     id: str
     question: str
     prompt: str | None = None
     answer: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    history: tuple[Mapping[str, str], ...] = ()
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Problem:

@@ -154,20 +154,20 @@ def _verifier(args: argparse.Namespace, kind: str, model: str, endpoint: Any, op
     added to ``opened`` for the caller to close)."""
     options: dict[str, Any] = {}
     server = endpoint
-    key = args.prm_api_key or _api_key(args)
+    key = args.prm_api_key or api_key(args)
     if kind == "vllm-pooling":  # vLLM serves /pooling outside /v1: its own endpoint at the root
         options = {"step_tag": args.prm_step_tag, "good_column": args.prm_good_column}
         roots = [server_root(url) for url in args.prm_url or base_urls(args)]
-        server = Endpoint(roots, api_key=key, concurrency=args.concurrency)
+        server = Endpoint(roots, api_key=key, concurrency=args.concurrency, timeout_s=args.timeout_s)
         opened.append(server)
     elif args.prm_url is not None:
-        server = Endpoint(args.prm_url, api_key=key, concurrency=args.concurrency)
+        server = Endpoint(args.prm_url, api_key=key, concurrency=args.concurrency, timeout_s=args.timeout_s)
         opened.append(server)
     verifier: Verifier = make_backend(kind, base_url=server, model=args.prm_model or model, **options)
     return verifier
 
 
-def _api_key(args: argparse.Namespace) -> str | None:
+def api_key(args: argparse.Namespace) -> str | None:
     """--api-key, else $OPENAI_API_KEY: read here rather than as the option's default, so
     ``--help`` (which shows every default) never prints it."""
     key: str | None = args.api_key or os.environ.get("OPENAI_API_KEY")
@@ -183,7 +183,7 @@ def _endpoint(args: argparse.Namespace) -> Any:
     urls = base_urls(args)
     if not urls:
         raise ConfigError("--base-url is required (or --backend llamacpp for the embedded model)")
-    return Endpoint(urls, api_key=_api_key(args), concurrency=args.concurrency)
+    return Endpoint(urls, api_key=api_key(args), concurrency=args.concurrency, timeout_s=args.timeout_s)
 
 
 def base_urls(args: argparse.Namespace) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -42,7 +42,8 @@ class SearchResult:
     path reached an answer within the depth limit) or "error". ``aggregated_by`` is the rule
     that chose the answer: the configured one, or "majority" when it needed scores and no
     candidate had one. ``choice`` is what the adaptive strategy chose, and from which
-    difficulty."""
+    difficulty. ``failure`` is the exception behind ``error`` (an EndpointError, say), for
+    edges that map failures to statuses by type; it is not part of the record."""
 
     problem_id: str
     strategy: str
@@ -57,6 +58,7 @@ class SearchResult:
     error: str | None = None
     tree: SearchTree | None = None
     choice: Mapping[str, Any] | None = None
+    failure: BaseException | None = field(default=None, compare=False, repr=False)
 
     def to_record(self, sizes: ModelSizes | None = None) -> dict[str, Any]:
         """The JSONL output line (without the tree); with ``sizes``, the inference FLOPs too."""
@@ -185,6 +187,7 @@ async def search(
         problem, policy, budget, config, verifier=verifier, finish_check=finish_check, equivalence=same
     )
     stopped_by, error = "done", None
+    caught: BaseException | None = None  # what raised last, for ``failure``
     try:
         with anyio.move_on_after(seconds_left(budget)) as scope:
             await get_strategy(config.strategy).run(ctx, config)
@@ -192,6 +195,7 @@ async def search(
             stopped_by = "deadline"
     except Exception as exc:
         stopped_by, error = stop_cause(exc)
+        caught = exc
     # What ran decides the aggregation: the strategy asked for, or the one it chose.
     ran = ctx.chosen or config
     strategy = get_strategy(ran.strategy)
@@ -204,6 +208,7 @@ async def search(
             final = _answered(await _complete_best_open_path(ctx))
         except Exception as exc:
             stopped_by, error = stop_cause(exc)
+            caught = exc
     if aggregator != "majority" and final and error is None:
         try:
             with anyio.move_on_after(seconds_left(budget)):
@@ -211,7 +216,7 @@ async def search(
         except Exception as exc:
             cause, failure = stop_cause(exc)
             if failure is not None:
-                stopped_by, error = cause, failure
+                stopped_by, error, caught = cause, failure, exc
             elif stopped_by == "done":
                 stopped_by = cause
     if error is not None:
@@ -236,7 +241,7 @@ async def search(
         answer, aggregated_by, correct = await anyio.to_thread.run_sync(decide)
     except Exception as exc:  # an equivalence that failed (a user's, or a worker that would not start)
         answer, aggregated_by, correct = None, aggregator, None
-        stopped_by, error = "error", f"comparing answers: {exc}"
+        stopped_by, error, caught = "error", f"comparing answers: {exc}", exc
         log.warning("problem_failed", problem_id=problem.id, error=error)
     if stopped_by == "done" and budget.overspent:
         stopped_by = "budget"
@@ -256,6 +261,7 @@ async def search(
         error=error,
         tree=ctx.tree,
         choice=ctx.choice,
+        failure=None if error is None or caught is None else most_telling(caught),
     )
     log.info(
         "problem_finished",
