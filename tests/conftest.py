@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +124,32 @@ async def make_policy() -> AsyncIterator[Callable[..., OpenAIPolicy]]:
     yield make
     for policy in made:
         await policy.aclose()
+
+
+@contextmanager
+def serve_process(upstream: str, *flags: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``treesearch serve`` in front of ``upstream`` (with --no-auth unless ``flags`` give keys):
+    its base URL and its process, stopped after."""
+    command = [sys.executable, "-m", "treesearch.cli", "serve", "--base-url", upstream, "--model", "fake",
+               "--port", "0", "--seed", "0", "--prm-url", upstream, "--prm-model", "fake-prm",
+               *flags, *([] if {"--api-key", "--keys-file"} & set(flags) else ["--no-auth"])]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"serve did not start: {process.communicate()[1]}")
+        yield line.split()[-1], process
+    finally:
+        process.terminate()
+        process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextmanager
+def serving(upstream: str, *flags: str) -> Iterator[str]:
+    """``serve_process``'s base URL alone."""
+    with serve_process(upstream, *flags) as (url, _):
+        yield url
