@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 
 from treesearch.budget import BudgetLimits
 from treesearch.cli_options import (
@@ -166,19 +167,20 @@ async def _shut_down(server: Any, runner: Any, site: Any, grace_s: float) -> Non
     if site in runner.sites:
         await site.stop()
     running = server.running
-    if running:
-        print(f"treesearch: stopping; {running} running searches get {grace_s:g} s to finish "
-              "(Ctrl-C again cancels them now)", file=sys.stderr, flush=True)  # fmt: skip
     now = anyio.Event()
+
+    async def second_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            if running:  # said once the next signal is ours to take
+                print(f"treesearch: stopping; {running} running searches get {grace_s:g} s to finish "
+                      "(Ctrl-C again cancels them now)", file=sys.stderr, flush=True)  # fmt: skip
+            task_status.started()
+            async for _ in signals:
+                now.set()
+                return
+
     async with anyio.create_task_group() as group:
-
-        async def second_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    now.set()
-                    return
-
-        group.start_soon(second_signal)
+        await group.start(second_signal)
         cancelled = await server.drain(grace_s, now)
         group.cancel_scope.cancel()
     await runner.cleanup()

@@ -218,11 +218,15 @@ class SearchServer:
         except anyio.WouldBlock:
             raise RequestError(429, "the server is running its most searches at once; retry shortly",
                                "rate_limit_error", headers={"Retry-After": "1"}) from None  # fmt: skip
+        # Known as running from here, before a stream's headers go out: a shutdown that
+        # follows them finds it (and cancels it before it starts, if it comes to that).
+        scope = anyio.CancelScope()
+        self._running.add(scope)
         try:
             tally = Tally()
 
             async def run() -> list[SearchResult]:
-                return await self._search(problems, policy, config, tally)
+                return await self._search(problems, policy, config, tally, scope)
 
             head = {"id": request_id, "created": int(time.time()), "model": asked.model or model}
             if asked.stream:
@@ -231,13 +235,21 @@ class SearchServer:
             self._raise_failure(results, config)
             return _json(answer(results, config, head, asked, chat))
         finally:
+            self._running.discard(scope)
+            if not self._running:
+                self._idle.set()
             self._limiter.release()
 
     async def _search(
-        self, problems: list[Problem], policy: Policy, config: SearchConfig, tally: Tally
+        self,
+        problems: list[Problem],
+        policy: Policy,
+        config: SearchConfig,
+        tally: Tally,
+        scope: anyio.CancelScope,
     ) -> list[SearchResult]:
         """The request's searches at once, each with its own seed (the request's plus its
-        index); cancelled by ``drain`` with a 503."""
+        index), inside ``scope``: cancelled by ``drain``, they are a 503."""
         results: list[SearchResult | None] = [None] * len(problems)
         seed = config.sampling.seed
 
@@ -249,18 +261,11 @@ class SearchServer:
                 finish_check=self.upstream.finish_check, equivalence=self.upstream.equivalence, tally=tally,
             )  # fmt: skip
 
-        scope = anyio.CancelScope()
-        self._running.add(scope)
-        try:
-            with scope:
-                async with anyio.create_task_group() as group:
-                    for index, problem in enumerate(problems):
-                        group.start_soon(one, index, problem)
-        finally:
-            self._running.discard(scope)
-            if not self._running:
-                self._idle.set()
-        if scope.cancelled_caught:
+        with scope:
+            async with anyio.create_task_group() as group:
+                for index, problem in enumerate(problems):
+                    group.start_soon(one, index, problem)
+        if scope.cancel_called:
             raise RequestError(503, "the server shut down before the search finished", "server_error")
         return [result for result in results if result is not None]
 
