@@ -355,7 +355,7 @@ def proxy(requests: int) -> dict[str, Any]:
     questions = [Problem.from_record(r).question for r in records]
     with tempfile.TemporaryDirectory() as tmp, spawn([], records, Path(tmp)) as upstream:
         command = [sys.executable, "-m", "treesearch.cli", "serve", "--base-url", upstream, "--model", "fake",
-                   "--api", "chat", "--port", "0", "--n", "4", "--seed", "0"]  # fmt: skip
+                   "--api", "chat", "--port", "0", "--n", "4", "--seed", "0", "--no-auth"]  # fmt: skip
         server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             assert server.stdout is not None
@@ -365,10 +365,13 @@ def proxy(requests: int) -> dict[str, Any]:
                        "direct": openai.OpenAI(base_url=upstream, api_key="none", max_retries=0)}  # fmt: skip
             for question in [questions[0], *questions]:  # the first opens the connections
                 for way, client in clients.items():
+                    # Through serve, N = 4 is the server's strategy (a request's n would be
+                    # n searches); straight to the upstream, n = 4 asks the same samples.
                     started = time.perf_counter()
                     client.chat.completions.create(
-                        model="fake", n=4, seed=0, messages=[{"role": "user", "content": question}]
-                    )
+                        model="fake", n=1 if way == "served" else 4, seed=0,
+                        messages=[{"role": "user", "content": question}],
+                    )  # fmt: skip
                     times[way].append(time.perf_counter() - started)
             for client in clients.values():
                 client.close()

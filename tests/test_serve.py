@@ -236,6 +236,34 @@ def test_unknown_routes_and_methods_are_openai_shaped(proxy: tuple[str, str]) ->
     wrong = httpx2.get(url + "/chat/completions")
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
     openai_error(wrong.json())
+    status, answer, _ = post(url, {**ASK, "user": "x" * (1 << 20)})
+    assert status == 413 and "over 1048576 bytes" in str(openai_error(answer)["message"])
+
+
+def test_answers_and_errors_are_what_openai_s_own_types_expect(proxy: tuple[str, str]) -> None:
+    """Every shape serve sends, validated strictly by the openai SDK's models of OpenAI's API
+    (generated from its OpenAPI spec): completions, chunks, the model list and errors."""
+    from openai.types import Completion, Model
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+    from openai.types.shared import ErrorObject
+
+    url, _ = proxy
+    status, chat, _ = post(url, {**ASK, "n": 2, "seed": 1})
+    assert status == 200 and len(ChatCompletion.model_validate(chat, strict=True).choices) == 2
+    status, text, _ = post(url, {"model": "fake", "prompt": PROBLEMS["sure1"].question}, "/completions")
+    assert status == 200 and Completion.model_validate(text, strict=True).choices[0].text
+    streamed = httpx2.post(url + "/chat/completions", json={**ASK, "stream": True,
+                           "stream_options": {"include_usage": True}}, timeout=60)  # fmt: skip
+    events = [line.removeprefix("data: ") for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and len(events) > 2
+    chunks = [ChatCompletionChunk.model_validate(json.loads(event), strict=True) for event in events[:-1]]
+    assert chunks[-1].usage is not None and chunks[-2].choices[0].finish_reason == "stop"
+    listed = httpx2.get(url + "/models").json()
+    assert listed["object"] == "list" and [Model.model_validate(m, strict=True).id for m in listed["data"]]
+    for body, path in [({**ASK, "model": "nope"}, "/chat/completions"), (b"{", "/completions")]:
+        status, answer, _ = post(url, body, path)
+        assert status in (400, 404)
+        ErrorObject.model_validate(openai_error(answer), strict=True)
 
 
 def test_caps_hold_whatever_the_request_asks(fake_server: Callable[..., str]) -> None:
