@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# (method, path, request headers) -> (status, JSON body)
+# (method, path, request headers) -> (status, JSON body, or bytes sent as they are)
 Script = Callable[[str, str, dict[str, str]], tuple[int, Any]]
 
 
@@ -28,7 +28,7 @@ def stub_server(script: Script) -> Iterator[str]:
 
         def _answer(self, method: str) -> None:
             status, body = script(method, self.path, dict(self.headers))
-            data = json.dumps(body).encode()
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
