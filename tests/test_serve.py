@@ -16,6 +16,7 @@ import httpx2
 import openai
 import pytest
 from conftest import PROBLEMS, serve_process, server_stats, serving
+from stub_server import stub_server
 
 from treesearch import BudgetLimits, SearchConfig
 from treesearch.serve import Caps, RequestError, parse_request, request_config
@@ -479,6 +480,38 @@ def test_an_upstream_that_fails_is_a_502_without_its_address(
         client(url).chat.completions.create(model="fake", messages=question("a5"))  # type: ignore[arg-type]
     assert failed.value.status_code == 502
     assert "the upstream answered 400: " in str(failed.value) and "127.0.0.1" not in str(failed.value)
+
+
+UPSTREAM_KEY = "sk-proj/AB+cd/SECRET-7f3a9c"
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        UPSTREAM_KEY.replace("/", "\\/").encode(),  # JSON with escaped slashes, as PHP writes it
+        "".join(f"\\u{ord(c):04x}" for c in UPSTREAM_KEY).encode(),  # every character \\u-escaped
+        UPSTREAM_KEY.replace("/", "%2F").replace("+", "%2B").encode(),  # URL-encoded
+        UPSTREAM_KEY[:18].encode() + b"...",  # cut short
+    ],
+)
+def test_a_key_the_upstream_echoes_never_reaches_the_client(
+    client: Callable[..., openai.OpenAI], echoed: bytes
+) -> None:
+    def refuse(method: str, path: str, headers: dict[str, str]) -> tuple[int, object]:
+        if path == "/v1/models":
+            return 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]}
+        return 401, b'{"error": {"message": "invalid key ' + echoed + b'"}}'
+
+    with (
+        stub_server(refuse) as upstream,
+        serving(upstream, "--upstream-api-key", UPSTREAM_KEY) as url,
+        pytest.raises(openai.InternalServerError) as failed,
+    ):
+        client(url).chat.completions.create(model="fake", messages=question("a5"))  # type: ignore[arg-type]
+    said = str(failed.value)
+    assert "the upstream answered 401: " in said and "invalid key ***" in said, said
+    for part in ("SECRET", "7f3a9c", "sk-proj", upstream.split("/v1")[0]):
+        assert part not in said, said
 
 
 def test_an_upstream_429_is_a_429_with_its_retry_after(
