@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -374,6 +375,10 @@ class SearchServer:
                                  f"no route {request.method} {request.path[:200]}", kind)  # fmt: skip
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             return _json(error.body(), exc.status, headers)
+        except Exception as exc:  # a bug: one line on the server's stderr, a plain 500 for the client
+            print(f"treesearch: serve failed on {request.path}: {exc!r}", file=sys.stderr, flush=True)
+            error = RequestError(500, "the server failed; its stderr says why", "server_error")
+            return _json(error.body(), 500)
         return response
 
 
