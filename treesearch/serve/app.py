@@ -347,6 +347,8 @@ class SearchServer:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise RequestError(413, f"the request body is over {self.max_body_bytes} bytes") from None
+        except web.RequestPayloadError:  # not in its Content-Encoding, or cut short
+            raise RequestError(400, "the body cannot be read in its Content-Encoding") from None
         if len(raw) > _BIG_BODY:
             return await anyio.to_thread.run_sync(_parsed, raw, chat)
         return _parsed(raw, chat)
