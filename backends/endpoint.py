@@ -36,8 +36,17 @@ from treesearch.budget import count_attempt
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.logs import get_logger
 from treesearch.priority import problem_order
+from treesearch.redaction import redact
 
-from .http import TRANSPORTS, ConnectFailure, MalformedAnswer, StatusFailure, TimedOut, Transport, TransportName
+from .http import (
+    TRANSPORTS,
+    ConnectFailure,
+    MalformedAnswer,
+    StatusFailure,
+    TimedOut,
+    Transport,
+    TransportName,
+)
 from .retry import RetryPolicy, is_retryable, retry_after
 
 log = get_logger(__name__)
@@ -84,10 +93,10 @@ class EndpointClient:
 def _usable(path: str, answer: Any) -> Any:
     """``answer`` if it is a JSON object holding the list ``path`` answers with."""
     if not isinstance(answer, dict):
-        raise MalformedAnswer(f"response is not a JSON object: {str(answer)[:100]}")
+        raise MalformedAnswer(f"response is not a JSON object: {answer}")  # cut once redacted
     field = _ANSWERS_WITH.get(path)
     if field is not None and not isinstance(answer.get(field), list):
-        raise MalformedAnswer(f"response has no {field!r} list: {str(answer)[:100]}")
+        raise MalformedAnswer(f"response has no {field!r} list: {answer}")
     return answer
 
 
@@ -234,12 +243,12 @@ class Endpoint:
         except _Failed as failed:
             exc = failed.cause
             if isinstance(exc, StatusFailure):
-                detail = self._redact(" ".join(exc.body.split()))
+                detail = self._redact(exc.body)
                 raise EndpointError(
                     failed.replica.base_url, exc.status, detail, retry_after_s=retry_after(exc)
                 ) from None
             raise EndpointError(
-                failed.replica.base_url, None, str(exc), timed_out=isinstance(exc, TimedOut)
+                failed.replica.base_url, None, self._redact(str(exc)), timed_out=isinstance(exc, TimedOut)
             ) from exc
         finally:
             limiter.release()
@@ -289,7 +298,8 @@ class Endpoint:
             answer = _usable(path, await http.post(path, body))
         except (StatusFailure, ConnectFailure) as exc:
             if is_retryable(exc) and not _busy(exc):
-                replica.failed(time.monotonic(), str(exc))
+                whole = f"{exc.status}: {exc.body}" if isinstance(exc, StatusFailure) else str(exc)
+                replica.failed(time.monotonic(), self._redact(whole))
             else:
                 replica.errors += 1
             raise _Failed(exc, replica) from exc
@@ -317,9 +327,8 @@ class Endpoint:
             return soonest
         shown = ", ".join(replica.base_url for replica in self.replicas[:3])
         more = f" and {count - 3} more" if count > 3 else ""
-        last = self._redact(" ".join(soonest.last_error.split()))  # a server's body: one line, no key
         raise EndpointError(f"{shown}{more}", None, f"every replica of the pool is taken out after "
-                            f"failing; the last error: {last}")  # fmt: skip
+                            f"failing; the last error: {soonest.last_error}")  # fmt: skip
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[Any]:
         """POST JSON for a server-sent stream inside the concurrency limit; its decoded events.
@@ -338,12 +347,12 @@ class Endpoint:
                         yield event
             except StatusFailure as exc:
                 replica.errors += 1
-                detail = self._redact(" ".join(exc.body.split()))
-                raise EndpointError(replica.base_url, exc.status, detail) from None
+                raise EndpointError(replica.base_url, exc.status, self._redact(exc.body)) from None
             except ConnectFailure as exc:
-                replica.failed(time.monotonic(), str(exc))
+                said = self._redact(str(exc))
+                replica.failed(time.monotonic(), said)
                 raise EndpointError(
-                    replica.base_url, None, str(exc), timed_out=isinstance(exc, TimedOut)
+                    replica.base_url, None, said, timed_out=isinstance(exc, TimedOut)
                 ) from exc
             finally:
                 replica.in_flight -= 1
@@ -377,11 +386,10 @@ class Endpoint:
                 answer = await self._http(replica).get("/models")
         except StatusFailure as exc:
             if exc.status in (401, 403):
-                detail = self._redact(" ".join(exc.body.split()))
-                raise EndpointError(replica.base_url, exc.status, detail) from None
+                raise EndpointError(replica.base_url, exc.status, self._redact(exc.body)) from None
             return None
         except (ConnectFailure, TimeoutError) as exc:
-            raise EndpointError(replica.base_url, None, str(exc) or "timed out") from exc
+            raise EndpointError(replica.base_url, None, self._redact(str(exc)) or "timed out") from exc
         listed = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(listed, list):
             return None
@@ -389,7 +397,10 @@ class Endpoint:
         return ids or None
 
     def _redact(self, text: str) -> str:
-        return text if self._api_key == "EMPTY" else text.replace(self._api_key, "***")
+        """A server's body or a client's error (which may quote the server's bytes) on one line,
+        the key blanked out in any form the server may have quoted it in; before anything
+        folds or cuts the text, which would hide the key from ``redact`` but not from a reader."""
+        return " ".join(redact(text, [self._api_key]).split())
 
     def _connect(self) -> OldestFirst:
         """The limiter, made on first use (for a pool, ``concurrency`` on each replica)."""

@@ -187,7 +187,7 @@ def _decode(text: str, status: int) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MalformedAnswer(f"response is not JSON: {text[:100]!r}") from exc
+        raise MalformedAnswer(f"response is not JSON: {text!r}") from exc  # cut once redacted
 
 
 def _no_answer(timeout_s: float) -> str:
