@@ -91,7 +91,8 @@ def check(proxy: Proxy, exchange: Exchange) -> int:
     """Send ``exchange`` and assert the properties every answer has; its status."""
     status, body = send(proxy, exchange)
     shown = f"{exchange!r}\n-> {status} {body[:2000]!r}"
-    assert status < 500, shown
+    # The one 5xx a client may cause: a 504 when the time its own budget_seconds allows runs out.
+    assert status < 500 or (status == 504 and b'"budget_seconds"' in exchange.body), shown
     text = body.decode("utf-8", "replace")
     leaks = ("Traceback", 'File "', "http://127.0.0.1", "errors.pydantic.dev")  # the upstream's URL
     assert not [leak for leak in leaks if leak in text], shown
@@ -307,6 +308,7 @@ def odd_headers(draw: st.DrawFn) -> Exchange:
 @example(exchange=request(COMPLETIONS, treesearch={"sampling": "bogus"}))
 @example(exchange=request(COMPLETIONS, treesearch={"budget_tokens": math.nan}))
 @example(exchange=request(COMPLETIONS, treesearch={"budget_seconds": math.nan}))
+@example(exchange=request(COMPLETIONS, treesearch={"budget_seconds": 1e-9}))
 def test_fuzzed_json_bodies_are_answered_or_refused_cleanly(proxy: Proxy, exchange: Exchange) -> None:
     event(f"status {check(proxy, exchange)}")  # --hypothesis-show-statistics counts them
 
@@ -344,13 +346,14 @@ def test_after_the_fuzz_the_server_answers_and_the_caps_held(proxy: Proxy) -> No
     assert 0 < stats["largest_max_tokens"] <= MAX_TOKENS
 
 
-# -- found by the fuzz, not fixed yet ---------------------------------------------
-
-
 @pytest.mark.parametrize("encoding", [b"gzip", b"deflate"])
 def test_a_body_not_in_its_content_encoding_is_a_400(proxy: Proxy, encoding: bytes) -> None:
+    """Found by the fuzz: a 500 once (aiohttp's RequestPayloadError from request.read())."""
     exchange = Exchange("POST", CHAT, (*AUTHORIZED, b"Content-Encoding: " + encoding), VALID)
     assert check(proxy, exchange) == 400
+
+
+# -- found by the fuzz, not fixed yet ---------------------------------------------
 
 
 @pytest.mark.xfail(strict=True, reason="aiohttp's HTTP parser answers these before the app, in plain text")
