@@ -429,6 +429,17 @@ def test_keys_are_bearer_tokens_whatever_the_scheme_s_case(
         assert status_with(url, b"Bearer \xff\xfe") == 401
 
 
+def test_a_request_the_http_parser_refuses_is_one_line_on_stderr(fake_server: Callable[..., str]) -> None:
+    """aiohttp answers these itself; its log wrote a traceback holding the header's bytes."""
+    with serve_process(fake_server()) as (url, process):
+        assert status_with(url, b"Bearer sk-sec\x00ret") == 400
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0 and process.stderr is not None
+        said = process.stderr.read()
+    assert "Traceback" not in said and "sk-sec" not in said, said
+    assert "treesearch: Error handling request from 127.0.0.1: BadHttpMessage" in said, said
+
+
 @pytest.mark.parametrize(
     ("flags", "said"),
     [

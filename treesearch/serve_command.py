@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -140,7 +141,7 @@ async def serve_command(args: argparse.Namespace) -> int:
             keepalive_s=args.keepalive,
         )
         await server.models.refresh()
-        runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(server.app(), access_log=None, handle_signals=False, logger=_parser_log())
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
         try:
@@ -159,6 +160,27 @@ async def serve_command(args: argparse.Namespace) -> int:
 
     await drive(args, chosen, work)
     return 0
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        failure = record.exc_info[1] if record.exc_info else None
+        return (
+            f"treesearch: {record.getMessage()}: {type(failure).__name__ if failure else 'no reason given'}"
+        )
+
+
+def _parser_log() -> logging.Logger:
+    """Where aiohttp reports a request its HTTP parser refused (a header over 8 KiB, a NUL
+    in one, an encoding it cannot decode): one line on stderr, without the traceback or
+    the request's bytes, which may hold a client's key."""
+    logger = logging.getLogger("treesearch.serve.http")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_OneLine())
+        logger.addHandler(handler)
+        logger.propagate = False
+    return logger
 
 
 async def _shut_down(server: Any, runner: Any, site: Any, grace_s: float) -> None:
