@@ -255,17 +255,21 @@ class SearchServer:
         seed = config.sampling.seed
 
         async def one(index: int, problem: Problem) -> None:
-            sampling = replace(config.sampling, seed=None if seed is None else seed + index)
-            seeded = replace(config, sampling=sampling)
+            seeded = config
+            if seed is not None and index:
+                seeded = replace(config, sampling=replace(config.sampling, seed=seed + index))
             results[index] = await search(
                 problem, policy, seeded, verifier=self.upstream.verifier,
                 finish_check=self.upstream.finish_check, equivalence=self.upstream.equivalence, tally=tally,
             )  # fmt: skip
 
         with scope:
-            async with anyio.create_task_group() as group:
-                for index, problem in enumerate(problems):
-                    group.start_soon(one, index, problem)
+            if len(problems) == 1:  # the common case, without a task group's cost
+                await one(0, problems[0])
+            else:
+                async with anyio.create_task_group() as group:
+                    for index, problem in enumerate(problems):
+                        group.start_soon(one, index, problem)
         if scope.cancel_called:
             raise RequestError(503, "the server shut down before the search finished", "server_error")
         return [result for result in results if result is not None]

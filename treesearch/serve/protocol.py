@@ -307,8 +307,9 @@ def request_config(request: SearchRequest, defaults: SearchConfig, caps: Caps) -
     within the caps. Raises RequestError (a 400) for what does not make a valid
     configuration or asks for more than the caps allow."""
     strategy, count, _ = parse_model(request.model, "")
-    options: BaseModel = request.treesearch or SearchOptions()
-    given = options.model_dump(exclude_unset=True)
+    given: dict[str, Any] = (
+        {} if request.treesearch is None else request.treesearch.model_dump(exclude_unset=True)
+    )
     chosen = {key: value for key, value in given.items() if key not in _BUDGETS and key != "sampling"}
     if strategy is not None:
         chosen.setdefault("strategy", strategy)
@@ -324,29 +325,26 @@ def request_config(request: SearchRequest, defaults: SearchConfig, caps: Caps) -
             raise RequestError(
                 400, f"{name} must be at most {caps.max_n} (the server's --max-n), got {chosen[name]}"
             )
-    sampling: dict[str, Any] = {
-        "temperature": request.temperature,
-        "top_p": request.top_p,
-        "seed": request.seed,
-    }
-    step = defaults.step
+    # Only what differs from the defaults is replaced: each replace validates anew, and this
+    # runs for every request.
+    asked = {"temperature": request.temperature, "top_p": request.top_p, "seed": request.seed}
+    sampling: dict[str, Any] = {key: value for key, value in asked.items() if value is not None}
+    if sampling:
+        chosen["sampling"] = replace(defaults.sampling, **sampling)
     tokens = request.answer_tokens()
     if tokens is not None:  # the server's own lengths are caps
-        step = replace(step, max_tokens=min(tokens, step.max_tokens),
-                       max_step_tokens=min(tokens, step.max_step_tokens))  # fmt: skip
+        step = defaults.step
+        chosen["step"] = replace(step, max_tokens=min(tokens, step.max_tokens),
+                                 max_step_tokens=min(tokens, step.max_step_tokens))  # fmt: skip
     budget = {
         name: _share(given.get(key), getattr(caps.budget, name), request.n) for key, name in _BUDGETS.items()
     }
-    whole = defaults.whole if "sampling" not in given else given["sampling"] == "whole"
+    if any(getattr(defaults.budget, name) != value for name, value in budget.items()):
+        chosen["budget"] = replace(defaults.budget, **budget)
+    if "sampling" in given:
+        chosen["whole"] = given["sampling"] == "whole"
     try:
-        return replace(
-            defaults,
-            **chosen,
-            whole=whole,
-            step=step,
-            sampling=replace(defaults.sampling, **{k: v for k, v in sampling.items() if v is not None}),
-            budget=replace(defaults.budget, **budget),
-        )
+        return replace(defaults, **chosen) if chosen else defaults
     except (ConfigError, TypeError, ValueError) as exc:
         raise RequestError(400, f"bad treesearch settings: {exc}") from None
 
