@@ -417,7 +417,7 @@ def main() -> None:
     if "replicas" in only:
         saved["replicas"] = replicas(args.latency, args.problems)
     if "proxy" in only:
-        saved["proxy"] = proxy(50)
+        saved["proxy"] = proxy(200)
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(saved, indent=1))
     print(f"\nwritten to {path}", file=sys.stderr)
