@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from treesearch.budget import count_attempt
+from treesearch.engine.budget import count_attempt
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.logs import get_logger
 from treesearch.priority import problem_order

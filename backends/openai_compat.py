@@ -17,9 +17,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Literal
 
-from treesearch.errors import ConfigError, EndpointError
-from treesearch.logs import get_logger
-from treesearch.policy import (
+from treesearch.engine.policy import (
     Choice,
     Generation,
     Piece,
@@ -28,7 +26,9 @@ from treesearch.policy import (
     completion_token_bound,
     token_confidence,
 )
-from treesearch.policy import token_upper_bound as byte_bound
+from treesearch.engine.policy import token_upper_bound as byte_bound
+from treesearch.errors import ConfigError, EndpointError
+from treesearch.logs import get_logger
 
 from .endpoint import EndpointClient, JsonEndpoint
 

@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from treesearch.context import gather
+from treesearch.engine.context import gather
+from treesearch.engine.policy import completion_token_bound, token_upper_bound
+from treesearch.engine.verify import Cost, Scored
 from treesearch.errors import ConfigError, EndpointError
-from treesearch.policy import completion_token_bound, token_upper_bound
 from treesearch.problems import Problem
-from treesearch.verify import Cost, Scored
 
 from .endpoint import EndpointClient, JsonEndpoint, server_root
 

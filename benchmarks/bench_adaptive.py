@@ -35,11 +35,11 @@ import anyio
 from curves import plot, summarise
 
 from treesearch import Problem, SamplingParams, SearchConfig, StepFormat, run
-from treesearch.adaptive import DEFAULT_GRID, fit_policy_table
-from treesearch.backends.fake_server import make_problems, spawn
+from treesearch.backends.fake.app import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
-from treesearch.difficulty import Cell
+from treesearch.optimal.difficulty import Cell
+from treesearch.optimal.fit import DEFAULT_GRID, fit_policy_table
 from treesearch.strategies.adaptive import apply_cell
 
 RESULTS = Path(__file__).parent / "results"

@@ -33,7 +33,7 @@ import anyio
 from curves import plot, summarise
 
 from treesearch import Problem, SamplingParams, SearchConfig, SearchResult, run
-from treesearch.backends.fake_server import make_problems, spawn
+from treesearch.backends.fake.app import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 

@@ -28,8 +28,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from treesearch.answers import extract_answer
-from treesearch.equivalence import MathEquivalence
+from treesearch.answers.equivalence import MathEquivalence
+from treesearch.answers.extract import extract_answer
 
 CASES = Path(__file__).parent / "data" / "answer_cases.jsonl"
 SHOWN_CHARS = 70

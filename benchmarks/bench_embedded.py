@@ -36,7 +36,7 @@ import anyio
 
 from treesearch import CallableVerifier, Prefix, SamplingParams, SearchConfig, run
 from treesearch.arithmetic import STEP_FORMAT, make_problems, step_scores
-from treesearch.backends.llamacpp import LlamaCppEndpoint
+from treesearch.backends.llamacpp.endpoint import LlamaCppEndpoint
 from treesearch.backends.openai_compat import OpenAIPolicy
 
 RESULTS = Path(__file__).parent / "results"

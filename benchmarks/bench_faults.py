@@ -26,7 +26,7 @@ import anyio
 import httpx2
 
 from treesearch import Problem, SamplingParams, SearchConfig, run
-from treesearch.backends.fake_server import FAULT_KINDS, make_problems, spawn
+from treesearch.backends.fake.app import FAULT_KINDS, make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 
 RESULTS = Path(__file__).parent / "results"

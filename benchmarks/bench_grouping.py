@@ -17,7 +17,7 @@ import random
 import time
 from fractions import Fraction
 
-from treesearch.equivalence import MathEquivalence
+from treesearch.answers.equivalence import MathEquivalence
 
 COEFFICIENTS = [Fraction(a, b) for b in (2, 4, 5, 8) for a in (1, 3, 7, 9)]
 

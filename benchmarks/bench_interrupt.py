@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx2
 
-from treesearch.backends.fake_server import make_problems, spawn
+from treesearch.backends.fake.app import make_problems, spawn
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from curves import plot, summarise
 
 from treesearch import CallableVerifier, SamplingParams, SearchConfig, run
 from treesearch.arithmetic import JUDGE_TEMPLATE, STEP_FORMAT, make_problems, step_scores
-from treesearch.backends.llamacpp import LlamaCppEndpoint
+from treesearch.backends.llamacpp.endpoint import LlamaCppEndpoint
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import LogprobVerifier
 

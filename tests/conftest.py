@@ -16,7 +16,7 @@ import pytest
 import structlog
 from hypothesis import settings
 
-from treesearch.backends.fake_server import make_problems, spawn
+from treesearch.backends.fake.app import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 from treesearch.problems import Problem

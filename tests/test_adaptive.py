@@ -20,15 +20,15 @@ from treesearch import (
     run,
     search,
 )
-from treesearch.adaptive import GridCell, fit_policy_table, probe_difficulty
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
-from treesearch.budget import Budget
-from treesearch.context import SearchContext, StepFormat
-from treesearch.difficulty import Cell, DifficultyBins, PolicyTable
-from treesearch.search import check_config
+from treesearch.engine.budget import Budget
+from treesearch.engine.context import SearchContext, StepFormat
+from treesearch.engine.search import check_config
+from treesearch.engine.tree import ROOT
+from treesearch.optimal.difficulty import Cell, DifficultyBins, PolicyTable
+from treesearch.optimal.fit import GridCell, fit_policy_table, probe_difficulty
 from treesearch.strategies.adaptive import difficulty
-from treesearch.tree import ROOT
 
 pytestmark = pytest.mark.anyio
 

@@ -22,7 +22,10 @@ from scipy.optimize import minimize
 from scipy.stats import binom
 
 from treesearch import Candidate, ConfigError, MathEquivalence, Problem, SamplingParams, SearchConfig, run
-from treesearch.advise import (
+from treesearch.answers.aggregate import filter_vote, majority_vote
+from treesearch.backends.fake.app import make_problems, spawn
+from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.optimal.advise import (
     AnswerDistribution,
     best_k,
     curve,
@@ -35,10 +38,7 @@ from treesearch.advise import (
     vote_accuracy,
     vote_curve,
 )
-from treesearch.aggregate import filter_vote, majority_vote
-from treesearch.backends.fake_server import make_problems, spawn
-from treesearch.backends.openai_compat import OpenAIPolicy
-from treesearch.runner import read_output
+from treesearch.runs.runner import read_output
 
 
 def dist(*answers: float, correct: int | None = 0, unanswered: float = 0.0, **kw: Any) -> AnswerDistribution:

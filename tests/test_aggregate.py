@@ -10,7 +10,7 @@ from conftest import problems
 from scipy.stats import binom
 
 from treesearch import CallableVerifier, Candidate, ConfigError, SamplingParams, SearchConfig, run
-from treesearch.aggregate import (
+from treesearch.answers.aggregate import (
     aggregate,
     best_of_n,
     filter_vote,
@@ -19,7 +19,7 @@ from treesearch.aggregate import (
     majority_vote,
     weighted_vote,
 )
-from treesearch.answers import extract_answer
+from treesearch.answers.extract import extract_answer
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import ABSTAIN
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from treesearch.answers import RUN_ON_MARKERS, extract_answer, extract_final_value, split_run_on
+from treesearch.answers.extract import RUN_ON_MARKERS, extract_answer, extract_final_value, split_run_on
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from treesearch import Problem
-from treesearch.answers import extract_answer
+from treesearch.answers.extract import extract_answer
 from treesearch.arithmetic import FEW_SHOT, make_problems, step_scores
 
 PROBLEM = Problem(id="x", question="13 + 4 + 6", answer="23")

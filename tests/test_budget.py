@@ -26,13 +26,13 @@ from treesearch import (
     run,
     search,
 )
-from treesearch.backends.fake_server import make_problems, spawn
+from treesearch.backends.fake.app import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy
-from treesearch.budget import ModelSizes, count_attempt
-from treesearch.context import gather
+from treesearch.engine.budget import ModelSizes, count_attempt
+from treesearch.engine.context import gather
+from treesearch.engine.tree import ROOT
 from treesearch.errors import DeadlinePassed
-from treesearch.tree import ROOT
 
 
 @pytest.mark.anyio

@@ -14,7 +14,7 @@ import pytest
 from conftest import problems, run_cli, write_problems
 from stub_server import listing, stub_server
 
-from treesearch.cli import main
+from treesearch.cli.main import main
 
 
 def run_args(url: str, problems_file: Path, output: Path, *extra: str) -> list[str]:
@@ -256,7 +256,7 @@ _HEAVY = ("openai", "httpx2", "aiohttp", "networkx", "sympy", "math_verify", "ll
 def test_help_imports_no_heavy_library() -> None:
     """In a fresh interpreter (this one has imported everything), as ``treesearch --help``."""
     script = (
-        "import sys\nfrom treesearch.cli import main\n"
+        "import sys\nfrom treesearch.cli.main import main\n"
         "try:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
         f"print(sorted(m for m in {_HEAVY!r} if m in sys.modules), file=sys.stderr)"
     )
@@ -346,7 +346,7 @@ def test_bad_serve_fake_settings_are_one_line(flags: list[str], message: str) ->
 
 
 def test_serve_fake_writes_problems_it_understands(tmp_path: Path) -> None:
-    from treesearch.backends.fake_server import spawn
+    from treesearch.backends.fake.app import spawn
 
     problems_file, output = tmp_path / "new" / "fake.jsonl", tmp_path / "out.jsonl"
     done = run_cli("serve-fake", "--write-problems", str(problems_file), "--count", "4")

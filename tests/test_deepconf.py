@@ -18,11 +18,11 @@ from structlog.testing import capture_logs
 from stub_server import stub_server
 
 from treesearch import BudgetLimits, Prefix, SamplingParams, SearchConfig, StepFormat, search
+from treesearch.answers.confidence import WindowGuard, group_confidences, percentile, trace_score
 from treesearch.backends.openai_compat import OpenAIPolicy
-from treesearch.confidence import WindowGuard, group_confidences, percentile, trace_score
+from treesearch.engine.policy import Piece
+from treesearch.engine.tree import ROOT
 from treesearch.errors import ConfigError
-from treesearch.policy import Piece
-from treesearch.tree import ROOT
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 from structlog.testing import capture_logs
 
-from treesearch.equivalence import MathEquivalence, PairwiseEquivalence, default_equivalence
+from treesearch.answers.equivalence import MathEquivalence, PairwiseEquivalence, default_equivalence
 from treesearch.errors import ConfigError
 
 SLOW = "\\sin(9^{9^{9}})"  # its value needs 9**387420489 (mod 2π): one C call no signal stops

@@ -14,10 +14,10 @@ import pytest
 from conftest import problems, run_cli, server_stats, write_problems
 
 from treesearch import BudgetLimits, ConfigError, Problem, SamplingParams, SearchConfig, StepFormat
-from treesearch.backends.fake_server import make_problems, spawn
+from treesearch.backends.fake.app import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
-from treesearch.cli import main
-from treesearch.labels import LabelResult, label, summary_path
+from treesearch.cli.main import main
+from treesearch.runs.labels import LabelResult, label, summary_path
 
 pytestmark = pytest.mark.anyio
 

@@ -28,7 +28,7 @@ from aiohttp import ClientSession, web
 
 from treesearch import CallableVerifier, SamplingParams, SearchConfig, run
 from treesearch.arithmetic import JUDGE_TEMPLATE, STEP_FORMAT, make_problems, step_scores
-from treesearch.backends.llamacpp import LlamaCppEndpoint, bundled_model
+from treesearch.backends.llamacpp.endpoint import LlamaCppEndpoint, bundled_model
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import LogprobVerifier
 
@@ -47,7 +47,7 @@ def free_port() -> int:
 
 SERVER = """
 import runpy
-from treesearch.backends.llamacpp import safe_model_defaults
+from treesearch.backends.llamacpp.endpoint import safe_model_defaults
 with safe_model_defaults():
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """

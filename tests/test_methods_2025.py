@@ -20,13 +20,13 @@ from structlog.testing import capture_logs
 from treesearch import SamplingParams, SearchConfig, search
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
-from treesearch.cli import parser
+from treesearch.cli.main import parser
+from treesearch.cli.setup import search_config
+from treesearch.engine.tree import ROOT, NodeStatus
 from treesearch.errors import ConfigError
-from treesearch.run_command import search_config
 from treesearch.strategies.ab_mcts import Posterior, Search
 from treesearch.strategies.early_vote import beta_confidence, settled_at
 from treesearch.strategies.particles import particle_weights, systematic_resample
-from treesearch.tree import ROOT, NodeStatus
 
 pytestmark = pytest.mark.anyio
 

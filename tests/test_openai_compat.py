@@ -21,7 +21,7 @@ from treesearch import (
 )
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy
-from treesearch.tree import ROOT, NodeStatus
+from treesearch.engine.tree import ROOT, NodeStatus
 
 pytestmark = pytest.mark.anyio
 

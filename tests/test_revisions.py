@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from treesearch import ConfigError, Generation, Prefix, SamplingParams, SearchConfig, run, search
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
-from treesearch.budget import Budget, BudgetLimits
-from treesearch.config import DEFAULT_REVISION_TEMPLATE
-from treesearch.context import SearchContext, StepFormat
+from treesearch.engine.budget import Budget, BudgetLimits
+from treesearch.engine.config import DEFAULT_REVISION_TEMPLATE
+from treesearch.engine.context import SearchContext, StepFormat
+from treesearch.engine.tree import ROOT
 from treesearch.strategies.revisions import chain_lengths, revision_prompt
-from treesearch.tree import ROOT
 
 pytestmark = pytest.mark.anyio
 

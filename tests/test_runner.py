@@ -23,8 +23,8 @@ from treesearch import (
     run,
 )
 from treesearch.backends.openai_compat import OpenAIPolicy
-from treesearch.difficulty import Cell, DifficultyBins, PolicyTable
-from treesearch.runner import fingerprint
+from treesearch.optimal.difficulty import Cell, DifficultyBins, PolicyTable
+from treesearch.runs.runner import fingerprint
 
 pytestmark = pytest.mark.anyio
 

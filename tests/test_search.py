@@ -29,7 +29,7 @@ from treesearch import (
 )
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
-from treesearch.tree import ROOT, SearchTree
+from treesearch.engine.tree import ROOT, SearchTree
 
 pytestmark = pytest.mark.anyio
 

@@ -28,9 +28,9 @@ from treesearch.backends.verifiers import (
     LogprobVerifier,
     PoolingPRM,
 )
-from treesearch.difficulty import Cell, DifficultyBins, PolicyTable
+from treesearch.engine.tree import ROOT, NodeStatus, SearchTree
+from treesearch.optimal.difficulty import Cell, DifficultyBins, PolicyTable
 from treesearch.strategies.select import rebase_widths, top_k
-from treesearch.tree import ROOT, NodeStatus, SearchTree
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 import networkx as nx
 import pytest
 
-from treesearch.tree import ROOT, NodeStatus, SearchTree
+from treesearch.engine.tree import ROOT, NodeStatus, SearchTree
 
 
 def small_tree() -> SearchTree:

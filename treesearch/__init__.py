@@ -12,15 +12,16 @@ OpenAI-compatible endpoints. The Python API in a few lines::
     results = await treesearch.run(problems, policy, config, output="out.jsonl")
 """
 
-from treesearch.adaptive import fit_policy_table
-from treesearch.advise import predict_votes
-from treesearch.aggregate import AGGREGATORS, Candidate
-from treesearch.answers import extract_answer
-from treesearch.budget import Budget, BudgetLimits, ModelSizes, Usage
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext, StepFormat
-from treesearch.difficulty import DifficultyBins, PolicyTable
-from treesearch.equivalence import AnswerEquivalence, MathEquivalence, PairwiseEquivalence
+from treesearch.answers.aggregate import AGGREGATORS, Candidate
+from treesearch.answers.equivalence import AnswerEquivalence, MathEquivalence, PairwiseEquivalence
+from treesearch.answers.extract import extract_answer
+from treesearch.engine.budget import Budget, BudgetLimits, ModelSizes, Usage
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext, StepFormat
+from treesearch.engine.policy import Choice, Generation, Policy, Prefix, SamplingParams
+from treesearch.engine.search import SearchResult, search
+from treesearch.engine.tree import Node, NodeStatus, SearchTree
+from treesearch.engine.verify import CallableVerifier, Verifier
 from treesearch.errors import (
     BudgetExhausted,
     ConfigError,
@@ -29,15 +30,14 @@ from treesearch.errors import (
     TreeSearchError,
     VerifierError,
 )
-from treesearch.labels import label
-from treesearch.policy import Choice, Generation, Policy, Prefix, SamplingParams
+from treesearch.optimal.advise import predict_votes
+from treesearch.optimal.difficulty import DifficultyBins, PolicyTable
+from treesearch.optimal.fit import fit_policy_table
 from treesearch.problems import Problem, load_problems
 from treesearch.registry import make_backend
-from treesearch.runner import read_output, run
-from treesearch.search import SearchResult, search
+from treesearch.runs.labels import label
+from treesearch.runs.runner import read_output, run
 from treesearch.strategies import STRATEGIES
-from treesearch.tree import Node, NodeStatus, SearchTree
-from treesearch.verify import CallableVerifier, Verifier
 
 __all__ = [
     "AGGREGATORS",

@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from treesearch.budget import Tally
-from treesearch.config import SearchConfig
+from treesearch.engine.budget import Tally
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.policy import Policy
+from treesearch.engine.search import SearchResult, check_config, search
 from treesearch.errors import ConfigError, EndpointError, VerifierError
 from treesearch.logs import get_logger
-from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.redaction import redact
-from treesearch.search import SearchResult, check_config, search
 from treesearch.serve.protocol import (
     Caps,
     ChatRequest,
@@ -48,8 +48,8 @@ from treesearch.serve.protocol import (
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from treesearch.equivalence import AnswerEquivalence
-    from treesearch.verify import Verifier
+    from treesearch.answers.equivalence import AnswerEquivalence
+    from treesearch.engine.verify import Verifier
 
 log = get_logger(__name__)
 

@@ -30,8 +30,8 @@ from pydantic import (
     field_validator,
 )
 
-from treesearch.budget import BudgetLimits
-from treesearch.config import SearchConfig
+from treesearch.engine.budget import BudgetLimits
+from treesearch.engine.config import SearchConfig
 from treesearch.errors import ConfigError
 from treesearch.strategies import STRATEGIES
 

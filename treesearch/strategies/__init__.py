@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext
 from treesearch.errors import ConfigError
 from treesearch.strategies.ab_mcts import ab_mcts
-from treesearch.strategies.adaptive import adaptive
+from treesearch.strategies.adaptive import choose
 from treesearch.strategies.beam import beam, dvts, lookahead
 from treesearch.strategies.deepconf import deepconf
 from treesearch.strategies.early_vote import early_vote
@@ -28,6 +28,13 @@ from treesearch.strategies.revisions import revisions
 from treesearch.strategies.sampling import sample, sample_to_judge
 
 Routine = Callable[[SearchContext, SearchConfig], Awaitable[None]]
+
+
+async def adaptive(ctx: SearchContext, config: SearchConfig) -> None:
+    """The compute-optimal strategy: what ``choose`` picked for the problem, run here, where
+    the registry is (so the chooser need not import the registry that holds it)."""
+    chosen = await choose(ctx, config)
+    await get_strategy(chosen.strategy).run(ctx, chosen)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

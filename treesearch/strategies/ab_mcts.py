@@ -34,10 +34,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext, gather
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.tree import ROOT
 from treesearch.strategies.revisions import revision_prompt
-from treesearch.tree import ROOT
 
 # Normal-inverse-gamma prior over scores (TreeQuest's ABMCTS-A defaults).
 PRIOR_MEAN, PRIOR_KAPPA, PRIOR_NU, PRIOR_TAU2 = 0.0, 1.0, 1.0, 0.1

@@ -15,11 +15,11 @@ from dataclasses import replace
 
 import anyio
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext
-from treesearch.difficulty import Cell
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext
+from treesearch.engine.tree import ROOT, NodeStatus
 from treesearch.errors import ConfigError
-from treesearch.tree import ROOT, NodeStatus
+from treesearch.optimal.difficulty import Cell
 
 
 def apply_cell(cell: Cell, config: SearchConfig) -> SearchConfig:
@@ -65,9 +65,10 @@ def probe_context(ctx: SearchContext) -> SearchContext:
     )
 
 
-async def adaptive(ctx: SearchContext, config: SearchConfig) -> None:
-    from treesearch.strategies import get_strategy  # the registry holds this routine
-
+async def choose(ctx: SearchContext, config: SearchConfig) -> SearchConfig:
+    """Probe the problem, bin its difficulty and return the configuration the policy table
+    chose for that level and N (recorded on ``ctx`` as ``chosen`` and ``choice``); the
+    registry's ``adaptive`` routine then runs it."""
     table = config.policy_table
     assert table is not None  # SearchConfig refuses adaptive without one
     value = await difficulty(probe_context(ctx), table.probe_k, table.bins.kind)
@@ -82,4 +83,4 @@ async def adaptive(ctx: SearchContext, config: SearchConfig) -> None:
         "n": cell.n,
         "options": dict(cell.options),
     }
-    await get_strategy(chosen.strategy).run(ctx, chosen)
+    return chosen

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext, gather
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.tree import ROOT
 from treesearch.errors import BudgetExhausted
 from treesearch.strategies.frontier import grow
 from treesearch.strategies.select import beam_widths, top_k
-from treesearch.tree import ROOT
 
 
 async def beam(ctx: SearchContext, config: SearchConfig, *, lookahead: int = 0) -> None:

@@ -1,7 +1,7 @@
 """DeepConf (Fu et al. 2025, "Deep Think with Confidence"): confidence-filtered voting.
 
 Every trace is a whole solution sampled with ``deepconf_top_k`` top logprobs a token
-(20, the most OpenAI and vLLM give), scored by its confidence (``treesearch.confidence``:
+(20, the most OpenAI and vLLM give), scored by its confidence (``treesearch.answers.confidence``:
 the lowest mean over a window of ``confidence_window`` tokens by default). A trace's
 confidence stands in as its path score, and the answer is the confidence-weighted vote
 of the traces kept.
@@ -38,12 +38,12 @@ from statistics import median
 
 import anyio
 
-from treesearch.confidence import WindowGuard, percentile, trace_score
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext, gather
+from treesearch.answers.confidence import WindowGuard, percentile, trace_score
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.tree import ROOT, Node
 from treesearch.errors import BudgetExhausted, ConfigError
 from treesearch.logs import get_logger
-from treesearch.tree import ROOT, Node
 
 log = get_logger(__name__)
 MIN_WINDOW = 4

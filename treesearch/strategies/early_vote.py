@@ -25,10 +25,10 @@ from functools import partial
 
 import anyio
 
-from treesearch.config import STOP_RULES, SearchConfig
-from treesearch.context import SearchContext, gather
+from treesearch.engine.config import STOP_RULES, SearchConfig
+from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.tree import ROOT
 from treesearch.errors import ConfigError
-from treesearch.tree import ROOT
 
 
 def beta_confidence(leading: int, second: int) -> float:

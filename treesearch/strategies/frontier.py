@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext, gather
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.tree import ROOT, Node
 from treesearch.errors import BudgetExhausted
-from treesearch.tree import ROOT, Node
 
 # (open node ids, their values, finished node ids so far) -> children per open node
 WidthRule = Callable[[Sequence[int], Sequence[float], Sequence[int]], Sequence[int]]

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext
+from treesearch.engine.tree import ROOT
 from treesearch.strategies.select import top_k, uct
-from treesearch.tree import ROOT
 
 
 async def mcts(ctx: SearchContext, config: SearchConfig) -> None:

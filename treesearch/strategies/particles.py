@@ -20,11 +20,11 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext
+from treesearch.engine.tree import ROOT
 from treesearch.logs import get_logger
 from treesearch.strategies.select import softmax
-from treesearch.tree import ROOT
 
 log = get_logger(__name__)
 

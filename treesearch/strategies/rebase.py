@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext
 from treesearch.logs import get_logger
 from treesearch.strategies.frontier import grow
 from treesearch.strategies.select import rebase_widths

@@ -24,10 +24,10 @@ import re
 from dataclasses import replace
 from functools import partial
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext, gather
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.tree import ROOT, Node
 from treesearch.problems import Problem
-from treesearch.tree import ROOT, Node
 
 _FIELD = re.compile(r"\{(question|attempts)\}")
 

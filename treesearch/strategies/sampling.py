@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext, gather
-from treesearch.tree import ROOT
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.tree import ROOT
 
 
 async def sample(ctx: SearchContext, config: SearchConfig, *, n: int | None = None) -> None:

@@ -31,19 +31,19 @@ from typing import Any
 
 import anyio
 
-from treesearch.budget import Budget, ModelSizes, Tally, Usage
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext, gather, most_telling
-from treesearch.equivalence import AnswerEquivalence, default_equivalence
+from treesearch.answers.equivalence import AnswerEquivalence, default_equivalence
+from treesearch.engine.budget import Budget, ModelSizes, Tally, Usage
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext, gather, most_telling
+from treesearch.engine.policy import Policy
+from treesearch.engine.search import seconds_left, stop_cause
+from treesearch.engine.tree import ROOT, Node, NodeStatus
+from treesearch.engine.verify import Verifier
 from treesearch.errors import BudgetExhausted, ConfigError, TreeSearchError
 from treesearch.logs import get_logger
-from treesearch.policy import Policy
 from treesearch.problems import Problem
-from treesearch.rows import check_same_run, drop_rows, iter_rows, open_append
-from treesearch.runner import fingerprint, read_output
-from treesearch.search import seconds_left, stop_cause
-from treesearch.tree import ROOT, Node, NodeStatus
-from treesearch.verify import Verifier
+from treesearch.runs.rows import check_same_run, drop_rows, iter_rows, open_append
+from treesearch.runs.runner import fingerprint, read_output
 
 log = get_logger(__name__)
 

@@ -14,10 +14,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from treesearch.advise import MAX_K
-from treesearch.cli_options import number
+from treesearch.cli.options import number
 from treesearch.errors import ConfigError
-from treesearch.rows import iter_rows
+from treesearch.optimal.advise import MAX_K
+from treesearch.runs.rows import iter_rows
 
 _DESCRIPTION = (
     "Predict majority-vote accuracy against the number of samples K (and filter-vote's, against "
@@ -69,7 +69,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 def advise_command(args: argparse.Namespace) -> int:
     """``treesearch advise``: prints the table; the exit code."""
-    from treesearch.advise import predict_votes
+    from treesearch.optimal.advise import predict_votes
 
     rows = read_rows(args.results)
     if not rows:

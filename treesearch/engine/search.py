@@ -19,19 +19,19 @@ from typing import Any
 
 import anyio
 
-from treesearch.aggregate import Candidate, aggregate, get_aggregator
-from treesearch.budget import Budget, ModelSizes, Tally, Usage
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext, most_telling
-from treesearch.equivalence import AnswerEquivalence, default_equivalence
+from treesearch.answers.aggregate import Candidate, aggregate, get_aggregator
+from treesearch.answers.equivalence import AnswerEquivalence, default_equivalence
+from treesearch.engine.budget import Budget, ModelSizes, Tally, Usage
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext, most_telling
+from treesearch.engine.policy import Policy
+from treesearch.engine.tree import Node, NodeStatus, SearchTree, in_order
+from treesearch.engine.verify import Verifier
 from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed
 from treesearch.logs import get_logger
-from treesearch.policy import Policy
 from treesearch.problems import Problem
 from treesearch.strategies import get_strategy
 from treesearch.strategies.adaptive import apply_cell
-from treesearch.tree import Node, NodeStatus, SearchTree, in_order
-from treesearch.verify import Verifier
 
 log = get_logger(__name__)
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from treesearch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from treesearch.equivalence import AnswerEquivalence
+    from treesearch.answers.equivalence import AnswerEquivalence
 
 # The largest K worth asking about: the cost grows as K³, and past about 2,000 the
 # scaled coefficients below leave the range of a float.
@@ -802,7 +802,7 @@ def predict_votes(
     if resamples < 0 or not 0.0 < level < 1.0:
         raise ConfigError(f"needs resamples ≥ 0 and 0 < level < 1, got {resamples}, {level}")
     if equivalence is None:
-        from treesearch.equivalence import MathEquivalence
+        from treesearch.answers.equivalence import MathEquivalence
 
         with MathEquivalence() as math_equivalence:
             found = estimate(rows, math_equivalence)

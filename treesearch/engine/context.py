@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from treesearch.answers import RUN_ON_MARKERS, extract_answer, extract_final_value, split_run_on
-from treesearch.budget import Budget
-from treesearch.equivalence import AnswerEquivalence, default_equivalence
-from treesearch.errors import BudgetExhausted, ConfigError, EndpointError, VerifierError
-from treesearch.logs import get_logger
-from treesearch.policy import (
+from treesearch.answers.equivalence import AnswerEquivalence, default_equivalence
+from treesearch.answers.extract import RUN_ON_MARKERS, extract_answer, extract_final_value, split_run_on
+from treesearch.engine.budget import Budget
+from treesearch.engine.policy import (
     Choice,
     Generation,
     Policy,
@@ -33,12 +31,14 @@ from treesearch.policy import (
     completion_token_bound,
     token_upper_bound,
 )
+from treesearch.engine.tree import ROOT, Node, NodeStatus, SearchTree
+from treesearch.engine.verify import Verifier, check_scores, reduce_scores, verifier_name
+from treesearch.errors import BudgetExhausted, ConfigError, EndpointError, VerifierError
+from treesearch.logs import get_logger
 from treesearch.problems import Problem
-from treesearch.tree import ROOT, Node, NodeStatus, SearchTree
-from treesearch.verify import Verifier, check_scores, reduce_scores, verifier_name
 
 if TYPE_CHECKING:
-    from treesearch.config import SearchConfig
+    from treesearch.engine.config import SearchConfig
 
 log = get_logger(__name__)
 

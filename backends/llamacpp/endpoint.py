@@ -2,7 +2,7 @@
 
 ``LlamaCppEndpoint`` answers the same OpenAI completions bodies an HTTP server
 would, so ``OpenAIPolicy`` and ``LogprobVerifier`` run on it unchanged. By
-default it serves them through the batching engine (``llamacpp_engine.py``):
+default it serves them through the batching engine (``engine.py``):
 it honours ``n``, decodes concurrent requests in one batch, and keeps the KV of
 recent prefixes, so a search's many short continuations of shared prefixes
 re-read only their new text. ``batching=False`` is the serial path it replaced
@@ -35,7 +35,7 @@ import anyio
 
 from treesearch.errors import ConfigError, EndpointError
 
-from .llamacpp_engine import MISSING, BatchEngine, Job, Sampling, judgement_answer, model_params, top_logprobs
+from .engine import MISSING, BatchEngine, Job, Sampling, judgement_answer, model_params, top_logprobs
 
 MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
 

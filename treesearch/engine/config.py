@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from treesearch.budget import BudgetLimits
-from treesearch.context import StepFormat
-from treesearch.difficulty import PolicyTable
+from treesearch.engine.budget import BudgetLimits
+from treesearch.engine.context import StepFormat
+from treesearch.engine.policy import SamplingParams
+from treesearch.engine.verify import check_reduction
 from treesearch.errors import ConfigError
-from treesearch.policy import SamplingParams
-from treesearch.verify import check_reduction
+from treesearch.optimal.difficulty import PolicyTable
 
 # A revision's question: the problem, then the earlier attempts of its chain.
 DEFAULT_REVISION_TEMPLATE = (

@@ -15,11 +15,8 @@ from typing import Any
 
 import anyio
 
-from treesearch.cli_options import COUNT, add_endpoint_options, add_search_options, add_verifier_options
-from treesearch.difficulty import KINDS, LEVELS
-from treesearch.errors import ConfigError
-from treesearch.problems import load_problems
-from treesearch.run_command import (
+from treesearch.cli.options import COUNT, add_endpoint_options, add_search_options, add_verifier_options
+from treesearch.cli.setup import (
     Backends,
     drive,
     problems_in_flight,
@@ -27,6 +24,9 @@ from treesearch.run_command import (
     verifier_choice,
     writable_file,
 )
+from treesearch.errors import ConfigError
+from treesearch.optimal.difficulty import KINDS, LEVELS
+from treesearch.problems import load_problems
 
 
 def _budgets(text: str) -> list[int]:
@@ -68,7 +68,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 async def fit_command(args: argparse.Namespace) -> int:
     """``treesearch fit-adaptive``: the exit code; prints the table on stderr."""
-    from treesearch.adaptive import fit_policy_table
+    from treesearch.optimal.fit import fit_policy_table
 
     config = search_config(args)
     chosen = verifier_choice(args, config)

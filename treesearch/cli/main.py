@@ -4,9 +4,8 @@ the parser and ``main``.
 Options mirror SearchConfig one to one; every numeric option checks its own
 range. Every error treesearch raises on purpose is printed as one line with a
 non-zero exit (2 for bad input, 1 when some problems failed); a traceback is a
-bug. The commands that talk to a model live in modules of their own (``run_command``,
-``fit_command``, ``label_command``, ``advise_command``, ``serve_command``), with the options they share in
-``cli_options``.
+bug. The commands that talk to a model live in modules of their own (``run``, ``fit``,
+``label``, ``advise``, ``serve``), with the options they share in ``options``.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from typing import Any, NoReturn
 
 import anyio
 
-from treesearch import fit_command, label_command, serve_command
-from treesearch.cli_options import (
+from treesearch.cli import fit, label, serve
+from treesearch.cli.options import (
     COUNT,
     add_endpoint_options,
     add_search_options,
@@ -31,12 +30,28 @@ from treesearch.cli_options import (
     add_verifier_options,
     text,
 )
-from treesearch.errors import EndpointError, TreeSearchError
-from treesearch.run_command import run_handler
+from treesearch.cli.run import run_command
+from treesearch.cli.setup import prepare_outputs, search_config, verifier_choice
+from treesearch.errors import ConfigError, EndpointError, TreeSearchError
+from treesearch.problems import load_problems
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """``treesearch run``: on Ray when --ray says so, else in this process."""
+    if args.ray is None:
+        return anyio.run(run_command, args)
+    from treesearch.cli.ray import run_on_ray
+
+    if args.trees is not None or args.log_json is not None:
+        raise ConfigError("--trees and --log-json are written by one process; drop them with --ray")
+    verifier_choice(args, search_config(args))  # bad settings fail here, before Ray starts
+    problems = load_problems(args.problems)
+    prepare_outputs(args)
+    return run_on_ray(args, problems)
 
 
 def _serve_fake(args: argparse.Namespace) -> int:
-    from treesearch.backends.fake_server import (
+    from treesearch.backends.fake.app import (
         FakeServerConfig,
         parse_faults,
         serve,
@@ -83,7 +98,7 @@ def _serve_fake(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from treesearch.demo import demo, write_problems
+    from treesearch.cli.demo import demo, write_problems
 
     if args.write_problems is not None:
         write_problems(args.write_problems, args.count)
@@ -213,11 +228,11 @@ def parser() -> argparse.ArgumentParser:
                       "(default: run the demo)")  # fmt: skip
     demo.add_argument("--count", type=COUNT, default=20, help="problems --write-problems writes")
     demo.set_defaults(handler=_demo)
-    for command in (label_command, fit_command, serve_command):
+    for command in (label, fit, serve):
         command.add_parser(commands)
-    from treesearch import advise_command
+    from treesearch.cli import advise
 
-    advise_command.add_parser(commands)
+    advise.add_parser(commands)
     return top
 
 
@@ -234,7 +249,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

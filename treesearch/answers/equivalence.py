@@ -37,8 +37,8 @@ from functools import lru_cache
 from types import TracebackType
 from typing import Protocol
 
-from treesearch.answer_worker import MATH_DELIMITERS, Outcome, WorkerProcess, number_bucket
-from treesearch.answers import extract_answer
+from treesearch.answers.extract import extract_answer
+from treesearch.answers.worker import MATH_DELIMITERS, Outcome, WorkerProcess, number_bucket
 from treesearch.errors import ConfigError
 from treesearch.logs import get_logger
 

@@ -1,4 +1,4 @@
-"""``treesearch label``: command-line arguments in, one run of ``treesearch.labels.label`` out.
+"""``treesearch label``: command-line arguments in, one run of ``treesearch.runs.labels.label`` out.
 
 It talks to the same servers and takes the same step, sampling and budget options as
 ``run``; ``--n`` is the number of solutions sampled per problem and ``--rollouts`` the
@@ -16,11 +16,8 @@ from typing import Any
 
 import anyio
 
-from treesearch.cli_options import COUNT, add_endpoint_options, add_search_options, add_size_options
-from treesearch.errors import ConfigError
-from treesearch.labels import LabelResult, check_gold, label, summary_path
-from treesearch.problems import load_problems
-from treesearch.run_command import (
+from treesearch.cli.options import COUNT, add_endpoint_options, add_search_options, add_size_options
+from treesearch.cli.setup import (
     Backends,
     drive,
     model_sizes,
@@ -28,7 +25,10 @@ from treesearch.run_command import (
     search_config,
     writable_file,
 )
-from treesearch.runner import read_output
+from treesearch.errors import ConfigError
+from treesearch.problems import load_problems
+from treesearch.runs.labels import LabelResult, check_gold, label, summary_path
+from treesearch.runs.runner import read_output
 
 _DESCRIPTION = (
     "Sample --n solutions per problem step by step; from each step run --rollouts whole "

@@ -19,19 +19,19 @@ from typing import Any
 
 import anyio
 
-from treesearch.budget import Budget
-from treesearch.config import SearchConfig
-from treesearch.context import SearchContext
-from treesearch.difficulty import LEVELS, Cell, DifficultyBins, PolicyTable
-from treesearch.equivalence import AnswerEquivalence, default_equivalence
+from treesearch.answers.equivalence import AnswerEquivalence, default_equivalence
+from treesearch.engine.budget import Budget
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import SearchContext
+from treesearch.engine.policy import Policy
+from treesearch.engine.search import SearchResult
+from treesearch.engine.verify import Verifier
 from treesearch.errors import ConfigError, TreeSearchError
 from treesearch.logs import get_logger
-from treesearch.policy import Policy
+from treesearch.optimal.difficulty import LEVELS, Cell, DifficultyBins, PolicyTable
 from treesearch.problems import Problem
-from treesearch.runner import fingerprint, run
-from treesearch.search import SearchResult
+from treesearch.runs.runner import fingerprint, run
 from treesearch.strategies.adaptive import apply_cell, difficulty
-from treesearch.verify import Verifier
 
 log = get_logger(__name__)
 

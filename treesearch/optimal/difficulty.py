@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from treesearch.confidence import percentile
+from treesearch.answers.confidence import percentile
 from treesearch.errors import ConfigError
 
 KINDS = ("predicted", "oracle")

@@ -14,17 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from treesearch.aggregate import AGGREGATORS
-from treesearch.budget import BudgetLimits
-from treesearch.config import (
+from treesearch.answers.aggregate import AGGREGATORS
+from treesearch.engine.budget import BudgetLimits
+from treesearch.engine.config import (
     DEFAULT_REVISION_TEMPLATE,
     PARTICLE_WEIGHTINGS,
     POSTERIORS,
     STOP_RULES,
     TRACE_SCORES,
 )
+from treesearch.engine.verify import REDUCTIONS
 from treesearch.strategies import STRATEGIES
-from treesearch.verify import REDUCTIONS
 
 
 def text(value: str) -> str:

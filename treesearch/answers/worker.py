@@ -36,7 +36,7 @@ class Outcome(Enum):
     CRASHED = "answer_check_failed"
 
 
-_BOOT = "import sys; from treesearch.answer_worker import serve; serve(int(sys.argv[1]), int(sys.argv[2]))"
+_BOOT = "import sys; from treesearch.answers.worker import serve; serve(int(sys.argv[1]), int(sys.argv[2]))"
 _START_TIMEOUT_S = 120.0  # imports only, on a loaded machine; each request has its own limit
 
 
@@ -215,7 +215,7 @@ def _symbols(parsed: tuple[Any, ...]) -> set[str]:
 
 @lru_cache(maxsize=4096)
 def _key(text: str) -> tuple[tuple[Hashable, ...], Fraction | str] | None:
-    """The answer's buckets and canonical form (see ``treesearch.equivalence``), or None when it
+    """The answer's buckets and canonical form (see ``treesearch.answers.equivalence``), or None when it
     does not parse, or parses only to nonsense: ``12:00`` reads as 12/0, and every such
     answer would share that one canonical form.
 

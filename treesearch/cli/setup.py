@@ -1,9 +1,7 @@
-"""``treesearch run``: command-line arguments in, one run of ``treesearch.run`` out.
-
-Checks what it can before the first request (values, files, paths, the
-verifier), then the model against the server's list, builds the endpoint,
-policy and verifier, and runs the problems under a signal watcher, so Ctrl-C
-and SIGTERM end the run in order. Keys are sent, never shown.
+"""What every command that talks to a model sets up from its arguments: the SearchConfig,
+the endpoint, policy, verifier and completion check (``drive`` opens and closes them around
+the command's work, under a signal watcher so Ctrl-C and SIGTERM end it in order), and the
+replica counts and model sizes its closing lines report. Keys are sent, never shown.
 """
 
 from __future__ import annotations
@@ -21,24 +19,25 @@ from typing import Any, TypeVar
 
 import anyio
 
+from treesearch.answers.equivalence import MathEquivalence
+
 # The command line is an edge: it may build adapters directly.
 from treesearch.backends.endpoint import Endpoint, server_root
 from treesearch.backends.verifiers import FINISHED_TEMPLATE
-from treesearch.budget import BudgetLimits, ModelSizes
-from treesearch.config import SearchConfig
-from treesearch.context import StepFormat, most_telling
-from treesearch.difficulty import PolicyTable
-from treesearch.equivalence import MathEquivalence
+from treesearch.engine.budget import BudgetLimits, ModelSizes
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.context import StepFormat, most_telling
+from treesearch.engine.policy import Policy, SamplingParams
+from treesearch.engine.search import check_config
+from treesearch.engine.verify import CallableVerifier, Verifier
 from treesearch.errors import ConfigError
 from treesearch.logs import configure, get_logger
-from treesearch.policy import Policy, SamplingParams
-from treesearch.problems import Problem, load_problems
+from treesearch.optimal.difficulty import PolicyTable
 from treesearch.registry import backend_names, make_backend
-from treesearch.runner import fingerprint, read_output, run
-from treesearch.search import SearchResult, check_config
-from treesearch.verify import CallableVerifier, Verifier
 
 log = get_logger(__name__)
+
+
 T = TypeVar("T")
 
 
@@ -225,20 +224,6 @@ def _names(models: list[str]) -> str:
     return shown if len(models) <= 10 else f"{shown} and {len(models) - 10} more"
 
 
-def _prepare_outputs(args: argparse.Namespace) -> None:
-    """Make the folders the run writes into, or say on one line why a path cannot be written,
-    before any request is sent."""
-    writable_file("--output", args.output)
-    if args.log_json is not None:
-        writable_file("--log-json", args.log_json)
-    if args.trees is not None:
-        if args.trees.exists() and not args.trees.is_dir():
-            raise ConfigError(f"--trees {args.trees} is a file; --trees names the folder trees go into")
-        _make_folder("--trees", args.trees, args.trees)
-        if not os.access(args.trees, os.W_OK):
-            raise ConfigError(f"--trees {args.trees} cannot be written: permission denied")
-
-
 def writable_file(flag: str, path: Path) -> None:
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give the path of a file")
@@ -350,126 +335,6 @@ def problems_in_flight(args: argparse.Namespace) -> int:
     return int(args.problems_in_flight or (8 if args.backend == "llamacpp" else 32))
 
 
-def run_handler(args: argparse.Namespace) -> int:
-    """``treesearch run``: on Ray when --ray says so, else in this process."""
-    if args.ray is None:
-        return anyio.run(run_command, args)
-    from treesearch.ray_runner import run_on_ray
-
-    if args.trees is not None or args.log_json is not None:
-        raise ConfigError("--trees and --log-json are written by one process; drop them with --ray")
-    verifier_choice(args, search_config(args))  # bad settings fail here, before Ray starts
-    problems = load_problems(args.problems)
-    _prepare_outputs(args)
-    return run_on_ray(args, problems)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Ran:
-    """One ``treesearch run`` in this process: its problems, every problem's result (None when
-    a signal ended it), how many were done before it, and each server's replica counts."""
-
-    problems: list[Problem]
-    results: list[SearchResult] | None
-    done_before: int
-    pools: list[list[dict[str, Any]]]
-
-
-async def run_command(args: argparse.Namespace) -> int:
-    """``treesearch run``: the exit code; prints its closing lines on stderr."""
-    ran = await run_problems(args)
-    if ran.results is None:
-        return interrupted(args, ran.problems)
-    return closing_lines(ran.results, ran.done_before, model_sizes(args))
-
-
-async def run_problems(args: argparse.Namespace) -> Ran:
-    """Run the problems of ``args`` into ``args.output``, printing nothing but progress (and
-    each pool's counts): the part of ``treesearch run`` a Ray task runs on its chunk."""
-    config = search_config(args)
-    chosen = verifier_choice(args, config)
-    sizes = model_sizes(args)
-    problems = load_problems(args.problems)
-    _prepare_outputs(args)
-    ids = {problem.id for problem in problems}
-    before = {key: row for key, row in read_output(args.output).items() if key in ids}
-    done_before = sum(1 for row in before.values() if not (args.retry_failed and row.get("error")))
-    used: list[Backends] = []
-
-    async def work(backends: Backends) -> list[SearchResult]:
-        used.append(backends)
-        if config.policy_table is not None:
-            settings = fingerprint(config, backends.policy, backends.verifier, backends.finish_check)
-            differ = config.policy_table.differences(settings)
-            if differ:
-                print(
-                    f"treesearch: warning: {args.policy_table} was fitted with another "
-                    f"{', '.join(differ)}; its choices may not hold here",
-                    file=sys.stderr,
-                )
-        return await run(
-            problems,
-            backends.policy,
-            config,
-            verifier=backends.verifier,
-            finish_check=backends.finish_check,
-            output=args.output,
-            trees_dir=args.trees,
-            keep_trees=False,
-            max_problems_in_flight=problems_in_flight(args),
-            progress=True,
-            equivalence=backends.equivalence,
-            retry_failed=args.retry_failed,
-            force_resume=args.force_resume,
-            sizes=sizes,
-        )
-
-    results = await drive(args, chosen, work)
-    pools = replica_counts(used[0].servers) if used else []
-    return Ran(problems=problems, results=results, done_before=done_before, pools=pools)
-
-
-def interrupted(args: argparse.Namespace, problems: list[Problem]) -> int:
-    """The line a run ended by Ctrl-C or SIGTERM closes with (how many problems remain, and how
-    to go on); its exit code."""
-    recorded = read_output(args.output)
-    left = sum(1 for problem in problems if problem.id not in recorded)
-    print(
-        f"treesearch: interrupted; {left} of {len(problems)} problems remain"
-        f" (rerun the same command to continue into {args.output})",
-        file=sys.stderr,
-    )
-    return 130
-
-
-def closing_lines(results: list[SearchResult], done_before: int, sizes: ModelSizes | None) -> int:
-    """The lines a finished run closes with, from every problem's result (those run now and
-    ``done_before`` read back): problems run, accuracy, tokens (and FLOPs) per problem, and the
-    failures; the exit code."""
-    failed = [r for r in results if r.error is not None]
-    graded = [r for r in results if r.correct is not None]
-    summary = f"{len(results) - done_before} problems run now, {done_before} already done"
-    if graded:
-        accuracy = sum(bool(r.correct) for r in graded) / len(graded)
-        summary += f"; accuracy {accuracy:.3f} over all {len(graded)} graded problems, earlier ones included"
-    ran = [r for r in results if r.error is None]
-    if ran:
-        tokens = sum(r.usage.total_tokens for r in ran) / len(ran)
-        summary += f"; {tokens:,.0f} tokens per problem"
-        if sizes is not None:
-            flops = sum(sizes.flops(r.usage)["total"] for r in ran) / len(ran)
-            summary += f", {flops:.3g} inference FLOPs"
-    print(summary, file=sys.stderr)
-    if failed:
-        print(
-            f"treesearch: {len(failed)} problems failed (--retry-failed runs them again); "
-            f"first: {failed[0].error}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
 @asynccontextmanager
 async def _unwrapped() -> AsyncIterator[None]:
     """A failure inside a task group surfaces as itself, not as an exception group."""
@@ -483,3 +348,17 @@ async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             scope.cancel()
+
+
+def prepare_outputs(args: argparse.Namespace) -> None:
+    """Make the folders the run writes into, or say on one line why a path cannot be written,
+    before any request is sent."""
+    writable_file("--output", args.output)
+    if args.log_json is not None:
+        writable_file("--log-json", args.log_json)
+    if args.trees is not None:
+        if args.trees.exists() and not args.trees.is_dir():
+            raise ConfigError(f"--trees {args.trees} is a file; --trees names the folder trees go into")
+        _make_folder("--trees", args.trees, args.trees)
+        if not os.access(args.trees, os.W_OK):
+            raise ConfigError(f"--trees {args.trees} cannot be written: permission denied")

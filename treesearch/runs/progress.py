@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Never, TextIO
 
 import anyio
 
-from treesearch.budget import Tally
+from treesearch.engine.budget import Tally
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from treesearch.search import SearchResult
+    from treesearch.engine.search import SearchResult
 
 
 class Progress:

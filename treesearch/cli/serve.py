@@ -12,8 +12,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from treesearch.budget import BudgetLimits
-from treesearch.cli_options import (
+from treesearch.cli.options import (
     COUNT,
     NOT_NEGATIVE,
     POSITIVE,
@@ -22,6 +21,7 @@ from treesearch.cli_options import (
     add_strategy_options,
     add_verifier_options,
 )
+from treesearch.engine.budget import BudgetLimits
 from treesearch.errors import ConfigError
 
 # Caps a server has when its command line gives none (the budget options and --max-n).
@@ -101,8 +101,8 @@ def _keys(args: argparse.Namespace) -> frozenset[str]:
 async def serve_command(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from treesearch.cli.setup import Backends, api_key, drive, search_config, verifier_choice
     from treesearch.registry import make_backend
-    from treesearch.run_command import Backends, api_key, drive, search_config, verifier_choice
     from treesearch.serve import Caps, SearchServer, Upstream
 
     if args.backend == "openai" and not (args.base_url or args.pool_file):

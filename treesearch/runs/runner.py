@@ -23,18 +23,18 @@ from typing import Any, TextIO
 
 import anyio
 
-from treesearch.budget import ModelSizes, Tally
-from treesearch.config import SearchConfig
-from treesearch.equivalence import AnswerEquivalence
+from treesearch.answers.equivalence import AnswerEquivalence
+from treesearch.engine.budget import ModelSizes, Tally
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.policy import Policy
+from treesearch.engine.search import SearchResult, check_config, search
+from treesearch.engine.verify import Verifier
 from treesearch.errors import ConfigError
 from treesearch.logs import get_logger
-from treesearch.policy import Policy
 from treesearch.priority import problem_order
 from treesearch.problems import Problem
-from treesearch.progress import Progress
-from treesearch.rows import check_same_run, drop_rows, iter_rows, open_append
-from treesearch.search import SearchResult, check_config, search
-from treesearch.verify import Verifier
+from treesearch.runs.progress import Progress
+from treesearch.runs.rows import check_same_run, drop_rows, iter_rows, open_append
 
 log = get_logger(__name__)
 

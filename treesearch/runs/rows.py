@@ -81,7 +81,7 @@ def check_same_run(
 
 @functools.cache
 def _default_settings() -> dict[str, Any]:
-    from treesearch.config import SearchConfig
+    from treesearch.engine.config import SearchConfig
 
     settings: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(SearchConfig())))
     return settings

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from treesearch.arithmetic import STEP_FORMAT, make_problems, step_scores
-from treesearch.config import SearchConfig
-from treesearch.policy import SamplingParams
-from treesearch.runner import run
-from treesearch.verify import CallableVerifier
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.policy import SamplingParams
+from treesearch.engine.verify import CallableVerifier
+from treesearch.runs.runner import run
 
 PATHS = 8
 PROBLEMS = 20  # one problem is 0.05: enough for the checker's gain to stand out of the noise
@@ -42,7 +42,7 @@ def write_problems(path: Path, count: int) -> None:
 
 
 async def demo() -> int:
-    from treesearch.backends.llamacpp import LlamaCppEndpoint, bundled_model
+    from treesearch.backends.llamacpp.endpoint import LlamaCppEndpoint, bundled_model
     from treesearch.backends.openai_compat import OpenAIPolicy
 
     print(f"model: {bundled_model()} (Gemma 3 270M base, llama.cpp on the CPU)")

@@ -29,14 +29,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from treesearch.budget import Tally
+from treesearch.cli.run import closing_lines, interrupted
+from treesearch.cli.setup import model_sizes, report_replicas
+from treesearch.engine.budget import Tally
+from treesearch.engine.search import SearchResult
 from treesearch.errors import ConfigError, TreeSearchError
 from treesearch.problems import Problem
-from treesearch.progress import Progress
-from treesearch.rows import check_same_run, drop_rows, open_append
-from treesearch.run_command import closing_lines, interrupted, model_sizes, report_replicas
-from treesearch.runner import read_output
-from treesearch.search import SearchResult
+from treesearch.runs.progress import Progress
+from treesearch.runs.rows import check_same_run, drop_rows, open_append
+from treesearch.runs.runner import read_output
 
 RETRIES = 3
 Pools = list[list[dict[str, Any]]]
@@ -47,7 +48,7 @@ def _chunk(options: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list
     each server's replica counts."""
     import anyio
 
-    from treesearch.run_command import run_problems
+    from treesearch.cli.run import run_problems
 
     with tempfile.TemporaryDirectory() as folder:
         problems = Path(folder) / "problems.jsonl"

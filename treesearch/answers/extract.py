@@ -11,7 +11,7 @@ correct." may follow). An unclosed last box states nothing, since its text is cu
 mention in passing ("check whether the answer is an integer") is no answer. Chat end
 tokens (``<|im_end|>``, ``</s>``) closing the text are ignored, and text that runs on
 into a next few-shot question is cut at the first run-on marker before anything is
-looked for. Whether two answers are the same is ``treesearch.equivalence``'s business.
+looked for. Whether two answers are the same is ``treesearch.answers.equivalence``'s business.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The synthetic task server used by tests, benchmarks and ``treesearch serve-fake``."""

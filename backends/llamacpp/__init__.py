@@ -1,0 +1,1 @@
+"""The embedded llama.cpp backend: the endpoint and its batching engine."""

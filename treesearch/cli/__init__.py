@@ -1,0 +1,1 @@
+"""The command line: ``main`` and its shared options, and one module per command."""
