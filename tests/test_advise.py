@@ -25,14 +25,13 @@ from treesearch import Candidate, ConfigError, MathEquivalence, Problem, Samplin
 from treesearch.answers.aggregate import filter_vote, majority_vote
 from treesearch.backends.fake.app import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
-from treesearch.optimal.advise import (
+from treesearch.optimal.advise import estimate, predict_votes
+from treesearch.optimal.mixture import fit_difficulty
+from treesearch.optimal.votes import (
     AnswerDistribution,
     best_k,
     curve,
-    estimate,
     filter_vote_accuracy,
-    fit_difficulty,
-    predict_votes,
     turning_point,
     two_answer_best_k,
     vote_accuracy,

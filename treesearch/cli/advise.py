@@ -16,7 +16,7 @@ from typing import Any
 
 from treesearch.cli.options import number
 from treesearch.errors import ConfigError
-from treesearch.optimal.advise import MAX_K
+from treesearch.optimal.votes import MAX_K
 from treesearch.runs.rows import iter_rows
 
 _DESCRIPTION = (
