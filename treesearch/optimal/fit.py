@@ -145,63 +145,21 @@ async def fit_policy_table(
     problems = [problem for problem in problems if problem.id in values]
     if len(problems) < folds:
         raise ConfigError(f"only {len(problems)} calibration problems could be probed; the fit needs {folds}")
-    results: dict[tuple[str, int], list[SearchResult]] = {}
-    cells: dict[tuple[str, int], Cell] = {}
-    for budget in sorted(set(budgets)):
-        for grid_cell in grid:
-            cell = Cell(strategy=grid_cell.strategy, n=budget, options=dict(grid_cell.options))
-            ran = await run(
-                problems,
-                policy,
-                apply_cell(cell, config),
-                verifier=verifier,
-                finish_check=finish_check,
-                equivalence=same,
-                keep_trees=False,
-                max_problems_in_flight=max_problems_in_flight,
-            )
-            results[cell.label(), budget] = ran
-            cells[cell.label(), budget] = cell
+    results, cells = await _run_grid(
+        problems, policy, config, budgets=budgets, grid=grid, verifier=verifier, finish_check=finish_check,
+        equivalence=same, max_problems_in_flight=max_problems_in_flight,
+    )  # fmt: skip
     ids = [problem.id for problem in problems]
-    correct = {key: {r.problem_id: bool(r.correct) for r in ran} for key, ran in results.items()}
-    tokens = {key: {r.problem_id: r.usage.total_tokens for r in ran} for key, ran in results.items()}
-
-    def choose(chosen_ids: Sequence[str]) -> tuple[DifficultyBins, dict[int, dict[int, Cell]]]:
-        bins = DifficultyBins.fit([values[i] for i in chosen_ids], kind)
-        by_level = {level: [i for i in chosen_ids if bins.level(values[i]) == level] for level in range(1, 6)}
-        table: dict[int, dict[int, Cell]] = {}
-        for level in range(1, LEVELS + 1):
-            members = by_level[level] or list(chosen_ids)
-            row = {}
-            for budget in sorted(set(budgets)):
-                keys = [key for key in cells if key[1] == budget]
-                best = max(
-                    keys,
-                    key=lambda key: (
-                        sum(correct[key][i] for i in members) / len(members),
-                        -sum(tokens[key][i] for i in members) / len(members),
-                    ),
-                )
-                row[budget] = replace(
-                    cells[best],
-                    accuracy=sum(correct[best][i] for i in members) / len(members),
-                    tokens=sum(tokens[best][i] for i in members) / len(members),
-                )
-            table[level] = row
-        return bins, table
-
-    shuffled = list(ids)
-    random.Random(seed).shuffle(shuffled)
-    held_out: dict[int, list[bool]] = {budget: [] for budget in budgets}
-    for fold in range(folds):
-        test = shuffled[fold::folds]
-        train = [i for i in shuffled if i not in set(test)]
-        bins, table = choose(train)
-        for i in test:
-            for budget in sorted(set(budgets)):
-                cell = table[bins.level(values[i])][budget]
-                held_out[budget].append(correct[cell.label(), budget][i])
-    bins, table = choose(ids)
+    scores = _Scores(
+        values=values,
+        cells=cells,
+        correct={key: {r.problem_id: bool(r.correct) for r in ran} for key, ran in results.items()},
+        tokens={key: {r.problem_id: r.usage.total_tokens for r in ran} for key, ran in results.items()},
+        budgets=sorted(set(budgets)),
+        kind=kind,
+    )
+    held_out = scores.cross_validate(ids, folds, seed)
+    bins, table = scores.choose(ids)
     settings = fingerprint(config, policy, verifier, finish_check)
     settings["sampling"].pop("seed")  # another seed draws from the same distributions
     return Fitted(
@@ -209,10 +167,104 @@ async def fit_policy_table(
             bins=bins,
             probe_k=probe_k,
             choices=table,
-            cv_accuracy={budget: sum(hits) / len(hits) for budget, hits in held_out.items()},
+            cv_accuracy={
+                budget: sum(held_out[budget]) / len(held_out[budget]) for budget in dict.fromkeys(budgets)
+            },
             fitted_with={key: settings[key] for key in FITTED_WITH},
         ),
         difficulty=values,
         results=results,
         failed=failed,
     )
+
+
+async def _run_grid(
+    problems: Sequence[Problem],
+    policy: Policy,
+    config: SearchConfig,
+    *,
+    budgets: Sequence[int],
+    grid: Sequence[GridCell],
+    verifier: Verifier | None,
+    finish_check: Verifier | None,
+    equivalence: AnswerEquivalence,
+    max_problems_in_flight: int,
+) -> tuple[dict[tuple[str, int], list[SearchResult]], dict[tuple[str, int], Cell]]:
+    """Every grid cell at every budget run on ``problems``: the results and the cells, by
+    (cell label, budget)."""
+    results: dict[tuple[str, int], list[SearchResult]] = {}
+    cells: dict[tuple[str, int], Cell] = {}
+    for budget in sorted(set(budgets)):
+        for grid_cell in grid:
+            cell = Cell(strategy=grid_cell.strategy, n=budget, options=dict(grid_cell.options))
+            results[cell.label(), budget] = await run(
+                problems,
+                policy,
+                apply_cell(cell, config),
+                verifier=verifier,
+                finish_check=finish_check,
+                equivalence=equivalence,
+                keep_trees=False,
+                max_problems_in_flight=max_problems_in_flight,
+            )
+            cells[cell.label(), budget] = cell
+    return results, cells
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Scores:
+    """What the grid scored on each problem, by (cell label, budget): right or not, and its
+    tokens; with each problem's difficulty ``values``. Choosing and cross-validating the table
+    are plain functions of it."""
+
+    values: Mapping[str, float]
+    cells: Mapping[tuple[str, int], Cell]
+    correct: Mapping[tuple[str, int], Mapping[str, bool]]
+    tokens: Mapping[tuple[str, int], Mapping[str, int]]
+    budgets: Sequence[int]
+    kind: str
+
+    def choose(self, chosen_ids: Sequence[str]) -> tuple[DifficultyBins, dict[int, dict[int, Cell]]]:
+        """The bins fitted on ``chosen_ids`` and, for each level and budget, the most accurate
+        cell on the level's problems (the fewest tokens breaking ties; an empty level uses
+        them all)."""
+        bins = DifficultyBins.fit([self.values[i] for i in chosen_ids], self.kind)
+        by_level = {
+            level: [i for i in chosen_ids if bins.level(self.values[i]) == level] for level in range(1, 6)
+        }
+        table: dict[int, dict[int, Cell]] = {}
+        for level in range(1, LEVELS + 1):
+            members = by_level[level] or list(chosen_ids)
+            row = {}
+            for budget in self.budgets:
+                keys = [key for key in self.cells if key[1] == budget]
+                best = max(
+                    keys,
+                    key=lambda key: (
+                        sum(self.correct[key][i] for i in members) / len(members),
+                        -sum(self.tokens[key][i] for i in members) / len(members),
+                    ),
+                )
+                row[budget] = replace(
+                    self.cells[best],
+                    accuracy=sum(self.correct[best][i] for i in members) / len(members),
+                    tokens=sum(self.tokens[best][i] for i in members) / len(members),
+                )
+            table[level] = row
+        return bins, table
+
+    def cross_validate(self, ids: Sequence[str], folds: int, seed: int) -> dict[int, list[bool]]:
+        """Each budget's held-out hits: the table chosen on the other folds, applied to each
+        fold in turn (folds drawn by ``seed``)."""
+        shuffled = list(ids)
+        random.Random(seed).shuffle(shuffled)
+        held_out: dict[int, list[bool]] = {budget: [] for budget in self.budgets}
+        for fold in range(folds):
+            test = shuffled[fold::folds]
+            train = [i for i in shuffled if i not in set(test)]
+            bins, table = self.choose(train)
+            for i in test:
+                for budget in self.budgets:
+                    cell = table[bins.level(self.values[i])][budget]
+                    held_out[budget].append(self.correct[cell.label(), budget][i])
+        return held_out
