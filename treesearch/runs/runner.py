@@ -1,4 +1,4 @@
-"""Many problems at once: one task group, results written as each problem finishes.
+"""Many problems searched at once, through the loop ``label`` shares (``runs.loop``).
 
 The output is JSONL, appended and flushed a line per finished problem, so a
 crash loses nothing already computed. A rerun with the same output continues
@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 
@@ -31,18 +31,12 @@ from treesearch.engine.search import SearchResult, check_config, search
 from treesearch.engine.verify import Verifier
 from treesearch.errors import ConfigError
 from treesearch.logs import get_logger
-from treesearch.priority import problem_order
 from treesearch.problems import Problem
+from treesearch.runs.loop import Output, each_problem
+from treesearch.runs.loop import read_output as read_output  # where callers have found it
 from treesearch.runs.progress import Progress
-from treesearch.runs.rows import check_same_run, drop_rows, iter_rows, open_append
 
 log = get_logger(__name__)
-
-
-def read_output(output: str | Path) -> dict[str, dict[str, Any]]:
-    """The rows an output file holds, by problem id (the last row of an id wins). Unreadable
-    lines (a crash mid-write) are skipped: those problems simply run again."""
-    return {str(record["id"]): record for record in iter_rows(output, "id", "results")}
 
 
 def fingerprint(
@@ -114,91 +108,47 @@ async def run(
     With ``sizes`` (the models' parameters) every row carries its inference FLOPs.
     """
     check_config(config, verifier)
-    if max_problems_in_flight <= 0:
-        raise ConfigError(f"problems in flight must be positive, got {max_problems_in_flight}")
     problems = list(problems)
     table = config.policy_table if config.strategy == "adaptive" else None
     if table is not None and table.bins.kind == "oracle":
         missing = next((problem.id for problem in problems if problem.answer is None), None)
         if missing is not None:
             raise ConfigError(f"oracle difficulty needs gold answers; problem {missing!r} has none")
-    seen: set[str] = set()
-    for problem in problems:
-        if problem.id in seen:
-            raise ConfigError(f"problem id {problem.id!r} appears twice: results are kept by id")
-        seen.add(problem.id)
-    settings = fingerprint(config, policy, verifier, finish_check)
-    recorded = read_output(output) if output is not None else {}
-    wanted = {problem.id for problem in problems}
-    recorded = {key: row for key, row in recorded.items() if key in wanted}
-    if output is not None and not force_resume:
-        check_same_run(Path(output), recorded, settings)
-    retry = {key for key, row in recorded.items() if row.get("error") is not None} if retry_failed else set()
-    if output is not None and retry:
-        drop_rows(Path(output), "id", retry)
-    todo = [problem for problem in problems if problem.id not in recorded or problem.id in retry]
     if trees_dir is not None:
         await anyio.Path(trees_dir).mkdir(parents=True, exist_ok=True)
-    results = {key: SearchResult.from_record(row) for key, row in recorded.items() if key not in retry}
-    limiter = anyio.CapacityLimiter(max_problems_in_flight)
-    tally = Tally()
-    shown = Progress(len(todo), sys.stderr, tally) if progress else None
 
-    with _open_output(output) as sink:
+    async def solve(problem: Problem, tally: Tally) -> SearchResult:
+        result = await search(
+            problem,
+            policy,
+            config,
+            verifier=verifier,
+            finish_check=finish_check,
+            equivalence=equivalence,
+            tally=tally,
+        )
+        if trees_dir is not None and result.tree is not None:
+            tree_path = Path(trees_dir) / f"{_safe(problem.id)}.json"
+            await anyio.to_thread.run_sync(result.tree.write_json, tree_path)
+        return result if keep_trees else replace(result, tree=None)
 
-        async def one(order: int, problem: Problem) -> None:
-            async with limiter:
-                problem_order.set(order)  # this task's own context, copied into its children
-                result = await search(
-                    problem,
-                    policy,
-                    config,
-                    verifier=verifier,
-                    finish_check=finish_check,
-                    equivalence=equivalence,
-                    tally=tally,
-                )
-            if sink is not None:
-                sink.write(json.dumps(result.to_record(sizes) | {"config": settings}) + "\n")
-                sink.flush()
-            if trees_dir is not None and result.tree is not None:
-                tree_path = Path(trees_dir) / f"{_safe(problem.id)}.json"
-                await anyio.to_thread.run_sync(result.tree.write_json, tree_path)
-            if not keep_trees:
-                result = replace(result, tree=None)
-            results[problem.id] = result
-            if shown is not None:
-                shown.finished(result)
-
-        try:
-            async with anyio.create_task_group() as display:
-                if shown is not None:
-                    display.start_soon(shown.watch)
-                async with anyio.create_task_group() as group:
-                    for order, problem in enumerate(todo):
-                        group.start_soon(one, order, problem)
-                display.cancel_scope.cancel()
-        finally:
-            if shown is not None:
-                shown.close()
-    return [results[problem.id] for problem in problems]
-
-
-class _open_output:
-    """``open_append`` for an output that may be None."""
-
-    def __init__(self, output: str | Path | None) -> None:
-        self._path = None if output is None else Path(output)
-        self._handle: TextIO | None = None
-
-    def __enter__(self) -> TextIO | None:
-        if self._path is not None:
-            self._handle = open_append(self._path)
-        return self._handle
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.close()
+    rows = None
+    if output is not None:
+        rows = Output(
+            done=Path(output),
+            settings=fingerprint(config, policy, verifier, finish_check),
+            record=lambda result: result.to_record(sizes),
+            read_back=lambda row, _: SearchResult.from_record(row),
+        )
+    return await each_problem(
+        problems,
+        solve,
+        output=rows,
+        max_in_flight=max_problems_in_flight,
+        retry_failed=retry_failed,
+        force_resume=force_resume,
+        display=(lambda left, tally: Progress(left, sys.stderr, tally)) if progress else None,
+    )
 
 
 def _safe(problem_id: str) -> str:
