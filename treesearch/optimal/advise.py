@@ -262,6 +262,28 @@ class Prediction:
     level: float
 
 
+def _usable_estimate(rows: Iterable[Mapping[str, Any]], equivalence: AnswerEquivalence | None) -> Estimate:
+    """``estimate`` of the rows (with a MathEquivalence of its own, closed after, when none is
+    given), refused with the reason when no row is usable or no problem has two samples."""
+    if equivalence is None:
+        from treesearch.answers.equivalence import MathEquivalence
+
+        with MathEquivalence() as math_equivalence:
+            found = estimate(rows, math_equivalence)
+    else:
+        found = estimate(rows, equivalence)
+    if not found.distributions:
+        why = ", ".join(f"{count} {reason}" for reason, count in found.skipped.items()) or "no rows"
+        hint = "; advise needs gold answers to tell the right one" if "without gold" in found.skipped else ""
+        raise ConfigError(f"no usable rows to estimate from ({why}){hint}")
+    if max(found.samples) < 2:
+        raise ConfigError(
+            "every problem has one sample: how difficulty spreads over problems, and so the accuracy "
+            "at any K above 1, cannot be told from that; probe with more samples per problem (--n 16)"
+        )
+    return found
+
+
 def predict_votes(
     rows: Iterable[Mapping[str, Any]],
     ks: Iterable[int] = range(1, 65),
@@ -289,22 +311,7 @@ def predict_votes(
         check_k(k)
     if resamples < 0 or not 0.0 < level < 1.0:
         raise ConfigError(f"needs resamples ≥ 0 and 0 < level < 1, got {resamples}, {level}")
-    if equivalence is None:
-        from treesearch.answers.equivalence import MathEquivalence
-
-        with MathEquivalence() as math_equivalence:
-            found = estimate(rows, math_equivalence)
-    else:
-        found = estimate(rows, equivalence)
-    if not found.distributions:
-        why = ", ".join(f"{count} {reason}" for reason, count in found.skipped.items()) or "no rows"
-        hint = "; advise needs gold answers to tell the right one" if "without gold" in found.skipped else ""
-        raise ConfigError(f"no usable rows to estimate from ({why}){hint}")
-    if max(found.samples) < 2:
-        raise ConfigError(
-            "every problem has one sample: how difficulty spreads over problems, and so the accuracy "
-            "at any K above 1, cannot be told from that; probe with more samples per problem (--n 16)"
-        )
+    found = _usable_estimate(rows, equivalence)
     outcomes = _outcomes(found)
     mix = fit_difficulty((right, samples) for right, samples, _ in outcomes)
     memo = Memo()
