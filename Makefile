@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint docs bench
 
 # llama.cpp is built for a fixed instruction set, never for the building CPU (GGML_NATIVE
 # off: SSE4.2, AVX, AVX2, BMI2, FMA, F16C; no AVX-512, no AMX). A native build carries that
@@ -23,7 +23,7 @@ $(BIN)/.installed: pyproject.toml
 		CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir \
 			--wheel-dir $(LLAMA_WHEELS) 'llama-cpp-python>=0.3.36'
 	$(BIN)/python -m pip install --quiet $(LLAMA_WHEELS)/llama_cpp_python-*.whl
-	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local,docs]'
 	touch $@
 
 demo: $(BIN)/.installed
@@ -35,6 +35,11 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check treesearch backends tests benchmarks
 	$(BIN)/mypy
+
+# The manual in docs/ (mkdocs-material; the API pages from docstrings by mkdocstrings), into
+# site/. --strict turns every warning (a broken link, a docstring it cannot read) into a failure.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 $(BIN)/.bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

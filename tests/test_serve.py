@@ -592,10 +592,10 @@ def test_a_second_signal_cancels_running_searches_at_once(fake_server: Callable[
     assert said.rstrip().endswith("stopped serving (1 cancelled, 0 finished)")
 
 
-def test_the_readme_snippet_runs(fake_server: Callable[..., str]) -> None:
-    """The README's Serve example against serve in front of the synthetic server."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    snippet = readme.split("\n## Serve\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+def test_the_serve_page_snippet_runs(fake_server: Callable[..., str]) -> None:
+    """The Serve page's example (docs/serve.md) against serve in front of the synthetic server."""
+    page = (Path(__file__).parent.parent / "docs" / "serve.md").read_text(encoding="utf-8")
+    snippet = page.split("```python\n", 1)[1].split("```", 1)[0]
     with serving(fake_server(), "--api-key", "sk-mine") as url:
         code = snippet.replace("http://127.0.0.1:8080/v1", url).replace("Qwen2.5-1.5B", "fake")
         code = code.replace("What is 17 * 23?", PROBLEMS["s7"].question)
