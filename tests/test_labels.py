@@ -264,6 +264,10 @@ def test_label_from_the_command_line(fake_server: Callable[..., str], tmp_path: 
     assert closing.startswith(
         "3 problems (3 labelled now, 0 already done): 6 solutions, 24 steps labelled, mean soft label 1.000"
     )
+    usages = [summary["usage"] for summary in lines(summary_path(output))]
+    requests = sum(usage["requests"] for usage in usages)
+    tokens = sum(usage["prompt_tokens"] + usage["completion_tokens"] for usage in usages)
+    assert f"[3/3] 24 steps labelled; requests {requests} tokens {tokens}" in done.stderr  # the live tally
     assert (
         sum(json.loads(line)["event"] == "problem_labelled" for line in events.read_text().splitlines()) == 3
     )

@@ -25,6 +25,7 @@ from treesearch.cli.setup import (
     search_config,
     writable_file,
 )
+from treesearch.engine.budget import Tally
 from treesearch.errors import ConfigError
 from treesearch.problems import load_problems
 from treesearch.runs.labels import LabelResult, check_gold, label, summary_path
@@ -68,10 +69,11 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 class _Progress:
-    """A line on stderr at each tenth of the problems labelled."""
+    """A line on stderr at each tenth of the problems labelled, with the requests and tokens
+    spent so far (every problem's budget adds to ``tally``)."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.steps, self.failed = total, 0, 0, 0
+    def __init__(self, total: int, tally: Tally) -> None:
+        self.total, self.tally, self.done, self.steps, self.failed = total, tally, 0, 0, 0
 
     def finished(self, result: LabelResult) -> None:
         self.done += 1
@@ -80,7 +82,10 @@ class _Progress:
         if self.done * 10 // self.total > (self.done - 1) * 10 // self.total:
             failed = f", {self.failed} failed" if self.failed else ""
             print(
-                f"[{self.done}/{self.total}] {self.steps} steps labelled{failed}", file=sys.stderr, flush=True
+                f"[{self.done}/{self.total}] {self.steps} steps labelled{failed}; "
+                f"requests {self.tally.requests} tokens {self.tally.tokens}",
+                file=sys.stderr,
+                flush=True,
             )
 
 
@@ -100,7 +105,7 @@ async def label_command(args: argparse.Namespace) -> int:
     ids = {problem.id for problem in problems}
     before = {key: row for key, row in read_output(summary).items() if key in ids}
     done_before = sum(1 for row in before.values() if not (args.retry_failed and row.get("error")))
-    progress = _Progress(max(len(problems) - done_before, 1))
+    progress = _Progress(max(len(problems) - done_before, 1), Tally())
 
     async def work(backends: Backends) -> list[LabelResult]:
         return await label(
@@ -116,6 +121,7 @@ async def label_command(args: argparse.Namespace) -> int:
             force_resume=args.force_resume,
             on_finished=progress.finished,
             sizes=sizes,
+            tally=progress.tally,
         )
 
     results = await drive(args, None, work)

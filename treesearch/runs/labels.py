@@ -21,7 +21,6 @@ summary holds, and relabels (dropping their rows) those a crash left without one
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,16 +33,17 @@ import anyio
 from treesearch.answers.equivalence import AnswerEquivalence, default_equivalence
 from treesearch.engine.budget import Budget, ModelSizes, Tally, Usage
 from treesearch.engine.config import SearchConfig
-from treesearch.engine.context import SearchContext, gather, most_telling
+from treesearch.engine.context import SearchContext
 from treesearch.engine.policy import Policy
 from treesearch.engine.search import seconds_left, stop_cause
+from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT, Node, NodeStatus
 from treesearch.engine.verify import Verifier
 from treesearch.errors import BudgetExhausted, ConfigError, TreeSearchError
 from treesearch.logs import get_logger
 from treesearch.problems import Problem
-from treesearch.runs.rows import check_same_run, drop_rows, iter_rows, open_append
-from treesearch.runs.runner import fingerprint, read_output
+from treesearch.runs.loop import Output, each_problem
+from treesearch.runs.runner import fingerprint
 
 log = get_logger(__name__)
 
@@ -313,14 +313,6 @@ def summary_path(output: str | Path) -> Path:
     return path.with_name(f"{path.stem}.problems{path.suffix or '.jsonl'}")
 
 
-def read_rows(output: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """The solution rows of a labels file by problem id; half-written lines are skipped."""
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for row in iter_rows(output, "problem_id", "labels"):
-        rows.setdefault(str(row["problem_id"]), []).append(row)
-    return rows
-
-
 def _settings(
     config: SearchConfig, policy: Policy, finish_check: Verifier | None, rollouts: int
 ) -> dict[str, Any]:
@@ -342,6 +334,7 @@ async def label(
     force_resume: bool = False,
     on_finished: Callable[[LabelResult], None] | None = None,
     sizes: ModelSizes | None = None,
+    tally: Tally | None = None,
 ) -> list[LabelResult]:
     """Label every problem concurrently (at most ``max_problems_in_flight`` at once, sharing the
     policy's endpoint limit) and return a result for each, in the problems' order.
@@ -353,74 +346,43 @@ async def label(
     problems the summary holds are read back instead of labelled again (those whose line
     holds an error too, unless ``retry_failed``), and a summary written with another
     configuration is refused unless ``force_resume``. ``on_finished`` is called with each
-    newly finished problem's result (a progress display, say).
+    newly finished problem's result (a progress display, say); every problem's budget adds to
+    ``tally`` as it spends (a display's live totals).
     """
     problems = list(problems)
     check_gold(problems)
     if rollouts <= 0:
         raise ConfigError(f"rollouts must be positive, got {rollouts}")
-    if max_problems_in_flight <= 0:
-        raise ConfigError(f"problems in flight must be positive, got {max_problems_in_flight}")
-    if len({problem.id for problem in problems}) != len(problems):
-        raise ConfigError("a problem id appears twice: labels are kept by problem id")
-    settings = _settings(config, policy, finish_check, rollouts)
-    results: dict[str, LabelResult] = {}
-    todo = problems
-    rows_path = summary = None
+
+    async def solve(problem: Problem, tally: Tally) -> LabelResult:
+        return await label_problem(
+            problem,
+            policy,
+            config,
+            rollouts=rollouts,
+            equivalence=equivalence,
+            finish_check=finish_check,
+            tally=tally,
+        )
+
+    rows = None
     if output is not None:
-        rows_path, summary = Path(output), summary_path(output)
-        rows = read_rows(rows_path)
-        if rows and not summary.exists():
-            raise ConfigError(
-                f"{rows_path} holds rows but {summary} is missing, so which problems finished is "
-                "unknown; write to a new --output"
-            )
-        wanted = {problem.id for problem in problems}
-        recorded = {key: row for key, row in read_output(summary).items() if key in wanted}
-        if not force_resume:
-            check_same_run(summary, recorded, settings, "labels")
-        if retry_failed:
-            recorded = {key: row for key, row in recorded.items() if row.get("error") is None}
-        # Rows of a problem without a summary line (a crash between the two, or a failure to
-        # retry) are dropped: the problem is labelled again.
-        again = {key for key in wanted if key not in recorded}
-        if again & rows.keys():
-            drop_rows(rows_path, "problem_id", again)
-        if again & read_output(summary).keys():
-            drop_rows(summary, "id", again)
-        results = {key: LabelResult.from_record(row, rows.get(key, [])) for key, row in recorded.items()}
-        todo = [problem for problem in problems if problem.id not in recorded]
-    limiter = anyio.CapacityLimiter(max_problems_in_flight)
-    sinks = None if rows_path is None or summary is None else (open_append(rows_path), open_append(summary))
-    try:
-
-        async def one(problem: Problem) -> None:
-            async with limiter:
-                result = await label_problem(
-                    problem,
-                    policy,
-                    config,
-                    rollouts=rollouts,
-                    equivalence=equivalence,
-                    finish_check=finish_check,
-                )
-            if sinks is not None:
-                rows_sink, summary_sink = sinks
-                rows_sink.write("".join(json.dumps(s.to_row(problem)) + "\n" for s in result.solutions))
-                rows_sink.flush()
-                summary_sink.write(json.dumps(result.to_record(sizes) | {"config": settings}) + "\n")
-                summary_sink.flush()
-            results[problem.id] = result
-            if on_finished is not None:
-                on_finished(result)
-
-        async with anyio.create_task_group() as group:
-            for problem in todo:
-                group.start_soon(one, problem)
-    except BaseExceptionGroup as failure:
-        raise most_telling(failure) from None
-    finally:
-        if sinks is not None:
-            for sink in sinks:
-                sink.close()
-    return [results[problem.id] for problem in problems]
+        rows = Output(
+            done=summary_path(output),
+            settings=_settings(config, policy, finish_check, rollouts),
+            record=lambda result: result.to_record(sizes),
+            read_back=LabelResult.from_record,
+            parts=Path(output),
+            parts_of=lambda problem, result: [solution.to_row(problem) for solution in result.solutions],
+            what="labels",
+        )
+    return await each_problem(
+        problems,
+        solve,
+        output=rows,
+        max_in_flight=max_problems_in_flight,
+        retry_failed=retry_failed,
+        force_resume=force_resume,
+        tally=tally,
+        on_finished=on_finished,
+    )

@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import anyio
 
 from treesearch.engine.budget import Tally
-from treesearch.engine.context import most_telling
+from treesearch.engine.taskgroups import most_telling
 from treesearch.errors import ConfigError
 from treesearch.priority import problem_order
 from treesearch.problems import Problem
@@ -173,4 +173,3 @@ def _resume(output: Output[R], wanted: set[str], retry_failed: bool, force_resum
     if again & written.keys():
         drop_rows(output.done, "id", again)
     return {key: output.read_back(row, parts.get(key, [])) for key, row in recorded.items()}
-
