@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from treesearch.engine.context import gather
 from treesearch.engine.policy import completion_token_bound, token_upper_bound
+from treesearch.engine.taskgroups import gather
 from treesearch.engine.verify import Cost, Scored
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.problems import Problem

@@ -23,8 +23,9 @@ from treesearch import (
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 from treesearch.engine.budget import Budget
-from treesearch.engine.context import SearchContext, StepFormat
+from treesearch.engine.context import SearchContext
 from treesearch.engine.search import check_config
+from treesearch.engine.steps import StepFormat
 from treesearch.engine.tree import ROOT
 from treesearch.optimal.difficulty import Cell, DifficultyBins, PolicyTable
 from treesearch.optimal.fit import GridCell, fit_policy_table, probe_difficulty

@@ -30,7 +30,7 @@ from treesearch.backends.fake.app import make_problems, spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy
 from treesearch.engine.budget import ModelSizes, count_attempt
-from treesearch.engine.context import gather
+from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT
 from treesearch.errors import DeadlinePassed
 

@@ -16,7 +16,8 @@ from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 from treesearch.engine.budget import Budget, BudgetLimits
 from treesearch.engine.config import DEFAULT_REVISION_TEMPLATE
-from treesearch.engine.context import SearchContext, StepFormat
+from treesearch.engine.context import SearchContext
+from treesearch.engine.steps import StepFormat
 from treesearch.engine.tree import ROOT
 from treesearch.strategies.revisions import chain_lengths, revision_prompt
 

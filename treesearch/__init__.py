@@ -17,9 +17,10 @@ from treesearch.answers.equivalence import AnswerEquivalence, MathEquivalence, P
 from treesearch.answers.extract import extract_answer
 from treesearch.engine.budget import Budget, BudgetLimits, ModelSizes, Usage
 from treesearch.engine.config import SearchConfig
-from treesearch.engine.context import SearchContext, StepFormat
+from treesearch.engine.context import SearchContext
 from treesearch.engine.policy import Choice, Generation, Policy, Prefix, SamplingParams
 from treesearch.engine.search import SearchResult, search
+from treesearch.engine.steps import StepFormat
 from treesearch.engine.tree import Node, NodeStatus, SearchTree
 from treesearch.engine.verify import CallableVerifier, Verifier
 from treesearch.errors import (

@@ -19,7 +19,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from treesearch.engine.context import StepFormat
+from treesearch.engine.steps import StepFormat
 from treesearch.problems import Problem
 
 FEW_SHOT = (

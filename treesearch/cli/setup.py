@@ -26,9 +26,10 @@ from treesearch.backends.endpoint import Endpoint, server_root
 from treesearch.backends.verifiers import FINISHED_TEMPLATE
 from treesearch.engine.budget import BudgetLimits, ModelSizes
 from treesearch.engine.config import SearchConfig
-from treesearch.engine.context import StepFormat, most_telling
 from treesearch.engine.policy import Policy, SamplingParams
 from treesearch.engine.search import check_config
+from treesearch.engine.steps import StepFormat
+from treesearch.engine.taskgroups import most_telling
 from treesearch.engine.verify import CallableVerifier, Verifier
 from treesearch.errors import ConfigError
 from treesearch.logs import configure, get_logger

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from treesearch.engine.budget import BudgetLimits
-from treesearch.engine.context import StepFormat
 from treesearch.engine.policy import SamplingParams
+from treesearch.engine.steps import StepFormat
 from treesearch.engine.verify import check_reduction
 from treesearch.errors import ConfigError
 from treesearch.optimal.difficulty import PolicyTable

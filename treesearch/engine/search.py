@@ -23,8 +23,9 @@ from treesearch.answers.aggregate import Candidate, aggregate, get_aggregator
 from treesearch.answers.equivalence import AnswerEquivalence, default_equivalence
 from treesearch.engine.budget import Budget, ModelSizes, Tally, Usage
 from treesearch.engine.config import SearchConfig
-from treesearch.engine.context import SearchContext, most_telling
+from treesearch.engine.context import SearchContext
 from treesearch.engine.policy import Policy
+from treesearch.engine.taskgroups import most_telling
 from treesearch.engine.tree import Node, NodeStatus, SearchTree, in_order
 from treesearch.engine.verify import Verifier
 from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed

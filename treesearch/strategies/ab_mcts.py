@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from treesearch.engine.config import SearchConfig
-from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.context import SearchContext
+from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT
 from treesearch.strategies.revisions import revision_prompt
 

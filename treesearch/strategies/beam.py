@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from treesearch.engine.config import SearchConfig
-from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.context import SearchContext
+from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT
 from treesearch.errors import BudgetExhausted
 from treesearch.strategies.frontier import grow

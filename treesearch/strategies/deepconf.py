@@ -40,7 +40,8 @@ import anyio
 
 from treesearch.answers.confidence import WindowGuard, percentile, trace_score
 from treesearch.engine.config import SearchConfig
-from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.context import SearchContext
+from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT, Node
 from treesearch.errors import BudgetExhausted, ConfigError
 from treesearch.logs import get_logger

@@ -26,7 +26,8 @@ from functools import partial
 import anyio
 
 from treesearch.engine.config import STOP_RULES, SearchConfig
-from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.context import SearchContext
+from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT
 from treesearch.errors import ConfigError
 

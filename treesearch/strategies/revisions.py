@@ -25,7 +25,8 @@ from dataclasses import replace
 from functools import partial
 
 from treesearch.engine.config import SearchConfig
-from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.context import SearchContext
+from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT, Node
 from treesearch.problems import Problem
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from functools import partial
 
 from treesearch.engine.config import SearchConfig
-from treesearch.engine.context import SearchContext, gather
+from treesearch.engine.context import SearchContext
+from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT
 
 

@@ -1,0 +1,297 @@
+"""Proposals: the tree grown through the policy.
+
+A node's children come from requests to the policy, each charged to the budget before it
+is sent (``charged``), seeded from the node's place in the tree, and recorded in the tree
+as soon as it returns. When an endpoint gives fewer choices than asked, further requests
+top up; a streamed child can be cut short by the strategy's judgement.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from contextlib import aclosing
+from dataclasses import replace
+from functools import partial
+
+import anyio
+
+from treesearch.engine.budget import Budget
+from treesearch.engine.charge import charged
+from treesearch.engine.policy import (
+    Choice,
+    Generation,
+    Policy,
+    Prefix,
+    SamplingParams,
+    StreamingPolicy,
+    completion_token_bound,
+    token_upper_bound,
+)
+from treesearch.engine.steps import StepFormat
+from treesearch.engine.taskgroups import gather
+from treesearch.engine.tree import ROOT, Node, NodeStatus, SearchTree
+from treesearch.errors import ConfigError, EndpointError
+from treesearch.logs import get_logger
+from treesearch.problems import Problem
+
+log = get_logger(__name__)
+
+# A prefix the server has tokenized may be re-tokenized a little differently once a
+# step is appended; this many tokens per appended step cover that.
+_BOUNDARY_SLACK = 2
+
+
+class Proposals:
+    """One problem's requests to its policy, and the children they add to its tree."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        policy: Policy,
+        budget: Budget,
+        tree: SearchTree,
+        *,
+        sampling: SamplingParams,
+        step_format: StepFormat,
+    ) -> None:
+        self.problem = problem
+        self.policy = policy
+        self.budget = budget
+        self.tree = tree
+        self.sampling = sampling
+        self.step_format = step_format
+        self._requests_per_node: dict[tuple[int, str], int] = {}
+        self._log = log.bind(problem_id=problem.id)
+
+    async def expand(
+        self,
+        node_id: int,
+        n: int,
+        *,
+        whole: bool = False,
+        temperature: float | None = None,
+        prompt: Problem | None = None,
+        revises: int | None = None,
+        stream: str = "",
+        logprobs: int | None = None,
+    ) -> list[Node]:
+        """Add ``n`` children under ``node_id`` (see ``SearchContext.expand``)."""
+        if revises is not None:
+            stream = f"{stream}revises {self.tree.node(revises).position}:"
+        whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
+        params = replace(self._params(whole, temperature), logprobs=logprobs)
+        prefix = Prefix(
+            problem=prompt or self.problem,
+            steps=self.tree.steps(node_id),
+            delimiter=self.step_format.delimiter,
+        )
+        prompt_bound = (
+            self._prompt_bound(node_id, prefix) if prompt is None else self.policy.prompt_token_bound(prefix)
+        )
+        children: list[Node] = []
+        wanted = n
+        while wanted > 0:
+            per_request = max(1, self.policy.choices_per_request(wanted))
+            sizes = [per_request] * (wanted // per_request)
+            if wanted % per_request:
+                sizes.append(wanted % per_request)
+
+            async def one(size: int, request: str, seed: int | None) -> list[Node]:
+                async with charged(self.budget, prompt_bound, params.max_tokens, size) as reservation:
+                    generation = await self.policy.generate(
+                        prefix, reservation.choices, replace(params, seed=seed)
+                    )
+                    self.budget.settle(
+                        reservation,
+                        generation.prompt_tokens,
+                        generation.completion_tokens,
+                        estimated=generation.estimated,
+                    )
+                if len(generation.choices) > reservation.choices:
+                    self.budget.overran(
+                        f"{len(generation.choices)} choices for n={reservation.choices}; kept those asked for"
+                    )
+                    generation = replace(generation, choices=generation.choices[: reservation.choices])
+                return self._record(
+                    node_id, generation, whole, revises, request=request, own_prompt=prompt is None
+                )
+
+            batches = await gather([partial(one, size, *self._request(node_id, stream)) for size in sizes])
+            got = [child for batch in batches for child in batch]
+            if not got:
+                raise EndpointError(self.policy.endpoint, None, "the server returned no choices")
+            children.extend(got)
+            wanted -= len(got)
+        return children
+
+    async def stream_child(
+        self,
+        node_id: int,
+        *,
+        whole: bool = False,
+        logprobs: int | None = None,
+        keep: Callable[[Sequence[float], bool], bool] | None = None,
+    ) -> Node:
+        """Add one child under ``node_id``, streamed (see ``SearchContext.stream_child``)."""
+        policy = self.policy
+        if not isinstance(policy, StreamingPolicy):
+            raise ConfigError(f"{policy.endpoint} cannot stream; this strategy needs an HTTP server")
+        whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
+        request, seed = self._request(node_id)
+        params = replace(self._params(whole, None), logprobs=logprobs, seed=seed)
+        prefix = Prefix(
+            problem=self.problem, steps=self.tree.steps(node_id), delimiter=self.step_format.delimiter
+        )
+        prompt_bound = self._prompt_bound(node_id, prefix)
+        known_prompt = self.tree.node(node_id).prompt_tokens
+        parts: list[str] = []
+        confidences: list[float] = []
+        counted: int | None = 0
+        finish: str | None = None
+        reported: tuple[int | None, int | None] = (None, None)
+
+        def record(cut: str | None) -> Node:
+            text = "".join(parts)
+            prompt_tokens, completion_tokens = reported
+            exact = prompt_tokens is not None and completion_tokens is not None and cut is None
+            if not exact:  # a stream cut short sends no usage: its counted tokens, a known prompt
+                exact = counted is not None and known_prompt is not None
+                prompt_tokens = prompt_bound if known_prompt is None else known_prompt
+                completion_tokens = (
+                    counted
+                    if counted is not None
+                    else completion_token_bound(text, params.max_tokens, params.stop)
+                )
+            self.budget.settle(reservation, prompt_tokens or 0, completion_tokens or 0, estimated=not exact)
+            choice = Choice(
+                text=text,
+                finish_reason=cut or finish or "stop",
+                tokens=completion_tokens,
+                confidences=tuple(confidences) if confidences else None,
+            )
+            generation = Generation(
+                choices=(choice,),
+                prompt_tokens=prompt_tokens or 0,
+                completion_tokens=completion_tokens or 0,
+                estimated=not exact,
+            )
+            (child,) = self._record(node_id, generation, whole, request=request)
+            if cut is not None:
+                child = self.tree.update(child.id, status=NodeStatus.DEAD_END, answer=None, finish_reason=cut)
+            return child
+
+        # A stream cancelled after it sent something keeps that (settled in ``record``);
+        # one cancelled before is abandoned by ``charged``.
+        async with charged(self.budget, prompt_bound, params.max_tokens) as reservation:
+            try:
+                async with aclosing(policy.stream(prefix, params)) as pieces:
+                    async for piece in pieces:
+                        parts.append(piece.text)
+                        confidences.extend(piece.confidences)
+                        if piece.tokens is None and piece.text:
+                            counted = None
+                        elif counted is not None:
+                            counted += piece.tokens or 0
+                        finish = piece.finish_reason or finish
+                        if piece.completion_tokens is not None:
+                            reported = (piece.prompt_tokens, piece.completion_tokens)
+                        if keep is not None and not keep(piece.confidences, False):
+                            break
+                    else:
+                        if keep is None or keep((), True):
+                            return record(None)
+            except anyio.get_cancelled_exc_class():
+                if parts:
+                    record("cancelled")
+                raise
+            return record("low_confidence")
+
+    def _params(self, whole: bool, temperature: float | None) -> SamplingParams:
+        fmt = self.step_format
+        return replace(
+            self.sampling,
+            temperature=self.sampling.temperature if temperature is None else temperature,
+            max_tokens=fmt.max_tokens if whole else fmt.max_step_tokens,
+            stop=fmt.end_stops if whole else (fmt.delimiter, *fmt.end_stops),
+        )
+
+    def _request(self, node_id: int, stream: str = "") -> tuple[str, int | None]:
+        """The next request under ``node_id``: its name (its ``stream`` and how many requests
+        of that stream the node sent before), which with a choice's index places each child
+        in the tree (``Node.position``), and its seed, drawn from the node's position and that
+        name. Neither depends on node ids, which follow arrival order, so a seeded search
+        repeats under any scheduling, latency or concurrency. Requests of another ``stream``
+        (a probe's, a revision's) draw apart from the node's own, so they neither repeat its
+        samples nor depend on when they were sent."""
+        count = self._requests_per_node.get((node_id, stream), 0)
+        self._requests_per_node[node_id, stream] = count + 1
+        request = f"{stream}{count}"
+        if self.sampling.seed is None:
+            return request, None
+        key = f"{self.sampling.seed}:{self.problem.id}:{self.tree.node(node_id).position}:{request}"
+        return request, zlib.crc32(key.encode())
+
+    def _prompt_bound(self, node_id: int, prefix: Prefix) -> int:
+        """The most prompt tokens this prefix can take: the exact count the server reported
+        for the nearest ancestor plus a byte bound for the steps after it, or the policy's
+        own bound before any count is known."""
+        path = [self.tree.node(ROOT), *self.tree.path(node_id)]
+        extra = 0
+        for node in reversed(path):
+            if node.prompt_tokens is not None:
+                return node.prompt_tokens + extra
+            if node.id != ROOT:
+                extra += token_upper_bound(node.text + prefix.delimiter) + _BOUNDARY_SLACK
+        return self.policy.prompt_token_bound(prefix)
+
+    def _record(
+        self,
+        parent_id: int,
+        generation: Generation,
+        whole: bool,
+        revises: int | None = None,
+        *,
+        request: str,
+        own_prompt: bool = True,
+    ) -> list[Node]:
+        # Another rendering's prompt (a revision's) is not the parent's prefix: its count
+        # says nothing of the parent.
+        known = self.tree.node(parent_id).prompt_tokens is not None
+        if own_prompt and not generation.estimated and not known:
+            self.tree.update(parent_id, prompt_tokens=generation.prompt_tokens)
+        total_chars = sum(len(choice.text) for choice in generation.choices) or 1
+        children = []
+        for index, choice in enumerate(generation.choices):
+            tokens = choice.tokens
+            if tokens is None:
+                tokens = round(generation.completion_tokens * len(choice.text) / total_chars)
+            text, answer, ran_on = self.step_format.answer(choice.text)
+            child = self.tree.add_child(
+                parent_id,
+                place=f"{request}.{index}",
+                text=text,
+                status=self._status(choice, answer, whole or ran_on),
+                finish_reason=choice.finish_reason,
+                answer=answer,
+                tokens=tokens,
+                logprob=choice.logprob,
+                revises=revises,
+                confidences=choice.confidences,
+            )
+            children.append(child)
+            self._log.debug(
+                "node_added",
+                node_id=child.id,
+                parent=parent_id,
+                depth=child.depth,
+                status=child.status.value,
+                tokens=tokens,
+            )
+        return children
+
+    def _status(self, choice: Choice, answer: str | None, ended: bool) -> NodeStatus:
+        if answer is not None:
+            return NodeStatus.ANSWERED
+        ended = ended or choice.finish_reason != "stop" or not choice.text.strip()
+        return NodeStatus.DEAD_END if ended else NodeStatus.OPEN
