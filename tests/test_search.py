@@ -23,7 +23,9 @@ from treesearch import (
     Problem,
     SamplingParams,
     SearchConfig,
+    SearchResult,
     StepFormat,
+    StopReason,
     run,
     search,
 )
@@ -271,3 +273,21 @@ async def test_a_seeded_run_repeats_at_any_concurrency(
         )
         seen.append([(r.answer, [(c.answer, c.score) for c in r.candidates]) for r in results])
     assert seen[0] == seen[1]
+
+
+async def test_the_stop_reason_is_an_enum_that_rows_record_as_its_value(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    policy = make_policy(fake_server())
+    done = await search(PROBLEMS["a0"], policy, config("majority-vote", n=2))
+    tight = config("beam", n=8, beam_width=2, budget=BudgetLimits(tokens=600))
+    cut = await search(PROBLEMS["early1"], policy, tight, verifier=prm)
+    for result, reason in ((done, StopReason.DONE), (cut, StopReason.BUDGET)):
+        assert result.stopped_by is reason
+        line = json.dumps(result.to_record())
+        assert json.loads(line)["stopped_by"] == reason.value  # the row holds the plain string
+        assert SearchResult.from_record(json.loads(line)).stopped_by is reason
+    # A row without a known reason (written by hand) reads as done, or as an error if it has one.
+    assert SearchResult.from_record({"id": "x"}).stopped_by is StopReason.DONE
+    failed = {"id": "x", "stopped_by": "?", "error": "boom"}
+    assert SearchResult.from_record(failed).stopped_by is StopReason.ERROR

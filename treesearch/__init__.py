@@ -19,7 +19,7 @@ from treesearch.engine.budget import Budget, BudgetLimits, ModelSizes, Usage
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.context import SearchContext
 from treesearch.engine.policy import Choice, Generation, Policy, Prefix, SamplingParams
-from treesearch.engine.search import SearchResult, search
+from treesearch.engine.search import SearchResult, StopReason, search
 from treesearch.engine.steps import StepFormat
 from treesearch.engine.tree import Node, NodeStatus, SearchTree
 from treesearch.engine.verify import CallableVerifier, Verifier
@@ -70,6 +70,7 @@ __all__ = [
     "SearchResult",
     "SearchTree",
     "StepFormat",
+    "StopReason",
     "TreeSearchError",
     "Usage",
     "Verifier",

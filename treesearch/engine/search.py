@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import anyio
@@ -37,10 +38,29 @@ from treesearch.strategies.adaptive import apply_cell
 log = get_logger(__name__)
 
 
+class StopReason(StrEnum):
+    """Why a search or a labelling ended. A row records its value ("done", ...), and the
+    reason compares equal to it."""
+
+    DONE = "done"  # the strategy finished
+    BUDGET = "budget"  # the token or request budget refused more
+    DEADLINE = "deadline"  # the wall-clock deadline passed
+    DEPTH = "depth"  # no path reached an answer within the depth limit
+    ERROR = "error"  # a failure, which the result's ``error`` names
+
+    @classmethod
+    def of_record(cls, record: Mapping[str, Any]) -> StopReason:
+        """The reason a row records. A row without a known one (written by hand, or by a later
+        treesearch) reads as ERROR when it records an error, else as DONE."""
+        try:
+            return cls(str(record.get("stopped_by")))
+        except ValueError:
+            return cls.ERROR if record.get("error") is not None else cls.DONE
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SearchResult:
-    """``stopped_by`` is "done" (the strategy finished), "budget", "deadline", "depth" (no
-    path reached an answer within the depth limit) or "error". ``aggregated_by`` is the rule
+    """``stopped_by`` says why the search ended (a ``StopReason``). ``aggregated_by`` is the rule
     that chose the answer: the configured one, or "majority" when it needed scores and no
     candidate had one. ``choice`` is what the adaptive strategy chose, and from which
     difficulty. ``failure`` is the exception behind ``error`` (an EndpointError, say), for
@@ -53,7 +73,7 @@ class SearchResult:
     correct: bool | None
     candidates: tuple[Candidate, ...]
     usage: Usage
-    stopped_by: str
+    stopped_by: StopReason
     aggregated_by: str
     wall_s: float
     error: str | None = None
@@ -115,7 +135,7 @@ class SearchResult:
                 estimated=bool(usage.get("estimated", False)),
                 verifier_tokens=int(usage.get("verifier_tokens", 0)),
             ),
-            stopped_by=str(record.get("stopped_by")),
+            stopped_by=StopReason.of_record(record),
             aggregated_by=str(record.get("aggregated_by")),
             wall_s=float(record.get("wall_s") or 0.0),
             error=record.get("error"),
@@ -128,14 +148,14 @@ def seconds_left(budget: Budget) -> float:
     return math.inf if seconds is None else seconds
 
 
-def stop_cause(exc: BaseException) -> tuple[str, str | None]:
-    """("budget" or "deadline", None) for a budget refusal, else ("error", its message)."""
+def stop_cause(exc: BaseException) -> tuple[StopReason, str | None]:
+    """(BUDGET or DEADLINE, None) for a budget refusal, else (ERROR, its message)."""
     failure = most_telling(exc)
     if isinstance(failure, DeadlinePassed):
-        return "deadline", None
+        return StopReason.DEADLINE, None
     if isinstance(failure, BudgetExhausted):
-        return "budget", None
-    return "error", str(failure) or type(failure).__name__
+        return StopReason.BUDGET, None
+    return StopReason.ERROR, str(failure) or type(failure).__name__
 
 
 async def _complete_best_open_path(ctx: SearchContext) -> list[Node]:
@@ -187,13 +207,13 @@ async def search(
     ctx = SearchContext.for_config(
         problem, policy, budget, config, verifier=verifier, finish_check=finish_check, equivalence=same
     )
-    stopped_by, error = "done", None
+    stopped_by, error = StopReason.DONE, None
     caught: BaseException | None = None  # what raised last, for ``failure``
     try:
         with anyio.move_on_after(seconds_left(budget)) as scope:
             await get_strategy(config.strategy).run(ctx, config)
         if scope.cancelled_caught:
-            stopped_by = "deadline"
+            stopped_by = StopReason.DEADLINE
     except Exception as exc:
         stopped_by, error = stop_cause(exc)
         caught = exc
@@ -204,7 +224,7 @@ async def search(
     # A search cut short aggregates every finished path it has.
     offered = ctx.tree.terminals() if ctx.candidates is None else in_order(map(ctx.tree.node, ctx.candidates))
     final = _answered(offered)
-    if not final and error is None and stopped_by != "deadline":
+    if not final and error is None and stopped_by is not StopReason.DEADLINE:
         try:
             final = _answered(await _complete_best_open_path(ctx))
         except Exception as exc:
@@ -218,7 +238,7 @@ async def search(
             cause, failure = stop_cause(exc)
             if failure is not None:
                 stopped_by, error, caught = cause, failure, exc
-            elif stopped_by == "done":
+            elif stopped_by is StopReason.DONE:
                 stopped_by = cause
     if error is not None:
         log.warning("problem_failed", problem_id=problem.id, error=error)
@@ -242,12 +262,12 @@ async def search(
         answer, aggregated_by, correct = await anyio.to_thread.run_sync(decide)
     except Exception as exc:  # an equivalence that failed (a user's, or a worker that would not start)
         answer, aggregated_by, correct = None, aggregator, None
-        stopped_by, error, caught = "error", f"comparing answers: {exc}", exc
+        stopped_by, error, caught = StopReason.ERROR, f"comparing answers: {exc}", exc
         log.warning("problem_failed", problem_id=problem.id, error=error)
-    if stopped_by == "done" and budget.overspent:
-        stopped_by = "budget"
-    if answer is None and stopped_by == "done" and _hit_depth_limit(ctx.tree, config.step.max_depth):
-        stopped_by = "depth"
+    if stopped_by is StopReason.DONE and budget.overspent:
+        stopped_by = StopReason.BUDGET
+    if answer is None and stopped_by is StopReason.DONE and _hit_depth_limit(ctx.tree, config.step.max_depth):
+        stopped_by = StopReason.DEPTH
     result = SearchResult(
         problem_id=problem.id,
         strategy=config.strategy,

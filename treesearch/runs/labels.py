@@ -35,7 +35,7 @@ from treesearch.engine.budget import Budget, ModelSizes, Tally, Usage
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.context import SearchContext
 from treesearch.engine.policy import Policy
-from treesearch.engine.search import seconds_left, stop_cause
+from treesearch.engine.search import StopReason, seconds_left, stop_cause
 from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT, Node, NodeStatus
 from treesearch.engine.verify import Verifier
@@ -100,8 +100,8 @@ class LabelledSolution:
 class LabelResult:
     """One problem's labels. Of the ``sampled`` solutions, ``solutions`` were labelled at every
     step, ``unanswered`` finished without stating an answer (nothing to label) and ``cut``
-    were stopped first, by ``stopped_by``: "done", "budget", "deadline" or "error" (then
-    ``error`` says what failed)."""
+    were stopped first; ``stopped_by`` says why the labelling ended (DONE, BUDGET, DEADLINE or
+    ERROR, when ``error`` says what failed)."""
 
     problem_id: str
     gold: str
@@ -110,7 +110,7 @@ class LabelResult:
     unanswered: int
     cut: int
     usage: Usage
-    stopped_by: str
+    stopped_by: StopReason
     wall_s: float
     error: str | None = None
 
@@ -153,7 +153,7 @@ class LabelResult:
                 requests=int(usage.get("requests", 0)),
                 estimated=bool(usage.get("estimated", False)),
             ),
-            stopped_by=str(record.get("stopped_by")),
+            stopped_by=StopReason.of_record(record),
             wall_s=float(record.get("wall_s") or 0.0),
             error=record.get("error"),
         )
@@ -268,20 +268,20 @@ async def label_problem(
     budget = Budget(config.budget, tally)
     ctx = SearchContext.for_config(problem, policy, budget, config, finish_check=finish_check)
     labeller = _Labeller(ctx, equivalence or default_equivalence(), problem.answer, rollouts)
-    stopped_by, error = "done", None
+    stopped_by, error = StopReason.DONE, None
     try:
         with anyio.move_on_after(seconds_left(budget)) as scope:
             await labeller.run(config.n)
         if scope.cancelled_caught:
-            stopped_by = "deadline"
+            stopped_by = StopReason.DEADLINE
         elif labeller.refused is not None:
             stopped_by, _ = stop_cause(labeller.refused)
     except Exception as exc:  # a refusal no step caught (a verifier's, say), or a failure
         stopped_by, error = stop_cause(exc)
         if error is not None:
             log.warning("problem_failed", problem_id=problem.id, error=error)
-    if stopped_by == "done" and budget.overspent:
-        stopped_by = "budget"
+    if stopped_by is StopReason.DONE and budget.overspent:
+        stopped_by = StopReason.BUDGET
     solutions = tuple(sorted(labeller.solutions, key=lambda s: s.index))
     result = LabelResult(
         problem_id=problem.id,

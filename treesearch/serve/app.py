@@ -29,7 +29,7 @@ import anyio
 from treesearch.engine.budget import Tally
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.policy import Policy
-from treesearch.engine.search import SearchResult, check_config, search
+from treesearch.engine.search import SearchResult, StopReason, check_config, search
 from treesearch.errors import ConfigError, EndpointError, VerifierError
 from treesearch.logs import get_logger
 from treesearch.problems import Problem
@@ -433,7 +433,7 @@ def failure_of(result: SearchResult, config: SearchConfig) -> RequestError | Non
         return RequestError(502, f"the verifier failed: {failure}", "upstream_error")
     if result.error is not None:
         return RequestError(502, f"the search failed: {result.error}", "upstream_error")
-    if result.answer is None and result.stopped_by == "deadline":
+    if result.answer is None and result.stopped_by is StopReason.DEADLINE:
         seconds = config.budget.deadline_s
         return RequestError(504, f"the search found no answer within its {seconds:g} s", "timeout_error")
     return None
