@@ -2,7 +2,8 @@
 
 ``run``, ``label`` and ``fit-adaptive`` talk to the same kinds of endpoint and search
 the same way, so they take these options from one place; each numeric option refuses
-a senseless value naming its flag.
+a senseless value naming its flag. The strategy options are SearchConfig's, derived from
+the declarations on its fields.
 """
 
 from __future__ import annotations
@@ -16,14 +17,7 @@ from typing import Any
 
 from treesearch.answers.aggregate import AGGREGATORS
 from treesearch.engine.budget import BudgetLimits
-from treesearch.engine.config import (
-    DEFAULT_REVISION_TEMPLATE,
-    PARTICLE_WEIGHTINGS,
-    POSTERIORS,
-    STOP_RULES,
-    TRACE_SCORES,
-)
-from treesearch.engine.verify import REDUCTIONS
+from treesearch.engine.config import COUNTS, NOT_NEGATIVES, OPTIONS, POSITIVES, SHARES, Range, SearchConfig
 from treesearch.strategies import STRATEGIES
 
 
@@ -48,12 +42,17 @@ def number(kind: Callable[[str], float], what: str, ok: Callable[[float], bool])
     return parse
 
 
-COUNT = number(int, "a positive integer", lambda v: v >= 1)
-INDEX = number(int, "an integer ≥ 0", lambda v: v >= 0)
-POSITIVE = number(float, "a positive number", lambda v: v > 0)
-NOT_NEGATIVE = number(float, "a number ≥ 0", lambda v: v >= 0)
-TEMPERATURE = number(float, "a number from 0 to 5", lambda v: 0 <= v <= 5)
-PROBABILITY = number(float, "a number in (0, 1]", lambda v: 0 < v <= 1)
+def checked(bounds: Range) -> Callable[[str], Any]:
+    """An argparse type for a number in ``bounds``, saying the range in its words."""
+    return number(bounds.kind, bounds.what(), bounds.holds)
+
+
+COUNT = checked(COUNTS)
+INDEX = checked(Range(int, 0))
+POSITIVE = checked(POSITIVES)
+NOT_NEGATIVE = checked(NOT_NEGATIVES)
+TEMPERATURE = checked(Range(float, 0, 5))
+PROBABILITY = checked(SHARES)
 
 
 _SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
@@ -84,69 +83,35 @@ def add_size_options(parser: argparse.ArgumentParser) -> None:
                         "the verifier is the policy's own model)")  # fmt: skip
 
 
+# The choices of the options whose registries sit above SearchConfig, which cannot import them.
+_REGISTRIES = {"strategy": list(STRATEGIES), "aggregator": list(AGGREGATORS)}
+
+
+def add_config_options(parser: argparse.ArgumentParser, group: str) -> None:
+    """SearchConfig's options of ``group``, each as its field declares it (``option`` in
+    treesearch.engine.config): its flag, default and help; a number checked against its
+    range, a name against its choices, free text with backslash escapes; True/False a switch."""
+    defaults = SearchConfig()
+    for name, declared in OPTIONS.items():
+        if declared.group != group:
+            continue
+        default = getattr(defaults, name)
+        kwargs: dict[str, Any] = {"dest": name, "default": default, "help": declared.help}
+        choices = _REGISTRIES.get(name) or declared.choices
+        if isinstance(default, bool):
+            kwargs["action"] = "store_true"
+        elif choices is not None:
+            kwargs["choices"] = list(choices)
+        else:
+            kwargs["type"] = checked(declared.range) if declared.range else declared.parse or text
+        if declared.metavar is not None:
+            kwargs["metavar"] = declared.metavar
+        parser.add_argument(declared.flag, **kwargs)
+
+
 def add_strategy_options(parser: argparse.ArgumentParser) -> None:
-    """Which strategy, how many paths, and each strategy's own settings (``run``)."""
-    parser.add_argument("--strategy", choices=list(STRATEGIES), default="majority-vote", help="how to search")
-    parser.add_argument("--n", type=COUNT, default=8, help="samples / finished paths")
-    parser.add_argument(
-        "--aggregator",
-        choices=list(AGGREGATORS),
-        default=None,
-        help="how the finished paths' answers make one (default: the strategy's own)",
-    )
-    parser.add_argument("--beam-width", type=COUNT, default=4, help="M: children per kept beam")
-    parser.add_argument("--lookahead", type=COUNT, default=2, help="k: greedy steps valuing a step")
-    parser.add_argument("--rebase-temperature", type=POSITIVE, default=0.1, help="REBASE's T_b")
-    parser.add_argument("--mcts-c", type=NOT_NEGATIVE, default=1.0, help="UCT's exploration constant")
-    parser.add_argument("--revision-ratio", type=POSITIVE, default=1.0, help="revisions: attempts per "
-                        "chain over chains (N=64 at 0.25: 16 chains of 4)")  # fmt: skip
-    parser.add_argument("--revision-context", type=COUNT, default=4,
-                        help="revisions: earlier attempts of its chain an attempt sees")  # fmt: skip
-    parser.add_argument("--revision-template", type=text, default=DEFAULT_REVISION_TEMPLATE,
-                        help="revisions: the prompt's question, with {question} and {attempts} fields "
-                        "(default: the problem, its chain's attempts, 'Write a new solution that "
-                        "corrects their mistakes.')")  # fmt: skip
-    parser.add_argument("--wave", type=COUNT, default=8, help="early-vote: samples a wave")
-    parser.add_argument("--stop-rule", choices=list(STOP_RULES), default="beta",
-                        help="early-vote: stop when P(the leader is the majority) reaches "
-                        "--stop-confidence (beta), or when the last --stop-window answers agree "
-                        "(window)")  # fmt: skip
-    parser.add_argument("--stop-confidence", type=float, default=0.95,
-                        help="early-vote: the beta rule's level, in (0.5, 1)")  # fmt: skip
-    parser.add_argument("--stop-window", type=COUNT, default=4, help="early-vote: the window rule's w")
-    parser.add_argument("--particle-temperature", type=POSITIVE, default=1.0,
-                        help="particle-filter: T of the weights softmax(logit(score) / T), or "
-                             "softmax(score / T) under --particle-weighting probability")  # fmt: skip
-    parser.add_argument("--particle-weighting", choices=list(PARTICLE_WEIGHTINGS), default="logit",
-                        help="particle-filter: weigh by the score's logit, as Puri et al.'s code does "
-                        "(scores clipped to [ε, 1 − ε]), or by the score itself, softmax(score / "
-                        "T)")  # fmt: skip
-    parser.add_argument("--ab-mcts-posterior", choices=list(POSTERIORS), default="gaussian",
-                        help="ab-mcts: the posterior over scores")  # fmt: skip
-    parser.add_argument("--ab-mcts-batch", type=COUNT, default=4,
-                        help="ab-mcts: selections made before their attempts are scored")  # fmt: skip
-    parser.add_argument("--deepconf-warmup", type=int, default=0,
-                        help="deepconf: warm-up traces that set the threshold, the rest streamed and "
-                        "cut below it (default: 0, offline: filter N finished traces)")  # fmt: skip
-    parser.add_argument("--deepconf-keep", type=PROBABILITY, default=0.9,
-                        help="deepconf: η, the share of traces kept by confidence (0.1 or 0.9)")  # fmt: skip
-    parser.add_argument("--deepconf-top-k", type=COUNT, default=20,
-                        help="deepconf: top logprobs a token behind its confidence")  # fmt: skip
-    parser.add_argument("--deepconf-stop", type=PROBABILITY, default=0.95,
-                        help="deepconf online: stop once one answer holds this share of the "
-                        "weight")  # fmt: skip
-    parser.add_argument("--confidence-window", type=COUNT, default=None,
-                        help="deepconf: tokens of a window (default: an eighth of the median trace "
-                        "length, at least 4)")  # fmt: skip
-    parser.add_argument("--trace-score", choices=list(TRACE_SCORES), default="lowest",
-                        help="deepconf: a trace's confidence from its windows")  # fmt: skip
-    parser.add_argument("--policy-table", type=Path, default=None, metavar="T.json",
-                        help="adaptive: the table treesearch fit-adaptive wrote (default: none)")  # fmt: skip
-    parser.add_argument(
-        "--n-counts-judgements",
-        action="store_true",
-        help="filter-vote: N is a number of calls, N/2 generations each judged once (Chen et al.)",
-    )
+    """Which strategy, how many paths, and each strategy's own settings (``run``, ``serve``)."""
+    add_config_options(parser, "strategy")
 
 
 def add_search_options(
@@ -240,13 +205,7 @@ def add_verifier_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prm-good-column", type=INDEX, default=1, help="the column of P(good step) in the PRM's output"
     )
-    parser.add_argument(
-        "--score-reduction",
-        dest="reduction",
-        choices=list(REDUCTIONS),
-        default="last",
-        help="one score from a path's step scores",
-    )
+    add_config_options(parser, "verifier")
 
 
 def add_endpoint_options(

@@ -25,7 +25,7 @@ from treesearch.answers.equivalence import MathEquivalence
 from treesearch.backends.endpoint import Endpoint, server_root
 from treesearch.backends.verifiers import FINISHED_TEMPLATE
 from treesearch.engine.budget import BudgetLimits, ModelSizes
-from treesearch.engine.config import SearchConfig
+from treesearch.engine.config import OPTIONS, SearchConfig
 from treesearch.engine.policy import Policy, SamplingParams
 from treesearch.engine.search import check_config
 from treesearch.engine.steps import StepFormat
@@ -42,43 +42,15 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
-# SearchConfig fields set by options of the same name that only some commands take (run
-# takes them all); a command without one keeps SearchConfig's default.
-_OPTIONAL_FIELDS = (
-    "strategy",
-    "n",
-    "aggregator",
-    "reduction",
-    "beam_width",
-    "lookahead",
-    "rebase_temperature",
-    "mcts_c",
-    "n_counts_judgements",
-    "revision_ratio",
-    "revision_context",
-    "revision_template",
-    "wave",
-    "stop_rule",
-    "stop_confidence",
-    "stop_window",
-    "particle_temperature",
-    "particle_weighting",
-    "ab_mcts_posterior",
-    "ab_mcts_batch",
-    "deepconf_warmup",
-    "deepconf_keep",
-    "deepconf_top_k",
-    "deepconf_stop",
-    "confidence_window",
-    "trace_score",
-)
-
-
 def search_config(args: argparse.Namespace) -> SearchConfig:
+    """The SearchConfig of a command's arguments: each of SearchConfig's options the command
+    takes (run takes them all; a command without one keeps its default), and the sampling,
+    step format and budget of the search options."""
     given = vars(args)
-    optional = {name: given[name] for name in _OPTIONAL_FIELDS if name in given}
+    options = {name: given[name] for name in OPTIONS if name in given}
+    options["policy_table"] = _policy_table(args)
     return SearchConfig(
-        **optional,
+        **options,
         whole=args.sampling == "whole",
         sampling=SamplingParams(temperature=args.temperature, top_p=args.top_p, seed=args.seed),
         step=StepFormat(
@@ -95,7 +67,6 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
             deadline_s=args.budget_seconds,
             count_prompt=args.budget_count == "total",
         ),
-        policy_table=_policy_table(args),
     )
 
 

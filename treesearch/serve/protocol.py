@@ -150,7 +150,9 @@ class _Strict(BaseModel):
 
 def _options_model() -> type[BaseModel]:
     """The ``treesearch`` object: SearchConfig's fields by name (their types from the
-    dataclass, so a new option is accepted without an edit here), the budget and sampling."""
+    dataclass, so a new option is accepted without an edit here), the budget and sampling.
+    Their ranges and choices are SearchConfig's own, checked as the request's configuration
+    is made (in the words a Python caller gets); only the server's caps are added here."""
     # Left out is unset (the default None is never validated); null only where the field
     # takes None (``aggregator``, ``deepconf_stop``).
     hints = typing.get_type_hints(SearchConfig)
@@ -159,8 +161,8 @@ def _options_model() -> type[BaseModel]:
         for f in dataclasses.fields(SearchConfig)
         if f.name not in _SERVER_FIELDS
     }
-    fields["deepconf_top_k"] = (Annotated[int, Field(ge=2, le=20)], None)  # OpenAI's top_logprobs
-    fields["confidence_window"] = (Annotated[int, Field(ge=1, le=1 << 16)] | None, None)
+    fields["deepconf_top_k"] = (Annotated[int, Field(le=20)], None)  # OpenAI's top_logprobs
+    fields["confidence_window"] = (Annotated[int, Field(le=1 << 16)] | None, None)
     fields["budget_tokens"] = (Annotated[int, Field(ge=1)], None)
     fields["budget_requests"] = (Annotated[int, Field(ge=1)], None)
     fields["budget_seconds"] = (Annotated[float, Field(gt=0)], None)
