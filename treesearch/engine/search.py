@@ -207,41 +207,21 @@ async def search(
     ctx = SearchContext.for_config(
         problem, policy, budget, config, verifier=verifier, finish_check=finish_check, equivalence=same
     )
-    stopped_by, error = StopReason.DONE, None
-    caught: BaseException | None = None  # what raised last, for ``failure``
+    outcome = _Outcome()
     try:
         with anyio.move_on_after(seconds_left(budget)) as scope:
             await get_strategy(config.strategy).run(ctx, config)
         if scope.cancelled_caught:
-            stopped_by = StopReason.DEADLINE
+            outcome.stopped_by = StopReason.DEADLINE
     except Exception as exc:
-        stopped_by, error = stop_cause(exc)
-        caught = exc
+        outcome.failed(exc)
     # What ran decides the aggregation: the strategy asked for, or the one it chose.
     ran = ctx.chosen or config
     strategy = get_strategy(ran.strategy)
     aggregator = ran.aggregator or strategy.aggregator
-    # A search cut short aggregates every finished path it has.
-    offered = ctx.tree.terminals() if ctx.candidates is None else in_order(map(ctx.tree.node, ctx.candidates))
-    final = _answered(offered)
-    if not final and error is None and stopped_by is not StopReason.DEADLINE:
-        try:
-            final = _answered(await _complete_best_open_path(ctx))
-        except Exception as exc:
-            stopped_by, error = stop_cause(exc)
-            caught = exc
-    if aggregator != "majority" and final and error is None:
-        try:
-            with anyio.move_on_after(seconds_left(budget)):
-                await ctx.score([node.id for node in final])
-        except Exception as exc:
-            cause, failure = stop_cause(exc)
-            if failure is not None:
-                stopped_by, error, caught = cause, failure, exc
-            elif stopped_by is StopReason.DONE:
-                stopped_by = cause
-    if error is not None:
-        log.warning("problem_failed", problem_id=problem.id, error=error)
+    final = await _finished_paths(ctx, aggregator, outcome)
+    if outcome.error is not None:
+        log.warning("problem_failed", problem_id=problem.id, error=outcome.error)
     candidates = [
         Candidate(
             node=node.id, answer=node.answer, score=ctx.path_score(node.id), chain=ctx.tree.chain(node.id)[0]
@@ -250,20 +230,8 @@ async def search(
     ]
     if strategy.best_n:
         candidates = _best(candidates, ran.n)
-
-    def decide() -> tuple[str | None, str, bool | None]:
-        groups = same.group([c.answer or "" for c in candidates])
-        answer, rule = aggregate(aggregator, candidates, groups)
-        if problem.answer is None:
-            return answer, rule, None
-        return answer, rule, answer is not None and same.matches(answer, problem.answer)
-
-    try:
-        answer, aggregated_by, correct = await anyio.to_thread.run_sync(decide)
-    except Exception as exc:  # an equivalence that failed (a user's, or a worker that would not start)
-        answer, aggregated_by, correct = None, aggregator, None
-        stopped_by, error, caught = StopReason.ERROR, f"comparing answers: {exc}", exc
-        log.warning("problem_failed", problem_id=problem.id, error=error)
+    answer, aggregated_by, correct = await _decide(problem, candidates, aggregator, same, outcome)
+    stopped_by = outcome.stopped_by
     if stopped_by is StopReason.DONE and budget.overspent:
         stopped_by = StopReason.BUDGET
     if answer is None and stopped_by is StopReason.DONE and _hit_depth_limit(ctx.tree, config.step.max_depth):
@@ -279,10 +247,10 @@ async def search(
         stopped_by=stopped_by,
         aggregated_by=aggregated_by,
         wall_s=time.perf_counter() - started,
-        error=error,
+        error=outcome.error,
         tree=ctx.tree,
         choice=ctx.choice,
-        failure=None if error is None or caught is None else most_telling(caught),
+        failure=outcome.failure(),
     )
     log.info(
         "problem_finished",
@@ -295,6 +263,73 @@ async def search(
         tokens=budget.usage.total_tokens,
     )
     return result
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """How a search is ending, as its phases find out: why it stopped, the error it reports
+    and the exception behind that error."""
+
+    stopped_by: StopReason = StopReason.DONE
+    error: str | None = None
+    caught: BaseException | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        self.stopped_by, self.error = stop_cause(exc)
+        self.caught = exc
+
+    def failure(self) -> BaseException | None:
+        return None if self.error is None or self.caught is None else most_telling(self.caught)
+
+
+async def _finished_paths(ctx: SearchContext, aggregator: str, outcome: _Outcome) -> list[Node]:
+    """The answered paths to aggregate (every finished one when the strategy kept no
+    candidates), the best open path finished greedily when there is none, and their scores
+    when the aggregator needs them; a failure or refusal on the way is recorded in
+    ``outcome`` and keeps what was finished."""
+    offered = ctx.tree.terminals() if ctx.candidates is None else in_order(map(ctx.tree.node, ctx.candidates))
+    final = _answered(offered)
+    if not final and outcome.error is None and outcome.stopped_by is not StopReason.DEADLINE:
+        try:
+            final = _answered(await _complete_best_open_path(ctx))
+        except Exception as exc:
+            outcome.failed(exc)
+    if aggregator != "majority" and final and outcome.error is None:
+        try:
+            with anyio.move_on_after(seconds_left(ctx.budget)):
+                await ctx.score([node.id for node in final])
+        except Exception as exc:
+            cause, failure = stop_cause(exc)
+            if failure is not None:
+                outcome.stopped_by, outcome.error, outcome.caught = cause, failure, exc
+            elif outcome.stopped_by is StopReason.DONE:
+                outcome.stopped_by = cause
+    return final
+
+
+async def _decide(
+    problem: Problem,
+    candidates: Sequence[Candidate],
+    aggregator: str,
+    same: AnswerEquivalence,
+    outcome: _Outcome,
+) -> tuple[str | None, str, bool | None]:
+    """The answer, the rule that chose it and whether it matches the gold, off the event
+    loop (the equivalence may run sympy); an equivalence that fails is the search's error."""
+
+    def decide() -> tuple[str | None, str, bool | None]:
+        groups = same.group([c.answer or "" for c in candidates])
+        answer, rule = aggregate(aggregator, candidates, groups)
+        if problem.answer is None:
+            return answer, rule, None
+        return answer, rule, answer is not None and same.matches(answer, problem.answer)
+
+    try:
+        return await anyio.to_thread.run_sync(decide)
+    except Exception as exc:  # an equivalence that failed (a user's, or a worker that would not start)
+        outcome.stopped_by, outcome.error, outcome.caught = StopReason.ERROR, f"comparing answers: {exc}", exc
+        log.warning("problem_failed", problem_id=problem.id, error=outcome.error)
+        return None, aggregator, None
 
 
 def _answered(nodes: Iterable[Node]) -> list[Node]:
