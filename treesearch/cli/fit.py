@@ -71,8 +71,8 @@ async def fit_command(args: argparse.Namespace) -> int:
     from treesearch.optimal.fit import fit_policy_table
 
     config = search_config(args)
-    chosen = verifier_choice(args, config)
-    if chosen is None:
+    verifier = verifier_choice(args, config)
+    if verifier is None:
         raise ConfigError("fit-adaptive needs a verifier for its grid: give --prm-url URL or --verifier KIND")
     problems = load_problems(args.problems)
     if any(problem.answer is None for problem in problems):
@@ -103,7 +103,7 @@ async def fit_command(args: argparse.Namespace) -> int:
             max_problems_in_flight=problems_in_flight(args),
         )
 
-    fitted = await drive(args, chosen, work)
+    fitted = await drive(args, verifier, work)
     if fitted is None:
         print("treesearch: interrupted; no table written", file=sys.stderr)
         return 130

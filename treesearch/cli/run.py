@@ -51,7 +51,7 @@ async def run_problems(args: argparse.Namespace) -> Ran:
     """Run the problems of ``args`` into ``args.output``, printing nothing but progress (and
     each pool's counts): the part of ``treesearch run`` a Ray task runs on its chunk."""
     config = search_config(args)
-    chosen = verifier_choice(args, config)
+    verifier = verifier_choice(args, config)
     sizes = model_sizes(args)
     problems = load_problems(args.problems)
     prepare_outputs(args)
@@ -88,7 +88,7 @@ async def run_problems(args: argparse.Namespace) -> Ran:
             sizes=sizes,
         )
 
-    results = await drive(args, chosen, work)
+    results = await drive(args, verifier, work)
     pools = replica_counts(used[0].servers) if used else []
     return Ran(problems=problems, results=results, done_before=done_before, pools=pools)
 

@@ -109,7 +109,7 @@ async def serve_command(args: argparse.Namespace) -> int:
         args.backend = "llamacpp"  # no upstream given: the embedded model
     defaults = search_config(args)
     keys = _keys(args)
-    chosen = verifier_choice(args, defaults)
+    verifier = verifier_choice(args, defaults)
     secrets = tuple(key for key in (api_key(args), args.prm_api_key) if key)
 
     async def work(backends: Backends) -> None:
@@ -158,7 +158,7 @@ async def serve_command(args: argparse.Namespace) -> int:
             with anyio.CancelScope(shield=True):
                 await _shut_down(server, runner, site, args.shutdown_grace)
 
-    await drive(args, chosen, work)
+    await drive(args, verifier, work)
     return 0
 
 

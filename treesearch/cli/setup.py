@@ -228,13 +228,14 @@ class Backends:
 
 
 async def drive(
-    args: argparse.Namespace, chosen: Verifier | str | None, work: Callable[[Backends], Awaitable[T]]
+    args: argparse.Namespace, verifier: Verifier | str | None, work: Callable[[Backends], Awaitable[T]]
 ) -> T | None:
-    """Check the model, build the policy, verifier and completion check, and run ``work`` on
-    them; None when Ctrl-C or SIGTERM ended it. From the model check on, a signal ends the
-    work in order: requests in flight are cancelled and connections closed (what the work
-    wrote is on disk already); signals during the clean-up are taken and ignored, so it
-    always completes."""
+    """Check the model, build the policy, the verifier (``verifier_choice``'s: a kind to build
+    on the endpoints, or one ready) and completion check, and run ``work`` on them; None
+    when Ctrl-C or SIGTERM ended it. From the model check on, a signal ends the work in
+    order: requests in flight are cancelled and connections closed (what the work wrote is
+    on disk already); signals during the clean-up are taken and ignored, so it always
+    completes."""
     endpoint = _endpoint(args)
     opened = [endpoint]
     log_file = configure(args.log_json)
@@ -246,9 +247,8 @@ async def drive(
         with scope:
             try:
                 model = await _model(args, endpoint)
-                verifier = (
-                    _verifier(args, chosen, model, endpoint, opened) if isinstance(chosen, str) else chosen
-                )
+                if isinstance(verifier, str):
+                    verifier = _verifier(args, verifier, model, endpoint, opened)
                 policy = make_backend("openai", base_url=endpoint, model=model, api=args.api)
                 finish_check = (
                     make_backend("logprob", base_url=endpoint, model=model, template=FINISHED_TEMPLATE)

@@ -439,7 +439,7 @@ def failure_of(result: SearchResult, config: SearchConfig) -> RequestError | Non
     return None
 
 
-def chosen_text(result: SearchResult, delimiter: str) -> str:
+def path_text(result: SearchResult, delimiter: str) -> str:
     """The text of the path behind the answer: the best-scored candidate giving it."""
     giving = [c for c in result.candidates if c.answer == result.answer]
     if result.tree is None or not giving:
@@ -451,7 +451,7 @@ def chosen_text(result: SearchResult, delimiter: str) -> str:
 def content_of(result: SearchResult, config: SearchConfig, stops: Sequence[str]) -> tuple[str, str]:
     """The choice's text and finish reason: the chosen path cut before the first stop string
     (OpenAI's ``stop``); "length" when the search ended without an answer."""
-    text = chosen_text(result, config.step.delimiter)
+    text = path_text(result, config.step.delimiter)
     cut = min((found for stop in stops if (found := text.find(stop)) >= 0), default=len(text))
     return text[:cut], "stop" if result.answer is not None else "length"
 

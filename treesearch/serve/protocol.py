@@ -312,41 +312,41 @@ def request_config(request: SearchRequest, defaults: SearchConfig, caps: Caps) -
     given: dict[str, Any] = (
         {} if request.treesearch is None else request.treesearch.model_dump(exclude_unset=True)
     )
-    chosen = {key: value for key, value in given.items() if key not in _BUDGETS and key != "sampling"}
+    fields = {key: value for key, value in given.items() if key not in _BUDGETS and key != "sampling"}
     if strategy is not None:
-        chosen.setdefault("strategy", strategy)
-        chosen.setdefault("n", count)
-    if chosen.get("strategy", defaults.strategy) not in STRATEGIES:
+        fields.setdefault("strategy", strategy)
+        fields.setdefault("n", count)
+    if fields.get("strategy", defaults.strategy) not in STRATEGIES:
         raise RequestError(
-            400, f"unknown strategy {chosen['strategy']!r}; choose from {', '.join(STRATEGIES)}"
+            400, f"unknown strategy {fields['strategy']!r}; choose from {', '.join(STRATEGIES)}"
         )
     if request.n > caps.max_n:
         raise RequestError(400, f"n must be at most {caps.max_n} (the server's --max-n), got {request.n}")
     for name in _COUNTS:
-        if chosen.get(name, 0) > caps.max_n:
+        if fields.get(name, 0) > caps.max_n:
             raise RequestError(
-                400, f"{name} must be at most {caps.max_n} (the server's --max-n), got {chosen[name]}"
+                400, f"{name} must be at most {caps.max_n} (the server's --max-n), got {fields[name]}"
             )
     # Only what differs from the defaults is replaced: each replace validates anew, and this
     # runs for every request.
     asked = {"temperature": request.temperature, "top_p": request.top_p, "seed": request.seed}
     sampling: dict[str, Any] = {key: value for key, value in asked.items() if value is not None}
     if sampling:
-        chosen["sampling"] = replace(defaults.sampling, **sampling)
+        fields["sampling"] = replace(defaults.sampling, **sampling)
     tokens = request.answer_tokens()
     if tokens is not None:  # the server's own lengths are caps
         step = defaults.step
-        chosen["step"] = replace(step, max_tokens=min(tokens, step.max_tokens),
+        fields["step"] = replace(step, max_tokens=min(tokens, step.max_tokens),
                                  max_step_tokens=min(tokens, step.max_step_tokens))  # fmt: skip
     budget = {
         name: _share(given.get(key), getattr(caps.budget, name), request.n) for key, name in _BUDGETS.items()
     }
     if any(getattr(defaults.budget, name) != value for name, value in budget.items()):
-        chosen["budget"] = replace(defaults.budget, **budget)
+        fields["budget"] = replace(defaults.budget, **budget)
     if "sampling" in given:
-        chosen["whole"] = given["sampling"] == "whole"
+        fields["whole"] = given["sampling"] == "whole"
     try:
-        return replace(defaults, **chosen) if chosen else defaults
+        return replace(defaults, **fields) if fields else defaults
     except (ConfigError, TypeError, ValueError) as exc:
         raise RequestError(400, f"bad treesearch settings: {exc}") from None
 
