@@ -10,7 +10,7 @@ def test_public_names() -> None:
         "MathEquivalence", "Node", "NodeStatus", "PairwiseEquivalence", "Policy", "Prefix", "Problem",
         "ProblemFileError",
         "SamplingParams", "SearchConfig", "SearchContext", "SearchResult", "SearchTree",
-        "StepFormat", "StopReason", "TreeSearchError", "Usage", "Verifier", "VerifierError", "extract_answer",
+        "StepFormat", "TreeSearchError", "Usage", "Verifier", "VerifierError", "extract_answer",
         "load_problems",
         "make_backend", "run", "search",
         # the compute-optimal layer and its results

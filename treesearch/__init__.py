@@ -19,7 +19,7 @@ from treesearch.engine.budget import Budget, BudgetLimits, ModelSizes, Usage
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.context import SearchContext
 from treesearch.engine.policy import Choice, Generation, Policy, Prefix, SamplingParams
-from treesearch.engine.search import SearchResult, StopReason, search
+from treesearch.engine.search import SearchResult, search
 from treesearch.engine.steps import StepFormat
 from treesearch.engine.tree import Node, NodeStatus, SearchTree
 from treesearch.engine.verify import CallableVerifier, Verifier
@@ -37,7 +37,8 @@ from treesearch.optimal.fit import fit_policy_table
 from treesearch.problems import Problem, load_problems
 from treesearch.registry import make_backend
 from treesearch.runs.labels import label
-from treesearch.runs.runner import read_output, run
+from treesearch.runs.loop import read_output
+from treesearch.runs.runner import run
 from treesearch.strategies import STRATEGIES
 
 __all__ = [
@@ -70,7 +71,6 @@ __all__ = [
     "SearchResult",
     "SearchTree",
     "StepFormat",
-    "StopReason",
     "TreeSearchError",
     "Usage",
     "Verifier",

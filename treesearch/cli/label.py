@@ -29,7 +29,7 @@ from treesearch.engine.budget import Tally
 from treesearch.errors import ConfigError
 from treesearch.problems import load_problems
 from treesearch.runs.labels import LabelResult, check_gold, label, summary_path
-from treesearch.runs.runner import read_output
+from treesearch.runs.loop import read_output
 
 _DESCRIPTION = (
     "Sample --n solutions per problem step by step; from each step run --rollouts whole "

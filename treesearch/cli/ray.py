@@ -35,9 +35,9 @@ from treesearch.engine.budget import Tally
 from treesearch.engine.search import SearchResult
 from treesearch.errors import ConfigError, TreeSearchError
 from treesearch.problems import Problem
+from treesearch.runs.loop import read_output
 from treesearch.runs.progress import Progress
 from treesearch.runs.rows import check_same_run, drop_rows, open_append
-from treesearch.runs.runner import read_output
 
 RETRIES = 3
 Pools = list[list[dict[str, Any]]]

@@ -25,7 +25,8 @@ from treesearch.cli.setup import (
 from treesearch.engine.budget import ModelSizes
 from treesearch.engine.search import SearchResult
 from treesearch.problems import Problem, load_problems
-from treesearch.runs.runner import fingerprint, read_output, run
+from treesearch.runs.loop import read_output
+from treesearch.runs.runner import fingerprint, run
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

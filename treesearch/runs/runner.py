@@ -33,7 +33,6 @@ from treesearch.errors import ConfigError
 from treesearch.logs import get_logger
 from treesearch.problems import Problem
 from treesearch.runs.loop import Output, each_problem
-from treesearch.runs.loop import read_output as read_output  # where callers have found it
 from treesearch.runs.progress import Progress
 
 log = get_logger(__name__)
