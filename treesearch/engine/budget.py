@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -73,6 +74,28 @@ class Usage:
     @property
     def policy_tokens(self) -> int:
         return self.total_tokens - self.verifier_tokens
+
+    def to_record(self) -> dict[str, Any]:
+        """The ``usage`` object of a row."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "requests": self.requests,
+            "estimated": self.estimated,
+            "verifier_tokens": self.verifier_tokens,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> Usage:
+        """A row's ``usage`` read back (a field it lacks counts 0)."""
+        record = record or {}
+        return cls(
+            prompt_tokens=int(record.get("prompt_tokens", 0)),
+            completion_tokens=int(record.get("completion_tokens", 0)),
+            requests=int(record.get("requests", 0)),
+            estimated=bool(record.get("estimated", False)),
+            verifier_tokens=int(record.get("verifier_tokens", 0)),
+        )
 
     def flops(self, parameters: float, verifier_parameters: float | None = None) -> float:
         """Inference FLOPs, 2 × parameters × tokens per model (Snell et al.'s unit): the

@@ -94,13 +94,7 @@ class SearchResult:
                 | ({} if c.chain in (None, c.node) else {"chain": c.chain})
                 for c in self.candidates
             ],
-            "usage": {
-                "prompt_tokens": self.usage.prompt_tokens,
-                "completion_tokens": self.usage.completion_tokens,
-                "requests": self.usage.requests,
-                "estimated": self.usage.estimated,
-                "verifier_tokens": self.usage.verifier_tokens,
-            },
+            "usage": self.usage.to_record(),
             **({} if sizes is None else {"flops": sizes.flops(self.usage)}),
             "stopped_by": self.stopped_by,
             "aggregated_by": self.aggregated_by,
@@ -112,7 +106,6 @@ class SearchResult:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> SearchResult:
         """A result read back from its output line (no tree)."""
-        usage = record.get("usage") or {}
         return cls(
             problem_id=str(record["id"]),
             strategy=str(record.get("strategy")),
@@ -128,13 +121,7 @@ class SearchResult:
                 )
                 for c in record.get("candidates") or ()
             ),
-            usage=Usage(
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-                requests=int(usage.get("requests", 0)),
-                estimated=bool(usage.get("estimated", False)),
-                verifier_tokens=int(usage.get("verifier_tokens", 0)),
-            ),
+            usage=Usage.from_record(record.get("usage")),
             stopped_by=StopReason.of_record(record),
             aggregated_by=str(record.get("aggregated_by")),
             wall_s=float(record.get("wall_s") or 0.0),

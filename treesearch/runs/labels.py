@@ -20,7 +20,6 @@ summary holds, and relabels (dropping their rows) those a crash left without one
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -129,7 +128,7 @@ class LabelResult:
             "unanswered": self.unanswered,
             "cut": self.cut,
             "steps_labelled": self.steps_labelled,
-            "usage": dataclasses.asdict(self.usage),
+            "usage": self.usage.to_record(),
             **({} if sizes is None else {"flops": sizes.flops(self.usage)}),
             "stopped_by": self.stopped_by,
             "wall_s": round(self.wall_s, 4),
@@ -139,7 +138,6 @@ class LabelResult:
     @classmethod
     def from_record(cls, record: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> LabelResult:
         """A result read back from its summary line and its solutions' rows."""
-        usage = record.get("usage") or {}
         return cls(
             problem_id=str(record["id"]),
             gold=str(record.get("gold")),
@@ -147,12 +145,7 @@ class LabelResult:
             sampled=int(record.get("sampled") or 0),
             unanswered=int(record.get("unanswered") or 0),
             cut=int(record.get("cut") or 0),
-            usage=Usage(
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-                requests=int(usage.get("requests", 0)),
-                estimated=bool(usage.get("estimated", False)),
-            ),
+            usage=Usage.from_record(record.get("usage")),
             stopped_by=StopReason.of_record(record),
             wall_s=float(record.get("wall_s") or 0.0),
             error=record.get("error"),
