@@ -35,7 +35,8 @@ import anyio
 from curves import plot, summarise
 
 from treesearch import Problem, SamplingParams, SearchConfig, StepFormat, run
-from treesearch.backends.fake.app import make_problems, spawn
+from treesearch.backends.fake.launch import spawn
+from treesearch.backends.fake.tasks import make_problems
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 from treesearch.optimal.difficulty import Cell

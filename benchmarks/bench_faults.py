@@ -26,7 +26,9 @@ import anyio
 import httpx2
 
 from treesearch import Problem, SamplingParams, SearchConfig, run
-from treesearch.backends.fake.app import FAULT_KINDS, make_problems, spawn
+from treesearch.backends.fake.faults import FAULT_KINDS
+from treesearch.backends.fake.launch import spawn
+from treesearch.backends.fake.tasks import make_problems
 from treesearch.backends.openai_compat import OpenAIPolicy
 
 RESULTS = Path(__file__).parent / "results"

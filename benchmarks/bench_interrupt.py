@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx2
 
-from treesearch.backends.fake.app import make_problems, spawn
+from treesearch.backends.fake.launch import spawn
+from treesearch.backends.fake.tasks import make_problems
 
 
 def main() -> None:

@@ -62,7 +62,8 @@ import openai
 
 from treesearch import Prefix, Problem, SamplingParams, SearchConfig, StepFormat, run
 from treesearch.backends.endpoint import Endpoint
-from treesearch.backends.fake.app import make_problems, spawn
+from treesearch.backends.fake.launch import spawn
+from treesearch.backends.fake.tasks import make_problems
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 

@@ -16,7 +16,8 @@ import pytest
 import structlog
 from hypothesis import settings
 
-from treesearch.backends.fake.app import make_problems, spawn
+from treesearch.backends.fake.launch import spawn
+from treesearch.backends.fake.tasks import make_problems
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 from treesearch.problems import Problem

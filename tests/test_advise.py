@@ -23,7 +23,8 @@ from scipy.stats import binom
 
 from treesearch import Candidate, ConfigError, MathEquivalence, Problem, SamplingParams, SearchConfig, run
 from treesearch.answers.aggregate import filter_vote, majority_vote
-from treesearch.backends.fake.app import make_problems, spawn
+from treesearch.backends.fake.launch import spawn
+from treesearch.backends.fake.tasks import make_problems
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.optimal.advise import estimate, predict_votes
 from treesearch.optimal.mixture import fit_difficulty

@@ -26,7 +26,8 @@ from treesearch import (
     run,
     search,
 )
-from treesearch.backends.fake.app import make_problems, spawn
+from treesearch.backends.fake.launch import spawn
+from treesearch.backends.fake.tasks import make_problems
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy
 from treesearch.engine.budget import ModelSizes, count_attempt

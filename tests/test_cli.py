@@ -346,7 +346,7 @@ def test_bad_serve_fake_settings_are_one_line(flags: list[str], message: str) ->
 
 
 def test_serve_fake_writes_problems_it_understands(tmp_path: Path) -> None:
-    from treesearch.backends.fake.app import spawn
+    from treesearch.backends.fake.launch import spawn
 
     problems_file, output = tmp_path / "new" / "fake.jsonl", tmp_path / "out.jsonl"
     done = run_cli("serve-fake", "--write-problems", str(problems_file), "--count", "4")

@@ -10,7 +10,7 @@ import pytest
 from conftest import problems, server_stats
 
 from treesearch import SearchConfig, SearchResult, run
-from treesearch.backends.fake.app import FAULT_KINDS
+from treesearch.backends.fake.faults import FAULT_KINDS
 from treesearch.backends.http import MalformedAnswer, StatusFailure
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy, is_retryable

@@ -14,7 +14,8 @@ import pytest
 from conftest import problems, run_cli, server_stats, write_problems
 
 from treesearch import BudgetLimits, ConfigError, Problem, SamplingParams, SearchConfig, StepFormat
-from treesearch.backends.fake.app import make_problems, spawn
+from treesearch.backends.fake.launch import spawn
+from treesearch.backends.fake.tasks import make_problems
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.cli.main import main
 from treesearch.runs.labels import LabelResult, label, summary_path

@@ -15,7 +15,7 @@ from conftest import RECORDS, problems, run_cli, write_problems
 
 from treesearch import CallableVerifier, Problem, SamplingParams, SearchConfig, run
 from treesearch.backends.endpoint import EJECT_AFTER, Endpoint, OldestFirst
-from treesearch.backends.fake.app import spawn
+from treesearch.backends.fake.launch import spawn
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy
 

@@ -19,7 +19,7 @@ from treesearch import (
     SearchConfig,
     search,
 )
-from treesearch.backends.fake.app import FakeTask, step_score
+from treesearch.backends.fake.tasks import FakeTask, step_score
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import (
     FINISHED_TEMPLATE,

@@ -51,13 +51,10 @@ def run_handler(args: argparse.Namespace) -> int:
 
 
 def _serve_fake(args: argparse.Namespace) -> int:
-    from treesearch.backends.fake.app import (
-        FakeServerConfig,
-        parse_faults,
-        serve,
-        tasks_from_file,
-        write_problem_set,
-    )
+    from treesearch.backends.fake.app import FakeServerConfig
+    from treesearch.backends.fake.faults import parse_faults
+    from treesearch.backends.fake.launch import serve
+    from treesearch.backends.fake.tasks import tasks_from_file, write_problem_set
 
     if args.write_problems is not None:
         write_problem_set(args.write_problems, args.count)

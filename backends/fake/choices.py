@@ -1,0 +1,133 @@
+"""The OpenAI-shaped pieces of a synthetic answer, as pure functions of the model's text: a
+reply cut at its stop strings and token limit, one choice in completions or chat form with
+its logprobs, and a finished choice re-cut into the server-sent events of a stream.
+
+Every token has logprob log 0.9 (``GOOD_LOGPROB``); with top logprobs asked for, its
+alternatives are placed so that the token's confidence (DeepConf's C, −mean of the top-k
+logprobs) is the one the server drew for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from .tasks import TOKEN
+
+GOOD_LOGPROB = math.log(0.9)
+_STREAMED_LOGPROBS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+
+
+def cut(text: str, stops: Sequence[str], max_tokens: int) -> tuple[str, str, str | None]:
+    """Apply stop strings and the token limit: (text, finish_reason, stop_reason)."""
+    finish, stop_reason = "stop", None
+    hits = [(text.find(s), s) for s in stops if s and s in text]
+    if hits:
+        position, stop_reason = min(hits)
+        text = text[:position]
+    tokens = list(TOKEN.finditer(text))
+    if len(tokens) > max_tokens:
+        text = text[: tokens[max_tokens - 1].end()] if max_tokens else ""
+        finish, stop_reason = "length", None
+    return text, finish, stop_reason
+
+
+def confident_tops(
+    tokens: Sequence[str], k: int, centre: float, spread: float, draws: random.Random
+) -> list[dict[str, float]]:
+    """Each token's top-k logprobs: the token itself at log 0.9 and k − 1 alternatives far
+    below, placed so that −mean(top-k) is a confidence drawn around ``centre``."""
+    tops = []
+    for token in tokens:
+        confidence = max(1.0, draws.gauss(centre, spread))
+        rest = (-confidence * k - GOOD_LOGPROB) / (k - 1)
+        tops.append({token: GOOD_LOGPROB, **{f"<alt{i}>": rest for i in range(1, k)}})
+    return tops
+
+
+def render_choice(
+    index: int,
+    text: str,
+    finish: str,
+    stop_reason: str | None,
+    *,
+    chat: bool,
+    logprobs: Any,
+    yes: float | None,
+    tops: list[dict[str, float]],
+) -> dict[str, Any]:
+    """One choice as the API shapes it, with logprobs when the request's ``logprobs`` asks:
+    ``tops`` per token, or for completions of a yes/no question its yes/no distribution."""
+    choice: dict[str, Any] = {"index": index, "finish_reason": finish, "stop_reason": stop_reason}
+    if not chat:
+        choice["text"] = text
+        choice["logprobs"] = None if logprobs is None else _completion_logprobs(text, yes, tops)
+        return choice
+    choice["message"] = {"role": "assistant", "content": text}
+    if logprobs:
+        choice["logprobs"] = {
+            "content": [
+                {
+                    "token": t,
+                    "logprob": GOOD_LOGPROB,
+                    "bytes": None,
+                    "top_logprobs": [{"token": k, "logprob": v} for k, v in top.items()],
+                }
+                for t, top in zip(TOKEN.findall(text), tops, strict=True)
+            ]
+        }
+    return choice
+
+
+def _completion_logprobs(text: str, yes: float | None, tops: list[dict[str, float]]) -> dict[str, Any]:
+    """Completions-style logprobs: 0.9 per token with ``tops`` as its top logprobs, or the
+    yes/no distribution."""
+    tokens = TOKEN.findall(text)
+    offsets = [m.start() for m in TOKEN.finditer(text)]
+    if yes is not None:
+        top = {" Yes": math.log(max(yes, 1e-9)), " No": math.log(max(1.0 - yes, 1e-9))}
+        return {"tokens": [text], "token_logprobs": [top[text]], "top_logprobs": [top], "text_offset": [0]}
+    return {
+        "tokens": tokens,
+        "token_logprobs": [GOOD_LOGPROB] * len(tokens),
+        "top_logprobs": tops,
+        "text_offset": offsets,
+    }
+
+
+def event(data: dict[str, Any]) -> bytes:
+    """One server-sent event carrying ``data`` as JSON."""
+    return f"data: {json.dumps(data)}\n\n".encode()
+
+
+def token_events(choice: dict[str, Any], chat: bool) -> list[dict[str, Any]]:
+    """A finished choice as stream chunks: one a token (its text up to the next token, and
+    its logprobs when the choice has them), then one with the finish reason."""
+    text = choice["message"]["content"] if chat else choice["text"]
+    starts = [match.start() for match in TOKEN.finditer(text)]
+    bounds = [0, *starts[1:], len(text)] if starts else []
+    logprobs = choice.get("logprobs")
+    events: list[dict[str, Any]] = []
+    for position in range(len(starts)):
+        piece = text[bounds[position] : bounds[position + 1]]
+        chunk: dict[str, Any] = {"index": choice["index"], "finish_reason": None}
+        if chat:
+            chunk["delta"] = {"content": piece}
+            if logprobs:
+                chunk["logprobs"] = {"content": [logprobs["content"][position]]}
+        else:
+            chunk["text"] = piece
+            if logprobs:
+                chunk["logprobs"] = {key: [logprobs[key][position]] for key in _STREAMED_LOGPROBS}
+        events.append(chunk)
+    end: dict[str, Any] = {"index": choice["index"], "finish_reason": choice["finish_reason"],
+                           "stop_reason": choice.get("stop_reason")}  # fmt: skip
+    if chat:
+        end["delta"] = {}
+    else:
+        end["text"] = ""
+    events.append(end)
+    return events
