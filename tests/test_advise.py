@@ -38,7 +38,7 @@ from treesearch.optimal.votes import (
     vote_accuracy,
     vote_curve,
 )
-from treesearch.runs.runner import read_output
+from treesearch.runs.loop import read_output
 
 
 def dist(*answers: float, correct: int | None = 0, unanswered: float = 0.0, **kw: Any) -> AnswerDistribution:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ from treesearch.backends.fake.launch import spawn
 from treesearch.backends.fake.tasks import make_problems
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.retry import RetryPolicy
-from treesearch.engine.budget import ModelSizes, count_attempt
+from treesearch.engine.budget import ModelSizes, Usage, count_attempt
 from treesearch.engine.taskgroups import gather
 from treesearch.engine.tree import ROOT
 from treesearch.errors import DeadlinePassed
@@ -300,3 +301,17 @@ def test_never_overrun_under_200_concurrent_calls(
     assert budget.usage.completion_tokens == served["completion_tokens"]
     charged = served["completion_tokens"] + (served["prompt_tokens"] if count_prompt else 0)
     assert budget.charged_tokens == charged
+
+
+@given(
+    st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**6), st.booleans(), st.integers(0, 10**9)
+)
+def test_a_usage_reads_back_as_it_was_written(
+    prompt: int, completion: int, requests: int, estimated: bool, verifier: int
+) -> None:
+    """One place writes a row's usage and one reads it: label's summary once dropped
+    verifier_tokens on the way back."""
+    usage = Usage(prompt_tokens=prompt, completion_tokens=completion, requests=requests,
+                  estimated=estimated, verifier_tokens=verifier)  # fmt: skip
+    assert Usage.from_record(json.loads(json.dumps(usage.to_record()))) == usage
+    assert Usage.from_record(None) == Usage()

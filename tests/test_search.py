@@ -25,12 +25,12 @@ from treesearch import (
     SearchConfig,
     SearchResult,
     StepFormat,
-    StopReason,
     run,
     search,
 )
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
+from treesearch.engine.search import StopReason
 from treesearch.engine.tree import ROOT, SearchTree
 
 pytestmark = pytest.mark.anyio
