@@ -9,11 +9,17 @@ extra (``make demo`` installs it).
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import anyio
 
 from treesearch.arithmetic import STEP_FORMAT, make_problems, step_scores
+from treesearch.cli.options import COUNT
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.policy import SamplingParams
 from treesearch.engine.verify import CallableVerifier
@@ -80,3 +86,28 @@ async def demo() -> int:
         f"with the exact checker: {guided}."
     )
     return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    if args.write_problems is not None:
+        write_problems(args.write_problems, args.count)
+        print(
+            f"wrote {args.count} arithmetic problems to {args.write_problems}; run them with "
+            f"treesearch run --backend llamacpp --problems {args.write_problems} --output OUT.jsonl "
+            "--sampling steps --step-delimiter '\\n' --stop 'Q:' --max-step-tokens 24",
+            file=sys.stderr,
+        )
+        return 0
+    return anyio.run(demo)
+
+
+
+
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``treesearch demo`` to the top-level parser's subcommands."""
+    parser = commands.add_parser("demo", help="see test-time compute work, offline")
+    parser.add_argument("--write-problems", type=Path, default=None, metavar="FILE",
+                      help="write the demo's kind of arithmetic problems to FILE and exit "
+                      "(default: run the demo)")  # fmt: skip
+    parser.add_argument("--count", type=COUNT, default=20, help="problems --write-problems writes")
+    parser.set_defaults(handler=demo_command)

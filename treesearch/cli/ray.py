@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from treesearch.cli.run import closing_lines, interrupted
+from treesearch.cli.local import closing_lines, interrupted
 from treesearch.cli.setup import model_sizes, report_replicas
 from treesearch.engine.budget import Tally
 from treesearch.engine.search import SearchResult
@@ -48,7 +48,7 @@ def _chunk(options: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list
     each server's replica counts."""
     import anyio
 
-    from treesearch.cli.run import run_problems
+    from treesearch.cli.local import run_problems
 
     with tempfile.TemporaryDirectory() as folder:
         problems = Path(folder) / "problems.jsonl"
