@@ -27,7 +27,7 @@ Two more sections, which need no ``bench`` extra:
   request each, ``--latency`` per request) against a pool of 1 to 4 synthetic
   replicas, 8 requests in flight on each (standing for each replica's capacity);
   problems per second and the speed-up over one replica.
-- ``proxy``: 50 chat requests one after another with the openai SDK through
+- ``proxy``: 200 chat requests one after another with the openai SDK through
   ``treesearch serve`` (majority vote, N = 4: one upstream request of n = 4, the
   synthetic server without latency), each followed by the same request straight
   to the upstream; the median milliseconds the proxy adds.
