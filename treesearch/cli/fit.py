@@ -17,7 +17,6 @@ import anyio
 
 from treesearch.cli.options import COUNT, add_endpoint_options, add_search_options, add_verifier_options
 from treesearch.cli.setup import (
-    Backends,
     drive,
     problems_in_flight,
     search_config,
@@ -27,6 +26,7 @@ from treesearch.cli.setup import (
 from treesearch.errors import ConfigError
 from treesearch.optimal.difficulty import KINDS, LEVELS
 from treesearch.problems import load_problems
+from treesearch.runs.backends import Backends
 
 
 def _budgets(text: str) -> list[int]:

@@ -18,7 +18,6 @@ import anyio
 
 from treesearch.cli.options import COUNT, add_endpoint_options, add_search_options, add_size_options
 from treesearch.cli.setup import (
-    Backends,
     drive,
     model_sizes,
     problems_in_flight,
@@ -28,6 +27,7 @@ from treesearch.cli.setup import (
 from treesearch.engine.budget import Tally
 from treesearch.errors import ConfigError
 from treesearch.problems import load_problems
+from treesearch.runs.backends import Backends
 from treesearch.runs.labels import LabelResult, check_gold, label, summary_path
 from treesearch.runs.loop import read_output
 

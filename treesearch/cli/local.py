@@ -12,20 +12,20 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-# The command line is an edge: it may build adapters directly.
 from treesearch.cli.setup import (
-    Backends,
     drive,
     model_sizes,
     prepare_outputs,
     problems_in_flight,
-    replica_counts,
     search_config,
     verifier_choice,
 )
 from treesearch.engine.budget import ModelSizes
 from treesearch.engine.search import SearchResult
 from treesearch.problems import Problem, load_problems
+
+# The command line is an edge: it may build adapters directly.
+from treesearch.runs.backends import Backends, replica_counts
 from treesearch.runs.loop import read_output
 from treesearch.runs.runner import fingerprint, run
 

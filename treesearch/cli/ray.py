@@ -3,9 +3,10 @@
 The driver reads what the output already holds (a rerun continues the run, as
 without Ray), cuts the problems left into chunks of ``--problems-in-flight``, and
 keeps ``--ray-workers`` chunks running at once. Each chunk is one Ray task that
-runs the ordinary ``treesearch run`` engine on its problems against the shared
-endpoints, with its share of ``--concurrency``, into a file of its own, and
-returns the rows and its replica counts; the driver appends the rows to the one
+receives a picklable description of the backends and the search (never the command
+line's arguments), opens its own backends with its share of ``--concurrency``, runs
+the runner on its problems into a file of its own, and returns the rows and its
+replica counts; the driver appends the rows to the one
 output as each chunk ends, so rows stream back a chunk at a time. A worker that
 dies has its chunk run again by Ray (``max_retries``); only a chunk that returned
 is written, so no row is written twice.
@@ -25,40 +26,78 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from treesearch.cli.local import closing_lines, interrupted
-from treesearch.cli.setup import model_sizes, report_replicas
-from treesearch.engine.budget import Tally
+from treesearch.cli.setup import (
+    backend_spec,
+    model_sizes,
+    problems_in_flight,
+    report_replicas,
+    search_config,
+    verifier_choice,
+)
+from treesearch.engine.budget import ModelSizes, Tally
+from treesearch.engine.config import SearchConfig
 from treesearch.engine.search import SearchResult
+from treesearch.engine.verify import Verifier
 from treesearch.errors import ConfigError, TreeSearchError
 from treesearch.problems import Problem
+from treesearch.runs.backends import BackendSpec, open_backends, replica_counts
 from treesearch.runs.loop import read_output
 from treesearch.runs.progress import Progress
 from treesearch.runs.rows import check_same_run, drop_rows, open_append
+from treesearch.runs.runner import run
 
 RETRIES = 3
 Pools = list[list[dict[str, Any]]]
 
 
-def _chunk(options: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Pools]:
-    """One Ray task: ``treesearch run`` on ``records`` into a file of its own; its rows and
-    each server's replica counts."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Chunk:
+    """What a Ray task needs, all picklable: where the backends are (the verifier built
+    already when it is a Python function's), the search's configuration and how the runner
+    runs, never the command line's arguments."""
+
+    backends: BackendSpec
+    verifier: Verifier | None
+    config: SearchConfig
+    in_flight: int
+    sizes: ModelSizes | None
+
+
+def _chunk(work: _Chunk, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Pools]:
+    """One Ray task: the runner on ``records`` into a file of its own; its rows and each
+    server's replica counts."""
     import anyio
 
-    from treesearch.cli.local import run_problems
+    problems = [Problem.from_record(record) for record in records]
+
+    async def chunk(output: Path) -> Pools:
+        async with open_backends(work.backends, work.verifier) as backends:
+            await run(
+                problems,
+                backends.policy,
+                work.config,
+                verifier=backends.verifier,
+                finish_check=backends.finish_check,
+                output=output,
+                keep_trees=False,
+                max_problems_in_flight=work.in_flight,
+                equivalence=backends.equivalence,
+                force_resume=True,
+                sizes=work.sizes,
+            )
+            return replica_counts(backends.servers)
 
     with tempfile.TemporaryDirectory() as folder:
-        problems = Path(folder) / "problems.jsonl"
-        problems.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-        args = argparse.Namespace(**options)
-        args.problems, args.output, args.ray = problems, Path(folder) / "o", None
-        args.trees = args.log_json = None
-        ran = anyio.run(run_problems, args)
-        rows = [json.loads(line) for line in args.output.read_text(encoding="utf-8").splitlines()]
-        return rows, ran.pools
+        output = Path(folder) / "o"
+        pools = anyio.run(chunk, output)
+        rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+        return rows, pools
 
 
 def run_on_ray(args: argparse.Namespace, problems: list[Problem]) -> int:
@@ -77,10 +116,16 @@ def run_on_ray(args: argparse.Namespace, problems: list[Problem]) -> int:
     todo = [problem for problem in problems if problem.id not in recorded]
     size = args.problems_in_flight or 32
     chunks = [todo[start : start + size] for start in range(0, len(todo), size)]
-    options = dict(vars(args))
-    options.pop("handler", None)
-    options["concurrency"] = max(1, args.concurrency // args.ray_workers)
-    options["force_resume"] = True  # each chunk writes a fresh file; the driver checks the run
+    config = search_config(args)
+    verifier = verifier_choice(args, config)
+    spec = backend_spec(args, verifier)
+    work = _Chunk(
+        backends=replace(spec, concurrency=max(1, args.concurrency // args.ray_workers)),
+        verifier=None if isinstance(verifier, str) else verifier,
+        config=config,
+        in_flight=problems_in_flight(args),
+        sizes=model_sizes(args),
+    )
     pools: Pools = []
     shown = Progress(len(todo), sys.stderr, Tally())
     stopped = False
@@ -101,7 +146,7 @@ def run_on_ray(args: argparse.Namespace, problems: list[Problem]) -> int:
                         while chunks and len(pending) < args.ray_workers:
                             chunk = chunks.pop(0)
                             records = [problem.to_record() for problem in chunk]
-                            pending[task.remote(options, records)] = len(chunk)
+                            pending[task.remote(work, records)] = len(chunk)
                         (done,), _ = ray.wait(list(pending), num_returns=1)
                         pending.pop(done)
                         rows, counts = _returned(ray, done)

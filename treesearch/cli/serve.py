@@ -101,8 +101,9 @@ def _keys(args: argparse.Namespace) -> frozenset[str]:
 async def serve_command(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from treesearch.cli.setup import Backends, api_key, drive, search_config, verifier_choice
+    from treesearch.cli.setup import api_key, drive, search_config, verifier_choice
     from treesearch.registry import make_backend
+    from treesearch.runs.backends import Backends
     from treesearch.serve import Caps, SearchServer, Upstream
 
     if args.backend == "openai" and not (args.base_url or args.pool_file):

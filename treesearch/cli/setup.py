@@ -13,20 +13,14 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
-from treesearch.answers.equivalence import MathEquivalence
-
-# The command line is an edge: it may build adapters directly.
-from treesearch.backends.endpoint import Endpoint, server_root
-from treesearch.backends.verifiers import FINISHED_TEMPLATE
 from treesearch.engine.budget import BudgetLimits, ModelSizes
 from treesearch.engine.config import OPTIONS, SearchConfig
-from treesearch.engine.policy import Policy, SamplingParams
+from treesearch.engine.policy import SamplingParams
 from treesearch.engine.search import check_config
 from treesearch.engine.steps import StepFormat
 from treesearch.engine.taskgroups import most_telling
@@ -34,7 +28,8 @@ from treesearch.engine.verify import CallableVerifier, Verifier
 from treesearch.errors import ConfigError
 from treesearch.logs import configure, get_logger
 from treesearch.optimal.difficulty import PolicyTable
-from treesearch.registry import backend_names, make_backend
+from treesearch.registry import backend_names
+from treesearch.runs.backends import Backends, BackendSpec, open_backends, replica_counts
 
 log = get_logger(__name__)
 
@@ -120,22 +115,6 @@ def verifier_choice(args: argparse.Namespace, config: SearchConfig) -> Verifier 
     return kind
 
 
-def _verifier(args: argparse.Namespace, kind: str, model: str, endpoint: Any, opened: list[Any]) -> Verifier:
-    """The verifier backend ``kind`` on the policy's server, or on --prm-url (a new endpoint,
-    added to ``opened`` for the caller to close)."""
-    options: dict[str, Any] = {}
-    server = endpoint
-    key = args.prm_api_key or api_key(args)
-    if kind == "vllm-pooling":  # vLLM serves /pooling outside /v1: its own endpoint at the root
-        options = {"step_tag": args.prm_step_tag, "good_column": args.prm_good_column}
-        roots = [server_root(url) for url in args.prm_url or base_urls(args)]
-        server = Endpoint(roots, api_key=key, concurrency=args.concurrency, timeout_s=args.timeout_s)
-        opened.append(server)
-    elif args.prm_url is not None:
-        server = Endpoint(args.prm_url, api_key=key, concurrency=args.concurrency, timeout_s=args.timeout_s)
-        opened.append(server)
-    verifier: Verifier = make_backend(kind, base_url=server, model=args.prm_model or model, **options)
-    return verifier
 
 
 def api_key(args: argparse.Namespace) -> str | None:
@@ -145,16 +124,6 @@ def api_key(args: argparse.Namespace) -> str | None:
     return key
 
 
-def _endpoint(args: argparse.Namespace) -> Any:
-    """The policy's server: an OpenAI-compatible URL, or the embedded llama.cpp model."""
-    if args.backend == "llamacpp":
-        if args.api != "completions":
-            raise ConfigError("the embedded llama.cpp backend serves completions only")
-        return make_backend("llamacpp", model_path=args.model_file)
-    urls = base_urls(args)
-    if not urls:
-        raise ConfigError("--base-url is required (or --backend llamacpp for the embedded model)")
-    return Endpoint(urls, api_key=api_key(args), concurrency=args.concurrency, timeout_s=args.timeout_s)
 
 
 def base_urls(args: argparse.Namespace) -> list[str]:
@@ -169,31 +138,8 @@ def base_urls(args: argparse.Namespace) -> list[str]:
     return urls
 
 
-async def _model(args: argparse.Namespace, endpoint: Any) -> str:
-    """The model to ask for, checked before any problem runs. A server that lists its models
-    (GET /models) must list --model, which may be left out when it lists just one; one
-    without the route is taken at its word. The embedded model answers to any name."""
-    if args.backend == "llamacpp":
-        await endpoint.ping()  # loads the model
-        return str(args.model or "gemma-3-270m")
-    served: list[str] | None = await endpoint.models()
-    where = endpoint.base_url
-    if served is None:
-        if args.model is None:
-            raise ConfigError(f"--model is required: {where} does not list its models")
-        return str(args.model)
-    if args.model is None:
-        if len(served) == 1:
-            return served[0]
-        raise ConfigError(f"--model is required: {where} serves {_names(served)}")
-    if args.model not in served and f"{args.model}:latest" not in served:  # Ollama's tags
-        raise ConfigError(f"{where} does not serve model {args.model!r}; it lists {_names(served)}")
-    return str(args.model)
 
 
-def _names(models: list[str]) -> str:
-    shown = ", ".join(models[:10])
-    return shown if len(models) <= 10 else f"{shown} and {len(models) - 10} more"
 
 
 def writable_file(flag: str, path: Path) -> None:
@@ -214,72 +160,64 @@ def _make_folder(flag: str, path: Path, folder: Path) -> None:
         raise ConfigError(f"{flag} {path}: cannot create the folder {folder}: {exc.strerror}") from None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Backends:
-    """What a command's work runs on, opened by ``drive`` and closed after it."""
 
-    model: str
-    policy: Policy
-    verifier: Verifier | None
-    finish_check: Verifier | None
-    equivalence: MathEquivalence
-    endpoint: Any  # the policy's server, for policies of other models on it
-    servers: list[Any]  # every endpoint opened (the policy's first), for their replica counts
+
+def backend_spec(args: argparse.Namespace, verifier: Verifier | str | None) -> BackendSpec:
+    """The picklable description of a command's backends (``verifier_choice``'s kind, when it
+    gave one, built with them); refused on one line when it names no server."""
+    if args.backend == "openai" and not base_urls(args):
+        raise ConfigError("--base-url is required (or --backend llamacpp for the embedded model)")
+    prm: dict[str, Any] = {}  # a command without verifier options never names a verifier kind
+    if isinstance(verifier, str):
+        prm = {
+            "verifier": verifier,
+            "prm_urls": None if args.prm_url is None else tuple(args.prm_url),
+            "prm_api_key": args.prm_api_key,
+            "prm_model": args.prm_model,
+            "prm_step_tag": args.prm_step_tag,
+            "prm_good_column": args.prm_good_column,
+        }
+    return BackendSpec(
+        backend=args.backend,
+        base_urls=tuple(base_urls(args)),
+        api_key=api_key(args),
+        model=args.model,
+        model_file=args.model_file,
+        api=args.api,
+        concurrency=args.concurrency,
+        timeout_s=args.timeout_s,
+        completion_check=args.completion_check,
+        answer_timeout=args.answer_timeout,
+        **prm,
+    )
 
 
 async def drive(
     args: argparse.Namespace, verifier: Verifier | str | None, work: Callable[[Backends], Awaitable[T]]
 ) -> T | None:
-    """Check the model, build the policy, the verifier (``verifier_choice``'s: a kind to build
-    on the endpoints, or one ready) and completion check, and run ``work`` on them; None
-    when Ctrl-C or SIGTERM ended it. From the model check on, a signal ends the work in
-    order: requests in flight are cancelled and connections closed (what the work wrote is
-    on disk already); signals during the clean-up are taken and ignored, so it always
-    completes."""
-    endpoint = _endpoint(args)
-    opened = [endpoint]
+    """Open the backends of ``args`` (``verifier_choice``'s verifier: a kind to build on the
+    endpoints, or one ready) and run ``work`` on them; None when Ctrl-C or SIGTERM ended it.
+    From the model check on, a signal ends the work in order: requests in flight are
+    cancelled and connections closed (what the work wrote is on disk already); signals
+    during the clean-up are taken and ignored, so it always completes."""
+    spec = backend_spec(args, verifier)
     log_file = configure(args.log_json)
-    equivalence = MathEquivalence(timeout_s=args.answer_timeout)
     outcome: list[T] = []
     async with _unwrapped(), anyio.create_task_group() as watching:
         scope = anyio.CancelScope()
         watching.start_soon(_cancel_on_signal, scope)
         with scope:
             try:
-                model = await _model(args, endpoint)
-                if isinstance(verifier, str):
-                    verifier = _verifier(args, verifier, model, endpoint, opened)
-                policy = make_backend("openai", base_url=endpoint, model=model, api=args.api)
-                finish_check = (
-                    make_backend("logprob", base_url=endpoint, model=model, template=FINISHED_TEMPLATE)
-                    if args.completion_check == "judge"
-                    else None
-                )
-                backends = Backends(
-                    model=model,
-                    policy=policy,
-                    verifier=verifier,
-                    finish_check=finish_check,
-                    equivalence=equivalence,
-                    endpoint=endpoint,
-                    servers=opened,
-                )
-                outcome.append(await work(backends))
+                async with open_backends(spec, None if isinstance(verifier, str) else verifier) as backends:
+                    try:
+                        outcome.append(await work(backends))
+                    finally:
+                        report_replicas(replica_counts(backends.servers))
             finally:
-                with anyio.CancelScope(shield=True):
-                    equivalence.close()
-                    report_replicas(replica_counts(opened))
-                    for server in opened:
-                        await server.aclose()
-                    if log_file is not None:
-                        log_file.close()
+                if log_file is not None:
+                    log_file.close()
         watching.cancel_scope.cancel()
     return outcome[0] if outcome else None
-
-
-def replica_counts(servers: list[Any]) -> list[list[dict[str, Any]]]:
-    """Each server's per-replica requests, tokens and errors (a list per server)."""
-    return [[replica.counts() for replica in getattr(server, "replicas", ())] for server in servers]
 
 
 def report_replicas(pools: list[list[dict[str, Any]]]) -> None:
