@@ -19,7 +19,8 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip 
 from treesearch import Prefix
 from treesearch.arithmetic import JUDGE_TEMPLATE, make_problems
 from treesearch.backends.llamacpp.endpoint import LlamaCppEndpoint
-from treesearch.backends.llamacpp.engine import BatchEngine, common_prefix
+from treesearch.backends.llamacpp.engine import BatchEngine
+from treesearch.backends.llamacpp.kv import common_prefix
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.errors import EndpointError
 

@@ -43,6 +43,8 @@ from typing import Any
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.logs import get_logger
 
+from .kv import KVCache, Seq
+
 log = get_logger(__name__)
 
 _TOP_K = 40  # llama-cpp-python's completion defaults, which the serial path samples with
@@ -81,29 +83,27 @@ class Job:
     on_piece: Callable[[dict[str, Any]], None] | None = None
     cancelled: bool = False
     tokens: list[int] = field(default_factory=list)
-    seqs: list[_Seq] = field(default_factory=list)
-    fed: int = 0  # prompt tokens in the first sequence's KV
+    choices: list[_Choice] = field(default_factory=list)
+    fed: int = 0  # prompt tokens in the first choice's sequence
     judgement: dict[str, float] = field(default_factory=dict)
 
     def cancel(self) -> None:
         self.cancelled = True  # read by the scheduler before each step
 
 
-class _Seq:
-    """A sequence of the KV cache: ``tokens`` are the tokens its cells hold (position i
-    holds tokens[i]). While its job runs it also has a sampler and the output so far."""
+class _Choice:
+    """One choice of a running job: its sequence in the KV cache (which outlives it, kept
+    for its prefix), its sampler and its output so far."""
 
     __slots__ = (
-        "emitted", "entries", "finish", "generated", "id", "index", "job", "next_token", "out", "sampler",
-        "text", "tokens", "used",
+        "emitted", "entries", "finish", "generated", "index", "job", "next_token", "out", "sampler", "seq",
+        "text",
     )  # fmt: skip
 
-    def __init__(self, seq_id: int, tokens: list[int]) -> None:
-        self.id = seq_id
-        self.tokens = tokens
-        self.used = 0.0
-        self.job: Job | None = None
-        self.index = 0
+    def __init__(self, job: Job, index: int, kv: KVCache[_Choice]) -> None:
+        self.job = job
+        self.index = index
+        self.seq = kv.open(self)
         self.sampler: Any = None
         self.next_token: int | None = None
         self.out = bytearray()
@@ -112,21 +112,6 @@ class _Seq:
         self.finish: str | None = None
         self.entries: list[tuple[str, float, dict[str, float]]] = []  # per token: text, logprob, top
         self.emitted = (0, 0)  # text and entries streamed so far
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """The length of the longest common prefix, by slice comparisons (in C) in a binary search."""
-    low, high = 0, min(len(a), len(b))
-    if a[:high] == b[:high]:
-        return high
-    high -= 1
-    while low < high:
-        mid = (low + high + 1) // 2
-        if a[low:mid] == b[low:mid]:
-            low = mid
-        else:
-            high = mid - 1
-    return low
 
 
 class BatchEngine:
@@ -165,8 +150,7 @@ class BatchEngine:
         self._waiting: deque[Job] = deque()  # admitted in order; prompts not read yet
         self._running: list[Job] = []
         self._hold = False  # a job was preempted: admit none until a running one finishes
-        self._seqs: dict[int, _Seq] = {}  # every sequence with cells in the cache
-        self._free_ids = list(range(max_sequences - 1, -1, -1))
+        self._kv: KVCache[_Choice] = KVCache(max_sequences, copy=self._copy_cells, drop=self._drop_cells)
         self._llama: Any = None
         self._model: Any = None
         self._ctx: Any = None
@@ -291,17 +275,23 @@ class BatchEngine:
         llama = self._llama
         if llama is None:
             return
-        for seq in self._seqs.values():
-            if seq.sampler is not None:
-                llama.llama_sampler_free(seq.sampler)
+        for seq in self._kv:
+            if seq.owner is not None and seq.owner.sampler is not None:
+                llama.llama_sampler_free(seq.owner.sampler)
         if self._batch is not None:
             llama.llama_batch_free(self._batch)
         if self._ctx:
             llama.llama_free(self._ctx)
         if self._model:
             llama.llama_model_free(self._model)
-        self._seqs.clear()
+        self._kv.reset()
         self._ctx = self._model = self._batch = None
+
+    def _copy_cells(self, source: int, target: int, length: int) -> None:
+        self._llama.llama_memory_seq_cp(self._memory, source, target, 0, length)
+
+    def _drop_cells(self, seq_id: int) -> None:
+        self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
 
     def _fail(self, jobs: list[Job], error: BaseException) -> None:
         for job in jobs:
@@ -322,26 +312,24 @@ class BatchEngine:
             self._preempt()
         now = time.monotonic()
         started: list[tuple[Job, int]] = []
-        for index, (token, seq, output) in enumerate(entries):
-            seq.tokens.append(token)
-            seq.used = now
-            owner = seq.job
-            assert owner is not None
+        for index, (token, choice, output) in enumerate(entries):
+            self._kv.record(choice.seq, token, now)
+            owner = choice.job
             if not output:
                 continue
             if owner.fed < len(owner.tokens):  # the prompt's last token: its logits start the job
                 started.append((owner, index))
             else:
-                self._sample(seq, index)
+                self._sample(choice, index)
         for job in self._running:
-            job.fed = len(job.seqs[0].tokens) if job.fed < len(job.tokens) else job.fed
+            job.fed = len(job.choices[0].seq.tokens) if job.fed < len(job.tokens) else job.fed
         for job, index in started:
             self._start(job, index)
-        for job in [job for job in self._running if all(seq.finish is not None for seq in job.seqs)]:
+        for job in [job for job in self._running if all(choice.finish is not None for choice in job.choices)]:
             self._running.remove(job)
             self._hold = False
-            for seq in job.seqs:
-                self._release(seq)
+            for choice in job.choices:
+                self._release(choice)
             job.deliver(self._answer(job))
 
     def _preempt(self) -> None:
@@ -349,17 +337,16 @@ class BatchEngine:
         gives its cells back and waits, starting over once a running job has finished (as
         vLLM's recompute preemption); alone, it cannot fit and fails."""
         job = self._running.pop()
-        for seq in job.seqs:
-            self._release(seq)
-            if seq.id in self._seqs:
-                self._remove(seq)
+        for choice in job.choices:
+            self._free_sampler(choice)
+            self._kv.remove(choice.seq)
         if not self._running:
             job.deliver(EndpointError(self._label, 400, f"the request does not fit the KV cache "
                                       f"({self._n_ctx} tokens); raise n_ctx"))  # fmt: skip
             return
         log.debug("job_preempted", endpoint=self._label, prompt_tokens=len(job.tokens), n=job.n)
         self.stats["preemptions"] += 1
-        job.seqs, job.fed = [], 0
+        job.choices, job.fed = [], 0
         self._waiting.appendleft(job)
         self._hold = True
 
@@ -367,8 +354,8 @@ class BatchEngine:
         for job in [job for job in self._running if job.cancelled]:
             self._running.remove(job)
             self._hold = False
-            for seq in job.seqs:
-                self._release(seq)
+            for choice in job.choices:
+                self._release(choice)
         self._waiting = deque(job for job in self._waiting if not job.cancelled)
 
     def _admit(self) -> None:
@@ -386,18 +373,17 @@ class BatchEngine:
                     continue
             wanted = 1 if job.top_logprobs is not None else min(job.n, self._max_sequences)
             # The prompt's last token is always read again: its logits start the job.
-            source, shared = self._longest_cached(job.tokens[:-1])
-            while len(self._free_ids) < wanted and self._evict(keep=source):
-                pass
-            if len(self._free_ids) < wanted:
+            source, shared = self._kv.longest_prefix(job.tokens[:-1])
+            for victim in self._kv.make_room(wanted, keep=source):
+                self._evicted(victim)
+            if self._kv.free < wanted:
                 return  # running jobs hold the sequences; wait for them
             self._waiting.popleft()
-            job.seqs = [self._new_seq(job, index) for index in range(wanted)]
+            job.choices = [self._new_choice(job, index) for index in range(wanted)]
             if shared:
                 assert source is not None
-                self._llama.llama_memory_seq_cp(self._memory, source.id, job.seqs[0].id, 0, shared)
-                source.used = time.monotonic()
-            job.seqs[0].tokens = job.tokens[:shared]
+                self._kv.copy_prefix(source, job.choices[0].seq, shared)
+                self._kv.touch(source, time.monotonic())
             job.fed = shared
             self.stats["prompt_tokens_cached"] += shared
             self.stats["prompt_tokens_read"] += len(job.tokens) - shared
@@ -414,22 +400,11 @@ class BatchEngine:
             raise EndpointError(self._label, 400, f"prompt of {count} tokens exceeds n_ctx {self._n_ctx}")
         return list(buffer[:count])
 
-    def _longest_cached(self, tokens: list[int]) -> tuple[_Seq | None, int]:
-        best: _Seq | None = None
-        shared = 0
-        for seq in self._seqs.values():
-            length = common_prefix(seq.tokens, tokens)
-            if length > shared:
-                best, shared = seq, length
-        return best, shared
-
-    def _new_seq(self, job: Job, index: int) -> _Seq:
-        seq = _Seq(self._free_ids.pop(), [])
-        seq.job, seq.index = job, index
+    def _new_choice(self, job: Job, index: int) -> _Choice:
+        choice = _Choice(job, index, self._kv)
         if job.top_logprobs is None:
-            seq.sampler = self._sampler(job.sampling, index)
-        self._seqs[seq.id] = seq
-        return seq
+            choice.sampler = self._sampler(job.sampling, index)
+        return choice
 
     def _sampler(self, sampling: Sampling, index: int) -> Any:
         llama = self._llama
@@ -448,56 +423,47 @@ class BatchEngine:
             llama.llama_sampler_chain_add(chain, link)
         return chain
 
-    def _release(self, seq: _Seq) -> None:
-        """A job's sequence ends: its cells stay cached for prompts that share them."""
-        if seq.sampler is not None:
-            self._llama.llama_sampler_free(seq.sampler)
-            seq.sampler = None
-        seq.job = None
-        if not seq.tokens:
-            self._remove(seq)
+    def _free_sampler(self, choice: _Choice) -> None:
+        if choice.sampler is not None:
+            self._llama.llama_sampler_free(choice.sampler)
+            choice.sampler = None
 
-    def _evict(self, keep: _Seq | None = None) -> bool:
-        """Drop the least recently used cached sequence (not ``keep``); False when none is idle."""
-        idle = [seq for seq in self._seqs.values() if seq.job is None and seq is not keep]
-        if not idle:
-            return False
-        victim = min(idle, key=lambda seq: seq.used)
+    def _release(self, choice: _Choice) -> None:
+        """A choice ends: its sequence's cells stay cached for prompts that share them."""
+        self._free_sampler(choice)
+        self._kv.release(choice.seq)
+
+    def _evicted(self, victim: Seq[_Choice]) -> None:
         log.debug("kv_evicted", endpoint=self._label, seq=victim.id, tokens=len(victim.tokens))
         self.stats["evictions"] += 1
-        self._remove(victim)
-        return True
 
-    def _remove(self, seq: _Seq) -> None:
-        self._llama.llama_memory_seq_rm(self._memory, seq.id, -1, -1)
-        del self._seqs[seq.id]
-        self._free_ids.append(seq.id)
-
-    def _plan(self) -> list[tuple[int, _Seq, bool]]:
-        """The next batch: (token, sequence, wants logits), running sequences first."""
+    def _plan(self) -> list[tuple[int, _Choice, bool]]:
+        """The next batch: (token, choice, wants logits), running choices first."""
         entries = [
-            (seq.next_token, seq, True)
+            (choice.next_token, choice, True)
             for job in self._running
-            for seq in job.seqs
-            if seq.next_token is not None
+            for choice in job.choices
+            if choice.next_token is not None
         ]
         for job in self._running:
             room = self._n_batch - len(entries)
             if job.fed >= len(job.tokens) or room <= 0:
                 continue
-            first = job.seqs[0]
-            chunk = job.tokens[len(first.tokens) : len(first.tokens) + room]
-            last = len(first.tokens) + len(chunk) == len(job.tokens)
+            first = job.choices[0]
+            read = len(first.seq.tokens)
+            chunk = job.tokens[read : read + room]
+            last = read + len(chunk) == len(job.tokens)
             entries += [(token, first, last and i == len(chunk) - 1) for i, token in enumerate(chunk)]
         return entries
 
-    def _decode(self, entries: list[tuple[int, _Seq, bool]]) -> bool:
+    def _decode(self, entries: list[tuple[int, _Choice, bool]]) -> bool:
         """One llama_decode of ``entries``; when the cache has no room, evict cached
         sequences and try again. False: no room with none left to evict."""
         batch = self._batch
         batch.n_tokens = len(entries)
         position: dict[int, int] = {}
-        for i, (token, seq, output) in enumerate(entries):
+        for i, (token, choice, output) in enumerate(entries):
+            seq = choice.seq
             pos = position[seq.id] = position.get(seq.id, len(seq.tokens) - 1) + 1
             batch.token[i] = token
             batch.pos[i] = pos
@@ -509,81 +475,79 @@ class BatchEngine:
             self.stats["decodes"] += 1
             if code == 0:
                 return True
-            if code == 1 and self._evict():
-                continue
-            if code == 1:
+            if code != 1:
+                raise RuntimeError(f"llama_decode failed ({code})")
+            victim = self._kv.evict()
+            if victim is None:
                 return False
-            raise RuntimeError(f"llama_decode failed ({code})")
+            self._evicted(victim)
 
     def _start(self, job: Job, index: int) -> None:
         """The prompt is read: answer a judgement, or fan its KV out to the job's sequences
         and sample each one's first token from the prompt's logits."""
-        first = job.seqs[0]
+        first = job.choices[0]
         if job.top_logprobs is not None:
             first.finish = "length"
             job.judgement = self._judgement(index, job.top_logprobs)
             return
-        for seq in job.seqs[1:]:
-            self._llama.llama_memory_seq_cp(self._memory, first.id, seq.id, -1, -1)
-            seq.tokens = list(first.tokens)
-        for seq in job.seqs:
-            self._sample(seq, index)
+        for choice in job.choices[1:]:
+            self._kv.copy_prefix(first.seq, choice.seq, len(first.seq.tokens))
+        for choice in job.choices:
+            self._sample(choice, index)
 
-    def _sample(self, seq: _Seq, index: int) -> None:
+    def _sample(self, choice: _Choice, index: int) -> None:
         """Draw the sequence's next token from the logits at batch position ``index`` (with
         its top logprobs, when its job asks), accept it, and stream what is new."""
-        job = seq.job
-        assert job is not None
-        token = self._llama.llama_sampler_sample(seq.sampler, self._ctx, index)
+        job = choice.job
+        token = self._llama.llama_sampler_sample(choice.sampler, self._ctx, index)
         if job.logprobs is not None and not self._llama.llama_vocab_is_eog(self._vocab, token):
             import numpy as np
 
             pointer = self._llama.llama_get_logits_ith(self._ctx, index)
             logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
             table, logprob = top_logprobs(logits, job.logprobs, self._piece, token)
-            seq.entries.append((self._piece(token).decode("utf-8", errors="ignore"), logprob, table))
-        self._accept(seq, token)
+            choice.entries.append((self._piece(token).decode("utf-8", errors="ignore"), logprob, table))
+        self._accept(choice, token)
         if job.on_piece is not None:
-            self._stream(seq)
+            self._stream(choice)
 
-    def _stream(self, seq: _Seq) -> None:
+    def _stream(self, choice: _Choice) -> None:
         """Hand the job the text generated since the last piece; while the sequence runs, the
         last characters a stop string could still claim wait for the next token."""
-        job = seq.job
-        assert job is not None
+        job = choice.job
         assert job.on_piece is not None
-        held = 0 if seq.finish is not None else max((len(stop) - 1 for stop in job.sampling.stop), default=0)
-        end = max(seq.emitted[0], len(seq.text) - held)
-        entries = seq.entries[seq.emitted[1] :]
-        if end == seq.emitted[0] and not entries:
+        held = 0 if choice.finish is not None else max((len(stop) - 1 for stop in job.sampling.stop),
+                                                       default=0)  # fmt: skip
+        end = max(choice.emitted[0], len(choice.text) - held)
+        entries = choice.entries[choice.emitted[1] :]
+        if end == choice.emitted[0] and not entries:
             return
-        text = seq.text[seq.emitted[0] : end]
-        piece: dict[str, Any] = {"index": seq.index, "text": text, "finish_reason": None}
+        text = choice.text[choice.emitted[0] : end]
+        piece: dict[str, Any] = {"index": choice.index, "text": text, "finish_reason": None}
         if job.logprobs is not None:
             piece["logprobs"] = _logprobs_field(entries)
-        seq.emitted = (end, len(seq.entries))
+        choice.emitted = (end, len(choice.entries))
         job.on_piece(piece)
 
-    def _accept(self, seq: _Seq, token: int) -> None:
+    def _accept(self, choice: _Choice, token: int) -> None:
         """A sampled token: the end of the sequence, a stop string, the length limit, or the
         next token to decode."""
-        job = seq.job
-        assert job is not None
-        seq.next_token = None
+        job = choice.job
+        choice.next_token = None
         if self._llama.llama_vocab_is_eog(self._vocab, token):
-            seq.finish = "stop"
+            choice.finish = "stop"
             return
-        seq.generated += 1
-        seq.out += self._piece(token)
-        seq.text = seq.out.decode("utf-8", errors="ignore")
-        cut = min((at for at in (seq.text.find(stop) for stop in job.sampling.stop if stop) if at >= 0),
+        choice.generated += 1
+        choice.out += self._piece(token)
+        choice.text = choice.out.decode("utf-8", errors="ignore")
+        cut = min((at for at in (choice.text.find(stop) for stop in job.sampling.stop if stop) if at >= 0),
                   default=-1)  # fmt: skip
         if cut >= 0:
-            seq.text, seq.finish = seq.text[:cut], "stop"
-        elif seq.generated >= job.sampling.max_tokens or len(seq.tokens) + 1 >= self._n_ctx:
-            seq.finish = "length"
+            choice.text, choice.finish = choice.text[:cut], "stop"
+        elif choice.generated >= job.sampling.max_tokens or len(choice.seq.tokens) + 1 >= self._n_ctx:
+            choice.finish = "length"
         else:
-            seq.next_token = token
+            choice.next_token = token
 
     def _piece(self, token: int) -> bytes:
         buffer = ctypes.create_string_buffer(64)
@@ -601,14 +565,14 @@ class BatchEngine:
             return judgement_answer(self._label, job.judgement, len(job.tokens))
         choices = [
             {
-                "index": seq.index,
-                "text": seq.text,
-                "finish_reason": seq.finish,
-                "logprobs": None if job.logprobs is None else _logprobs_field(seq.entries),
+                "index": choice.index,
+                "text": choice.text,
+                "finish_reason": choice.finish,
+                "logprobs": None if job.logprobs is None else _logprobs_field(choice.entries),
             }
-            for seq in job.seqs
+            for choice in job.choices
         ]
-        generated = sum(seq.generated for seq in job.seqs)
+        generated = sum(choice.generated for choice in job.choices)
         return {
             "object": "text_completion",
             "model": self._label,
