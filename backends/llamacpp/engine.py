@@ -19,6 +19,10 @@ came from, and one scheduler thread that owns the context:
   not fit alone fails with a 400);
 - a cancelled request leaves the batch at the next token.
 
+Which sequence holds which tokens, which prefix a prompt copies and which
+sequence is evicted is the bookkeeping of ``kv.py``, tested without a model;
+this module schedules, decodes and samples.
+
 Sampling is llama-cpp-python's completion chain (top-k 40, top-p, min-p 0.05,
 temperature; greedy at temperature 0), so the engine draws from the same
 distribution as the serial path. Each choice's sampler is seeded from the
@@ -378,6 +382,8 @@ class BatchEngine:
                 self._evicted(victim)
             if self._kv.free < wanted:
                 return  # running jobs hold the sequences; wait for them
+            if source is not None and source not in self._kv:  # it went to make room: read the whole prompt
+                source, shared = None, 0
             self._waiting.popleft()
             job.choices = [self._new_choice(job, index) for index in range(wanted)]
             if shared:

@@ -143,10 +143,14 @@ class KVCache(Generic[Owner]):
     def make_room(self, wanted: int, keep: Seq[Owner] | None = None) -> list[Seq[Owner]]:
         """Evict idle sequences other than ``keep`` (the prefix a new job will copy), least
         recently used first, until ``wanted`` more can open; return them. Short of room
-        still, the caller waits for an owner to release a sequence."""
+        still, the caller waits for an owner to release a sequence; when no sequence has an
+        owner, none ever will, and ``keep`` goes too (waiting for it would wait forever)."""
         evicted: list[Seq[Owner]] = []
         while self.free < wanted and (victim := self.evict(keep)) is not None:
             evicted.append(victim)
+        if self.free < wanted and keep is not None and all(seq.owner is None for seq in self._seqs.values()):
+            self.remove(keep)
+            evicted.append(keep)
         return evicted
 
     def remove(self, seq: Seq[Owner]) -> None:
