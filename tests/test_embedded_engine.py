@@ -215,8 +215,11 @@ async def test_judgements_match_the_serial_path() -> None:
         (expected["choices"][0]["logprobs"]["top_logprobs"][0]),
     )
     assert answer["choices"][0]["text"] == expected["choices"][0]["text"]
-    for word in (" Yes", " No"):  # what the verifier reads; the batch moves the last bits
-        assert abs(table[word] - reference[word]) < 0.1
+    # What the verifier reads. Logits depend on the batch a token is decoded in (which
+    # requests share its ubatch, as the scheduler happens to admit them): up to 0.18 apart
+    # measured with flash attention on, 0.24 with it off (issue 19); 0.14 on a busy CI run.
+    for word in (" Yes", " No"):
+        assert abs(table[word] - reference[word]) < 0.25
     assert answer["usage"] == expected["usage"]
 
 
