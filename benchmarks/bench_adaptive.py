@@ -39,9 +39,9 @@ from treesearch.backends.fake.launch import spawn
 from treesearch.backends.fake.tasks import make_problems
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
+from treesearch.optimal.choose import apply_cell
 from treesearch.optimal.difficulty import Cell
 from treesearch.optimal.fit import DEFAULT_GRID, fit_policy_table
-from treesearch.strategies.adaptive import apply_cell
 
 RESULTS = Path(__file__).parent / "results"
 # level: (P(right answer), per-step error, revise_fix, revise_break); two wrong answers share the rest

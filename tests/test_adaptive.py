@@ -24,12 +24,12 @@ from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 from treesearch.engine.budget import Budget
 from treesearch.engine.context import SearchContext
-from treesearch.engine.search import check_config
+from treesearch.engine.search import run_strategy
 from treesearch.engine.steps import StepFormat
 from treesearch.engine.tree import ROOT
+from treesearch.optimal.choose import check_config, difficulty
 from treesearch.optimal.difficulty import Cell, DifficultyBins, PolicyTable
 from treesearch.optimal.fit import GridCell, fit_policy_table, probe_difficulty
-from treesearch.strategies.adaptive import difficulty
 
 pytestmark = pytest.mark.anyio
 
@@ -264,6 +264,21 @@ async def test_a_budget_too_small_for_the_probe(
     result = await search(problem, policy, config, verifier=prm)
     assert (result.stopped_by, result.answer, result.error, result.choice) == ("budget", None, None, None)
     assert result.usage.total_tokens <= 30
+    assert result.tree is not None and len(result.tree) == 1  # no strategy ran
     with pytest.raises(ConfigError, match="only 0 calibration problems could be probed"):
         await fit_policy_table(problems("c", 6), policy, SearchConfig(budget=tight), budgets=[4], grid=GRID,
                                folds=2, verifier=prm)  # fmt: skip
+
+
+async def test_the_chooser_sits_above_the_engine(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], prm: PoolingPRM
+) -> None:
+    """``adaptive`` is chosen above the engine: the engine's own search refuses it in one line,
+    before any request, and names the entry that chooses."""
+    cells = {level: {4: Cell(strategy="majority-vote", n=4)} for level in range(1, 6)}
+    bins = DifficultyBins(kind="predicted", cuts=(0.2, 0.4, 0.6, 0.8))
+    table = PolicyTable(bins=bins, probe_k=4, choices=cells)
+    (problem,) = problems("c", 1)
+    config = SearchConfig(strategy="adaptive", n=4, policy_table=table)
+    with pytest.raises(ConfigError, match=r"for each problem: search with treesearch\.search$"):
+        await run_strategy(problem, make_policy(fake_server()), config, verifier=prm)

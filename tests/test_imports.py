@@ -77,3 +77,24 @@ def test_no_module_imports_itself_round_a_cycle() -> None:
     cycles = sorted(sorted(component) for component in nx.strongly_connected_components(import_graph())
                     if len(component) > 1)  # fmt: skip
     assert cycles == [], "\n".join(" <-> ".join(cycle) for cycle in cycles)
+
+
+def test_the_engine_and_the_strategies_stand_below_the_chooser_and_the_edges() -> None:
+    """DESIGN's layers: the compute-optimal chooser calls the engine's search, never the other
+    way round, and nothing below the runs knows of runs, serve or the command line. (A
+    SearchConfig carries its policy table, data that ``optimal.difficulty`` defines.)"""
+    graph = import_graph()
+    below = ("treesearch.engine", "treesearch.strategies", "treesearch.answers")
+    above = ("treesearch.optimal.choose", "treesearch.optimal.fit", "treesearch.optimal.advise",
+             "treesearch.runs", "treesearch.serve", "treesearch.cli")  # fmt: skip
+    wrong = sorted(
+        (module, reached)
+        for module in graph
+        if module.startswith(below)
+        for reached in nx.descendants(graph, module)
+        if reached.startswith(above)
+    )
+    assert wrong == [], "\n".join(f"{module} -> {reached}" for module, reached in wrong)
+    chooser = [(a, b) for a, b in graph.edges if a.startswith("treesearch.strategies") and b.startswith(
+        "treesearch.optimal")]  # fmt: skip
+    assert chooser == [] and ("treesearch.optimal.choose", "treesearch.engine.search") in graph.edges

@@ -19,7 +19,7 @@ from treesearch.engine.budget import Budget, BudgetLimits, ModelSizes, Usage
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.context import SearchContext
 from treesearch.engine.policy import Choice, Generation, Policy, Prefix, SamplingParams
-from treesearch.engine.search import SearchResult, search
+from treesearch.engine.search import SearchResult
 from treesearch.engine.steps import StepFormat
 from treesearch.engine.tree import Node, NodeStatus, SearchTree
 from treesearch.engine.verify import CallableVerifier, Verifier
@@ -32,6 +32,7 @@ from treesearch.errors import (
     VerifierError,
 )
 from treesearch.optimal.advise import predict_votes
+from treesearch.optimal.choose import search
 from treesearch.optimal.difficulty import DifficultyBins, PolicyTable
 from treesearch.optimal.fit import fit_policy_table
 from treesearch.problems import Problem, load_problems

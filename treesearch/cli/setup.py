@@ -21,12 +21,12 @@ import anyio
 from treesearch.engine.budget import BudgetLimits, ModelSizes
 from treesearch.engine.config import OPTIONS, SearchConfig
 from treesearch.engine.policy import SamplingParams
-from treesearch.engine.search import check_config
 from treesearch.engine.steps import StepFormat
 from treesearch.engine.taskgroups import most_telling
 from treesearch.engine.verify import CallableVerifier, Verifier
 from treesearch.errors import ConfigError
 from treesearch.logs import configure, get_logger
+from treesearch.optimal.choose import check_config
 from treesearch.optimal.difficulty import PolicyTable
 from treesearch.registry import backend_names
 from treesearch.runs.backends import Backends, BackendSpec, open_backends, replica_counts

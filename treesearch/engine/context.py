@@ -6,7 +6,7 @@ every step in the SearchTree, and emits events. Strategies never see HTTP and ne
 tokens. The context composes the parts that do the work: ``Proposals`` (the policy's
 requests), ``Scoring`` (the verifier's and the completion judge's), both charging the
 budget through ``charged``; it keeps the search's own bookkeeping (the candidates it
-offers, what an adaptive search chose).
+offers).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class SearchContext:
     """One problem's search: its tree, budget, policy, and optional verifier and
     completion judge (a verifier whose score is P(the path has reached its answer)).
     Its parts are fixed when it is made; a strategy sets only its bookkeeping
-    (``candidates``, ``chosen``, ``choice``)."""
+    (``candidates``)."""
 
     def __init__(
         self,
@@ -69,10 +69,6 @@ class SearchContext:
         # path in the tree); kept up to date as the search goes, so a search cut short by its
         # budget still aggregates by its own rule.
         self.candidates: list[int] | None = None
-        # What the search ran when a strategy chose another for it (adaptive), and why: its
-        # configuration decides the aggregation.
-        self.chosen: SearchConfig | None = None
-        self.choice: dict[str, Any] | None = None
 
     @classmethod
     def for_config(

@@ -33,7 +33,6 @@ from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed
 from treesearch.logs import get_logger
 from treesearch.problems import Problem
 from treesearch.strategies import get_strategy
-from treesearch.strategies.adaptive import apply_cell
 
 log = get_logger(__name__)
 
@@ -154,18 +153,13 @@ async def _complete_best_open_path(ctx: SearchContext) -> list[Node]:
     return [await ctx.rollout(best.id, temperature=0.0)]
 
 
-def check_config(config: SearchConfig, verifier: Verifier | None) -> None:
-    """Refuse a configuration that cannot run, before any request is sent (for adaptive:
-    every choice its table may make)."""
-    if config.policy_table is not None and config.strategy == "adaptive":
-        table = config.policy_table
-        if table.bins.kind == "predicted" and verifier is None:
-            raise ConfigError("strategy 'adaptive' with predicted difficulty needs a verifier")
-        for row in table.choices.values():
-            for cell in row.values():
-                check_config(apply_cell(cell, config), verifier)
-        return
+def check_strategy(config: SearchConfig, verifier: Verifier | None) -> None:
+    """Refuse a strategy's configuration that cannot run, before any request is sent."""
     strategy = get_strategy(config.strategy)
+    if strategy.run is None:
+        raise ConfigError(
+            f"strategy {config.strategy!r} chooses a strategy for each problem: search with treesearch.search"
+        )
     aggregator = config.aggregator or strategy.aggregator
     get_aggregator(aggregator)
     needs_scores = strategy.needs_verifier or (aggregator != "majority" and not strategy.scores_itself)
@@ -173,7 +167,7 @@ def check_config(config: SearchConfig, verifier: Verifier | None) -> None:
         raise ConfigError(f"strategy {config.strategy!r} with {aggregator} aggregation needs a verifier")
 
 
-async def search(
+async def run_strategy(
     problem: Problem,
     policy: Policy,
     config: SearchConfig,
@@ -182,30 +176,34 @@ async def search(
     finish_check: Verifier | None = None,
     equivalence: AnswerEquivalence | None = None,
     tally: Tally | None = None,
+    budget: Budget | None = None,
 ) -> SearchResult:
-    """Search one problem. Budget and deadline end the search early but never raise;
-    a failing endpoint or verifier is reported in ``error`` with what was finished.
-    ``equivalence`` decides which answers are the same (math by default); ``tally`` adds up
-    what the search spends as it goes (a run's live totals)."""
-    check_config(config, verifier)
+    """Search one problem with the registry strategy ``config`` names. Budget and deadline end
+    the search early but never raise; a failing endpoint or verifier is reported in ``error``
+    with what was finished. ``equivalence`` decides which answers are the same (math by
+    default); ``tally`` adds up what the search spends as it goes (a run's live totals).
+    ``budget`` is one already running (the compute-optimal chooser's, its probe charged to it),
+    else the search opens its own from ``config``. ``treesearch.search`` is the public entry,
+    which chooses first for ``adaptive``."""
+    check_strategy(config, verifier)
     same = equivalence or default_equivalence()
     started = time.perf_counter()
-    budget = Budget(config.budget, tally)
+    budget = Budget(config.budget, tally) if budget is None else budget
     ctx = SearchContext.for_config(
         problem, policy, budget, config, verifier=verifier, finish_check=finish_check, equivalence=same
     )
+    strategy = get_strategy(config.strategy)
+    routine = strategy.run
+    assert routine is not None  # check_strategy refuses a strategy that chooses
     outcome = _Outcome()
     try:
         with anyio.move_on_after(seconds_left(budget)) as scope:
-            await get_strategy(config.strategy).run(ctx, config)
+            await routine(ctx, config)
         if scope.cancelled_caught:
             outcome.stopped_by = StopReason.DEADLINE
     except Exception as exc:
         outcome.failed(exc)
-    # What ran decides the aggregation: the strategy asked for, or the one it chose.
-    ran = ctx.chosen or config
-    strategy = get_strategy(ran.strategy)
-    aggregator = ran.aggregator or strategy.aggregator
+    aggregator = config.aggregator or strategy.aggregator
     final = await _finished_paths(ctx, aggregator, outcome)
     if outcome.error is not None:
         log.warning("problem_failed", problem_id=problem.id, error=outcome.error)
@@ -216,7 +214,7 @@ async def search(
         for node in final
     ]
     if strategy.best_n:
-        candidates = _best(candidates, ran.n)
+        candidates = _best(candidates, config.n)
     answer, aggregated_by, correct = await _decide(problem, candidates, aggregator, same, outcome)
     stopped_by = outcome.stopped_by
     if stopped_by is StopReason.DONE and budget.overspent:
@@ -236,7 +234,6 @@ async def search(
         wall_s=time.perf_counter() - started,
         error=outcome.error,
         tree=ctx.tree,
-        choice=ctx.choice,
         failure=outcome.failure(),
     )
     log.info(

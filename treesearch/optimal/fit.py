@@ -28,10 +28,10 @@ from treesearch.engine.search import SearchResult
 from treesearch.engine.verify import Verifier
 from treesearch.errors import ConfigError, TreeSearchError
 from treesearch.logs import get_logger
+from treesearch.optimal.choose import apply_cell, difficulty
 from treesearch.optimal.difficulty import LEVELS, Cell, DifficultyBins, PolicyTable
 from treesearch.problems import Problem
 from treesearch.runs.runner import fingerprint, run
-from treesearch.strategies.adaptive import apply_cell, difficulty
 
 log = get_logger(__name__)
 

@@ -27,10 +27,11 @@ from treesearch.answers.equivalence import AnswerEquivalence
 from treesearch.engine.budget import ModelSizes, Tally
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.policy import Policy
-from treesearch.engine.search import SearchResult, check_config, search
+from treesearch.engine.search import SearchResult
 from treesearch.engine.verify import Verifier
 from treesearch.errors import ConfigError
 from treesearch.logs import get_logger
+from treesearch.optimal.choose import check_config, search
 from treesearch.problems import Problem
 from treesearch.runs.loop import Output, each_problem
 from treesearch.runs.progress import Progress

@@ -28,9 +28,10 @@ import anyio
 from treesearch.engine.budget import Tally
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.policy import Policy
-from treesearch.engine.search import SearchResult, check_config, search
+from treesearch.engine.search import SearchResult
 from treesearch.errors import ConfigError
 from treesearch.logs import get_logger
+from treesearch.optimal.choose import check_config, search
 from treesearch.problems import Problem
 from treesearch.redaction import redact
 from treesearch.serve.protocol import (

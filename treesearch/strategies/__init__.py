@@ -17,7 +17,6 @@ from treesearch.engine.config import SearchConfig
 from treesearch.engine.context import SearchContext
 from treesearch.errors import ConfigError
 from treesearch.strategies.ab_mcts import ab_mcts
-from treesearch.strategies.adaptive import choose
 from treesearch.strategies.beam import beam, dvts, lookahead
 from treesearch.strategies.deepconf import deepconf
 from treesearch.strategies.early_vote import early_vote
@@ -30,16 +29,12 @@ from treesearch.strategies.sampling import sample, sample_to_judge
 Routine = Callable[[SearchContext, SearchConfig], Awaitable[None]]
 
 
-async def adaptive(ctx: SearchContext, config: SearchConfig) -> None:
-    """The compute-optimal strategy: what ``choose`` picked for the problem, run here, where
-    the registry is (so the chooser need not import the registry that holds it)."""
-    chosen = await choose(ctx, config)
-    await get_strategy(chosen.strategy).run(ctx, chosen)
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Strategy:
-    run: Routine
+    """``run`` None: the strategy chooses another for each problem, above the engine
+    (``adaptive``: ``treesearch.optimal.choose``)."""
+
+    run: Routine | None
     aggregator: str
     needs_verifier: bool = False
     best_n: bool = False
@@ -61,8 +56,8 @@ STRATEGIES: dict[str, Strategy] = {
     "deepconf": Strategy(run=deepconf, aggregator="weighted", scores_itself=True),
     "particle-filter": Strategy(run=particle_filter, aggregator="weighted", needs_verifier=True),
     "ab-mcts": Strategy(run=ab_mcts, aggregator="best", needs_verifier=True),
-    # Aggregates by the rule of the strategy its policy table chose for each problem.
-    "adaptive": Strategy(run=adaptive, aggregator="majority"),
+    # Runs, and aggregates by the rule of, the strategy its policy table chose for each problem.
+    "adaptive": Strategy(run=None, aggregator="majority"),
 }
 
 
