@@ -1,0 +1,1 @@
+"""Reading runs back: reports with intervals, scaling curves from one run, paired comparisons."""

@@ -1,0 +1,1 @@
+"""The offline tree viewer: one self-contained HTML page per run or tree."""
