@@ -168,6 +168,29 @@ async def test_a_small_cache_evicts_and_preempts_but_answers_every_request() -> 
     assert stats["preemptions"] > 0
 
 
+async def test_a_request_that_needs_every_sequence_takes_the_idle_prefix_it_would_copy() -> None:
+    """With two sequences, one cached after a first request and nothing running, a request
+    with n = 2 extending its prompt must evict the prefix it would copy: waiting for a
+    running job to free a sequence waited forever (the engine spun, every request hung).
+    The deadline turns such a hang into a failure. Its prefix gone, the request reads its
+    whole prompt."""
+    endpoint = LlamaCppEndpoint(n_ctx=512, max_sequences=2)
+    wide = {"prompt": "Count: 1, 2, 3, 4,", "n": 2, "max_tokens": 4, "temperature": 1.0, "seed": 0}
+    try:
+        with anyio.fail_after(120):  # seconds on a busy 2-core CI machine; a hang is forever
+            await endpoint.post("/completions", greedy(SURE[0], max_tokens=4))
+            stats = engine_of(endpoint).stats
+            read, cached = stats["prompt_tokens_read"], stats["prompt_tokens_cached"]
+            answer = await endpoint.post("/completions", wide)
+    finally:
+        await endpoint.aclose()
+    assert [choice["index"] for choice in answer["choices"]] == [0, 1]
+    assert answer["usage"]["completion_tokens"] > 0
+    assert stats["evictions"] == 1
+    assert stats["prompt_tokens_cached"] == cached
+    assert stats["prompt_tokens_read"] - read == answer["usage"]["prompt_tokens"]
+
+
 async def test_requests_that_cannot_fit_are_a_400() -> None:
     endpoint = LlamaCppEndpoint(n_ctx=256)
     with pytest.raises(EndpointError) as too_long:
