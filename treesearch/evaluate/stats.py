@@ -57,7 +57,7 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     if discordant == 0:
         return 1.0
     tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1))
-    return min(1.0, 2 * tail / 2**discordant)
+    return min(1.0, tail / (1 << (discordant - 1)))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -223,4 +223,6 @@ def seed_interval(accuracies: Sequence[float], confidence: float = 0.95) -> Seed
         return SeedSpread(mean=mean, interval=None, seeds=1, confidence=confidence)
     half = t_quantile(0.5 + confidence / 2, len(accuracies) - 1) * statistics.stdev(accuracies)
     half /= math.sqrt(len(accuracies))
-    return SeedSpread(mean=mean, interval=(mean - half, mean + half), seeds=len(accuracies), confidence=confidence)
+    return SeedSpread(
+        mean=mean, interval=(mean - half, mean + half), seeds=len(accuracies), confidence=confidence
+    )
