@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 
-from treesearch.answers.equivalence import AnswerEquivalence
+from treesearch.answers.equivalence import AnswerEquivalence, default_equivalence
 from treesearch.engine.budget import ModelSizes, Tally
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.policy import Policy
@@ -103,7 +103,8 @@ async def run(
     configuration is refused (``force_resume`` adds to it anyway). ``retry_failed`` runs
     the problems whose rows hold an error again, replacing those rows. At most
     ``max_problems_in_flight`` problems run at once, so finished rows accumulate steadily.
-    With ``trees_dir`` each search tree is written there as node-link JSON.
+    With ``trees_dir`` each search tree is written there as node-link JSON, its row and
+    chosen nodes in the graph's attributes (``_write_tree``).
     ``finish_check`` is an optional model-judged completion check (see ``SearchContext``).
     With ``sizes`` (the models' parameters) every row carries its inference FLOPs.
     """
@@ -128,8 +129,8 @@ async def run(
             tally=tally,
         )
         if trees_dir is not None and result.tree is not None:
-            tree_path = Path(trees_dir) / f"{_safe(problem.id)}.json"
-            await anyio.to_thread.run_sync(result.tree.write_json, tree_path)
+            same = equivalence or default_equivalence()
+            await anyio.to_thread.run_sync(_write_tree, result, tree_path(trees_dir, problem.id), same, sizes)
         return result if keep_trees else replace(result, tree=None)
 
     rows = None
@@ -151,5 +152,24 @@ async def run(
     )
 
 
-def _safe(problem_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in problem_id)
+def _write_tree(result: SearchResult, path: Path, same: AnswerEquivalence, sizes: ModelSizes | None) -> None:
+    """The tree's node-link JSON with, as graph attributes, the problem's row (``result``, less
+    the run's config) and ``chosen``: the nodes of the candidates whose answer the row chose,
+    grouped by the run's equivalence. So a tree file alone shows which paths won
+    (``treesearch view``)."""
+    assert result.tree is not None
+    data = result.tree.to_json()
+    answered = [c for c in result.candidates if c.answer is not None]
+    chosen: list[int] = []
+    if result.answer is not None and answered:
+        groups = same.group([result.answer, *(c.answer or "" for c in answered)])
+        chosen = [c.node for c, group in zip(answered, groups[1:], strict=True) if group == groups[0]]
+    data["graph"] |= {"result": result.to_record(sizes), "chosen": chosen}
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def tree_path(trees_dir: str | Path, problem_id: str) -> Path:
+    """Where ``run`` writes a problem's tree (and ``treesearch view`` looks for it): its id, any
+    character but letters, digits and ``-_.`` made ``_``, as a JSON file in ``trees_dir``."""
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in problem_id)
+    return Path(trees_dir) / f"{name}.json"
