@@ -130,6 +130,8 @@ def test_seed_interval_edges() -> None:
     assert one is not None and (one.mean, one.interval) == (0.5, None)
     same = seed_interval([0.5, 0.5, 0.5])
     assert same is not None and same.interval == (0.5, 0.5)
+    wide = seed_interval([0.2, 0.9])  # t with 1 degree of freedom: ±4.4, clipped to accuracies
+    assert wide is not None and wide.interval == (0.0, 1.0)
 
 
 def test_percentile_matches_numpy() -> None:

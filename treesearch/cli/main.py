@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from importlib.metadata import metadata, version
 from typing import Any, NoReturn
 
-from treesearch.cli import advise, demo, fit, label, run, serve, serve_fake, view
+from treesearch.cli import advise, compare, demo, fit, label, report, run, serve, serve_fake, view
 from treesearch.errors import EndpointError, TreeSearchError
 
 
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"%(prog)s {version('treesearch')}")
     commands = top.add_subparsers(dest="command", required=True)
 
-    for command in (run, serve_fake, demo, label, fit, serve, advise, view):
+    for command in (run, serve_fake, demo, label, fit, serve, advise, view, report, compare):
         command.add_parser(commands)
     return top
 

@@ -214,7 +214,8 @@ def seed_interval(accuracies: Sequence[float], confidence: float = 0.95) -> Seed
     """The mean accuracy over seeds with a t interval on the per-seed accuracies (None without
     any). Papers that run several seeds report this: the seed's spread is the variation a
     reader would see rerunning, and pooling the seeds' counts into one Wilson interval would
-    treat the same problems, answered again, as new problems and look too sure."""
+    treat the same problems, answered again, as new problems and look too sure. With few seeds
+    the t interval can reach past 0 or 1, where no accuracy lies: it is clipped to [0, 1]."""
     _check_confidence(confidence)
     if not accuracies:
         return None
@@ -223,6 +224,5 @@ def seed_interval(accuracies: Sequence[float], confidence: float = 0.95) -> Seed
         return SeedSpread(mean=mean, interval=None, seeds=1, confidence=confidence)
     half = t_quantile(0.5 + confidence / 2, len(accuracies) - 1) * statistics.stdev(accuracies)
     half /= math.sqrt(len(accuracies))
-    return SeedSpread(
-        mean=mean, interval=(mean - half, mean + half), seeds=len(accuracies), confidence=confidence
-    )
+    interval = (max(0.0, mean - half), min(1.0, mean + half))
+    return SeedSpread(mean=mean, interval=interval, seeds=len(accuracies), confidence=confidence)

@@ -1,0 +1,50 @@
+"""``treesearch report``: what runs did, from their results files: accuracy with its interval,
+cost per problem, how the problems ended; split by a problem's field, seeds folded."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from treesearch.cli.options import number
+
+CONFIDENCE = number(float, "a number in (0, 1)", lambda value: 0 < value < 1)
+
+_DESCRIPTION = (
+    "Summarise runs from their results files (treesearch run --output): per run, the problems, "
+    "accuracy over those with a gold answer and its Wilson interval, tokens per problem (prompt, "
+    "completion and the verifier's part), FLOPs where rows record them, requests, wall time p50/p95, "
+    "and counts of stopped_by, aggregated_by and errors. Files of one configuration under several "
+    "seeds (their config equal but for the seed) fold into one line: the mean of per-seed "
+    "accuracies with a t interval over the seeds."
+)
+
+
+def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``treesearch report`` to the top-level parser's subcommands."""
+    parser = commands.add_parser(
+        "report", help="accuracy with intervals, costs and outcomes of runs", description=_DESCRIPTION
+    )
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN.jsonl", help="results files, one per run")
+    parser.add_argument("--by", metavar="FIELD", help="one line per value of this field of the rows, "
+                        "or of the problems (--problems), e.g. level or subject "
+                        "(default: no split)")  # fmt: skip
+    parser.add_argument("--problems", type=Path, metavar="FILE", help="the problems file, joined on id, "
+                        "whose extra fields --by reads (default: none)")  # fmt: skip
+    parser.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
+                        help="an aligned text table, Markdown, CSV (raw numbers) or JSON")  # fmt: skip
+    parser.add_argument("--confidence", type=CONFIDENCE, default=0.95, help="the intervals' level")
+    parser.set_defaults(handler=report_command)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """``treesearch report``: prints the report; the exit code."""
+    from treesearch.evaluate.report import read_run, render, summarise
+    from treesearch.problems import load_problems
+
+    runs = [read_run(path) for path in args.runs]
+    problems = None if args.problems is None else {p.id: p for p in load_problems(args.problems)}
+    lines = summarise(runs, by=args.by, problems=problems, confidence=args.confidence)
+    print(render(lines, args.format, args.by))
+    return 0
