@@ -1,0 +1,506 @@
+"""Scaling curves from one run: the accuracy k samples would give, for every k up to the N a
+sampling run drew, without running again.
+
+A sampling run's N candidates per problem are N independent samples, so any k of them are k
+independent samples: the expected accuracy at k is the mean, over the C(N, k) k-subsets of
+each problem's candidates, of what an aggregator picks from the subset (an unbiased
+estimate, as Chen et al. 2021's pass@k is; drawing k-subsets without replacement, unlike
+``treesearch.optimal.votes``, which predicts from estimated answer probabilities). The
+columns and how each is computed:
+
+- pass@k: some candidate of the subset is right; closed form 1 − C(N−c, k)/C(N, k) with c
+  right candidates.
+- best-of-k: the subset's best-scored candidate, ties to the one found first, as
+  ``best_of_n``; closed form: sorted by (score descending, position), the candidate ranked r
+  wins exactly when it is drawn and none ranked above it is, C(N−r, k−1)/C(N, k).
+- majority and weighted vote: the aggregators' own rule (the largest vote total, then score
+  sum, then count, then the answer found first in the subset). When every candidate of an
+  answer group has the same score (always so for majority vote without a verifier), a
+  subset's outcome depends only on how many of each group it holds, up to the tie-break by
+  first position, which has a closed form too; the expectation is then a sum over those
+  count vectors, weighted by the multivariate hypergeometric, exact when there are at most
+  ``EXACT_LIMIT`` vectors. Otherwise the aggregator itself runs on k-subsets: on every one
+  when there are at most ``samples`` of them, else on ``samples`` seeded random ones (Monte
+  Carlo, whose standard error is reported). The aggregator costs microseconds a subset, so
+  a few thousand subsets per problem and k is where enumerating stops being cheap.
+
+The winning answer is the first candidate of the winning group in the subset, graded on its
+own (``matches`` against the gold once per distinct answer), so a group holding a right and
+a wrong spelling of one answer is graded as the run would grade it. A candidate without a
+score counts 0 in the weighted sum and never wins best-of-k; a problem none of whose
+candidates has a score is decided by majority in those columns too, as ``aggregate`` falls
+back; a run with no scores at all has no weighted or best-of-k column. Slots of the N
+samples that gave no answer are drawn like the others and never vote.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import io
+import itertools
+import json
+import math
+import random
+import statistics
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from treesearch.answers.aggregate import Aggregator, Candidate, majority_vote, weighted_vote
+from treesearch.answers.equivalence import AnswerEquivalence
+from treesearch.errors import ConfigError
+from treesearch.evaluate.report import table
+
+# Exact vote expectations by count vectors up to this many vectors a problem.
+EXACT_LIMIT = 20_000
+# Monte Carlo draws a problem and k; fewer k-subsets than this are all enumerated instead.
+DEFAULT_SAMPLES = 1_000
+# The strategies whose candidates are independent samples (the registry's ``sample`` routine).
+SAMPLING_STRATEGIES = ("majority-vote", "best-of-n", "weighted-vote")
+TOKENS_FROM = "k/N of the run's mean tokens per problem (prompt + completion, verifier included)"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Pool:
+    """One problem's N samples in position order: its candidates (padded to N with
+    unanswered ones), the answer group of each (-1: no answer) and whether each distinct
+    answer matches the gold."""
+
+    candidates: tuple[Candidate, ...]
+    groups: tuple[int, ...]
+    right: Mapping[str, bool]
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate], n: int, gold: str, same: AnswerEquivalence) -> Pool:
+        """Group the answers and grade each distinct one once (the equivalence may run sympy,
+        so never per subset)."""
+        answered = [c.answer for c in candidates if c.answer is not None]
+        groups = iter(same.group(answered))
+        padded = (*candidates, *(Candidate(node=-1, answer=None) for _ in range(n - len(candidates))))
+        return cls(
+            candidates=padded,
+            groups=tuple(-1 if c.answer is None else next(groups) for c in padded),
+            right={answer: same.matches(answer, gold) for answer in dict.fromkeys(answered)},
+        )
+
+    @property
+    def n(self) -> int:
+        return len(self.candidates)
+
+    def is_right(self, answer: str | None) -> bool:
+        return answer is not None and self.right[answer]
+
+    @property
+    def scored(self) -> bool:
+        return any(c.score is not None for c in self.candidates if c.answer is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """An expected accuracy and the variance of its estimate (0 when exact)."""
+
+    value: float
+    variance: float = 0.0
+    sampled: bool = False
+
+
+def pass_at_k(pool: Pool, k: int) -> Estimate:
+    right = sum(pool.is_right(c.answer) for c in pool.candidates)
+    return Estimate(1.0 - math.comb(pool.n - right, k) / math.comb(pool.n, k))
+
+
+def best_at_k(pool: Pool, k: int) -> Estimate:
+    ranked = sorted(
+        (i for i, c in enumerate(pool.candidates) if c.answer is not None and c.score is not None),
+        key=lambda i: (-(pool.candidates[i].score or 0.0), i),
+    )
+    wins = sum(
+        math.comb(pool.n - rank, k - 1)
+        for rank, i in enumerate(ranked, start=1)
+        if pool.is_right(pool.candidates[i].answer)
+    )
+    return Estimate(wins / math.comb(pool.n, k))
+
+
+def vote_at_k(pool: Pool, k: int, rule: str, *, samples: int, seed: str) -> Estimate:
+    """Majority (``rule`` "majority") or weighted vote over a random k-subset, in expectation."""
+    by_counts = _by_counts(pool, k, rule)
+    if by_counts is not None:
+        return Estimate(by_counts)
+    aggregator: Aggregator = majority_vote if rule == "majority" else weighted_vote
+    exact = math.comb(pool.n, k) <= samples  # enumerating is no dearer than sampling
+    subsets: Iterable[Sequence[int]]
+    if exact:
+        subsets = itertools.combinations(range(pool.n), k)
+    else:
+        rng = random.Random(seed)
+        subsets = (sorted(rng.sample(range(pool.n), k)) for _ in range(samples))
+    outcomes = [
+        pool.is_right(aggregator([pool.candidates[i] for i in s], [pool.groups[i] for i in s]))
+        for s in subsets
+    ]
+    mean = statistics.fmean(outcomes)
+    if exact:
+        return Estimate(mean)
+    return Estimate(mean, mean * (1.0 - mean) / (len(outcomes) - 1) if len(outcomes) > 1 else 0.0, True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    positions: tuple[int, ...]  # ascending
+    right: tuple[bool, ...]  # of each member's own answer
+    totals: tuple[tuple[float, float], ...]  # per count c: (vote total, score sum), summed as _leading sums
+
+    def first_right(self, count: int) -> float:
+        """P(the first of ``count`` members drawn is right)."""
+        size = len(self.positions)
+        hits = sum(math.comb(size - 1 - j, count - 1) for j, right in enumerate(self.right) if right)
+        return hits / math.comb(size, count)
+
+    def all_after(self, position: int, count: int) -> float:
+        """P(all ``count`` members drawn come after ``position``)."""
+        later = len(self.positions) - bisect.bisect_right(self.positions, position)
+        return math.comb(later, count) / math.comb(len(self.positions), count)
+
+
+def _by_counts(pool: Pool, k: int, rule: str) -> float | None:
+    """The exact vote accuracy by count vectors, or None when a group's scores differ (the
+    outcome then depends on which members are drawn) or there are too many vectors."""
+    members: dict[int, list[int]] = {}
+    for i, label in enumerate(pool.groups):
+        if label >= 0:
+            members.setdefault(label, []).append(i)
+    groups: list[_Group] = []
+    for positions in members.values():
+        scores = {pool.candidates[i].score or 0.0 for i in positions}
+        if len(scores) > 1:
+            return None
+        score = scores.pop()
+        weight = 1.0 if rule == "majority" else score
+        totals, vote, score_sum = [(0.0, 0.0)], 0.0, 0.0
+        for _ in positions:
+            vote, score_sum = vote + weight, score_sum + score
+            totals.append((vote, score_sum))
+        right = tuple(pool.is_right(pool.candidates[i].answer) for i in positions)
+        groups.append(_Group(positions=tuple(positions), right=right, totals=tuple(totals)))
+    unanswered = pool.n - sum(len(g.positions) for g in groups)
+    total = 0.0
+    for visited, counts in enumerate(_count_vectors([len(g.positions) for g in groups], unanswered, k)):
+        if visited >= EXACT_LIMIT:
+            return None
+        ways = math.comb(unanswered, k - sum(counts))
+        for group, count in zip(groups, counts, strict=True):
+            ways *= math.comb(len(group.positions), count)
+        total += ways * _right_given(groups, counts)
+    return total / math.comb(pool.n, k)
+
+
+def _count_vectors(sizes: Sequence[int], unanswered: int, k: int) -> Iterator[tuple[int, ...]]:
+    """Every way to draw k samples as counts per group (the rest unanswered)."""
+    room = [*list(itertools.accumulate(reversed(sizes)))[::-1], 0]  # room[i]: members of groups i..
+
+    def walk(i: int, left: int, prefix: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+        if i == len(sizes):
+            yield prefix
+            return
+        for count in range(max(0, left - unanswered - room[i + 1]), min(sizes[i], left) + 1):
+            yield from walk(i + 1, left - count, (*prefix, count))
+
+    return walk(0, k, ())
+
+
+def _right_given(groups: Sequence[_Group], counts: Sequence[int]) -> float:
+    """P(the vote is right | these counts): the leading groups by (vote total, score sum,
+    count); among several, the one whose first drawn member comes first."""
+    keys = {g: (*groups[g].totals[c], c) for g, c in enumerate(counts) if c > 0}
+    if not keys:
+        return 0.0
+    best = max(keys.values())
+    tied = [g for g, key in keys.items() if key == best]
+    if len(tied) == 1:
+        return groups[tied[0]].first_right(counts[tied[0]])
+    chance = 0.0
+    for g in tied:
+        group, count = groups[g], counts[g]
+        size = len(group.positions)
+        for j, position in enumerate(group.positions):
+            if not group.right[j]:
+                continue
+            p = math.comb(size - 1 - j, count - 1) / math.comb(size, count)
+            for h in tied:
+                if h != g:
+                    p *= groups[h].all_after(position, counts[h])
+            chance += p
+    return chance
+
+
+# -- a run's curve ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CurvePoint:
+    """The expected accuracies at k samples, over the run's graded problems; ``weighted`` and
+    ``best`` are None for a run without scores. ``*_error`` is the Monte Carlo standard error
+    (0 where exact), ``sampled`` whether any problem needed Monte Carlo at this k."""
+
+    k: int
+    tokens: float
+    majority: float
+    weighted: float | None
+    best: float | None
+    pass_at_k: float
+    majority_error: float
+    weighted_error: float
+    sampled: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Curve:
+    """A run's curve: its strategy, N, how many problems it grades and how many rows it left
+    out (no gold, or failed), the Monte Carlo settings, and a point per k."""
+
+    run: str
+    strategy: str
+    n: int
+    problems: int
+    left_out: int
+    samples: int
+    seed: int
+    points: tuple[CurvePoint, ...]
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "strategy": self.strategy,
+            "n": self.n,
+            "problems": self.problems,
+            "left_out": self.left_out,
+            "samples": self.samples,
+            "seed": self.seed,
+            "exact_limit": EXACT_LIMIT,
+            "tokens": TOKENS_FROM,
+            "points": [
+                {
+                    "k": p.k,
+                    "tokens": p.tokens,
+                    "majority": p.majority,
+                    "weighted": p.weighted,
+                    "best": p.best,
+                    "pass_at_k": p.pass_at_k,
+                    "majority_error": p.majority_error,
+                    "weighted_error": p.weighted_error,
+                    "sampled": p.sampled,
+                }
+                for p in self.points
+            ],
+        }
+
+
+def default_ks(n: int) -> list[int]:
+    """1, 2, 4, ... up to N, and N itself."""
+    ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
+    return ks if ks[-1] == n else [*ks, n]
+
+
+def run_curve(
+    run: str | Path,
+    rows: Iterable[Mapping[str, Any]],
+    same: AnswerEquivalence,
+    *,
+    ks: Sequence[int] | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+) -> Curve:
+    """The curve of one sampling run's ``rows`` (the JSONL rows it wrote; ``run`` names it in
+    errors). Rows without a gold answer or with an error are left out. ConfigError for a run
+    that is not one sampling configuration, or a k outside 1..N."""
+    rows = list(rows)
+    if not rows:
+        raise ConfigError(f"{run}: no rows")
+    strategies = {str(row.get("strategy")) for row in rows}
+    ns = {int((row.get("config") or {}).get("n", 0)) for row in rows}
+    if len(strategies) > 1 or len(ns) > 1:
+        raise ConfigError(
+            f"{run}: rows of several configurations ({', '.join(sorted(strategies))}; N {sorted(ns)})"
+        )
+    strategy, n = strategies.pop(), ns.pop()
+    if strategy not in SAMPLING_STRATEGIES:
+        raise ConfigError(
+            f"{run}: a curve from one run assumes independent samples, and {strategy}'s candidates are not "
+            f"(they share steps or were selected); it applies to {', '.join(SAMPLING_STRATEGIES)}"
+        )
+    if n < 1:
+        raise ConfigError(f"{run}: its rows carry no N (config.n)")
+    ks = sorted(set(default_ks(n) if ks is None else ks))
+    if ks[0] < 1 or ks[-1] > n:
+        raise ConfigError(f"{run}: k must be in 1..{n} (the run's N), got {ks[0] if ks[0] < 1 else ks[-1]}")
+    if samples < 2:
+        raise ConfigError(f"samples must be at least 2, got {samples}")
+    graded = [row for row in rows if row.get("gold") is not None and row.get("error") is None]
+    if not graded:
+        raise ConfigError(f"{run}: no row has a gold answer and no error: nothing to grade")
+    if any(len(row["candidates"]) > n for row in graded):
+        raise ConfigError(f"{run}: a row has more candidates than the run's N = {n}")
+    pools = [
+        Pool.of(
+            [
+                Candidate(node=int(c["node"]), answer=c.get("answer"), score=c.get("score"))
+                for c in row["candidates"]
+            ],
+            n,
+            str(row["gold"]),
+            same,
+        )
+        for row in graded
+    ]
+    scored = any(pool.scored for pool in pools)
+    tokens = statistics.fmean(_tokens(row) for row in graded)
+    points = []
+    for k in ks:
+        votes: dict[str, list[Estimate]] = {"majority": [], "weighted": [], "best": []}
+        passes = []
+        for row, pool in zip(graded, pools, strict=True):
+            draw = f"{seed}:{row['id']}:{k}"
+            majority = vote_at_k(pool, k, "majority", samples=samples, seed=f"{draw}:majority")
+            votes["majority"].append(majority)
+            passes.append(pass_at_k(pool, k))
+            if scored:  # weighted vote without scores is majority vote; best-of-k falls back to it
+                votes["weighted"].append(
+                    vote_at_k(pool, k, "weighted", samples=samples, seed=f"{draw}:weighted")
+                )
+                votes["best"].append(best_at_k(pool, k) if pool.scored else majority)
+        points.append(
+            CurvePoint(
+                k=k,
+                tokens=tokens * k / n,
+                majority=_mean(votes["majority"]),
+                weighted=_mean(votes["weighted"]) if scored else None,
+                best=_mean(votes["best"]) if scored else None,
+                pass_at_k=_mean(passes),
+                majority_error=_error(votes["majority"]),
+                weighted_error=_error(votes["weighted"]),
+                sampled=any(e.sampled for column in votes.values() for e in column),
+            )
+        )
+    return Curve(
+        run=str(run),
+        strategy=strategy,
+        n=n,
+        problems=len(graded),
+        left_out=len(rows) - len(graded),
+        samples=samples,
+        seed=seed,
+        points=tuple(points),
+    )
+
+
+def _tokens(row: Mapping[str, Any]) -> int:
+    usage = row.get("usage") or {}
+    return int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
+
+
+def _mean(estimates: Sequence[Estimate]) -> float:
+    return statistics.fmean(e.value for e in estimates)
+
+
+def _error(estimates: Sequence[Estimate]) -> float:
+    """The standard error of a mean of independent estimates."""
+    return math.sqrt(math.fsum(e.variance for e in estimates)) / len(estimates) if estimates else 0.0
+
+
+def render(curves: Sequence[Curve], fmt: str) -> str:
+    """The curves in ``fmt`` (``report``'s formats): an aligned table or Markdown with notes, CSV
+    (one row a run and k, raw numbers) or JSON (``Curve.to_record`` of each)."""
+    if fmt == "json":
+        return json.dumps([curve.to_record() for curve in curves], indent=2)
+    records = [
+        {"run": c.run, "strategy": c.strategy, "n": c.n, "problems": c.problems, **point}
+        for c in curves
+        for point in c.to_record()["points"]
+    ]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        return out.getvalue().rstrip("\n")
+    headers = ["run", "k", "tokens", "majority", "weighted", "best-of-k", "pass@k", "MC ±"]
+    cells = [
+        [
+            r["run"],
+            str(r["k"]),
+            f"{r['tokens']:.1f}",
+            *(_cell(r[key]) for key in ("majority", "weighted", "best", "pass_at_k")),
+            _cell(max(r["majority_error"], r["weighted_error"])) if r["sampled"] else "exact",
+        ]
+        for r in records
+    ]
+    notes = [
+        f"{c.run}: {c.strategy}, N = {c.n}, {c.problems} problems"
+        + (f" ({c.left_out} left out: no gold or an error)" if c.left_out else "")
+        for c in curves
+    ]
+    notes += [
+        f"expected accuracy over the k-subsets of each problem's N samples; tokens: {TOKENS_FROM}",
+        f"MC ±: the standard error where a column drew {curves[0].samples} random k-subsets a problem "
+        f"(seed {curves[0].seed}) instead of enumerating them; pass@k and best-of-k are closed forms",
+    ]
+    if any(c.points[0].weighted is None for c in curves):
+        notes.append("weighted and best-of-k need scores: a run without a verifier has none")
+    return table(headers, cells, fmt, notes)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def plot_curves(curves: Sequence[Curve], path: str | Path) -> None:
+    """Accuracy against k (log scale) for each curve's columns, as a PNG; tokens per problem
+    on the top axis when there is one curve. Needs matplotlib (the ``plots`` extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'treesearch[plots]'") from None
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(7, 4.5))
+    for curve in curves:
+        ks = [p.k for p in curve.points]
+        name = f"{Path(curve.run).stem}: " if len(curves) > 1 else ""
+        columns: dict[str, list[float | None]] = {
+            "majority": [p.majority for p in curve.points],
+            "weighted": [p.weighted for p in curve.points],
+            "best-of-k": [p.best for p in curve.points],
+            "pass@k": [p.pass_at_k for p in curve.points],
+        }
+        for label, column in columns.items():
+            values = [v for v in column if v is not None]
+            if len(values) == len(ks):
+                axes.plot(ks, values, marker="o", label=f"{name}{label}")
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("k (samples per problem)")
+    axes.set_ylabel("expected accuracy")
+    if len(curves) == 1 and curves[0].points[0].tokens > 0:
+        per_k = curves[0].points[0].tokens / curves[0].points[0].k
+
+        def tokens(k: Any) -> Any:
+            return k * per_k
+
+        def samples(tokens: Any) -> Any:
+            return tokens / per_k
+
+        top = axes.secondary_xaxis("top", functions=(tokens, samples))
+        top.set_xlabel("tokens per problem")
+        axes.set_title(f"{curves[0].strategy}, N = {curves[0].n}, {curves[0].problems} problems", pad=30)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as exc:
+        raise ConfigError(f"--plot {path}: {exc.strerror or exc}") from exc
+    finally:
+        pyplot.close(figure)
