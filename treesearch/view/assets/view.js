@@ -284,12 +284,9 @@
     }
     tree.marked = chosenPaths();
     const n = tree.nodes.length;
-    for (const [input, max, step] of [["depth", tree.depth, 1], ["replay", n - 1, 1],
-      ["min-score", tree.score[1], (tree.score[1] - tree.score[0]) / 100]]) {
-      $(input).max = String(max);
-      $(input).step = String(step);
-    }
-    $("min-score").min = String(tree.score[0]);
+    $("depth").max = String(tree.depth);
+    $("replay").max = String(n - 1);
+    [$("min-score").min, $("min-score").max] = tree.score.map(String);
     $("depth").value = String(tree.depth);
     $("replay").value = String(n - 1);
     $("min-score").value = String(tree.score[0]);
