@@ -228,10 +228,16 @@ def _summary(
         requests=_mean(_usage(row, "requests") for row in rows),
         wall_p50=percentile(walls, 50) if walls else None,
         wall_p95=percentile(walls, 95) if walls else None,
-        stopped_by=dict(Counter(str(row.get("stopped_by")) for row in rows).most_common()),
-        aggregated_by=dict(Counter(str(row.get("aggregated_by")) for row in rows).most_common()),
+        stopped_by=_count(rows, "stopped_by"),
+        aggregated_by=_count(rows, "aggregated_by"),
         errors=sum(row.get("error") is not None for row in rows),
     )
+
+
+def _count(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, int]:
+    """How many rows have each value of ``key``, commonest first (a failed problem has no
+    aggregation: rows without one are not counted)."""
+    return dict(Counter(str(row[key]) for row in rows if row.get(key) is not None).most_common())
 
 
 def _usage(row: Mapping[str, Any], key: str) -> float:
