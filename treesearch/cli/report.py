@@ -1,5 +1,6 @@
 """``treesearch report``: what runs did, from their results files: accuracy with its interval,
-cost per problem, how the problems ended; split by a problem's field, seeds folded."""
+cost per problem, how the problems ended; split by a problem's field, seeds folded. With
+``--curve`` it hands over to ``treesearch.cli.curves`` (a run's scaling curve)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from treesearch.cli import curves
 from treesearch.cli.options import number
 
 CONFIDENCE = number(float, "a number in (0, 1)", lambda value: 0 < value < 1)
@@ -35,11 +37,15 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
                         help="an aligned text table, Markdown, CSV (raw numbers) or JSON")  # fmt: skip
     parser.add_argument("--confidence", type=CONFIDENCE, default=0.95, help="the intervals' level")
+    curves.add_curve_options(parser)
     parser.set_defaults(handler=report_command)
 
 
 def report_command(args: argparse.Namespace) -> int:
-    """``treesearch report``: prints the report; the exit code."""
+    """``treesearch report``: prints the report (or, with --curve, the scaling curves); the
+    exit code."""
+    if args.curve:
+        return curves.report_curves(args)
     from treesearch.evaluate.report import read_run, render, summarise
     from treesearch.problems import load_problems
 
