@@ -1,0 +1,327 @@
+"""Scaling curves from one run (treesearch.evaluate.curves, report --curve): the exact
+expectations against the binomial closed forms and against the aggregators run on every
+k-subset, Monte Carlo within its stated error, and a run's curve against separate runs on the
+synthetic server."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import problems
+from hypothesis import given
+from hypothesis import strategies as st
+
+from treesearch.answers.aggregate import Candidate, best_of_n, majority_vote, weighted_vote
+from treesearch.answers.equivalence import MathEquivalence
+from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.verifiers import PoolingPRM
+from treesearch.cli.curves import add_curve_options, report_curves
+from treesearch.engine.config import SearchConfig
+from treesearch.engine.policy import SamplingParams
+from treesearch.errors import ConfigError
+from treesearch.evaluate.curves import Pool, best_at_k, pass_at_k, run_curve, vote_at_k
+from treesearch.evaluate.stats import wilson_interval
+from treesearch.runs.loop import read_output
+from treesearch.runs.runner import run
+
+
+@pytest.fixture(scope="module")
+def same() -> Iterator[MathEquivalence]:
+    with MathEquivalence() as equivalence:
+        yield equivalence
+
+
+def pool(answers: list[str | None], same: MathEquivalence, scores: dict[str, float] | None = None,
+         gold: str = "1", n: int | None = None) -> Pool:  # fmt: skip
+    candidates = [
+        Candidate(node=i, answer=a, score=None if scores is None or a is None else scores[a])
+        for i, a in enumerate(answers)
+    ]
+    return Pool.of(candidates, len(answers) if n is None else n, gold, same)
+
+
+def binomial(k: int, j: int, p: float) -> float:
+    return math.comb(k, j) * p**j * (1 - p) ** (k - j)
+
+
+# -- exact numbers ---------------------------------------------------------------------
+
+
+def test_hand_built_pool(same: MathEquivalence) -> None:
+    """Four samples 1, 2, 1, 3 (gold 1): of the six pairs, (1,2), (1,3) and (1,3) are ties the
+    answer found first wins, so the right answer wins 4 of 6; pass@2 misses only (2,3)."""
+    four = pool(["1", "2", "1", "3"], same)
+    assert vote_at_k(four, 2, "majority", samples=100, seed="").value == pytest.approx(4 / 6)
+    assert pass_at_k(four, 2).value == pytest.approx(1 - 1 / 6)
+    assert vote_at_k(four, 4, "majority", samples=100, seed="").value == 1.0
+    assert vote_at_k(four, 1, "majority", samples=100, seed="").value == 0.5
+    # Scores: 2 is scored highest, so best-of-k is right only when it is not drawn.
+    scored = pool(["1", "2", "1", "3"], same, {"1": 0.5, "2": 0.9, "3": 0.1})
+    assert best_at_k(scored, 2).value == pytest.approx(3 / 6)
+    # weighted: 1's 0.5 + 0.5 beats 2's 0.9 only when both 1s are drawn: 2 of the 4 triples
+    assert vote_at_k(scored, 3, "weighted", samples=100, seed="").value == pytest.approx(2 / 4)
+
+
+def test_unanswered_samples_never_vote(same: MathEquivalence) -> None:
+    """N = 4 with two answered samples: a 2-subset holding neither has no answer (wrong)."""
+    two = pool(["1", "2"], same, n=4)
+    assert two.n == 4
+    assert vote_at_k(two, 2, "majority", samples=100, seed="").value == pytest.approx(
+        3 / 6
+    )  # 1 alone or 1 first
+    assert pass_at_k(two, 2).value == pytest.approx(3 / 6)
+
+
+@pytest.mark.parametrize("p", [0.3, 0.6])
+def test_binomial_closed_forms(same: MathEquivalence, p: float) -> None:
+    """Samples right with probability p, else one wrong answer: averaged over every pool of N = 8
+    (weighted by its probability), the curve at k is k independent samples' accuracy: majority
+    is right with the binomial tail (a tie of an even k half the time: the answer found first
+    wins it, and either is first alike), pass@k = 1 − (1 − p)^k, and weighted vote with scores
+    .7 (right) and .4 (wrong) is right when 0.7·j > 0.4·(k − j)."""
+    n = 8
+    expected: dict[str, list[float]] = {"majority": [0.0] * n, "pass": [0.0] * n, "weighted": [0.0] * n}
+    for rights in itertools.product([True, False], repeat=n):
+        weight = p ** sum(rights) * (1 - p) ** (n - sum(rights))
+        answers: list[str | None] = ["1" if r else "2" for r in rights]
+        samples, scored = pool(answers, same), pool(answers, same, {"1": 0.7, "2": 0.4})
+        for k in range(1, n + 1):
+            votes = vote_at_k(samples, k, "majority", samples=10, seed="").value
+            expected["majority"][k - 1] += weight * votes
+            expected["weighted"][k - 1] += (
+                weight * vote_at_k(scored, k, "weighted", samples=10, seed="").value
+            )
+            expected["pass"][k - 1] += weight * pass_at_k(samples, k).value
+    for k in range(1, n + 1):
+        tail = sum(binomial(k, j, p) for j in range(k // 2 + 1, k + 1))
+        tie = binomial(k, k // 2, p) / 2 if k % 2 == 0 else 0.0
+        assert expected["majority"][k - 1] == pytest.approx(tail + tie, abs=1e-12)
+        assert expected["pass"][k - 1] == pytest.approx(1 - (1 - p) ** k, abs=1e-12)
+        weighted = sum(binomial(k, j, p) for j in range(k + 1) if 0.7 * j > 0.4 * (k - j))
+        assert expected["weighted"][k - 1] == pytest.approx(weighted, abs=1e-12)
+
+
+def brute_force(samples: Pool, k: int, aggregator: Callable[..., str | None]) -> float:
+    subsets = list(itertools.combinations(range(samples.n), k))
+    return sum(
+        samples.is_right(aggregator([samples.candidates[i] for i in s], [samples.groups[i] for i in s]))
+        for s in subsets
+    ) / len(subsets)
+
+
+answer = st.sampled_from(["1", "2", "3", "1.0", None])  # 1.0 is 1: one group, two spellings
+
+
+@given(
+    answers=st.lists(answer, min_size=1, max_size=8),
+    scores=st.fixed_dictionaries({a: st.sampled_from([0.25, 0.5, 0.75]) for a in ["1", "2", "3", "1.0"]}),
+    spread=st.booleans(),
+    unanswered=st.integers(0, 2),
+)
+def test_exact_expectations_are_the_aggregators_on_every_subset(
+    answers: list[str | None], scores: dict[str, float], spread: bool, unanswered: int
+) -> None:
+    """Whatever the answers, ties, unanswered slots and scores (one per answer, so the count
+    vectors decide, or spread over the candidates, so every subset is enumerated), each column
+    equals the aggregators themselves run on every k-subset."""
+    if spread:  # every candidate its own score: the vote depends on which members are drawn
+        scored = [
+            Candidate(node=i, answer=a, score=None if a is None else 0.1 + 0.05 * i)
+            for i, a in enumerate(answers)
+        ]
+    else:
+        scored = [
+            Candidate(node=i, answer=a, score=None if a is None else scores[a]) for i, a in enumerate(answers)
+        ]
+    with MathEquivalence() as same:
+        samples = Pool.of(scored, len(answers) + unanswered, "1", same)
+    for k in range(1, samples.n + 1):
+        many = math.comb(samples.n, k)
+        assert vote_at_k(samples, k, "majority", samples=many, seed="").value == pytest.approx(
+            brute_force(samples, k, majority_vote), abs=1e-12
+        )
+        assert vote_at_k(samples, k, "weighted", samples=many, seed="").value == pytest.approx(
+            brute_force(samples, k, weighted_vote), abs=1e-12
+        )
+        assert best_at_k(samples, k).value == pytest.approx(brute_force(samples, k, best_of_n), abs=1e-12)
+
+
+def test_monte_carlo_within_its_error(same: MathEquivalence) -> None:
+    """Spread scores and 3,432 subsets: with 400 draws the estimate is Monte Carlo, flagged, and
+    within four standard errors of the exact value; the same seed draws the same subsets."""
+    rng = random.Random(5)
+    candidates = [
+        Candidate(node=i, answer=rng.choice(["1", "2", "3"]), score=rng.random()) for i in range(14)
+    ]
+    samples = Pool.of(candidates, 14, "1", same)
+    for rule in ("majority", "weighted"):
+        exact = vote_at_k(samples, 7, rule, samples=5000, seed="")
+        drawn = vote_at_k(samples, 7, rule, samples=400, seed="s")
+        assert not exact.sampled and drawn.sampled and drawn.variance > 0
+        assert abs(drawn.value - exact.value) <= 4 * math.sqrt(drawn.variance)
+        assert vote_at_k(samples, 7, rule, samples=400, seed="s") == drawn
+
+
+def test_tree_strategies_are_refused(same: MathEquivalence) -> None:
+    row = {"id": "a", "strategy": "beam", "gold": "1", "candidates": [], "config": {"n": 4}}
+    with pytest.raises(ConfigError, match="assumes independent samples, and beam's candidates are not"):
+        run_curve("r.jsonl", [row], same)
+
+
+def test_k_beyond_n_is_refused(same: MathEquivalence) -> None:
+    row = {"id": "a", "strategy": "majority-vote", "gold": "1", "candidates": [], "config": {"n": 4}}
+    with pytest.raises(ConfigError, match=r"k must be in 1\.\.4 \(the run's N\), got 8"):
+        run_curve("r.jsonl", [row], same, ks=[1, 8])
+
+
+# -- a run's curve against separate runs on the synthetic server --------------------------
+
+CURVE_N, SEPARATE = 16, {4: 2, 8: 3, 16: 4}  # N of a separate run: its seed
+
+
+@dataclass(frozen=True)
+class Runs:
+    folder: Path
+    curve: Path
+    separate: dict[int, Path]
+    weighted: Path
+    best: Path
+
+
+@pytest.fixture(scope="module")
+def runs(fake_server: Callable[..., str], tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """90 problems of three difficulties (right with .4, .6 and .75, one wrong answer): majority
+    vote at N = 16 (seed 1) for the curve, and separate runs at N = 4, 8 and 16 (other seeds);
+    weighted vote and best-of-N at N = 8 with the synthetic PRM, one seed (the same samples)."""
+    chosen = [*problems("a", 30), *problems("b", 30), *problems("c", 30)]
+    folder = tmp_path_factory.mktemp("curves")
+    url = fake_server()
+
+    async def all_runs() -> None:
+        policy, prm = OpenAIPolicy(url, "fake"), PoolingPRM(url, "fake-prm")
+        try:
+            for n, seed, name in ((CURVE_N, 1, "curve"), *((n, s, f"n{n}") for n, s in SEPARATE.items())):
+                config = SearchConfig(strategy="majority-vote", n=n, sampling=SamplingParams(seed=seed))
+                await run(chosen, policy, config, output=folder / f"{name}.jsonl", keep_trees=False)
+            for strategy in ("weighted-vote", "best-of-n"):
+                config = SearchConfig(strategy=strategy, n=8, sampling=SamplingParams(seed=5))
+                await run(
+                    chosen,
+                    policy,
+                    config,
+                    verifier=prm,
+                    output=folder / f"{strategy}.jsonl",
+                    keep_trees=False,
+                )
+        finally:
+            await policy.aclose()
+            await prm.aclose()
+
+    anyio.run(all_runs)
+    return Runs(
+        folder=folder,
+        curve=folder / "curve.jsonl",
+        separate={n: folder / f"n{n}.jsonl" for n in SEPARATE},
+        weighted=folder / "weighted-vote.jsonl",
+        best=folder / "best-of-n.jsonl",
+    )
+
+
+def accuracy(path: Path) -> tuple[int, int]:
+    rows = list(read_output(path).values())
+    return sum(bool(row["correct"]) for row in rows), len(rows)
+
+
+def test_one_run_curve_within_the_separate_runs_intervals(runs: Runs, same: MathEquivalence) -> None:
+    """The curve of one N = 16 run at k = 4, 8, 16 lies in the Wilson 95% interval of a separate
+    run at N = k; at k = N it is the run's own accuracy (the only subset is the whole)."""
+    curve = run_curve(runs.curve, read_output(runs.curve).values(), same)
+    assert [p.k for p in curve.points] == [1, 2, 4, 8, 16] and not any(p.sampled for p in curve.points)
+    assert curve.problems == 90 and curve.points[0].weighted is None
+    at = {p.k: p for p in curve.points}
+    right, total = accuracy(runs.curve)
+    assert at[16].majority == pytest.approx(right / total, abs=1e-12)
+    for k, path in runs.separate.items():
+        right, total = accuracy(path)
+        low, high = wilson_interval(right, total) or (0.0, 1.0)
+        print(f"k={k}: curve {at[k].majority:.4f}, separate run {right}/{total} = {right / total:.4f}, "
+              f"Wilson 95% {low:.4f} to {high:.4f}")  # fmt: skip
+        assert low <= at[k].majority <= high
+    assert at[1].pass_at_k == at[1].majority  # one sample: every rule is that sample
+    assert all(a.pass_at_k <= b.pass_at_k for a, b in itertools.pairwise(curve.points))
+
+
+def test_weighted_and_best_at_n_are_the_runs_own(runs: Runs, same: MathEquivalence) -> None:
+    """A weighted-vote run and a best-of-N run on the same seeded samples: the curve of the first
+    at k = N gives each run's own accuracy in its column."""
+    curve = run_curve(runs.weighted, read_output(runs.weighted).values(), same)
+    last = curve.points[-1]
+    assert last.k == 8 and last.weighted is not None and last.best is not None
+    assert last.weighted == pytest.approx(accuracy(runs.weighted)[0] / 90, abs=1e-12)
+    assert last.best == pytest.approx(accuracy(runs.best)[0] / 90, abs=1e-12)
+    assert last.tokens == pytest.approx(
+        sum(
+            r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"]
+            for r in read_output(runs.weighted).values()
+        )
+        / 90
+    )
+
+
+# -- the command-line edge -----------------------------------------------------------------
+
+
+def report_parser() -> argparse.ArgumentParser:
+    """The report command's positional runs and --format, with the curve options added."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--format", default="table")
+    add_curve_options(parser)
+    return parser
+
+
+def test_report_curves_prints_each_format_and_plots(
+    runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "curve.png"
+    args = report_parser().parse_args([str(runs.weighted), "--curve", "--ks", "1,3,8", "--plot", str(png)])
+    assert report_curves(args) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == [
+        "run",
+        "k",
+        "tokens",
+        "majority",
+        "weighted",
+        "best-of-k",
+        "pass@k",
+        "MC",
+        "±",
+    ]
+    assert len([line for line in out.splitlines() if line.startswith(str(runs.weighted))]) == 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    args = report_parser().parse_args([str(runs.curve), "--curve", "--format", "json"])
+    assert report_curves(args) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["n"] == 16 and [p["k"] for p in record["points"]] == [1, 2, 4, 8, 16]
+    assert record["points"][0]["weighted"] is None
+    args = report_parser().parse_args([str(runs.curve), "--curve", "--format", "csv", "--ks", "2"])
+    assert report_curves(args) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.startswith("run,strategy,n,problems,k,tokens,majority,") and row.split(",")[4] == "2"
+
+
+@pytest.mark.parametrize("bad", ["0", "1,x", ""])
+def test_bad_ks_are_one_line(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        report_parser().parse_args(["r.jsonl", "--curve", "--ks", bad])
+    assert "expected comma-separated positive integers" in capsys.readouterr().err
