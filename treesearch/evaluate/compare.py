@@ -157,7 +157,9 @@ def _line_names(runs: Sequence[Run]) -> list[str]:
 
 def differences(runs: Sequence[Run]) -> list[str]:
     """One warning per configuration key that differs between the runs, beyond strategy, N,
-    the seed and the strategy options; a run without a configuration is one warning too."""
+    the seed and the strategy options; a run without a configuration is one warning too. Only
+    the runs that have a setting are compared on it: a run without a verifier (majority vote)
+    against one with a PRM differs in strategy, not in which verifier it used."""
     ignored = _strategy_options() | {"strategy", "n", "sampling.seed"}
     warnings = [
         f"{run.name} records no configuration: cannot check it differs only in strategy and N"
@@ -169,7 +171,8 @@ def differences(runs: Sequence[Run]) -> list[str]:
     for key in keys:
         values: dict[str, list[str]] = {}
         for run, flat in known:
-            values.setdefault(flat.get(key, "(absent)"), []).append(run.name)
+            if key in flat:
+                values.setdefault(flat[key], []).append(run.name)
         if len(values) > 1:
             shown = "; ".join(f"{_short(value)} in {', '.join(names)}" for value, names in values.items())
             warnings.append(f"the runs differ in more than strategy and N: {key} ({shown})")
