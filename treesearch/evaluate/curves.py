@@ -14,8 +14,9 @@ columns and how each is computed:
   ``best_of_n``; closed form: sorted by (score descending, position), the candidate ranked r
   wins exactly when it is drawn and none ranked above it is, C(N−r, k−1)/C(N, k).
 - majority and weighted vote: the aggregators' own rule (the largest vote total, then score
-  sum, then count, then the answer found first in the subset). When every candidate of an
-  answer group has the same score (always so for majority vote without a verifier), a
+  sum, then count, then the answer found first in the subset), majority vote without the
+  scores, as a majority-vote run decides (ties to the answer found first). When every
+  candidate of an answer group has the same score (always so for majority vote), a
   subset's outcome depends only on how many of each group it holds, up to the tie-break by
   first position, which has a closed form too; the expectation is then a sum over those
   count vectors, weighted by the multivariate hypergeometric, exact when there are at most
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -44,7 +46,6 @@ import math
 import random
 import statistics
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ SAMPLING_STRATEGIES = ("majority-vote", "best-of-n", "weighted-vote")
 TOKENS_FROM = "k/N of the run's mean tokens per problem (prompt + completion, verifier included)"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class Pool:
     """One problem's N samples in position order: its candidates (padded to N with
     unanswered ones), the answer group of each (-1: no answer) and whether each distinct
@@ -97,7 +98,7 @@ class Pool:
         return any(c.score is not None for c in self.candidates if c.answer is not None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Estimate:
     """An expected accuracy and the variance of its estimate (0 when exact)."""
 
@@ -125,7 +126,13 @@ def best_at_k(pool: Pool, k: int) -> Estimate:
 
 
 def vote_at_k(pool: Pool, k: int, rule: str, *, samples: int, seed: str) -> Estimate:
-    """Majority (``rule`` "majority") or weighted vote over a random k-subset, in expectation."""
+    """Majority (``rule`` "majority") or weighted vote over a random k-subset, in expectation.
+    Majority vote leaves the scores out, as a majority-vote run has none: its ties go to the
+    answer found first, never to the better scored."""
+    if rule == "majority":
+        pool = dataclasses.replace(
+            pool, candidates=tuple(dataclasses.replace(c, score=None) for c in pool.candidates)
+        )
     by_counts = _by_counts(pool, k, rule)
     if by_counts is not None:
         return Estimate(by_counts)
@@ -147,7 +154,7 @@ def vote_at_k(pool: Pool, k: int, rule: str, *, samples: int, seed: str) -> Esti
     return Estimate(mean, mean * (1.0 - mean) / (len(outcomes) - 1) if len(outcomes) > 1 else 0.0, True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Group:
     positions: tuple[int, ...]  # ascending
     right: tuple[bool, ...]  # of each member's own answer
@@ -239,7 +246,7 @@ def _right_given(groups: Sequence[_Group], counts: Sequence[int]) -> float:
 # -- a run's curve ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class CurvePoint:
     """The expected accuracies at k samples, over the run's graded problems; ``weighted`` and
     ``best`` are None for a run without scores. ``*_error`` is the Monte Carlo standard error
@@ -256,7 +263,7 @@ class CurvePoint:
     sampled: bool
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class Curve:
     """A run's curve: its strategy, N, how many problems it grades and how many rows it left
     out (no gold, or failed), the Monte Carlo settings, and a point per k."""
