@@ -36,13 +36,14 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         description="Write one HTML page that opens offline and shows each problem's search tree: "
         "nodes coloured by verifier score or confidence, the chosen answer's paths, a node's step "
         "and path text, tokens under each subtree, a replay in arrival order and filters. The page "
-        "embeds every tree, so it weighs about what the trees folder does.",
+        "embeds every tree, so it weighs about what the trees folder does (some 300 bytes a node "
+        "plus its step's text).",
     )
     parser.add_argument("source", type=Path, metavar="RUN.jsonl|TREE.json",
                         help="a run's --output rows, or one tree file --trees wrote")  # fmt: skip
     parser.add_argument("--trees", type=Path, default=None, metavar="DIR",
-                        help="where the run wrote its trees (run --trees DIR; default: the trees "
-                        "folder beside RUN.jsonl)")  # fmt: skip
+                        help="where the run wrote its trees, as run --trees DIR (default: the "
+                        "trees folder beside RUN.jsonl)")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="HTML",
                         help="the page to write (default: the source's name with .html)")  # fmt: skip
     parser.set_defaults(handler=view)

@@ -272,7 +272,7 @@
     const row = problem.row || {};
     const usage = row.usage || {};
     fields($("summary"), [
-      ["answer", row.answer === undefined ? null : String(row.answer)],
+      ["answer", row.answer === null ? "none" : row.answer],
       ["gold", row.gold],
       ["correct", row.correct === true ? "yes" : row.correct === false ? "no" : null],
       ["strategy", row.strategy],
