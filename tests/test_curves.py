@@ -195,6 +195,7 @@ def test_k_beyond_n_is_refused(same: MathEquivalence) -> None:
 # -- a run's curve against separate runs on the synthetic server --------------------------
 
 CURVE_N, SEPARATE = 16, {4: 2, 8: 3, 16: 4}  # N of a separate run: its seed
+PER_LEVEL = 80
 
 
 @dataclass(frozen=True)
@@ -208,10 +209,10 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def runs(fake_server: Callable[..., str], tmp_path_factory: pytest.TempPathFactory) -> Runs:
-    """90 problems of three difficulties (right with .4, .6 and .75, one wrong answer): majority
+    """240 problems of three difficulties (right with .4, .6 and .75, one wrong answer): majority
     vote at N = 16 (seed 1) for the curve, and separate runs at N = 4, 8 and 16 (other seeds);
     weighted vote and best-of-N at N = 8 with the synthetic PRM, one seed (the same samples)."""
-    chosen = [*problems("a", 30), *problems("b", 30), *problems("c", 30)]
+    chosen = [*problems("a", PER_LEVEL), *problems("b", PER_LEVEL), *problems("c", PER_LEVEL)]
     folder = tmp_path_factory.mktemp("curves")
     url = fake_server()
 
@@ -255,7 +256,7 @@ def test_one_run_curve_within_the_separate_runs_intervals(runs: Runs, same: Math
     run at N = k; at k = N it is the run's own accuracy (the only subset is the whole)."""
     curve = run_curve(runs.curve, read_output(runs.curve).values(), same)
     assert [p.k for p in curve.points] == [1, 2, 4, 8, 16] and not any(p.sampled for p in curve.points)
-    assert curve.problems == 90 and curve.points[0].weighted is None
+    assert curve.problems == 3 * PER_LEVEL and curve.points[0].weighted is None
     at = {p.k: p for p in curve.points}
     right, total = accuracy(runs.curve)
     assert at[16].majority == pytest.approx(right / total, abs=1e-12)
@@ -275,14 +276,14 @@ def test_weighted_and_best_at_n_are_the_runs_own(runs: Runs, same: MathEquivalen
     curve = run_curve(runs.weighted, read_output(runs.weighted).values(), same)
     last = curve.points[-1]
     assert last.k == 8 and last.weighted is not None and last.best is not None
-    assert last.weighted == pytest.approx(accuracy(runs.weighted)[0] / 90, abs=1e-12)
-    assert last.best == pytest.approx(accuracy(runs.best)[0] / 90, abs=1e-12)
+    assert last.weighted == pytest.approx(accuracy(runs.weighted)[0] / (3 * PER_LEVEL), abs=1e-12)
+    assert last.best == pytest.approx(accuracy(runs.best)[0] / (3 * PER_LEVEL), abs=1e-12)
     assert last.tokens == pytest.approx(
         sum(
             r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"]
             for r in read_output(runs.weighted).values()
         )
-        / 90
+        / (3 * PER_LEVEL)
     )
 
 
