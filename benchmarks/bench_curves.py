@@ -166,9 +166,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             check=False).stdout.strip()  # fmt: skip
     result = {
-        "command": "python benchmarks/bench_curves.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        ),
+        "command": "python benchmarks/bench_curves.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "commit": commit,
         "machine": f"{cpu()}, {os.cpu_count()} cores, {platform.system()}",
