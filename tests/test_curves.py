@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import problems
+from conftest import problems, run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -335,3 +335,32 @@ def test_bad_ks_are_one_line(bad: str, capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         report_parser().parse_args(["r.jsonl", "--curve", "--ks", bad])
     assert "expected comma-separated positive integers" in capsys.readouterr().err
+
+
+def test_report_curve_command(runs: Runs) -> None:
+    done = run_cli("report", str(runs.curve), "--curve", "--format", "md", "--ks", "1,16")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "| run | k | tokens | majority | weighted | best-of-k | pass@k | MC ± |"
+    assert [line.split(" | ")[1] for line in lines[2:4]] == ["1", "16"]
+
+
+def test_a_tree_strategy_is_refused_in_one_line(tmp_path: Path) -> None:
+    row = {"id": "a", "strategy": "beam", "gold": "1", "candidates": [], "config": {"n": 4}}
+    path = tmp_path / "beam.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    done = run_cli("report", str(path), "--curve")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "assumes independent samples" in done.stderr
+
+
+def test_plot_without_matplotlib_names_the_extra(runs: Runs, tmp_path: Path) -> None:
+    """A matplotlib that fails to import (a shadowing package): one line naming the extra."""
+    (tmp_path / "shadow" / "matplotlib").mkdir(parents=True)
+    (tmp_path / "shadow" / "matplotlib" / "__init__.py").write_text("raise ImportError('absent')\n")
+    png = tmp_path / "curve.png"
+    done = run_cli(
+        "report", str(runs.curve), "--curve", "--plot", str(png), env={"PYTHONPATH": str(tmp_path / "shadow")}
+    )
+    assert done.returncode == 2 and done.stdout == "" and not png.exists()
+    assert done.stderr == "treesearch: error: --plot needs matplotlib: pip install 'treesearch[plots]'\n"

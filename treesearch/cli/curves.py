@@ -57,7 +57,7 @@ def report_curves(args: argparse.Namespace) -> int:
             run_curve(path, read_run(path).rows, same, ks=args.ks, samples=args.samples, seed=args.seed)
             for path in args.runs
         ]
-    print(render(curves, args.format))
-    if args.plot:
+    if args.plot:  # before printing: without matplotlib, one error line and no table
         plot_curves(curves, args.plot)
+    print(render(curves, args.format))
     return 0
