@@ -87,6 +87,20 @@ async def test_a_rerun_solves_only_what_is_not_done_and_retries_failures(tmp_pat
     assert all(row["config"] == {"kind": "test"} for row in rows)
 
 
+async def test_the_problems_left_are_told_before_the_first_is_admitted(tmp_path: Path) -> None:
+    """What the Ray driver cuts into chunks: the problems a rerun still has to solve, in
+    admission order, before any of them is solved."""
+    await each_problem(PROBLEMS[:4], Solver(failing=frozenset({"p1"})), output=output(tmp_path))
+    solver, told = Solver(), []
+
+    def todo(left: list[Problem]) -> None:
+        told.append(([problem.id for problem in left], dict(solver.orders)))
+
+    await each_problem(PROBLEMS[:7], solver, output=output(tmp_path), retry_failed=True, on_todo=todo)
+    assert told == [(["p1", "p4", "p5", "p6"], {})]
+    assert solver.orders == {"p1": 0, "p4": 1, "p5": 2, "p6": 3}
+
+
 async def test_another_configuration_is_refused_unless_forced(tmp_path: Path) -> None:
     await each_problem(PROBLEMS[:2], Solver(), output=output(tmp_path))
     other = replace(output(tmp_path), settings={})

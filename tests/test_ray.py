@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 TESTS = str(Path(__file__).parent)
 
 
-def test_ray_runs_every_problem_once_through_a_dead_worker_and_resumes(
+def test_ray_writes_the_rows_of_a_run_without_ray_once_through_a_dead_worker_and_resumes(
     fake_server: Callable[..., str], tmp_path: Path
 ) -> None:
     chosen = problems("a", 12)
@@ -46,11 +46,26 @@ def test_ray_runs_every_problem_once_through_a_dead_worker_and_resumes(
     for url in pool:
         (line,) = [line for line in done.stderr.splitlines() if line.startswith(f"treesearch: {url}: ")]
         assert re.search(r": [1-9]\d* requests, [\d,]+ tokens, 0 errors$", line), line
+    # The rows of a run without Ray, configuration included (wall times aside).
+    alone = tmp_path / "alone.jsonl"
+    local = run_cli("run", *command[5:-1], str(alone), env=env)
+    assert local.returncode == 0, local.stderr
+    assert without_wall_times(output) == without_wall_times(alone)
     # A rerun finds every problem done, writes nothing, and reports the run the same way.
     again = run_cli(*command, env=env, timeout=240)
     assert again.returncode == 0, again.stderr
     assert f"0 problems run now, 12 already done; accuracy {correct / 12:.3f}" in again.stderr
     assert len(output.read_text().splitlines()) == 12
+    # As without Ray, a rerun with another configuration is refused, even with nothing left to run.
+    other = run_cli(*command[:-2], "--n", "4", *command[-2:], env=env, timeout=240)
+    assert other.returncode == 2
+    assert "holds rows of another configuration (n: 3 there, 4 now)" in other.stderr.splitlines()[-1]
+    assert len(output.read_text().splitlines()) == 12
+
+
+def without_wall_times(output: Path) -> dict[str, dict[str, object]]:
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    return {row["id"]: {key: value for key, value in row.items() if key != "wall_s"} for row in rows}
 
 
 def outliving(session: int) -> list[str]:
@@ -123,7 +138,7 @@ def test_ctrl_c_while_ray_starts_leaves_no_ray_process_behind(
     """SIGINT as Ray starts: it is held until Ray has started, then Ray is shut down whole
     (a start cut halfway left its dashboard and runtime-env agents running for good)."""
     command = command_for(fake_server(), tmp_path, 8)
-    code, stderr, session = interrupt_at(command, "treesearch: 8 problems in 2 chunks on Ray")
+    code, stderr, session = interrupt_at(command, "treesearch: starting Ray")
     assert code == 130, stderr
     assert "treesearch: interrupted; 8 of 8 problems remain" in stderr
     assert "Traceback" not in stderr
@@ -131,8 +146,9 @@ def test_ctrl_c_while_ray_starts_leaves_no_ray_process_behind(
 
 
 def test_a_setting_a_chunk_fails_on_is_one_line(fake_server: Callable[..., str], tmp_path: Path) -> None:
-    """A model the server does not serve is found inside the Ray task: the command still
-    says so in one line, not with the worker's traceback."""
+    """A model the server does not serve is found inside a Ray task (the one asked for the
+    rows' configuration): the command still says so in one line, not with the worker's
+    traceback."""
     done = run_cli(*command_for(fake_server(), tmp_path, 4, model="nosuch"), timeout=240)
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1].endswith("does not serve model 'nosuch'; it lists fake")

@@ -202,20 +202,31 @@ async def drive(
     during the clean-up are taken and ignored, so it always completes."""
     spec = backend_spec(args, verifier)
     log_file = configure(args.log_json)
+
+    async def opened() -> T:
+        try:
+            async with open_backends(spec, None if isinstance(verifier, str) else verifier) as backends:
+                try:
+                    return await work(backends)
+                finally:
+                    report_replicas(replica_counts(backends.servers))
+        finally:
+            if log_file is not None:
+                log_file.close()
+
+    return await until_signal(opened)
+
+
+async def until_signal(work: Callable[[], Awaitable[T]]) -> T | None:
+    """What ``work`` returns; None when Ctrl-C or SIGTERM ended it by cancelling it, so its
+    clean-up runs in order (signals during the clean-up are taken and ignored). A failure
+    inside surfaces as itself, not as an exception group."""
     outcome: list[T] = []
     async with _unwrapped(), anyio.create_task_group() as watching:
         scope = anyio.CancelScope()
         watching.start_soon(_cancel_on_signal, scope)
         with scope:
-            try:
-                async with open_backends(spec, None if isinstance(verifier, str) else verifier) as backends:
-                    try:
-                        outcome.append(await work(backends))
-                    finally:
-                        report_replicas(replica_counts(backends.servers))
-            finally:
-                if log_file is not None:
-                    log_file.close()
+            outcome.append(await work())
         watching.cancel_scope.cancel()
     return outcome[0] if outcome else None
 

@@ -79,6 +79,7 @@ async def each_problem(
     tally: Tally | None = None,
     display: Callable[[int, Tally], Display[R]] | None = None,
     on_finished: Callable[[R], None] | None = None,
+    on_todo: Callable[[list[Problem]], None] | None = None,
 ) -> list[R]:
     """``solve`` every problem (at most ``max_in_flight`` at once, each given the run's tally)
     and return a result for each, in the problems' order.
@@ -87,7 +88,9 @@ async def each_problem(
     failed too, unless ``retry_failed``, which drops their rows), after checking it was
     written with the same settings (``force_resume`` skips the check); each newly finished
     problem's rows are appended and flushed. ``display(problems left, tally)`` makes a
-    progress display; ``on_finished`` is called with each newly finished problem's result.
+    progress display; ``on_finished`` is called with each newly finished problem's result,
+    ``on_todo`` with the problems to solve, in admission order, before the first is admitted
+    (the Ray driver cuts them into the chunks its tasks solve).
     """
     problems = list(problems)
     if max_in_flight <= 0:
@@ -99,6 +102,8 @@ async def each_problem(
         seen.add(problem.id)
     results = {} if output is None else _resume(output, seen, retry_failed, force_resume)
     todo = [problem for problem in problems if problem.id not in results]
+    if on_todo is not None:
+        on_todo(todo)
     tally = Tally() if tally is None else tally
     shown = None if display is None else display(len(todo), tally)
     limiter = anyio.CapacityLimiter(max_in_flight)
