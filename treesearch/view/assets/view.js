@@ -16,7 +16,7 @@
   const layouts = new Map();
   let problem = null; // DATA.problems[i]
   let tree = null; // its layout (prepare)
-  let view = { x: 0, y: 0, k: 1 };
+  let view = { x: 0, y: 0, kx: 1, ky: 1 }; // depth and leaves scale apart: trees are wide, not deep
   let selected = 0;
   let playing = false;
   let queued = false;
@@ -129,8 +129,8 @@
     return `hsl(${Math.round(t * 24) * 5}, 70%, 42%)`; // 25 hues: few distinct looks to draw
   }
 
-  const screenX = (id) => tree.x[id] * view.k + view.x;
-  const screenY = (id) => tree.y[id] * view.k + view.y;
+  const screenX = (id) => tree.x[id] * view.kx + view.x;
+  const screenY = (id) => tree.y[id] * view.ky + view.y;
 
   function schedule() {
     if (!queued) {
@@ -170,8 +170,8 @@
         ctx.lineWidth = lineWidth;
         ctx.stroke();
       }
-      const r = Math.max(2, Math.min(7, ROW * view.k * 0.35));
-      const labels = ROW * view.k >= 12;
+      const r = Math.max(2, Math.min(7, ROW * view.ky * 0.35));
+      const labels = ROW * view.ky >= 12;
       ctx.font = "12px system-ui, sans-serif";
       ctx.textBaseline = "middle";
       // Shapes of one look share a path, so 5,000 nodes cost a few dozen fills, not 5,000.
@@ -197,7 +197,7 @@
         if (i === selected || problem.chosenSet.has(i)) shape(rings[i === selected ? SELECTED : CHOSEN], x, y, r * 1.3 + 3);
         if (labels && y > -20 && y < height + 20 && x > -400 && x < width) {
           const node = tree.nodes[i];
-          const label = node.answer !== null ? `→ ${node.answer}` : i > 0 && ROW * view.k >= 20 ? node.text : "";
+          const label = node.answer !== null ? `→ ${node.answer}` : i > 0 && ROW * view.ky >= 20 ? node.text : "";
           if (label) {
             ctx.fillStyle = node.answer !== null ? "#111" : "#777";
             ctx.fillText(label.replace(/\s+/g, " ").slice(0, 48), x + r * 1.3 + 5, y);
@@ -231,9 +231,10 @@
     const height = Math.max(canvas.clientHeight - 2 * pad, 10);
     const spanX = Math.max(tree.depth * LEVEL, 1);
     const spanY = Math.max((tree.rows - 1) * ROW, 1);
-    view.k = Math.min(width / spanX, height / spanY, 2);
-    view.x = pad + (width - spanX * view.k) / 2;
-    view.y = pad + (height - spanY * view.k) / 2;
+    view.kx = Math.min(width / spanX, 2);
+    view.ky = Math.min(height / spanY, 2);
+    view.x = pad + (width - spanX * view.kx) / 2;
+    view.y = pad + (height - spanY * view.ky) / 2;
     schedule();
   }
 
@@ -414,7 +415,8 @@
     const factor = Math.exp(-event.deltaY * 0.0015);
     view.x = px - (px - view.x) * factor;
     view.y = py - (py - view.y) * factor;
-    view.k *= factor;
+    view.kx *= factor;
+    view.ky *= factor;
     schedule();
   }, { passive: false });
 
