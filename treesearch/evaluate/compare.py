@@ -199,7 +199,7 @@ def render(comparison: Comparison, fmt: str) -> str:
                 str(point.graded),
                 _text(point.accuracy, ".3f"),
                 _span(point.interval),
-                format(point.cost, ".4g"),
+                format(point.cost, ".3g" if comparison.x == "flops" else ".0f"),
             ]
             for point in comparison.points
         ],
