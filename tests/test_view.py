@@ -108,6 +108,12 @@ def test_the_page_of_a_run_draws_every_node_and_answers_clicks(run_dir: Path, br
 
     assert drawn(page) == len(nodes)
     assert page.get_attribute("body", "data-problem") == first["id"]
+    assert fields(page)["tokens below"] == str(sum(node["tokens"] for node in nodes))  # the root's
+
+    parents = {node["parent"] for node in nodes}
+    pruned = next(n["id"] for n in nodes if n["status"] == "open" and n["id"] not in parents)
+    click_node(page, pruned)
+    assert fields(page)["status"] == "pruned (open leaf)"
 
     leaf = max(tree(run_dir, first["id"])["graph"]["chosen"])
     click_node(page, leaf)
@@ -134,6 +140,12 @@ def test_the_page_of_a_run_draws_every_node_and_answers_clicks(run_dir: Path, br
     assert page.get_attribute("body", "data-problem") == second["id"]
     assert drawn(page) == len(tree(run_dir, second["id"])["nodes"])
     assert errors == []
+
+
+def fields(page: Page) -> dict[str, str]:
+    """The selected node's fields, by name."""
+    names = page.locator("#node-fields dt").all_text_contents()
+    return dict(zip(names, page.locator("#node-fields dd").all_text_contents(), strict=True))
 
 
 def passing(nodes: list[dict[str, Any]], threshold: float) -> set[int]:
