@@ -181,15 +181,45 @@ def test_monte_carlo_within_its_error(same: MathEquivalence, monkeypatch: pytest
 
 
 def test_tree_strategies_are_refused(same: MathEquivalence) -> None:
-    row = {"id": "a", "strategy": "beam", "gold": "1", "candidates": [], "config": {"n": 4}}
     with pytest.raises(ConfigError, match="assumes independent samples, and beam's candidates are not"):
-        run_curve("r.jsonl", [row], same)
+        run_curve("r.jsonl", [row(strategy="beam")], same)
+
+
+def row(**fields: object) -> dict[str, object]:
+    return {
+        "id": "a",
+        "strategy": "majority-vote",
+        "gold": "1",
+        "candidates": [],
+        "config": {"n": 4},
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([row(candidates="x")], "row 'a' needs a list of at most N = 4 candidates"),
+        ([row(candidates=[{"answer": "1"}])], "row 'a' needs a list of at most N = 4 candidates"),
+        ([row(candidates=[{"node": i, "answer": "1"} for i in range(5)])], "at most N = 4 candidates"),
+        ([row(config={})], r"its rows carry no N \(config.n\)"),
+        (
+            [row(), row(id="b", config={"n": 8})],
+            r"several configurations \(majority-vote; N 4, 8\): one run per",
+        ),
+        ([row(gold=None)], "no row has a gold answer and no error"),
+    ],
+)
+def test_rows_that_are_not_a_sampling_run_are_one_error(
+    rows: list[dict[str, object]], message: str, same: MathEquivalence
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_curve("r.jsonl", rows, same)
 
 
 def test_k_beyond_n_is_refused(same: MathEquivalence) -> None:
-    row = {"id": "a", "strategy": "majority-vote", "gold": "1", "candidates": [], "config": {"n": 4}}
     with pytest.raises(ConfigError, match=r"k must be in 1\.\.4 \(the run's N\), got 8"):
-        run_curve("r.jsonl", [row], same, ks=[1, 8])
+        run_curve("r.jsonl", [row()], same, ks=[1, 8])
 
 
 # -- a run's curve against separate runs on the synthetic server --------------------------
@@ -346,9 +376,8 @@ def test_report_curve_command(runs: Runs) -> None:
 
 
 def test_a_tree_strategy_is_refused_in_one_line(tmp_path: Path) -> None:
-    row = {"id": "a", "strategy": "beam", "gold": "1", "candidates": [], "config": {"n": 4}}
     path = tmp_path / "beam.jsonl"
-    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(row(strategy="beam")) + "\n", encoding="utf-8")
     done = run_cli("report", str(path), "--curve")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "assumes independent samples" in done.stderr

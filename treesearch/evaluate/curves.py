@@ -327,19 +327,18 @@ def run_curve(
     if not rows:
         raise ConfigError(f"{run}: no rows")
     strategies = {str(row.get("strategy")) for row in rows}
-    ns = {int((row.get("config") or {}).get("n", 0)) for row in rows}
+    ns = {(row.get("config") or {}).get("n") for row in rows}
     if len(strategies) > 1 or len(ns) > 1:
-        raise ConfigError(
-            f"{run}: rows of several configurations ({', '.join(sorted(strategies))}; N {sorted(ns)})"
-        )
+        kinds = f"{', '.join(sorted(strategies))}; N {', '.join(sorted(map(str, ns)))}"
+        raise ConfigError(f"{run}: rows of several configurations ({kinds}): one run per curve")
     strategy, n = strategies.pop(), ns.pop()
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{run}: its rows carry no N (config.n): are they a run's results?")
     if strategy not in SAMPLING_STRATEGIES:
         raise ConfigError(
             f"{run}: a curve from one run assumes independent samples, and {strategy}'s candidates are not "
             f"(they share steps or were selected); it applies to {', '.join(SAMPLING_STRATEGIES)}"
         )
-    if n < 1:
-        raise ConfigError(f"{run}: its rows carry no N (config.n)")
     ks = sorted(set(default_ks(n) if ks is None else ks))
     if ks[0] < 1 or ks[-1] > n:
         raise ConfigError(f"{run}: k must be in 1..{n} (the run's N), got {ks[0] if ks[0] < 1 else ks[-1]}")
@@ -348,20 +347,7 @@ def run_curve(
     graded = [row for row in rows if row.get("gold") is not None and row.get("error") is None]
     if not graded:
         raise ConfigError(f"{run}: no row has a gold answer and no error: nothing to grade")
-    if any(len(row["candidates"]) > n for row in graded):
-        raise ConfigError(f"{run}: a row has more candidates than the run's N = {n}")
-    pools = [
-        Pool.of(
-            [
-                Candidate(node=int(c["node"]), answer=c.get("answer"), score=c.get("score"))
-                for c in row["candidates"]
-            ],
-            n,
-            str(row["gold"]),
-            same,
-        )
-        for row in graded
-    ]
+    pools = [Pool.of(_candidates(run, row, n), n, str(row["gold"]), same) for row in graded]
     scored = any(pool.scored for pool in pools)
     tokens = statistics.fmean(_tokens(row) for row in graded)
     points = []
@@ -401,6 +387,28 @@ def run_curve(
         seed=seed,
         points=tuple(points),
     )
+
+
+def _candidates(run: str | Path, row: Mapping[str, Any], n: int) -> list[Candidate]:
+    """A row's candidates; ConfigError naming the row for anything else."""
+    found = row.get("candidates")
+    try:
+        if not isinstance(found, list) or len(found) > n:
+            raise TypeError
+        candidates = [
+            Candidate(
+                node=int(c["node"]),
+                answer=None if c.get("answer") is None else str(c["answer"]),
+                score=None if c.get("score") is None else float(c["score"]),
+            )
+            for c in found
+        ]
+    except (TypeError, KeyError, ValueError):
+        raise ConfigError(
+            f"{run}: row {row.get('id')!r} needs a list of at most N = {n} candidates "
+            "({node, answer, score}): is it a sampling run's results?"
+        ) from None
+    return candidates
 
 
 def _tokens(row: Mapping[str, Any]) -> int:
