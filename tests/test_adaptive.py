@@ -76,8 +76,8 @@ def test_a_table_survives_its_file_and_bad_files_are_one_line(tmp_path: Path) ->
     ]:
         written["choices"]["1"]["8"]["options"] = edit
         (tmp_path / "edited.json").write_text(json.dumps(written))
-        with pytest.raises(ConfigError, match=message):
-            PolicyTable.load(tmp_path / "edited.json")
+        with pytest.raises(ConfigError, match=message):  # when a search would use it
+            SearchConfig(strategy="adaptive", n=8, policy_table=PolicyTable.load(tmp_path / "edited.json"))
     written["choices"]["1"]["8"] = {"strategy": "telepathy", "n": 8}
     (tmp_path / "edited.json").write_text(json.dumps(written))
     edited = SearchConfig(strategy="adaptive", n=8, policy_table=PolicyTable.load(tmp_path / "edited.json"))

@@ -2,8 +2,9 @@
 
 ``run``, ``label`` and ``fit-adaptive`` talk to the same kinds of endpoint and search
 the same way, so they take these options from one place; each numeric option refuses
-a senseless value naming its flag. The strategy options are SearchConfig's, derived from
-the declarations on its fields.
+a senseless value naming its flag. The strategy, verifier and search options are derived
+from the declarations on the fields they fill (SearchConfig's and those of its sampling,
+step format and budget), and ``config_fields`` reads them back into those fields.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import argparse
 import codecs
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from treesearch.answers.aggregate import AGGREGATORS
 from treesearch.engine.budget import BudgetLimits
-from treesearch.engine.config import COUNTS, NOT_NEGATIVES, OPTIONS, POSITIVES, SHARES, Range, SearchConfig
+from treesearch.engine.config import OPTIONS, SearchConfig
+from treesearch.engine.options import COUNTS, NOT_NEGATIVES, POSITIVES, Group, Option, Range, declared
+from treesearch.engine.policy import SamplingParams
+from treesearch.engine.steps import StepFormat
 from treesearch.strategies import STRATEGIES
 
 
@@ -51,8 +55,6 @@ COUNT = checked(COUNTS)
 INDEX = checked(Range(int, 0))
 POSITIVE = checked(POSITIVES)
 NOT_NEGATIVE = checked(NOT_NEGATIVES)
-TEMPERATURE = checked(Range(float, 0, 5))
-PROBABILITY = checked(SHARES)
 
 
 _SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
@@ -85,28 +87,38 @@ def add_size_options(parser: argparse.ArgumentParser) -> None:
 
 # The choices of the options whose registries sit above SearchConfig, which cannot import them.
 _REGISTRIES = {"strategy": list(STRATEGIES), "aggregator": list(AGGREGATORS)}
+# The parts of a SearchConfig the search options fill, by its field's name.
+_PARTS: dict[str, type] = {"sampling": SamplingParams, "step": StepFormat, "budget": BudgetLimits}
 
 
-def add_config_options(parser: argparse.ArgumentParser, group: str) -> None:
+def _add(parser: argparse.ArgumentParser, name: str, found: Option, default: Any, help: str) -> None:
+    """One declared option: a number checked against its range, a name against its choices,
+    True/False a switch or one of its two words, a tuple a repeated flag, else free text
+    with backslash escapes (or what its ``parse`` reads)."""
+    kwargs: dict[str, Any] = {"dest": found.dest(name), "default": default, "help": help}
+    choices = _REGISTRIES.get(name) or found.choices
+    if found.words is not None:
+        kwargs.update(choices=list(found.words), default=found.words[0 if default else 1])
+    elif isinstance(default, bool):
+        kwargs["action"] = "store_true"
+    elif choices is not None:
+        kwargs["choices"] = list(choices)
+    elif isinstance(default, tuple):
+        kwargs.update(action="append", type=found.parse or text, default=list(default))
+    else:
+        kwargs["type"] = checked(found.range) if found.range else found.parse or text
+    if found.metavar is not None:
+        kwargs["metavar"] = found.metavar
+    parser.add_argument(found.flag, **kwargs)
+
+
+def add_config_options(parser: argparse.ArgumentParser, group: Group) -> None:
     """SearchConfig's options of ``group``, each as its field declares it (``option`` in
-    treesearch.engine.config): its flag, default and help; a number checked against its
-    range, a name against its choices, free text with backslash escapes; True/False a switch."""
+    treesearch.engine.options): its flag, default and help."""
     defaults = SearchConfig()
-    for name, declared in OPTIONS.items():
-        if declared.group != group:
-            continue
-        default = getattr(defaults, name)
-        kwargs: dict[str, Any] = {"dest": name, "default": default, "help": declared.help}
-        choices = _REGISTRIES.get(name) or declared.choices
-        if isinstance(default, bool):
-            kwargs["action"] = "store_true"
-        elif choices is not None:
-            kwargs["choices"] = list(choices)
-        else:
-            kwargs["type"] = checked(declared.range) if declared.range else declared.parse or text
-        if declared.metavar is not None:
-            kwargs["metavar"] = declared.metavar
-        parser.add_argument(declared.flag, **kwargs)
+    for name, found in OPTIONS.items():
+        if found.group == group:
+            _add(parser, name, found, getattr(defaults, name), found.help)
 
 
 def add_strategy_options(parser: argparse.ArgumentParser) -> None:
@@ -118,46 +130,15 @@ def add_search_options(
     parser: argparse.ArgumentParser, *, budget: BudgetLimits | None = None, per: str = "problem"
 ) -> None:
     """What a step is, how it is sampled and checked, and the budget per problem (``budget``
-    its defaults, ``per`` what it is spent on: serve's caps are per request)."""
-    parser.add_argument(
-        "--sampling",
-        choices=["whole", "steps"],
-        default="whole",
-        help="sample each solution in one request or step by step",
-    )
-    parser.add_argument("--temperature", type=TEMPERATURE, default=0.8, help="sampling temperature")
-    parser.add_argument("--top-p", type=PROBABILITY, default=1.0, help="nucleus sampling's probability mass")
-    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: none)")
-    parser.add_argument("--max-step-tokens", type=COUNT, default=256, help="tokens of one step")
-    parser.add_argument(
-        "--max-tokens", type=COUNT, default=1024, help="tokens of a whole solution sampled in one request"
-    )
-    parser.add_argument(
-        "--step-delimiter",
-        type=text,
-        default="\n\n",
-        help="the text that ends a step, backslash escapes allowed (default: '\\n\\n')",
-    )
-    parser.add_argument(
-        "--stop",
-        type=text,
-        action="append",
-        default=[],
-        help="a further stop string that ends a solution, repeatable (default: none)",
-    )
-    parser.add_argument(
-        "--max-depth",
-        type=COUNT,
-        default=40,
-        help="steps of a path; the last asks for the rest of the solution",
-    )
-    parser.add_argument(
-        "--answer-pattern",
-        default=None,
-        metavar="REGEX",
-        help="how a solution states its final answer (group 'answer', else group 1) (default: "
-        "\\boxed{} and 'The answer is X.')",
-    )
+    its defaults, ``per`` what it is spent on: serve's caps are per request). Each is
+    declared on the field it fills, but for two that fill none of SearchConfig's: how long
+    an answer comparison may take and the completion check, which choose how the backends
+    are opened (``runs.backends.BackendSpec``), not how a problem is searched."""
+    add_config_options(parser, "search")
+    for part in (SamplingParams, StepFormat):
+        defaults = part()
+        for name, found in declared(part).items():
+            _add(parser, name, found, getattr(defaults, name), found.help)
     parser.add_argument(
         "--answer-timeout",
         type=POSITIVE,
@@ -165,17 +146,12 @@ def add_search_options(
         help="seconds one answer comparison may take (math-verify, in a worker process)",
     )
     budget = budget or BudgetLimits()
-    for flag, kind, default in (("tokens", COUNT, budget.tokens), ("requests", COUNT, budget.requests),
-                                ("seconds", POSITIVE, budget.deadline_s)):  # fmt: skip
-        shown = "unlimited" if default is None else f"{default:g}"
-        parser.add_argument(f"--budget-{flag}", type=kind, default=default,
-                            help=f"{flag} per {per} (default: {shown})")  # fmt: skip
-    parser.add_argument(
-        "--budget-count",
-        choices=["total", "completion"],
-        default="total",
-        help="count prompt+completion tokens (total) or completion only",
-    )
+    for name, found in declared(BudgetLimits).items():
+        default = getattr(budget, name)
+        help = found.help.format(per=per)
+        if not isinstance(default, bool):  # a limit: the command's default, in words
+            help += " (default: unlimited)" if default is None else f" (default: {default:g})"
+        _add(parser, name, found, default, help)
     parser.add_argument(
         "--completion-check",
         choices=["pattern", "judge"],
@@ -183,6 +159,31 @@ def add_search_options(
         help="decide a path is finished by answer patterns and EOS, or also by asking the "
         "policy's model (yes/no logprobs)",
     )
+
+
+def config_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """SearchConfig's fields as a command's arguments set them, read as each option is
+    declared: every option the command takes (a command without one keeps its default),
+    and its sampling, step format and budget. ``policy_table`` is the file's path, which
+    the caller reads."""
+    given = vars(args)
+
+    def filled(options: Mapping[str, Option]) -> dict[str, Any]:
+        return {name: _value(found, given[found.dest(name)])
+                for name, found in options.items() if found.dest(name) in given}  # fmt: skip
+
+    fields = filled(OPTIONS)
+    for name, part in _PARTS.items():
+        fields[name] = part(**filled(declared(part)))
+    return fields
+
+
+def _value(found: Option, given: Any) -> Any:
+    """A field's value from its option's: one of two words says True or False, and a
+    repeated flag's list is a tuple."""
+    if found.words is not None:
+        return given == found.words[0]
+    return tuple(given) if isinstance(given, list) else given
 
 
 def add_verifier_options(parser: argparse.ArgumentParser) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio
 
+from treesearch.engine.options import COUNTS, POSITIVES, check, checks, option
 from treesearch.errors import BudgetExhausted, ConfigError, DeadlinePassed
 from treesearch.logs import get_logger
 
@@ -41,18 +42,32 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BudgetLimits:
-    """Per-problem limits; None means unlimited. ``count_prompt`` false counts completion tokens only."""
+    """Per-problem limits; None means unlimited. ``count_prompt`` false counts completion tokens only.
+    A command's defaults of the limits, and what they are spent on (a problem, serve's
+    request), are its own: the help of the first three says ``{per}``."""
 
-    tokens: int | None = None
-    requests: int | None = None
-    deadline_s: float | None = None
-    count_prompt: bool = True
+    tokens: int | None = option(
+        None, "tokens per {per}", flag="--budget-tokens", group="search", range=COUNTS
+    )
+    requests: int | None = option(
+        None, "requests per {per}", flag="--budget-requests", group="search", range=COUNTS
+    )
+    deadline_s: float | None = option(
+        None, "seconds per {per}", flag="--budget-seconds", group="search", range=POSITIVES
+    )
+    count_prompt: bool = option(
+        True,
+        "count prompt+completion tokens (total) or completion only",
+        flag="--budget-count",
+        group="search",
+        words=("total", "completion"),
+    )
 
     def __post_init__(self) -> None:
-        for name in ("tokens", "requests", "deadline_s"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"budget {name} must be positive, got {value}")
+        check(self, _CHECKS, "budget ")
+
+
+_CHECKS = checks(BudgetLimits)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

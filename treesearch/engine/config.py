@@ -1,28 +1,39 @@
 """SearchConfig: everything that decides how one problem is searched.
 
-Each strategy option is declared once, on its field (``option``: flag, help, the range or
-choices of its values). The command line's options, the configuration ``search_config``
-builds from them, serve's ``treesearch`` request object, a row's ``config`` and the checks
-here are all derived from those declarations, so a new option is one edit.
+Each option is declared once, on its field (``option`` in ``engine.options``: flag, help,
+the range or choices of its values), here and on the parts a SearchConfig holds (sampling,
+step format, budget). The command line's options, the configuration ``search_config``
+builds from them, serve's ``treesearch`` request object and caps, what a policy-table cell
+may set, a row's ``config`` and the checks here are all derived from those declarations,
+so a new option is one edit.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import typing
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 from treesearch.engine.budget import BudgetLimits
+from treesearch.engine.options import (
+    COUNTS,
+    NOT_NEGATIVES,
+    POSITIVES,
+    SHARES,
+    Option,
+    Range,
+    check,
+    checks,
+    declared,
+    option,
+)
 from treesearch.engine.policy import SamplingParams
 from treesearch.engine.steps import StepFormat
 from treesearch.engine.verify import REDUCTIONS
 from treesearch.errors import ConfigError
-from treesearch.optimal.difficulty import PolicyTable
-
-T = TypeVar("T")
+from treesearch.optimal.difficulty import Cell, PolicyTable
 
 # A revision's question: the problem, then the earlier attempts of its chain.
 DEFAULT_REVISION_TEMPLATE = (
@@ -36,100 +47,6 @@ STOP_RULES = ("beta", "window")
 PARTICLE_WEIGHTINGS = ("logit", "probability")
 POSTERIORS = ("gaussian", "beta")
 TRACE_SCORES = ("lowest", "tail", "bottom10", "mean")
-
-
-@dataclass(frozen=True, slots=True)
-class Range:
-    """The values of a number that make sense, from ``low`` to ``high`` (either end left
-    out when ``open_low`` / ``open_high``). Declared once, it is said two ways: the command
-    line's "must be a positive integer" and SearchConfig's "n must be positive"."""
-
-    kind: type[int] | type[float]
-    low: float
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-
-    def holds(self, value: float) -> bool:
-        """Whether ``value`` is in range; NaN never is."""
-        above = value > self.low if self.open_low else value >= self.low
-        if self.high is None:
-            return above
-        return above and (value < self.high if self.open_high else value <= self.high)
-
-    def _positive(self) -> bool:
-        return (self.open_low and self.low == 0) or (self.kind is int and self.low == 1 and not self.open_low)
-
-    def _interval(self) -> str:
-        return f"{'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
-
-    def said(self) -> str:
-        """SearchConfig's words: "must be positive", "must be in (0, 1]"."""
-        if self.high is not None:
-            return f"must be in {self._interval()}"
-        if self._positive():
-            return "must be positive"
-        if self.low == 0 and not self.open_low:
-            return "must not be negative"
-        return f"must be {'above' if self.open_low else 'at least'} {self.low:g}"
-
-    def what(self) -> str:
-        """The command line's words: "a positive integer", "a number in (0, 1]"."""
-        noun = "integer" if self.kind is int else "number"
-        one = "an" if self.kind is int else "a"
-        if self.high is not None:
-            if not (self.open_low or self.open_high):
-                return f"{one} {noun} from {self.low:g} to {self.high:g}"
-            return f"{one} {noun} in {self._interval()}"
-        if self._positive():
-            return f"a positive {noun}"
-        return f"{one} {noun} {'>' if self.open_low else '≥'} {self.low:g}"
-
-
-COUNTS = Range(int, 1)
-POSITIVES = Range(float, 0, open_low=True)
-NOT_NEGATIVES = Range(float, 0)
-SHARES = Range(float, 0, 1, open_low=True)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Option:
-    """A SearchConfig field's option: its ``flag`` (``--`` and the field's name, dashed,
-    unless given), ``help``, the ``range`` of a number or the ``choices`` of a name, and the
-    ``group`` of options it is shown with. ``parse`` reads a command-line value that is
-    neither a number nor text (a path). Free text takes backslash escapes on the command
-    line; a True/False field is a switch."""
-
-    help: str
-    flag: str = ""
-    group: Literal["strategy", "verifier"] = "strategy"
-    range: Range | None = None
-    choices: tuple[str, ...] | None = None
-    parse: Callable[[str], Any] | None = None
-    metavar: str | None = None
-
-    def noun(self) -> str:
-        """The option's name in words ("stop rule"), for "unknown stop rule 'x'"."""
-        return self.flag.removeprefix("--").replace("-", " ")
-
-
-def option(
-    default: T,
-    help: str,
-    *,
-    flag: str = "",
-    group: Literal["strategy", "verifier"] = "strategy",
-    range: Range | None = None,
-    choices: tuple[str, ...] | None = None,
-    parse: Callable[[str], Any] | None = None,
-    metavar: str | None = None,
-) -> T:
-    """A SearchConfig field declared as an option (see ``Option``)."""
-    declared = Option(
-        help=help, flag=flag, group=group, range=range, choices=choices, parse=parse, metavar=metavar
-    )
-    chosen: T = field(default=default, metadata={"option": declared})
-    return chosen
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -156,8 +73,14 @@ class SearchConfig:
     # The strategy's and aggregator's choices are registries above the engine: the command
     # line adds them, and search() checks them.
     strategy: str = option("majority-vote", "how to search")
-    n: int = option(8, "samples / finished paths", range=COUNTS)
-    whole: bool = True
+    n: int = option(8, "samples / finished paths", range=COUNTS, multiplies=True)
+    whole: bool = option(
+        True,
+        "sample each solution in one request or step by step",
+        flag="--sampling",
+        group="search",
+        words=("whole", "steps"),
+    )
     sampling: SamplingParams = field(default_factory=SamplingParams)
     step: StepFormat = field(default_factory=StepFormat)
     budget: BudgetLimits = field(default_factory=BudgetLimits)
@@ -169,26 +92,31 @@ class SearchConfig:
         choices=tuple(REDUCTIONS),
     )
     aggregator: str | None = option(
-        None, "how the finished paths' answers make one (default: the strategy's own)"
+        None, "how the finished paths' answers make one (default: the strategy's own)", cell=True
     )
-    beam_width: int = option(4, "M: children per kept beam", range=COUNTS)
-    lookahead: int = option(2, "k: greedy steps valuing a step", range=COUNTS)
-    rebase_temperature: float = option(0.1, "REBASE's T_b", range=POSITIVES)
-    mcts_c: float = option(1.0, "UCT's exploration constant", range=NOT_NEGATIVES)
+    beam_width: int = option(4, "M: children per kept beam", range=COUNTS, multiplies=True, cell=True)
+    lookahead: int = option(2, "k: greedy steps valuing a step", range=COUNTS, multiplies=True, cell=True)
+    rebase_temperature: float = option(0.1, "REBASE's T_b", range=POSITIVES, cell=True)
+    mcts_c: float = option(1.0, "UCT's exploration constant", range=NOT_NEGATIVES, cell=True)
     revision_ratio: float = option(
         1.0,
         "revisions: attempts per chain over chains (N=64 at 0.25: 16 chains of 4)",
         range=POSITIVES,
+        cell=True,
     )
     revision_context: int = option(
-        4, "revisions: earlier attempts of its chain an attempt sees", range=COUNTS
+        4,
+        "revisions: earlier attempts of its chain an attempt sees",
+        range=COUNTS,
+        multiplies=True,
+        cell=True,
     )
     revision_template: str = option(
         DEFAULT_REVISION_TEMPLATE,
         "revisions: the prompt's question, with {question} and {attempts} fields (default: the "
         "problem, its chain's attempts, 'Write a new solution that corrects their mistakes.')",
     )
-    wave: int = option(8, "early-vote: samples a wave", range=COUNTS)
+    wave: int = option(8, "early-vote: samples a wave", range=COUNTS, multiplies=True)
     stop_rule: str = option(
         "beta",
         "early-vote: stop when P(the leader is the majority) reaches --stop-confidence (beta), "
@@ -200,7 +128,7 @@ class SearchConfig:
         "early-vote: the beta rule's level, in (0.5, 1)",
         range=Range(float, 0.5, 1, open_low=True, open_high=True),
     )
-    stop_window: int = option(4, "early-vote: the window rule's w", range=COUNTS)
+    stop_window: int = option(4, "early-vote: the window rule's w", range=COUNTS, multiplies=True)
     particle_temperature: float = option(
         1.0,
         "particle-filter: T of the weights softmax(logit(score) / T), or softmax(score / T) "
@@ -214,12 +142,15 @@ class SearchConfig:
         choices=PARTICLE_WEIGHTINGS,
     )
     ab_mcts_posterior: str = option("gaussian", "ab-mcts: the posterior over scores", choices=POSTERIORS)
-    ab_mcts_batch: int = option(4, "ab-mcts: selections made before their attempts are scored", range=COUNTS)
+    ab_mcts_batch: int = option(
+        4, "ab-mcts: selections made before their attempts are scored", range=COUNTS, multiplies=True
+    )
     deepconf_warmup: int = option(
         0,
         "deepconf: warm-up traces that set the threshold, the rest streamed and cut below it "
         "(default: 0, offline: filter N finished traces)",
         range=Range(int, 0),
+        multiplies=True,
     )
     deepconf_keep: float = option(
         0.9, "deepconf: η, the share of traces kept by confidence (0.1 or 0.9)", range=SHARES
@@ -247,25 +178,16 @@ class SearchConfig:
         metavar="T.json",
     )
     n_counts_judgements: bool = option(
-        False, "filter-vote: N is a number of calls, N/2 generations each judged once (Chen et al.)"
+        False,
+        "filter-vote: N is a number of calls, N/2 generations each judged once (Chen et al.)",
+        cell=True,
     )
 
     def __post_init__(self) -> None:
-        for name, bounds, choices, nullable in _CHECKED:
-            value = getattr(self, name)
-            if value is None and nullable:
-                continue
-            if bounds is not None and not bounds.holds(value):
-                raise ConfigError(f"{name} {bounds.said()}, got {value}")
-            if choices is not None and value not in choices:
-                noun = OPTIONS[name].noun()
-                raise ConfigError(f"unknown {noun} {value!r}; choose from {', '.join(choices)}")
+        check(self, _CHECKS)
+        check(self.sampling, _SAMPLING_CHECKS)  # checked here: SamplingParams is made per request
         if self.n_counts_judgements and self.n < 2:
             raise ConfigError(f"n counting judgements needs at least 2 calls, got {self.n}")
-        if not 0.0 <= self.sampling.temperature <= 5.0:
-            raise ConfigError(f"temperature must be in [0, 5], got {self.sampling.temperature}")
-        if not 0.0 < self.sampling.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.sampling.top_p}")
         if self.deepconf_warmup and self.deepconf_warmup >= self.n:
             raise ConfigError(
                 f"deepconf_warmup must be from 0 (offline) to n - 1, got {self.deepconf_warmup}"
@@ -282,27 +204,39 @@ class SearchConfig:
                 raise ConfigError(
                     "adaptive aggregates by the rule of the strategy its table chose; drop the aggregator"
                 )
-            for level in self.policy_table.choices:
+            for level, row in self.policy_table.choices.items():
                 self.policy_table.choose(level, self.n)  # N within the table's budgets
-
-
-def _options() -> dict[str, Option]:
-    declared = {}
-    for f in dataclasses.fields(SearchConfig):
-        if "option" in f.metadata:
-            found: Option = f.metadata["option"]
-            declared[f.name] = dataclasses.replace(found, flag=found.flag or "--" + f.name.replace("_", "-"))
-    return declared
+                for cell in row.values():
+                    _check_cell(cell)
 
 
 # SearchConfig's options by field name, in the order of the fields (and of --help).
-OPTIONS = _options()
-# What __post_init__ checks of each option with a range or choices, and whether it may be None
-# (the aggregator and deepconf_stop may: unset is the strategy's own, no early stop); a tuple,
-# as it runs for every request serve takes.
+OPTIONS: Mapping[str, Option] = declared(SearchConfig)
+_CHECKS = checks(SearchConfig)
+_SAMPLING_CHECKS = checks(SamplingParams)
+
+
+def _json_kinds(hint: Any) -> tuple[type, ...]:
+    """The types a table's JSON value of a field typed ``hint`` may have: an integer too for
+    a float, and never None (a cell sets a value)."""
+    kinds = tuple(kind for kind in typing.get_args(hint) or (hint,) if kind is not type(None))
+    return (*kinds, int) if float in kinds else kinds
+
+
+# What a policy-table cell may set (the options declared ``cell``), and the types of each.
 _HINTS = typing.get_type_hints(SearchConfig)
-_CHECKED = tuple(
-    (name, declared.range, declared.choices, type(None) in typing.get_args(_HINTS[name]))
-    for name, declared in OPTIONS.items()
-    if declared.range is not None or declared.choices is not None
-)
+CELL_OPTIONS: Mapping[str, tuple[type, ...]] = {
+    name: _json_kinds(_HINTS[name]) for name, found in OPTIONS.items() if found.cell
+}
+
+
+def _check_cell(cell: Cell) -> None:
+    """Refuse a cell (of a table written by hand) setting what a cell may not, or a value of
+    the wrong type (never a bool for a number), before any search runs it."""
+    for key, value in cell.options.items():
+        kinds = CELL_OPTIONS.get(key)
+        if kinds is None:
+            raise ConfigError(f"option {key!r} of {cell.strategy}: a cell sets {', '.join(CELL_OPTIONS)}")
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            wanted = "number" if len(kinds) > 1 else kinds[0].__name__
+            raise ConfigError(f"option {key}={value!r} of {cell.strategy}: {wanted} wanted")

@@ -13,18 +13,22 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from treesearch.engine.options import SHARES, Range, option
 from treesearch.problems import Problem
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SamplingParams:
-    """Decoding settings of one request. ``stop`` is empty when a whole solution is wanted."""
+    """Decoding settings of one request. ``stop`` is empty when a whole solution is wanted.
+    The fields declared as options are set on the command line (SearchConfig checks their
+    ranges: one of these is made for every request); the rest come from the step format and
+    the strategy."""
 
-    temperature: float = 0.8
-    top_p: float = 1.0
+    temperature: float = option(0.8, "sampling temperature", group="search", range=Range(float, 0, 5))
+    top_p: float = option(1.0, "nucleus sampling's probability mass", group="search", range=SHARES)
     max_tokens: int = 256
     stop: tuple[str, ...] = ("\n\n",)
-    seed: int | None = None
+    seed: int | None = option(None, "sampling seed (default: none)", group="search", parse=int)
     logprobs: int | None = None
 
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from treesearch.answers.extract import RUN_ON_MARKERS, extract_answer, split_run_on
+from treesearch.engine.options import COUNTS, check, checks, option
 from treesearch.errors import ConfigError
 
 
@@ -18,20 +19,41 @@ class StepFormat:
     "\\nQ:" after a few-shot prompt); text that runs on into a next question anyway is cut
     there. A whole solution in one call may use ``max_tokens``. ``answer_pattern`` is a
     regular expression that states the final answer (group ``answer``, else group 1), in
-    place of the built-in ``\\boxed{}`` / "The answer is" rules."""
+    place of the built-in ``\\boxed{}`` / "The answer is" rules. Each field is a search
+    option of the command line, shown by ``--help`` in the order of the fields."""
 
-    delimiter: str = "\n\n"
-    end_stops: tuple[str, ...] = ()
-    max_step_tokens: int = 256
-    max_depth: int = 40
-    max_tokens: int = 1024
-    answer_pattern: str | None = None
+    max_step_tokens: int = option(256, "tokens of one step", group="search", range=COUNTS)
+    max_tokens: int = option(
+        1024, "tokens of a whole solution sampled in one request", group="search", range=COUNTS
+    )
+    delimiter: str = option(
+        "\n\n",
+        "the text that ends a step, backslash escapes allowed (default: '\\n\\n')",
+        flag="--step-delimiter",
+        group="search",
+    )
+    end_stops: tuple[str, ...] = option(
+        (),
+        "a further stop string that ends a solution, repeatable (default: none)",
+        flag="--stop",
+        group="search",
+    )
+    max_depth: int = option(
+        40, "steps of a path; the last asks for the rest of the solution", group="search", range=COUNTS
+    )
+    answer_pattern: str | None = option(
+        None,
+        "how a solution states its final answer (group 'answer', else group 1) (default: "
+        "\\boxed{} and 'The answer is X.')",
+        group="search",
+        parse=str,
+        metavar="REGEX",
+    )
 
     def __post_init__(self) -> None:
         if not self.delimiter:
             raise ConfigError("the step delimiter must not be empty")
-        if self.max_step_tokens <= 0 or self.max_depth <= 0 or self.max_tokens <= 0:
-            raise ConfigError("max step tokens, max depth and max tokens must be positive")
+        check(self, _CHECKS)
         if self.answer_pattern is not None:
             try:
                 re.compile(self.answer_pattern)
@@ -44,3 +66,6 @@ class StepFormat:
         one before), so a next question at its very start is a run-on too."""
         cut, ran_on = split_run_on("\n" + text, (*RUN_ON_MARKERS, *self.end_stops))
         return cut[1:], extract_answer(cut[1:], self.answer_pattern), ran_on
+
+
+_CHECKS = checks(StepFormat)

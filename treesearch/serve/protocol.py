@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from treesearch.engine.budget import BudgetLimits
-from treesearch.engine.config import SearchConfig
+from treesearch.engine.config import OPTIONS, SearchConfig
 from treesearch.errors import ConfigError
 from treesearch.strategies import STRATEGIES
 
@@ -47,9 +47,8 @@ UNSUPPORTED = (
 _NEUTRAL: tuple[object, ...] = (None, False, 0, "", [], {})
 # SearchConfig fields a request's ``treesearch`` object may not set: the server's to decide.
 _SERVER_FIELDS = ("sampling", "step", "budget", "policy_table", "whole")
-# Counts that multiply the upstream work; each at most the server's --max-n.
-_COUNTS = ("n", "beam_width", "lookahead", "wave", "stop_window", "ab_mcts_batch", "revision_context",
-           "deepconf_warmup")  # fmt: skip
+# Counts that multiply the upstream work (declared ``multiplies``); each at most the server's --max-n.
+_COUNTS = tuple(name for name, declared in OPTIONS.items() if declared.multiplies)
 _BUDGETS = {"budget_tokens": "tokens", "budget_requests": "requests", "budget_seconds": "deadline_s"}
 _STRATEGY_MODEL = re.compile(r"^(?P<strategy>[a-z][a-z-]*):(?P<n>[^/]*)(?:/(?P<model>.*))?$", re.DOTALL)
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
