@@ -18,10 +18,9 @@ from typing import Any, TypeVar
 
 import anyio
 
-from treesearch.engine.budget import BudgetLimits, ModelSizes
-from treesearch.engine.config import OPTIONS, SearchConfig
-from treesearch.engine.policy import SamplingParams
-from treesearch.engine.steps import StepFormat
+from treesearch.cli.options import config_fields
+from treesearch.engine.budget import ModelSizes
+from treesearch.engine.config import SearchConfig
 from treesearch.engine.taskgroups import most_telling
 from treesearch.engine.verify import CallableVerifier, Verifier
 from treesearch.errors import ConfigError
@@ -38,31 +37,10 @@ T = TypeVar("T")
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
-    """The SearchConfig of a command's arguments: each of SearchConfig's options the command
-    takes (run takes them all; a command without one keeps its default), and the sampling,
-    step format and budget of the search options."""
-    given = vars(args)
-    options = {name: given[name] for name in OPTIONS if name in given}
-    options["policy_table"] = _policy_table(args)
-    return SearchConfig(
-        **options,
-        whole=args.sampling == "whole",
-        sampling=SamplingParams(temperature=args.temperature, top_p=args.top_p, seed=args.seed),
-        step=StepFormat(
-            delimiter=args.step_delimiter,
-            end_stops=tuple(args.stop),
-            max_step_tokens=args.max_step_tokens,
-            max_depth=args.max_depth,
-            max_tokens=args.max_tokens,
-            answer_pattern=args.answer_pattern,
-        ),
-        budget=BudgetLimits(
-            tokens=args.budget_tokens,
-            requests=args.budget_requests,
-            deadline_s=args.budget_seconds,
-            count_prompt=args.budget_count == "total",
-        ),
-    )
+    """The SearchConfig of a command's arguments: each option the command takes, read as
+    its field declares it (a command without one keeps its default), and the policy table
+    its file holds."""
+    return SearchConfig(**{**config_fields(args), "policy_table": _policy_table(args)})
 
 
 def _policy_table(args: argparse.Namespace) -> PolicyTable | None:
