@@ -196,3 +196,17 @@ def test_bad_input_is_one_line(tmp_path: Path, content: str | None, extra: list[
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert message in done.stderr
+
+
+def test_runs_without_gold_or_usage_report_no_accuracy_and_no_nan(tmp_path: Path) -> None:
+    path = tmp_path / "nogold.jsonl"
+    rows = [{"id": "x", "gold": None, "correct": None, "usage": None, "flops": {"policy": 1.0}},
+            {"id": "y", "gold": None, "correct": None, "stopped_by": "done", "wall_s": 0.5}]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    [line] = report(str(path))
+    assert (line["accuracy"], line["interval"], line["no_gold"], line["flops"]) == (None, None, 2, None)
+    assert (line["prompt_tokens"], line["wall_p50"]) == (0.0, 0.5)
+    table = run_cli("report", str(path)).stdout
+    assert "nan" not in table.lower()
+    header, values = table.splitlines()[:2]
+    assert values[header.index("no gold") :].split()[:3] == ["2", "-", "-"]  # no gold, accuracy, interval

@@ -20,7 +20,7 @@ from typing import Any
 
 from treesearch.engine.config import SearchConfig
 from treesearch.errors import ConfigError
-from treesearch.evaluate.report import Run, table
+from treesearch.evaluate.report import Run, flops_of, table, usage_of
 from treesearch.evaluate.stats import DEFAULT_RESAMPLES, PairedDifference, paired_difference, wilson_interval
 
 AXES = {"tokens": "tokens per problem", "flops": "FLOPs per problem"}
@@ -110,15 +110,12 @@ def _graded(run: Run) -> dict[str, bool]:
 
 def _cost(run: Run, x: str) -> float:
     if x == "flops":
-        flops = [float(row["flops"]["total"]) for row in run.rows if isinstance(row.get("flops"), Mapping)]
+        flops = [value for row in run.rows if (value := flops_of(row)) is not None]
         if not flops:
             raise ConfigError(f"--x flops: {run.name} records no FLOPs (run it with --model-params)")
         return sum(flops) / len(flops)
-    spent = 0.0
-    for row in run.rows:
-        usage = row.get("usage") or {}
-        spent += float(usage.get("prompt_tokens", 0)) + float(usage.get("completion_tokens", 0))
-    return spent / len(run.rows)
+    spent = [usage_of(row, "prompt_tokens") + usage_of(row, "completion_tokens") for row in run.rows]
+    return sum(spent) / len(spent)
 
 
 def _strategy_options() -> set[str]:

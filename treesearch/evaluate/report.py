@@ -202,7 +202,7 @@ def _summary(
         spread = seed_interval(per_seed, confidence)
         accuracy = None if spread is None else spread.mean
         interval, kind = (None if spread is None else spread.interval), "t over seeds"
-    flops = [row["flops"]["total"] for row in rows if isinstance(row.get("flops"), Mapping)]
+    flops = [value for row in rows if (value := flops_of(row)) is not None]
     walls = [float(row["wall_s"]) for row in rows if isinstance(row.get("wall_s"), int | float)]
     names = [run.name for run in members]
     common = os.path.commonprefix(names)  # noqa: RUF071 (a character prefix: "maj-s*" for maj-s1, maj-s2)
@@ -220,12 +220,12 @@ def _summary(
         interval=interval,
         interval_kind=kind,
         confidence=confidence,
-        prompt_tokens=_mean(_usage(row, "prompt_tokens") for row in rows),
-        completion_tokens=_mean(_usage(row, "completion_tokens") for row in rows),
-        verifier_tokens=_mean(_usage(row, "verifier_tokens") for row in rows),
+        prompt_tokens=_mean(usage_of(row, "prompt_tokens") for row in rows),
+        completion_tokens=_mean(usage_of(row, "completion_tokens") for row in rows),
+        verifier_tokens=_mean(usage_of(row, "verifier_tokens") for row in rows),
         flops=_mean(flops) if flops else None,
         flops_rows=len(flops),
-        requests=_mean(_usage(row, "requests") for row in rows),
+        requests=_mean(usage_of(row, "requests") for row in rows),
         wall_p50=percentile(walls, 50) if walls else None,
         wall_p95=percentile(walls, 95) if walls else None,
         stopped_by=_count(rows, "stopped_by"),
@@ -240,7 +240,15 @@ def _count(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, int]:
     return dict(Counter(str(row[key]) for row in rows if row.get(key) is not None).most_common())
 
 
-def _usage(row: Mapping[str, Any], key: str) -> float:
+def flops_of(row: Mapping[str, Any]) -> float | None:
+    """A row's total FLOPs, or None for a row that records none (a run without --model-params)."""
+    flops = row.get("flops")
+    total = flops.get("total") if isinstance(flops, Mapping) else None
+    return float(total) if isinstance(total, int | float) else None
+
+
+def usage_of(row: Mapping[str, Any], key: str) -> float:
+    """A row's ``usage`` count ``key`` (0 where the row records none)."""
     usage = row.get("usage")
     value = usage.get(key, 0) if isinstance(usage, Mapping) else 0
     return float(value) if isinstance(value, int | float) else 0.0
