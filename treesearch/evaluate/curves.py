@@ -54,8 +54,9 @@ from treesearch.answers.equivalence import AnswerEquivalence
 from treesearch.errors import ConfigError
 from treesearch.evaluate.report import table
 
-# Exact vote expectations by count vectors up to this many vectors a problem.
-EXACT_LIMIT = 20_000
+# Exact vote expectations by count vectors up to this many vectors a problem and k: a vector
+# costs a few microseconds, so 5,000 cost about what the default Monte Carlo draws do.
+EXACT_LIMIT = 5_000
 # Monte Carlo draws a problem and k; fewer k-subsets than this are all enumerated instead.
 DEFAULT_SAMPLES = 1_000
 # The strategies whose candidates are independent samples (the registry's ``sample`` routine).
@@ -192,16 +193,25 @@ def _by_counts(pool: Pool, k: int, rule: str) -> float | None:
             totals.append((vote, score_sum))
         right = tuple(pool.is_right(pool.candidates[i].answer) for i in positions)
         groups.append(_Group(positions=tuple(positions), right=right, totals=tuple(totals)))
-    unanswered = pool.n - sum(len(g.positions) for g in groups)
+    sizes = [len(g.positions) for g in groups]
+    unanswered = pool.n - sum(sizes)
+    if _vector_count(sizes, unanswered, k) > EXACT_LIMIT:
+        return None
     total = 0.0
-    for visited, counts in enumerate(_count_vectors([len(g.positions) for g in groups], unanswered, k)):
-        if visited >= EXACT_LIMIT:
-            return None
+    for counts in _count_vectors(sizes, unanswered, k):
         ways = math.comb(unanswered, k - sum(counts))
         for group, count in zip(groups, counts, strict=True):
             ways *= math.comb(len(group.positions), count)
         total += ways * _right_given(groups, counts)
     return total / math.comb(pool.n, k)
+
+
+def _vector_count(sizes: Sequence[int], unanswered: int, k: int) -> int:
+    """How many vectors ``_count_vectors`` yields, without listing them."""
+    ways = [1] + [0] * k  # ways[s]: count vectors of the groups so far drawing s samples
+    for size in sizes:
+        ways = [sum(ways[max(0, s - size) : s + 1]) for s in range(k + 1)]
+    return sum(ways[max(0, k - unanswered) :])
 
 
 def _count_vectors(sizes: Sequence[int], unanswered: int, k: int) -> Iterator[tuple[int, ...]]:
