@@ -32,6 +32,7 @@ from pydantic import (
 
 from treesearch.engine.budget import BudgetLimits
 from treesearch.engine.config import OPTIONS, SearchConfig
+from treesearch.engine.options import declared
 from treesearch.errors import ConfigError
 from treesearch.strategies import STRATEGIES
 
@@ -49,7 +50,11 @@ _NEUTRAL: tuple[object, ...] = (None, False, 0, "", [], {})
 _SERVER_FIELDS = ("sampling", "step", "budget", "policy_table", "whole")
 # Counts that multiply the upstream work (declared ``multiplies``); each at most the server's --max-n.
 _COUNTS = tuple(name for name, declared in OPTIONS.items() if declared.multiplies)
-_BUDGETS = {"budget_tokens": "tokens", "budget_requests": "requests", "budget_seconds": "deadline_s"}
+# A request's budget: BudgetLimits's limits, named as their flags (``budget_tokens``), each at
+# most the server's cap; and the sampling mode, named as SearchConfig's ``whole`` is on the
+# command line (its two words).
+_BUDGETS = {found.dest(name): name for name, found in declared(BudgetLimits).items() if found.range}
+_SAMPLING = declared(SearchConfig)["whole"]
 _STRATEGY_MODEL = re.compile(r"^(?P<strategy>[a-z][a-z-]*):(?P<n>[^/]*)(?:/(?P<model>.*))?$", re.DOTALL)
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 
@@ -162,10 +167,13 @@ def _options_model() -> type[BaseModel]:
     }
     fields["deepconf_top_k"] = (Annotated[int, Field(le=20)], None)  # OpenAI's top_logprobs
     fields["confidence_window"] = (Annotated[int, Field(le=1 << 16)] | None, None)
-    fields["budget_tokens"] = (Annotated[int, Field(ge=1)], None)
-    fields["budget_requests"] = (Annotated[int, Field(ge=1)], None)
-    fields["budget_seconds"] = (Annotated[float, Field(gt=0)], None)
-    fields["sampling"] = (Literal["whole", "steps"], None)
+    for key, name in _BUDGETS.items():
+        bounds = declared(BudgetLimits)[name].range
+        assert bounds is not None
+        low = Field(gt=bounds.low) if bounds.open_low else Field(ge=bounds.low)
+        fields[key] = (Annotated[bounds.kind, low], None)
+    assert _SAMPLING.words is not None
+    fields[_SAMPLING.dest("whole")] = (Literal[_SAMPLING.words], None)
     model: type[BaseModel] = create_model("SearchOptions", __base__=_Strict, **fields)
     return model
 
@@ -311,7 +319,8 @@ def request_config(request: SearchRequest, defaults: SearchConfig, caps: Caps) -
     given: dict[str, Any] = (
         {} if request.treesearch is None else request.treesearch.model_dump(exclude_unset=True)
     )
-    fields = {key: value for key, value in given.items() if key not in _BUDGETS and key != "sampling"}
+    mode = _SAMPLING.dest("whole")
+    fields = {key: value for key, value in given.items() if key not in _BUDGETS and key != mode}
     if strategy is not None:
         fields.setdefault("strategy", strategy)
         fields.setdefault("n", count)
@@ -342,8 +351,9 @@ def request_config(request: SearchRequest, defaults: SearchConfig, caps: Caps) -
     }
     if any(getattr(defaults.budget, name) != value for name, value in budget.items()):
         fields["budget"] = replace(defaults.budget, **budget)
-    if "sampling" in given:
-        fields["whole"] = given["sampling"] == "whole"
+    if mode in given:
+        assert _SAMPLING.words is not None
+        fields["whole"] = given[mode] == _SAMPLING.words[0]
     try:
         return replace(defaults, **fields) if fields else defaults
     except (ConfigError, TypeError, ValueError) as exc:
