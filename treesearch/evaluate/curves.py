@@ -161,11 +161,14 @@ class _Group:
     right: tuple[bool, ...]  # of each member's own answer
     totals: tuple[tuple[float, float], ...]  # per count c: (vote total, score sum), summed as _leading sums
 
+    def first_is(self, j: int, count: int) -> float:
+        """P(member ``j`` is the first of ``count`` members drawn): drawn, none before it."""
+        size = len(self.positions)
+        return math.comb(size - 1 - j, count - 1) / math.comb(size, count)
+
     def first_right(self, count: int) -> float:
         """P(the first of ``count`` members drawn is right)."""
-        size = len(self.positions)
-        hits = sum(math.comb(size - 1 - j, count - 1) for j, right in enumerate(self.right) if right)
-        return hits / math.comb(size, count)
+        return sum(self.first_is(j, count) for j, right in enumerate(self.right) if right)
 
     def all_after(self, position: int, count: int) -> float:
         """P(all ``count`` members drawn come after ``position``)."""
@@ -240,16 +243,14 @@ def _right_given(groups: Sequence[_Group], counts: Sequence[int]) -> float:
         return groups[tied[0]].first_right(counts[tied[0]])
     chance = 0.0
     for g in tied:
-        group, count = groups[g], counts[g]
-        size = len(group.positions)
+        group = groups[g]
         for j, position in enumerate(group.positions):
-            if not group.right[j]:
-                continue
-            p = math.comb(size - 1 - j, count - 1) / math.comb(size, count)
-            for h in tied:
-                if h != g:
-                    p *= groups[h].all_after(position, counts[h])
-            chance += p
+            if group.right[j]:
+                p = group.first_is(j, counts[g])
+                for h in tied:
+                    if h != g:
+                        p *= groups[h].all_after(position, counts[h])
+                chance += p
     return chance
 
 
