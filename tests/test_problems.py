@@ -31,7 +31,7 @@ def test_question_prompt_answer_and_metadata(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ('{"id": 1, "question": "a"}\n[1, 2]\n', "p.jsonl:2: not a JSON object"),
-        ('{"question": "a"}\n', 'p.jsonl:1: missing "id"'),
+        ('{"id": 1, "question": "a"}\n{"question": "b"}\n', 'p.jsonl:2: missing "id"'),
         ('{"id": 1}\n', 'p.jsonl:1: needs a string "question" or "prompt"'),
         (
             '{"id": 1, "question": "a"}\n\n{"id": 2, "question": "b"}\n{"id": 1, "question": "c"}\n',

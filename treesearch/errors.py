@@ -2,7 +2,7 @@
 
     TreeSearchError                 base of everything below
     ├── ConfigError                 a setting or argument that cannot work
-    ├── ProblemFileError            a problems JSONL line that cannot be read (carries the line)
+    ├── ProblemFileError            a problems file's line or row that cannot be read (carries it)
     ├── EndpointError               an endpoint failed for good (carries URL, status, body excerpt)
     ├── VerifierError               a verifier's answer that cannot be scores (NaN, 2.0 from a PRM,
     │                               a path without scores)
@@ -25,13 +25,16 @@ class ConfigError(TreeSearchError):
 
 
 class ProblemFileError(TreeSearchError):
-    """A line of a problems file that is not a usable problem."""
+    """A line of a problems file that is not a usable problem (``unit`` "row": a row of a
+    CSV, JSON or Parquet file or a datasets folder, counted from 0; line 0 is the whole file)."""
 
-    def __init__(self, path: str, line: int, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}")
+    def __init__(self, path: str, line: int, reason: str, *, unit: str = "line") -> None:
+        where = f"{path}:{line}" if unit == "line" else f"{path}: {unit} {line}"
+        super().__init__(f"{where}: {reason}")
         self.path = path
         self.line = line
         self.reason = reason
+        self.unit = unit
 
 
 class EndpointError(TreeSearchError):

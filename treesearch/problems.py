@@ -1,13 +1,15 @@
-"""Problems and the JSONL files they come in.
+"""Problems and the files they come in.
 
-A line is one JSON object with ``id``, ``question`` (or a ready ``prompt``) and an
-optional gold ``answer``; any other keys are kept as metadata, where backends
-such as the synthetic server find their own settings.
+A record (a line of JSONL, a row of the other formats ``treesearch.problem_files`` reads)
+holds ``id``, ``question`` (or a ready ``prompt``) and an optional gold ``answer``, or
+fields of other names that ``Fields`` maps to them; any other fields are kept as metadata,
+where backends such as the synthetic server find their own settings and ``report --by``
+finds a problem's level or subject.
 """
 
 from __future__ import annotations
 
-import codecs
+import itertools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from treesearch.errors import ProblemFileError
+from treesearch.problem_files import Fields, check_fields, gold_from_solution, read_records
+
+DEFAULT_FIELDS = Fields()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,20 +39,7 @@ class Problem:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Problem:
         """Build a problem from a decoded JSONL object; raise ValueError naming what is wrong."""
-        if "id" not in record:
-            raise ValueError('missing "id"')
-        question, prompt = record.get("question"), record.get("prompt")
-        if not isinstance(question, str) and not isinstance(prompt, str):
-            raise ValueError('needs a string "question" or "prompt"')
-        answer = record.get("answer")
-        known = {"id", "question", "prompt", "answer"}
-        return cls(
-            id=str(record["id"]),
-            question=question if isinstance(question, str) else str(prompt),
-            prompt=prompt if isinstance(prompt, str) else None,
-            answer=None if answer is None else str(answer),
-            metadata={k: v for k, v in record.items() if k not in known},
-        )
+        return problem_from(record, Fields())
 
     def to_record(self) -> dict[str, Any]:
         """The JSONL object ``from_record`` reads back as this problem."""
@@ -57,44 +49,77 @@ class Problem:
         return {**record, **self.metadata}
 
 
-def read_problems(path: str | Path) -> Iterator[Problem]:
-    """Yield the problems of a UTF-8 JSONL file (a byte-order mark is allowed), raising
-    ProblemFileError with the line of a bad one."""
-    path = Path(path)
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise ProblemFileError(str(path), 0, exc.strerror or str(exc)) from exc
+def problem_from(record: Mapping[str, Any], fields: Fields, row_id: str | None = None) -> Problem:
+    """The problem in ``record``, its fields named by ``fields`` (``row_id``: the id when the
+    file has none), every other field kept as metadata; ValueError naming what is wrong."""
+    id_name, answer_name = fields.id or "id", fields.answer or "answer"
+    used = {answer_name} | (set() if row_id is not None else {id_name})
+    if row_id is None and record.get(id_name) is None:
+        raise ValueError(f"missing {json.dumps(id_name)}")
+    if fields.question is None:  # "question", or a ready "prompt" (sent as is)
+        question, prompt = record.get("question"), record.get("prompt")
+        prompt = prompt if isinstance(prompt, str) else None
+        question = question if isinstance(question, str) else prompt
+        if question is None:
+            raise ValueError('needs a string "question" or "prompt"')
+        used |= {"question", "prompt"}
+    else:
+        question, prompt = record.get(fields.question), None
+        if not isinstance(question, str):
+            raise ValueError(f"needs a string {json.dumps(fields.question)}")
+        used.add(fields.question)
+    gold = record.get(answer_name)
+    gold = None if gold is None or gold == "" else str(gold)
+    if fields.gold_from == "solution":
+        if gold is None:
+            raise ValueError(f"no solution in {json.dumps(answer_name)} to take the gold from")
+        gold = gold_from_solution(gold)
+        if gold is None:
+            raise ValueError(
+                f"the solution in {json.dumps(answer_name)} concludes with no \\boxed{{}} or ####"
+            )
+    return Problem(
+        id=row_id if row_id is not None else str(record[id_name]),
+        question=question,
+        prompt=prompt,
+        answer=gold,
+        metadata={key: value for key, value in record.items() if key not in used},
+    )
+
+
+def read_problems(
+    path: str | Path, *, fields: Fields = DEFAULT_FIELDS, split: str | None = None
+) -> Iterator[Problem]:
+    """Yield the problems of a problems file, one at a time: JSONL (UTF-8, a byte-order mark
+    allowed), JSON, CSV, Parquet or a ``datasets`` folder (``split``: which of its splits),
+    its fields named by ``fields``. A field ``fields`` names that the file lacks is a
+    ConfigError naming the fields it has; a bad record is a ProblemFileError naming its line
+    or row. Ids are unique; a file whose first record has no "id" (and ``fields`` names no
+    id field) gets ids from row numbers: "row-0", "row-1", ..., stable for a given file."""
+    source = read_records(path, split=split)
+    first = next(source.records, None)
+    if first is None:
+        return
+    check_fields(source, fields, first[1])
+    by_row = fields.id is None and "id" not in (source.columns or first[1])
     seen: dict[str, int] = {}
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.removeprefix(codecs.BOM_UTF8 if number == 1 else b"").decode("utf-8")
-            except UnicodeDecodeError as exc:
-                reason = f"not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
-                raise ProblemFileError(str(path), number, reason) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ProblemFileError(str(path), number, f"not JSON ({exc.msg})") from exc
-            if not isinstance(record, dict):
-                raise ProblemFileError(str(path), number, "not a JSON object")
-            try:
-                problem = Problem.from_record(record)
-            except ValueError as exc:
-                raise ProblemFileError(str(path), number, str(exc)) from exc
-            if problem.id in seen:
-                reason = f"duplicate id {problem.id!r} (first on line {seen[problem.id]})"
-                raise ProblemFileError(str(path), number, reason)
-            seen[problem.id] = number
-            yield problem
+    for index, (place, record) in enumerate(itertools.chain([first], source.records)):
+        try:
+            problem = problem_from(record, fields, f"row-{index}" if by_row else None)
+        except ValueError as exc:
+            raise source.error(place, str(exc)) from None
+        if problem.id in seen:
+            reason = f"duplicate id {problem.id!r} (first on {source.unit} {seen[problem.id]})"
+            raise source.error(place, reason)
+        seen[problem.id] = place
+        yield problem
 
 
-def load_problems(path: str | Path) -> list[Problem]:
-    """All problems of a JSONL file, validated before any search starts."""
-    problems = list(read_problems(path))
+def load_problems(
+    path: str | Path, *, fields: Fields = DEFAULT_FIELDS, split: str | None = None
+) -> list[Problem]:
+    """All problems of a problems file (``read_problems``), validated before any search starts."""
+    problems = list(read_problems(path, fields=fields, split=split))
     if not problems:
         raise ProblemFileError(str(path), 0, "no problems in file")
     return problems
