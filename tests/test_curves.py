@@ -208,6 +208,7 @@ def row(**fields: object) -> dict[str, object]:
             r"several configurations \(majority-vote; N 4, 8\): one run per",
         ),
         ([row(gold=None)], "no row has a gold answer and no error"),
+        ([row(usage={"prompt_tokens": "many"})], "row 'a' has a usage that is not token counts"),
     ],
 )
 def test_rows_that_are_not_a_sampling_run_are_one_error(
@@ -281,9 +282,15 @@ def accuracy(path: Path) -> tuple[int, int]:
     return sum(bool(row["correct"]) for row in rows), len(rows)
 
 
+def mean_tokens(path: Path) -> float:
+    rows = list(read_output(path).values())
+    return sum(r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] for r in rows) / len(rows)
+
+
 def test_one_run_curve_within_the_separate_runs_intervals(runs: Runs, same: MathEquivalence) -> None:
     """The curve of one N = 16 run at k = 4, 8, 16 lies in the Wilson 95% interval of a separate
-    run at N = k; at k = N it is the run's own accuracy (the only subset is the whole)."""
+    run at N = k, and puts there the tokens that run spent (one request for the k samples, its
+    prompt read once); at k = N it is the run's own accuracy (the only subset is the whole)."""
     curve = run_curve(runs.curve, read_output(runs.curve).values(), same)
     assert [p.k for p in curve.points] == [1, 2, 4, 8, 16] and not any(p.sampled for p in curve.points)
     assert curve.problems == 3 * PER_LEVEL and curve.points[0].weighted is None
@@ -296,6 +303,7 @@ def test_one_run_curve_within_the_separate_runs_intervals(runs: Runs, same: Math
         print(f"k={k}: curve {at[k].majority:.4f}, separate run {right}/{total} = {right / total:.4f}, "
               f"Wilson 95% {low:.4f} to {high:.4f}")  # fmt: skip
         assert low <= at[k].majority <= high
+        assert at[k].tokens == pytest.approx(mean_tokens(path), rel=0.01)
     assert at[1].pass_at_k == at[1].majority  # one sample: every rule is that sample
     assert all(a.pass_at_k <= b.pass_at_k for a, b in itertools.pairwise(curve.points))
 
@@ -308,13 +316,7 @@ def test_weighted_and_best_at_n_are_the_runs_own(runs: Runs, same: MathEquivalen
     assert last.k == 8 and last.weighted is not None and last.best is not None
     assert last.weighted == pytest.approx(accuracy(runs.weighted)[0] / (3 * PER_LEVEL), abs=1e-12)
     assert last.best == pytest.approx(accuracy(runs.best)[0] / (3 * PER_LEVEL), abs=1e-12)
-    assert last.tokens == pytest.approx(
-        sum(
-            r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"]
-            for r in read_output(runs.weighted).values()
-        )
-        / (3 * PER_LEVEL)
-    )
+    assert last.tokens == pytest.approx(mean_tokens(runs.weighted))
 
 
 # -- the command-line edge -----------------------------------------------------------------

@@ -51,6 +51,7 @@ from typing import Any
 
 from treesearch.answers.aggregate import Aggregator, Candidate, majority_vote, weighted_vote
 from treesearch.answers.equivalence import AnswerEquivalence
+from treesearch.engine.budget import Usage
 from treesearch.errors import ConfigError
 from treesearch.evaluate.report import table
 
@@ -61,7 +62,10 @@ EXACT_LIMIT = 5_000
 DEFAULT_SAMPLES = 1_000
 # The strategies whose candidates are independent samples (the registry's ``sample`` routine).
 SAMPLING_STRATEGIES = ("majority-vote", "best-of-n", "weighted-vote")
-TOKENS_FROM = "k/N of the run's mean tokens per problem (prompt + completion, verifier included)"
+TOKENS_FROM = (
+    "per problem, the policy's prompt once (whole solutions: one request asks for all k samples) "
+    "and k/N of the run's other tokens (completions, the verifier's, step-by-step prompts)"
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -360,7 +364,9 @@ def run_curve(
         raise ConfigError(f"{run}: no row has a gold answer and no error: nothing to grade")
     pools = [Pool.of(_candidates(run, row, n), n, str(row["gold"]), same) for row in graded]
     scored = any(pool.scored for pool in pools)
-    tokens = statistics.fmean(_tokens(row) for row in graded)
+    once, per_sample = (
+        statistics.fmean(part) for part in zip(*(_tokens(run, row) for row in graded), strict=True)
+    )
     points = []
     for k in ks:
         votes: dict[str, list[Estimate]] = {"majority": [], "weighted": [], "best": []}
@@ -378,7 +384,7 @@ def run_curve(
         points.append(
             CurvePoint(
                 k=k,
-                tokens=tokens * k / n,
+                tokens=once + per_sample * k / n,
                 majority=_mean(votes["majority"]),
                 weighted=_mean(votes["weighted"]) if scored else None,
                 best=_mean(votes["best"]) if scored else None,
@@ -422,9 +428,19 @@ def _candidates(run: str | Path, row: Mapping[str, Any], n: int) -> list[Candida
     return candidates
 
 
-def _tokens(row: Mapping[str, Any]) -> int:
-    usage = row.get("usage") or {}
-    return int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
+def _tokens(run: str | Path, row: Mapping[str, Any]) -> tuple[float, float]:
+    """A row's tokens as (read once whatever k, spent per sample). Whole solutions come from
+    one request for all the samples, whose prompt the server counts once (vLLM, SGLang and the
+    synthetic server honour ``n``; a server that ignores it is sent a request per sample, so
+    there this overstates the cost of k < N by the prompts of N − k requests). Completions,
+    the verifier's calls and, step by step, each path's own rollout prompts grow with k."""
+    try:
+        usage = Usage.from_record(row.get("usage"))
+    except (TypeError, ValueError, AttributeError):
+        raise ConfigError(f"{run}: row {row.get('id')!r} has a usage that is not token counts") from None
+    whole = bool((row.get("config") or {}).get("whole", True))
+    once = max(0, usage.prompt_tokens - usage.verifier_tokens) if whole else 0
+    return once, usage.total_tokens - once
 
 
 def _mean(estimates: Sequence[Estimate]) -> float:
