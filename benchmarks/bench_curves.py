@@ -6,7 +6,8 @@ answers sharing the rest; a PRM with noise): one weighted-vote run at N = 16 giv
 accuracy of majority vote, weighted vote, best-of-k and pass@k at k = 1, 2, 4, 8, 16. Then
 majority-vote, weighted-vote and best-of-n each run separately at N = 1, 2, 4, 8 and 16, each
 with a seed of its own, and each separate accuracy is set against the curve's value at that
-k: the difference, and whether the curve lies in the separate run's Wilson 95% interval.
+k: the difference, and whether the curve lies in the separate run's Wilson 95% interval;
+and the tokens per problem the curve puts at k (k/N of the run's) against the separate run's.
 
     python benchmarks/bench_curves.py [--per-level 200] [--prm-noise 1.0]
 
@@ -88,10 +89,12 @@ def comparison(curve: Curve, paths: dict[tuple[str, int], Path]) -> list[dict[st
             low, high = wilson_interval(right, len(graded)) or (0.0, 1.0)
             predicted = getattr(at[k], column)
             separate = right / len(graded)
+            tokens = sum(r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] for r in graded)
             rows.append({
                 "strategy": strategy, "k": k, "curve": predicted, "separate": separate,
                 "problems": len(graded), "wilson_95": [low, high], "difference": predicted - separate,
                 "curve_inside": low <= predicted <= high,
+                "tokens_curve": at[k].tokens, "tokens_separate": tokens / len(graded),
             })  # fmt: skip
     return rows
 
@@ -157,7 +160,8 @@ def main() -> None:
     for r in rows:
         low, high = r["wilson_95"]
         print(f"{r['strategy']:14} k={r['k']:2}  curve {r['curve']:.4f}  separate {r['separate']:.4f}  "
-              f"Wilson {low:.4f} to {high:.4f}  inside {r['curve_inside']}")  # fmt: skip
+              f"Wilson {low:.4f} to {high:.4f}  inside {r['curve_inside']}  "
+              f"tokens {r['tokens_curve']:.0f} / {r['tokens_separate']:.0f}")  # fmt: skip
     inside = sum(r["curve_inside"] for r in rows)
     print(f"{inside} of {len(rows)} separate runs' intervals hold the curve; "
           f"mean |difference| {sum(abs(r['difference']) for r in rows) / len(rows):.4f}; "
