@@ -499,8 +499,8 @@ def _cell(value: float | None) -> str:
 
 
 def plot_curves(curves: Sequence[Curve], path: str | Path) -> None:
-    """Accuracy against k (log scale) for each curve's columns, as a PNG; tokens per problem
-    on the top axis when there is one curve. Needs matplotlib (the ``plots`` extra)."""
+    """Accuracy against k (log scale) for each curve's columns, as a PNG; each k's tokens per
+    problem under it when there is one curve. Needs matplotlib (the ``plots`` extra)."""
     try:
         import matplotlib
     except ImportError:
@@ -510,7 +510,6 @@ def plot_curves(curves: Sequence[Curve], path: str | Path) -> None:
 
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
     for curve in curves:
-        ks = [p.k for p in curve.points]
         name = f"{Path(curve.run).stem}: " if len(curves) > 1 else ""
         columns: dict[str, list[float | None]] = {
             "majority": [p.majority for p in curve.points],
@@ -520,23 +519,20 @@ def plot_curves(curves: Sequence[Curve], path: str | Path) -> None:
         }
         for label, column in columns.items():
             values = [v for v in column if v is not None]
-            if len(values) == len(ks):
-                axes.plot(ks, values, marker="o", label=f"{name}{label}")
+            if len(values) == len(curve.points):
+                axes.plot([p.k for p in curve.points], values, marker="o", label=f"{name}{label}")
     axes.set_xscale("log", base=2)
-    axes.set_xlabel("k (samples per problem)")
+    axes.minorticks_off()
     axes.set_ylabel("expected accuracy")
-    if len(curves) == 1 and curves[0].points[0].tokens > 0:
-        per_k = curves[0].points[0].tokens / curves[0].points[0].k
-
-        def tokens(k: Any) -> Any:
-            return k * per_k
-
-        def samples(tokens: Any) -> Any:
-            return tokens / per_k
-
-        top = axes.secondary_xaxis("top", functions=(tokens, samples))
-        top.set_xlabel("tokens per problem")
-        axes.set_title(f"{curves[0].strategy}, N = {curves[0].n}, {curves[0].problems} problems", pad=30)
+    if len(curves) == 1:  # each k's tokens under it
+        (curve,) = curves
+        axes.set_xticks([p.k for p in curve.points], [f"{p.k}\n{p.tokens:,.0f}" for p in curve.points])
+        axes.set_xlabel("k (samples per problem) and tokens per problem")
+        axes.set_title(f"{curve.strategy}, N = {curve.n}, {curve.problems} problems")
+    else:
+        ks = sorted({p.k for curve in curves for p in curve.points})
+        axes.set_xticks(ks, [str(k) for k in ks])
+        axes.set_xlabel("k (samples per problem)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
