@@ -81,25 +81,14 @@ def _preset(about: str, **fields: Any) -> Preset:
                   prompt_template=STEP_BY_STEP_TEMPLATE, about=about)  # fmt: skip
 
 
-PRESETS: dict[str, Preset] = {
-    "math500": _preset(
-        "HuggingFaceH4/MATH-500: problem, answer, id unique_id; level and subject kept for report --by",
-        id="unique_id",
-        question="problem",
-        answer="answer",
-    ),
-    "gsm8k": _preset(
-        "openai/gsm8k: question, the gold after #### in answer, ids by row",
-        question="question",
-        answer="answer",
-        gold_from="solution",
-    ),
-    "aime": _preset(
-        "AI-MO/aimo-validation-aime, HuggingFaceH4/aime_2024 and the like: problem, answer, "
-        "id id (by row when absent)",
-        question="problem",
-        answer="answer",
-    ),
+PRESETS: dict[str, Preset] = {  # layouts checked against the datasets' cards on Hugging Face
+    # HuggingFaceH4/MATH-500: problem, solution, answer, subject, level, unique_id (test split).
+    "math500": _preset("problem, answer, id unique_id", id="unique_id", question="problem", answer="answer"),
+    # openai/gsm8k: question, answer (the worked solution closing with "#### 72"); no ids.
+    "gsm8k": _preset("question, the gold after #### in answer", question="question", gold_from="solution"),
+    # AI-MO/aimo-validation-aime and HuggingFaceH4/aime_2024: id, problem, solution, answer, url
+    # (year); the 2025 sets people use keep problem and answer, ids by row where they have none.
+    "aime": _preset("problem, answer", question="problem", answer="answer"),
 }
 
 

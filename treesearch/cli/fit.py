@@ -15,7 +15,14 @@ from typing import Any
 
 import anyio
 
-from treesearch.cli.options import COUNT, add_endpoint_options, add_search_options, add_verifier_options
+from treesearch.cli.options import (
+    COUNT,
+    add_endpoint_options,
+    add_problem_options,
+    add_search_options,
+    add_verifier_options,
+    problems_of,
+)
 from treesearch.cli.setup import (
     drive,
     problems_in_flight,
@@ -25,7 +32,6 @@ from treesearch.cli.setup import (
 )
 from treesearch.errors import ConfigError
 from treesearch.optimal.difficulty import KINDS, LEVELS
-from treesearch.problems import load_problems
 from treesearch.runs.backends import Backends
 
 
@@ -48,8 +54,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         "write, per difficulty level and N, the best strategy (JSON) for run --strategy adaptive.",
     )
     add_endpoint_options(parser)
-    parser.add_argument("--problems", required=True, type=Path,
-                        help="the calibration problems (JSONL, every one with its answer)")  # fmt: skip
+    add_problem_options(parser, help="the calibration problems (JSONL, JSON, CSV, Parquet or a datasets "
+                        "folder), every one with its answer")  # fmt: skip
     parser.add_argument("--output", required=True, type=Path, help="where the policy table (JSON) goes")
     parser.add_argument("--budgets", type=_budgets, default=[4, 8, 16, 32],
                         help="the values of N to fit, a comma list")  # fmt: skip
@@ -74,7 +80,7 @@ async def fit_command(args: argparse.Namespace) -> int:
     verifier = verifier_choice(args, config)
     if verifier is None:
         raise ConfigError("fit-adaptive needs a verifier for its grid: give --prm-url URL or --verifier KIND")
-    problems = load_problems(args.problems)
+    problems = problems_of(args)
     if any(problem.answer is None for problem in problems):
         missing = next(problem.id for problem in problems if problem.answer is None)
         raise ConfigError(

@@ -16,7 +16,14 @@ from typing import Any
 
 import anyio
 
-from treesearch.cli.options import COUNT, add_endpoint_options, add_search_options, add_size_options
+from treesearch.cli.options import (
+    COUNT,
+    add_endpoint_options,
+    add_problem_options,
+    add_search_options,
+    add_size_options,
+    problems_of,
+)
 from treesearch.cli.setup import (
     drive,
     model_sizes,
@@ -26,7 +33,6 @@ from treesearch.cli.setup import (
 )
 from treesearch.engine.budget import Tally
 from treesearch.errors import ConfigError
-from treesearch.problems import load_problems
 from treesearch.runs.backends import Backends
 from treesearch.runs.labels import LabelResult, check_gold, label, summary_path
 from treesearch.runs.loop import read_output
@@ -46,9 +52,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
         "label", help="PRM step labels by rollouts (Math-Shepherd)", description=_DESCRIPTION
     )
     add_endpoint_options(parser)
-    parser.add_argument(
-        "--problems", required=True, type=Path, help="a JSONL problems file; every problem needs an answer"
-    )
+    add_problem_options(parser, help="a problems file (JSONL, JSON, CSV, Parquet or a datasets folder); "
+                        "every problem needs an answer")  # fmt: skip
     parser.add_argument("--output", required=True, type=Path,
                         help="a JSONL file of labelled solutions; a rerun of the same configuration "
                         "skips the problems already labelled")  # fmt: skip
@@ -95,7 +100,7 @@ async def label_command(args: argparse.Namespace) -> int:
         raise ConfigError("label samples step by step: --sampling whole gives no steps to label")
     config = search_config(args)
     sizes = model_sizes(args)
-    problems = load_problems(args.problems)
+    problems = problems_of(args)
     check_gold(problems)
     summary = summary_path(args.output)
     writable_file("--output", args.output)

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from treesearch.cli.options import problems_of
 from treesearch.cli.setup import (
     drive,
     model_sizes,
@@ -22,7 +23,7 @@ from treesearch.cli.setup import (
 )
 from treesearch.engine.budget import ModelSizes
 from treesearch.engine.search import SearchResult
-from treesearch.problems import Problem, load_problems
+from treesearch.problems import Problem
 
 # The command line is an edge: it may build adapters directly.
 from treesearch.runs.backends import Backends, replica_counts
@@ -55,7 +56,7 @@ async def run_problems(args: argparse.Namespace) -> Ran:
     config = search_config(args)
     verifier = verifier_choice(args, config)
     sizes = model_sizes(args)
-    problems = load_problems(args.problems)
+    problems = problems_of(args)
     prepare_outputs(args)
     ids = {problem.id for problem in problems}
     before = {key: row for key, row in read_output(args.output).items() if key in ids}

@@ -22,6 +22,8 @@ from treesearch.engine.config import OPTIONS, SearchConfig
 from treesearch.engine.options import COUNTS, NOT_NEGATIVES, POSITIVES, Group, Option, Range, declared
 from treesearch.engine.policy import SamplingParams
 from treesearch.engine.steps import StepFormat
+from treesearch.problem_files import PRESETS, Fields
+from treesearch.problems import Problem, load_problems
 from treesearch.strategies import STRATEGIES
 
 
@@ -241,3 +243,65 @@ def add_endpoint_options(
                         help="problems searched at once, so finished rows accumulate steadily "
                         "(default: 32; 8 for --backend llamacpp, whose batch gains little "
                         "beyond that on a CPU)")  # fmt: skip
+
+
+def add_problem_options(
+    parser: argparse.ArgumentParser, *, help: str, required: bool = True, prompts: bool = True
+) -> None:
+    """--problems (``help``, and whether it is ``required``) and how to read it: its fields,
+    or a benchmark's preset, and the split of a datasets folder; with ``prompts``, the
+    policy's prompt, which a preset sets too (``problems_of`` and ``prompts_of`` read them)."""
+    parser.add_argument("--problems", required=required, type=Path, metavar="FILE", help=help)
+    presets = "; ".join(f"{name}: {preset.about}" for name, preset in PRESETS.items())
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help=f"a benchmark's fields{' and prompt' if prompts else ''}, each "
+                        f"overridden by its own option ({presets}) (default: none)")  # fmt: skip
+    parser.add_argument("--id-field", default=None, metavar="NAME",
+                        help="the field of a problem's id (default: id; ids from row numbers, "
+                        "row-0, row-1, ..., when the file has none)")  # fmt: skip
+    parser.add_argument("--question-field", default=None, metavar="NAME",
+                        help="the field of the question (default: question, or a ready prompt "
+                        "sent as is)")  # fmt: skip
+    parser.add_argument("--answer-field", default=None, metavar="NAME",
+                        help="the field of the gold answer (default: answer)")  # fmt: skip
+    parser.add_argument("--gold-from", choices=["answer", "solution"], default=None,
+                        help="the gold is the answer field itself, or what the whole solution in "
+                        "it concludes: its last \\boxed{} or GSM8K's #### 42 (default: answer)")  # fmt: skip
+    parser.add_argument("--split", default=None, metavar="NAME",
+                        help="the split of a datasets folder that holds several (default: test, "
+                        "else its only split)")  # fmt: skip
+    if prompts:
+        parser.add_argument("--system-prompt", type=text, default=None, metavar="TEXT",
+                            help="the system message of --api chat (default: the preset's, else "
+                            "steps separated by blank lines ending with 'The answer is X.')")  # fmt: skip
+        parser.add_argument("--prompt-template", type=text, default=None, metavar="TEXT",
+                            help="the prompt of --api completions, with a {question} field "
+                            "(default: the preset's, else the same request as the system "
+                            "message's)")  # fmt: skip
+
+
+def problem_fields(args: argparse.Namespace) -> Fields:
+    """The fields --preset names, each overridden by its own option."""
+    preset = PRESETS[args.preset].fields if args.preset else Fields()
+    return Fields(
+        id=args.id_field or preset.id,
+        question=args.question_field or preset.question,
+        answer=args.answer_field or preset.answer,
+        gold_from=args.gold_from or preset.gold_from,
+    )
+
+
+def problems_of(args: argparse.Namespace) -> list[Problem]:
+    """The problems of --problems, read as the problem options say."""
+    return load_problems(args.problems, fields=problem_fields(args), split=args.split)
+
+
+def prompts_of(args: argparse.Namespace) -> dict[str, str]:
+    """The policy's system prompt and template: an option's, else --preset's; none of either
+    (a command without them included) leaves the policy's own."""
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else None
+    chosen = {
+        "system_prompt": getattr(args, "system_prompt", None) or (preset and preset.system_prompt),
+        "prompt_template": getattr(args, "prompt_template", None) or (preset and preset.prompt_template),
+    }
+    return {name: value for name, value in chosen.items() if value}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from treesearch.cli import curves
-from treesearch.cli.options import number
+from treesearch.cli.options import add_problem_options, number, problems_of
 
 CONFIDENCE = number(float, "a number in (0, 1)", lambda value: 0 < value < 1)
 
@@ -32,7 +32,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--by", metavar="FIELD", help="one line per value of this field of the rows, "
                         "or of the problems (--problems), e.g. level or subject "
                         "(default: no split)")  # fmt: skip
-    parser.add_argument("--problems", type=Path, metavar="FILE", help="the problems file, joined on id, "
+    add_problem_options(parser, required=False, prompts=False, help="the problems file, joined on id, "
                         "whose extra fields --by reads (default: none)")  # fmt: skip
     parser.add_argument("--format", choices=("table", "md", "csv", "json"), default="table",
                         help="an aligned text table, Markdown, CSV (raw numbers) or JSON")  # fmt: skip
@@ -47,10 +47,9 @@ def report_command(args: argparse.Namespace) -> int:
     if args.curve:
         return curves.report_curves(args)
     from treesearch.evaluate.report import read_run, render, summarise
-    from treesearch.problems import load_problems
 
     runs = [read_run(path) for path in args.runs]
-    problems = None if args.problems is None else {p.id: p for p in load_problems(args.problems)}
+    problems = None if args.problems is None else {p.id: p for p in problems_of(args)}
     lines = summarise(runs, by=args.by, problems=problems, confidence=args.confidence)
     print(render(lines, args.format, args.by))
     return 0

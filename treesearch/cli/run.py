@@ -13,14 +13,15 @@ from treesearch.cli.local import run_command
 from treesearch.cli.options import (
     COUNT,
     add_endpoint_options,
+    add_problem_options,
     add_search_options,
     add_size_options,
     add_strategy_options,
     add_verifier_options,
+    problems_of,
 )
 from treesearch.cli.setup import prepare_outputs, search_config, verifier_choice
 from treesearch.errors import ConfigError
-from treesearch.problems import load_problems
 
 
 def run_handler(args: argparse.Namespace) -> int:
@@ -32,16 +33,16 @@ def run_handler(args: argparse.Namespace) -> int:
     if args.trees is not None or args.log_json is not None:
         raise ConfigError("--trees and --log-json are written by one process; drop them with --ray")
     verifier_choice(args, search_config(args))  # bad settings fail here, before Ray starts
-    problems = load_problems(args.problems)
+    problems = problems_of(args)
     prepare_outputs(args)
     return run_on_ray(args, problems)
 
 
 def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     """Add ``treesearch run`` to the top-level parser's subcommands."""
-    parser = commands.add_parser("run", help="one strategy over a JSONL problem set")
+    parser = commands.add_parser("run", help="one strategy over a problem set")
     add_endpoint_options(parser)
-    parser.add_argument("--problems", required=True, type=Path, help="a JSONL problems file")
+    add_problem_options(parser, help="a problems file: JSONL, JSON, CSV, Parquet or a datasets folder")
     parser.add_argument("--output", required=True, type=Path,
                             help="a JSONL results file; a rerun of the same configuration skips the "
                             "problems it holds")  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from treesearch.cli.options import config_fields
+from treesearch.cli.options import config_fields, prompts_of
 from treesearch.engine.budget import ModelSizes
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.taskgroups import most_telling
@@ -155,6 +155,7 @@ def backend_spec(args: argparse.Namespace, verifier: Verifier | str | None) -> B
             "prm_step_tag": args.prm_step_tag,
             "prm_good_column": args.prm_good_column,
         }
+    prompts = prompts_of(args)
     return BackendSpec(
         backend=args.backend,
         base_urls=tuple(base_urls(args)),
@@ -166,6 +167,8 @@ def backend_spec(args: argparse.Namespace, verifier: Verifier | str | None) -> B
         timeout_s=args.timeout_s,
         completion_check=args.completion_check,
         answer_timeout=args.answer_timeout,
+        system_prompt=prompts.get("system_prompt"),
+        prompt_template=prompts.get("prompt_template"),
         **prm,
     )
 

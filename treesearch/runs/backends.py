@@ -30,8 +30,9 @@ class BackendSpec:
     """``backend`` "openai" (``base_urls``, a pool when several) or "llamacpp" (the embedded
     model, ``model_file`` or the bundled one); ``verifier`` a verifier backend's kind built
     on the policy's server or on ``prm_urls`` (None: no verifier, or one given ready to
-    ``open_backends``); ``completion_check`` "judge" adds the policy's own yes/no judge.
-    Keys are kept out of the repr."""
+    ``open_backends``); ``completion_check`` "judge" adds the policy's own yes/no judge;
+    ``system_prompt`` and ``prompt_template`` replace the policy's own when given. Keys are
+    kept out of the repr."""
 
     backend: str = "openai"
     base_urls: tuple[str, ...] = ()
@@ -49,6 +50,8 @@ class BackendSpec:
     prm_good_column: int = 1
     completion_check: str = "pattern"
     answer_timeout: float = 2.0
+    system_prompt: str | None = None
+    prompt_template: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -81,9 +84,11 @@ async def open_backends(spec: BackendSpec, verifier: Verifier | None = None) -> 
             if spec.completion_check == "judge"
             else None
         )
+        prompts = {"system_prompt": spec.system_prompt, "prompt_template": spec.prompt_template}
+        prompts = {name: text for name, text in prompts.items() if text is not None}
         yield Backends(
             model=model,
-            policy=make_backend("openai", base_url=endpoint, model=model, api=spec.api),
+            policy=make_backend("openai", base_url=endpoint, model=model, api=spec.api, **prompts),
             verifier=verifier,
             finish_check=finish_check,
             equivalence=equivalence,
