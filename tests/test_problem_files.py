@@ -29,7 +29,7 @@ from treesearch.problem_files import (
     Fields,
     gold_from_solution,
 )
-from treesearch.problems import load_problems, read_problems
+from treesearch.problems import Problem, load_problems, read_problems
 
 # The layouts of the datasets' cards: HuggingFaceH4/MATH-500, openai/gsm8k (main),
 # AI-MO/aimo-validation-aime.
@@ -231,3 +231,22 @@ def test_read_problems_streams(tmp_path: Path) -> None:
     path = parquet(tmp_path / "g.parquet", [*GSM8K, {"question": "q", "answer": "no hashes"}])
     problems = read_problems(path, fields=PRESETS["gsm8k"].fields)
     assert next(problems).answer == "72"  # the bad third row is not read yet
+
+
+def test_a_problem_whose_metadata_shadows_its_fields_reads_back_as_itself(tmp_path: Path) -> None:
+    # MATH-500 with the gold from its solution: the file's own "answer" column is metadata, and
+    # a record sent to a Ray task must still carry the gold from the solution.
+    rows = [{**row, "answer": "a column named answer", "prompt": "a column named prompt"} for row in MATH500]
+    fields = Fields(id="unique_id", question="problem", answer="solution", gold_from="solution")
+    problem = load_problems(parquet(tmp_path / "m.parquet", rows), fields=fields)[1]
+    assert (problem.answer, problem.metadata["answer"]) == ("1024", "a column named answer")
+    again = Problem.from_record(problem.to_record())
+    assert (again.id, again.question, again.prompt, again.answer) == (
+        problem.id, problem.question, None, "1024")  # fmt: skip
+
+
+def test_split_is_for_datasets_folders_and_missing_files_say_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--split is for a folder saved by datasets"):
+        load_problems(parquet(tmp_path / "p.parquet", MATH500), split="test")
+    with pytest.raises(ProblemFileError, match=r"absent\.parquet:0: No such file"):
+        load_problems(tmp_path / "absent.parquet")

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from treesearch.answers.extract import extract_answer
 from treesearch.errors import ConfigError, ProblemFileError
@@ -139,45 +140,47 @@ def read_records(path: str | Path, *, split: str | None = None) -> Records:
         handle = path.open("rb")
     except OSError as exc:
         raise ProblemFileError(str(path), 0, exc.strerror or str(exc)) from exc
-    handle.close()
-    if kind == "jsonl":
-        return Records(path=str(path), unit="line", columns=None, records=_jsonl(path))
-    if kind == "json":
-        return Records(path=str(path), unit="row", columns=None, records=_json(path))
-    if kind == "csv":
-        return _csv(path)
-    return _parquet(path)
+    try:  # the records' iterator closes the file once read
+        return _READERS[kind](path, handle)
+    except BaseException:
+        handle.close()
+        raise
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _jsonl(path: Path, handle: BinaryIO) -> Records:
     """A UTF-8 JSONL file's objects by line (a byte-order mark is allowed, blank lines skipped)."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.removeprefix(codecs.BOM_UTF8 if number == 1 else b"").decode("utf-8")
-            except UnicodeDecodeError as exc:
-                reason = f"not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
-                raise ProblemFileError(str(path), number, reason) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ProblemFileError(str(path), number, f"not JSON ({exc.msg})") from exc
-            if not isinstance(record, dict):
-                raise ProblemFileError(str(path), number, "not a JSON object")
-            yield number, record
+
+    def lines() -> Iterator[tuple[int, dict[str, Any]]]:
+        with handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.removeprefix(codecs.BOM_UTF8 if number == 1 else b"").decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    reason = f"not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
+                    raise ProblemFileError(str(path), number, reason) from None
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ProblemFileError(str(path), number, f"not JSON ({exc.msg})") from exc
+                if not isinstance(record, dict):
+                    raise ProblemFileError(str(path), number, "not a JSON object")
+                yield number, record
+
+    return Records(path=str(path), unit="line", columns=None, records=lines())
 
 
-def _json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _json(path: Path, handle: BinaryIO) -> Records:
     """A JSON file's problems: a list of objects, or an object holding exactly one list (as
     ``{"data": [...]}``, ``{"rows": [...]}``); read whole, JSON has no records to stream."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ProblemFileError(str(path), 0, f"not UTF-8 (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise ProblemFileError(str(path), exc.lineno, f"not JSON ({exc.msg})") from None
+    with handle:
+        try:
+            document = json.loads(handle.read().decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise ProblemFileError(str(path), 0, f"not UTF-8 (byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            raise ProblemFileError(str(path), exc.lineno, f"not JSON ({exc.msg})") from None
     if isinstance(document, dict):
         lists = [key for key, value in document.items() if isinstance(value, list)]
         if len(lists) != 1:
@@ -190,25 +193,23 @@ def _json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for index, record in enumerate(document):
         if not isinstance(record, dict):
             raise ProblemFileError(str(path), index, "not a JSON object", unit="row")
-        yield index, record
+    return Records(path=str(path), unit="row", columns=None, records=enumerate(document))
 
 
-def _csv(path: Path) -> Records:
+def _csv(path: Path, handle: BinaryIO) -> Records:
     """A CSV file with a header row (UTF-8, a byte-order mark allowed, quoted cells may hold
     newlines); every cell is text."""
-    handle = path.open(encoding="utf-8-sig", newline="")
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
     try:
-        reader = csv.reader(handle)
         header = next(reader, None)
     except (UnicodeDecodeError, csv.Error) as exc:
-        handle.close()
         raise ProblemFileError(str(path), 1, f"not a UTF-8 CSV header ({exc})") from None
     if header is None:
-        handle.close()
         raise ProblemFileError(str(path), 0, "no problems in file")
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-        with handle:
+        with text:
             index = 0
             while True:
                 try:
@@ -228,25 +229,34 @@ def _csv(path: Path) -> Records:
     return Records(path=str(path), unit="row", columns=header, records=rows())
 
 
-def _parquet(path: Path) -> Records:
+def _parquet(path: Path, handle: BinaryIO) -> Records:
     """A Parquet file, read in batches of rows."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError(f"reading {path} needs pyarrow: pip install 'treesearch[parquet]'") from None
     try:
-        table = pq.ParquetFile(path)
+        table = pq.ParquetFile(handle)
     except Exception as exc:  # pyarrow's errors have no common base but Exception
         raise ProblemFileError(str(path), 0, f"not a Parquet file ({exc})") from None
 
     def rows() -> Iterator[tuple[int, dict[str, Any]]]:
-        index = 0
-        for batch in table.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
-                yield index, record
-                index += 1
+        with handle:
+            index = 0
+            for batch in table.iter_batches(batch_size=1024):
+                for record in batch.to_pylist():
+                    yield index, record
+                    index += 1
 
     return Records(path=str(path), unit="row", columns=list(table.schema_arrow.names), records=rows())
+
+
+_READERS: dict[str, Callable[[Path, BinaryIO], Records]] = {
+    "jsonl": _jsonl,
+    "json": _json,
+    "csv": _csv,
+    "parquet": _parquet,
+}
 
 
 def _datasets(path: Path, split: str | None) -> Records:

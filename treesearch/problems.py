@@ -42,11 +42,13 @@ class Problem:
         return problem_from(record, Fields())
 
     def to_record(self) -> dict[str, Any]:
-        """The JSONL object ``from_record`` reads back as this problem."""
+        """The JSONL object ``from_record`` reads back as this problem (a field of the metadata
+        named like one of the problem's own, as the "answer" column of a file whose gold came
+        from its solution, gives way to it)."""
         record: dict[str, Any] = {"id": self.id, "question": self.question, "answer": self.answer}
         if self.prompt is not None:
             record["prompt"] = self.prompt
-        return {**record, **self.metadata}
+        return {**{k: v for k, v in self.metadata.items() if k != "prompt"}, **record}
 
 
 def problem_from(record: Mapping[str, Any], fields: Fields, row_id: str | None = None) -> Problem:
