@@ -104,6 +104,9 @@ def test_csv_with_a_byte_order_mark_and_quoted_newlines(tmp_path: Path) -> None:
     assert (first.id, first.question, first.answer, first.metadata) == (
         "row-0", "Two lines,\nwith a comma?", "5", {"level": "3"})  # fmt: skip
     assert (second.id, second.answer) == ("row-1", None)  # an empty cell is no gold
+    path.write_text("id,question\na,q\n,r\n", encoding="utf-8")
+    with pytest.raises(ProblemFileError, match=r'p.csv: row 1: missing "id"'):
+        load_problems(path)
     path.write_text("question,answer\nq,1,extra\n", encoding="utf-8")
     with pytest.raises(ProblemFileError, match=r"p.csv: row 0: 3 cells under a header of 2"):
         load_problems(path)

@@ -56,7 +56,7 @@ def problem_from(record: Mapping[str, Any], fields: Fields, row_id: str | None =
     file has none), every other field kept as metadata; ValueError naming what is wrong."""
     id_name, answer_name = fields.id or "id", fields.answer or "answer"
     used = {answer_name} | (set() if row_id is not None else {id_name})
-    if row_id is None and record.get(id_name) is None:
+    if row_id is None and record.get(id_name) in (None, ""):  # an empty CSV cell is no id
         raise ValueError(f"missing {json.dumps(id_name)}")
     if fields.question is None:  # "question", or a ready "prompt" (sent as is)
         question, prompt = record.get("question"), record.get("prompt")
