@@ -24,7 +24,6 @@ from treesearch.answers.extract import extract_answer
 from treesearch.errors import ConfigError, ProblemFileError
 
 GoldFrom = Literal["answer", "solution"]
-FORMATS = ("jsonl", "json", "csv", "parquet", "datasets")
 _SUFFIXES = {".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
@@ -128,8 +127,8 @@ def file_format(path: Path) -> str:
 
 
 def read_records(path: str | Path, *, split: str | None = None) -> Records:
-    """The records of a problems file of any of ``FORMATS``; ``split`` picks one split of a
-    ``datasets`` folder that holds several (a DatasetDict)."""
+    """The records of a problems file in any format ``file_format`` tells; ``split`` picks
+    one split of a ``datasets`` folder that holds several (a DatasetDict)."""
     path = Path(path)
     kind = file_format(path)
     if split is not None and kind != "datasets":
