@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -74,13 +74,17 @@ _CHECKS = checks(BudgetLimits)
 class Usage:
     """What a search spent. ``estimated`` is true when some server gave no usage and counts
     were guessed. ``verifier_tokens`` is the part of the tokens the verifier's calls read and
-    wrote (a PRM is often another model, with another size)."""
+    wrote (a PRM is often another model, with another size). ``reasoning_tokens`` is the part
+    of the completion tokens a reasoning model spent thinking; ``reasoning_estimated`` is
+    true when some of it is the thinking's share of a count the server did not split."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     requests: int = 0
     estimated: bool = False
     verifier_tokens: int = 0
+    reasoning_tokens: int = 0
+    reasoning_estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -91,14 +95,20 @@ class Usage:
         return self.total_tokens - self.verifier_tokens
 
     def to_record(self) -> dict[str, Any]:
-        """The ``usage`` object of a row."""
-        return {
+        """The ``usage`` object of a row. The reasoning counts appear only when a model
+        thought, so a run without thinking writes the rows it always did."""
+        record: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "requests": self.requests,
             "estimated": self.estimated,
             "verifier_tokens": self.verifier_tokens,
         }
+        if self.reasoning_tokens:
+            record["reasoning_tokens"] = self.reasoning_tokens
+        if self.reasoning_estimated:
+            record["reasoning_estimated"] = True
+        return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any] | None) -> Usage:
@@ -110,6 +120,8 @@ class Usage:
             requests=int(record.get("requests", 0)),
             estimated=bool(record.get("estimated", False)),
             verifier_tokens=int(record.get("verifier_tokens", 0)),
+            reasoning_tokens=int(record.get("reasoning_tokens", 0)),
+            reasoning_estimated=bool(record.get("reasoning_estimated", False)),
         )
 
     def flops(self, parameters: float, verifier_parameters: float | None = None) -> float:
@@ -308,9 +320,13 @@ class Budget:
         estimated: bool,
         requests: int | None = None,
         verifier: bool = False,
+        reasoning_tokens: int = 0,
+        reasoning_estimated: bool = False,
     ) -> None:
         """Replace a reservation by what the call really cost: the HTTP attempts it made, or
-        else ``requests`` (default: the reserved count); ``verifier`` marks a verifier's call."""
+        else ``requests`` (default: the reserved count); ``verifier`` marks a verifier's call;
+        ``reasoning_tokens`` is the part of ``completion_tokens`` spent thinking (already in
+        it, so it changes no charge), ``reasoning_estimated`` whether it is a share guessed."""
         self._close(reservation)
         if reservation.attempts:
             requests = reservation.attempts
@@ -324,6 +340,12 @@ class Budget:
             )
         self._charged_tokens += tokens
         self._spend(prompt_tokens, completion_tokens, requests, estimated, verifier)
+        if reasoning_tokens or reasoning_estimated:
+            self._usage = replace(
+                self._usage,
+                reasoning_tokens=self._usage.reasoning_tokens + reasoning_tokens,
+                reasoning_estimated=self._usage.reasoning_estimated or reasoning_estimated,
+            )
 
     def release(self, reservation: Reservation) -> None:
         """Give a reservation back unused (the call failed or was cancelled). Its HTTP attempts
@@ -357,7 +379,8 @@ class Budget:
     ) -> None:
         self._charged_requests += requests
         used = self._usage
-        self._usage = Usage(
+        self._usage = replace(
+            used,
             prompt_tokens=used.prompt_tokens + prompt_tokens,
             completion_tokens=used.completion_tokens + completion_tokens,
             requests=used.requests + requests,

@@ -50,7 +50,11 @@ class Choice:
     """One continuation. ``stop_reason`` is the stop string matched, when the server says so
     (vLLM does; llama.cpp and OpenAI do not), and None for end-of-sequence or unknown.
     ``confidences`` are its tokens' confidences when top logprobs were asked for (see
-    ``token_confidence``)."""
+    ``token_confidence``).
+
+    A reasoning model's continuation comes in two parts: ``thinking`` (None when the model
+    did not think), and ``text``, what follows the thinking, the only part an answer is
+    read from. ``reasoning_tokens`` is the thinking's share of ``tokens``, when known."""
 
     text: str
     finish_reason: str
@@ -58,6 +62,8 @@ class Choice:
     tokens: int | None = None
     logprob: float | None = None
     confidences: tuple[float, ...] | None = None
+    thinking: str | None = None
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -65,27 +71,34 @@ class Generation:
     """The choices of one request and what the server charged for it.
 
     ``estimated`` is true when the server reported no usage and the counts are
-    tokenizer-free upper bounds.
+    tokenizer-free upper bounds. ``reasoning_tokens`` is the part of the completion tokens
+    spent thinking, as the server reported it (``completion_tokens_details``), or None when
+    it reported none.
     """
 
     choices: tuple[Choice, ...]
     prompt_tokens: int
     completion_tokens: int
     estimated: bool = False
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Piece:
-    """A streamed part of one continuation: its new text, how many tokens it carries (its
-    logprob entries; None when the server sent none) and their confidences; the last piece
-    has the finish reason, and the server's counts when it sent usage."""
+    """A streamed part of one continuation: its new text (``thinking`` when the part is of
+    the thinking, ``text`` when of what follows it), how many tokens it carries (its logprob
+    entries; None when the server sent none) and their confidences; the last piece has the
+    finish reason, and the server's counts when it sent usage (``reasoning_tokens`` when the
+    usage counted the thinking apart)."""
 
     text: str = ""
+    thinking: str = ""
     tokens: int | None = None
     confidences: tuple[float, ...] = ()
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 @runtime_checkable

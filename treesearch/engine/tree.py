@@ -51,8 +51,10 @@ class Node:
     ``confidences`` its tokens' confidences, when top logprobs were asked for (DeepConf);
     ``position`` its place in the tree whatever the arrival order: the parent's position,
     then the request under the parent and the choice's index in it ("0/0.1/0.0": the
-    second choice of the root's first request, then its own first request's only choice).
-    Scores are finite numbers, always: a NaN would decide selections at random and break
+    second choice of the root's first request, then its own first request's only choice);
+    ``thinking`` a reasoning model's thinking before ``text`` (None when it did not think:
+    ``text`` and the answer are only what followed it) and ``reasoning_tokens`` its share of
+    ``tokens``. Scores are finite numbers, always: a NaN would decide selections at random and break
     the JSON rows.
     """
 
@@ -70,6 +72,8 @@ class Node:
     revises: int | None = None
     confidences: tuple[float, ...] | None = None
     position: str = "0"
+    thinking: str | None = None
+    reasoning_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.scores is not None and not all(math.isfinite(score) for score in self.scores):
