@@ -28,6 +28,7 @@ from treesearch.errors import ConfigError
 
 from .choices import GOOD_LOGPROB, confident_tops, cut, event, render_choice, token_events
 from .faults import FaultDraws, check_fault, withholds_answer
+from .selection import SelectionModel, selection_reply
 from .tasks import TOKEN, FakeTask, count_tokens, ends_with_gold, marked_id, reply, step_score
 
 
@@ -39,7 +40,8 @@ class FakeServerConfig:
     ``slow_s``. With top logprobs asked for, a token's confidence (−mean of its top-k
     logprobs, DeepConf's C) is drawn around ``confidence`` when the text's last claim is the
     gold answer and ``confidence_margin`` lower when not, with ``confidence_noise`` as the
-    spread, from the choice's own seed."""
+    spread, from the choice's own seed. ``selection`` answers generative selections and
+    aggregations (see ``selection``)."""
 
     model: str = "fake"
     latency_s: float = 0.0
@@ -62,6 +64,7 @@ class FakeServerConfig:
     token_latency_s: float = 0.0
     seed: int = 0
     tasks: Mapping[str, FakeTask] = field(default_factory=dict)
+    selection: SelectionModel = field(default_factory=SelectionModel)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
@@ -330,8 +333,12 @@ class FakeServer:
         choices, completion_tokens = [], 0
         for index in range(count):
             rng = self._rng if seed is None else random.Random(f"{seed}:{index}")
-            said, yes = reply(asked.task, asked.context, rng, greedy, judge_accuracy=config.judge_accuracy,
-                              prm_noise=config.prm_noise)  # fmt: skip
+            said, yes = selection_reply(asked.task, asked.context, rng, greedy, config.selection), None
+            if said is None:
+                said, yes = reply(
+                    asked.task, asked.context, rng, greedy,
+                    judge_accuracy=config.judge_accuracy, prm_noise=config.prm_noise,
+                )  # fmt: skip
             text, finish, stop_reason = cut(said, stops, max_tokens)
             tokens = TOKEN.findall(text)
             completion_tokens += len(tokens)

@@ -16,6 +16,7 @@ def serve_fake(args: argparse.Namespace) -> int:
     from treesearch.backends.fake.app import FakeServerConfig
     from treesearch.backends.fake.faults import parse_faults
     from treesearch.backends.fake.launch import serve
+    from treesearch.backends.fake.selection import SelectionModel
     from treesearch.backends.fake.tasks import tasks_from_file, write_problem_set
 
     if args.write_problems is not None:
@@ -48,6 +49,7 @@ def serve_fake(args: argparse.Namespace) -> int:
         confidence_margin=args.confidence_margin,
         token_latency_s=args.token_latency,
         tasks=tasks_from_file(args.problems) if args.problems else {},
+        selection=SelectionModel.from_args(args),
     )
     try:
         asyncio.run(serve(config, args.host, args.port))
@@ -107,4 +109,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
                       "gold one")  # fmt: skip
     parser.add_argument("--token-latency", type=float, default=0.0,
                       help="seconds between the tokens of a streamed answer (default: 0)")  # fmt: skip
+    from treesearch.backends.fake.selection import add_arguments as add_selection_arguments
+
+    add_selection_arguments(parser)
     parser.set_defaults(handler=serve_fake)

@@ -182,6 +182,20 @@ class SearchConfig:
         "filter-vote: N is a number of calls, N/2 generations each judged once (Chen et al.)",
         cell=True,
     )
+    select_k: int = option(
+        4,
+        "gen-select: candidates one selection call reads (a knock-out over groups of K)",
+        range=Range(int, 2),
+    )
+    shown_tokens: int = option(
+        1024,
+        "gen-select and rsa: a shown solution's tokens at most (a longer one keeps its end)",
+        range=COUNTS,
+    )
+    rsa_k: int = option(4, "rsa: solutions an aggregation prompt shows (K)", range=COUNTS, multiplies=True)
+    rsa_rounds: int = option(
+        9, "rsa: aggregation rounds T after the first population", range=COUNTS, multiplies=True
+    )
 
     def __post_init__(self) -> None:
         check(self, _CHECKS)

@@ -54,7 +54,9 @@ class Node:
     second choice of the root's first request, then its own first request's only choice);
     ``thinking`` a reasoning model's thinking before ``text`` (None when it did not think:
     ``text`` and the answer are only what followed it) and ``reasoning_tokens`` its share of
-    ``tokens``. Scores are finite numbers, always: a NaN would decide selections at random and break
+    ``tokens``; ``shown`` the solutions its prompt showed (a generative selection's group, an
+    aggregation's subset) and ``chosen`` the one a selection named (None: it named none).
+    Scores are finite numbers, always: a NaN would decide selections at random and break
     the JSON rows.
     """
 
@@ -74,6 +76,8 @@ class Node:
     position: str = "0"
     thinking: str | None = None
     reasoning_tokens: int | None = None
+    shown: tuple[int, ...] | None = None
+    chosen: int | None = None
 
     def __post_init__(self) -> None:
         if self.scores is not None and not all(math.isfinite(score) for score in self.scores):
@@ -200,7 +204,7 @@ class SearchTree:
         flat = nx.DiGraph(problem_id=self.problem_id)
         for node in self.nodes():
             attrs = _plain(node)
-            for name in ("scores", "confidences"):
+            for name in ("scores", "confidences", "shown"):
                 attrs[name] = None if attrs[name] is None else json.dumps(attrs[name])
             flat.add_node(node.id, **{k: v for k, v in attrs.items() if v is not None})
         flat.add_edges_from(self.graph.edges)
@@ -237,4 +241,5 @@ def _plain(node: Node) -> dict[str, Any]:
     attrs["status"] = node.status.value
     attrs["scores"] = None if node.scores is None else list(node.scores)
     attrs["confidences"] = None if node.confidences is None else list(node.confidences)
+    attrs["shown"] = None if node.shown is None else list(node.shown)
     return attrs

@@ -20,10 +20,12 @@ from treesearch.strategies.ab_mcts import ab_mcts
 from treesearch.strategies.beam import beam, dvts, lookahead
 from treesearch.strategies.deepconf import deepconf
 from treesearch.strategies.early_vote import early_vote
+from treesearch.strategies.genselect import gen_select
 from treesearch.strategies.mcts import mcts
 from treesearch.strategies.particles import particle_filter
 from treesearch.strategies.rebase import rebase
 from treesearch.strategies.revisions import revisions
+from treesearch.strategies.rsa import rsa
 from treesearch.strategies.sampling import sample, sample_to_judge
 
 Routine = Callable[[SearchContext, SearchConfig], Awaitable[None]]
@@ -56,6 +58,9 @@ STRATEGIES: dict[str, Strategy] = {
     "deepconf": Strategy(run=deepconf, aggregator="weighted", scores_itself=True),
     "particle-filter": Strategy(run=particle_filter, aggregator="weighted", needs_verifier=True),
     "ab-mcts": Strategy(run=ab_mcts, aggregator="best", needs_verifier=True),
+    # Keep the knock-out's winner (or, cut short, its survivors) as the candidates.
+    "gen-select": Strategy(run=gen_select, aggregator="majority"),
+    "rsa": Strategy(run=rsa, aggregator="majority"),
     # Runs, and aggregates by the rule of, the strategy its policy table chose for each problem.
     "adaptive": Strategy(run=None, aggregator="majority"),
 }
