@@ -9,6 +9,11 @@ Responses are read as plain JSON rather than SDK models: cheaper per request,
 and it keeps vLLM's ``stop_reason``, which tells a step delimiter from the end
 of the sequence. An endpoint that returns fewer choices than ``n`` asked is
 remembered; the SearchContext then tops up with further requests.
+
+A reasoning model's thinking is read apart from its reply (``treesearch.engine.thinking``):
+from ``reasoning_content`` or ``reasoning`` where a reasoning parser sent it apart (whole
+and streamed), else from the think tags in the text; the reply alone is the choice's text.
+``usage.completion_tokens_details.reasoning_tokens`` is its count, where a server gives it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from treesearch.engine.policy import (
     token_confidence,
 )
 from treesearch.engine.policy import token_upper_bound as byte_bound
+from treesearch.engine.thinking import ThinkingSplitter, ThinkTags, joined
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.logs import get_logger
 
@@ -59,11 +65,13 @@ class OpenAIPolicy(EndpointClient):
         prompt_template: str = DEFAULT_TEMPLATE,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         continue_final_message: bool = True,
+        think_tags: ThinkTags | None = None,
         **endpoint_options: Any,
     ) -> None:
         """``base_url`` is a URL (``endpoint_options`` go to its Endpoint: api_key,
         concurrency, timeout_s, retry, transport) or an endpoint shared with others
-        (an Endpoint, or the embedded llama.cpp backend)."""
+        (an Endpoint, or the embedded llama.cpp backend); ``think_tags`` mark a thinking in
+        raw text (default: ``<think>`` and ``</think>``)."""
         if api not in ("completions", "chat"):
             raise ConfigError(f"unknown api {api!r}; choose completions or chat")
         if "{question}" not in prompt_template:
@@ -74,6 +82,7 @@ class OpenAIPolicy(EndpointClient):
         self.prompt_template = prompt_template
         self.system_prompt = system_prompt
         self.continue_final_message = continue_final_message
+        self.think_tags = think_tags or ThinkTags()
         self._max_choices: int | None = None
         self._short: int | None = None  # the choices of the last answer short of n
         self._path = "/completions" if api == "completions" else "/chat/completions"
@@ -123,44 +132,66 @@ class OpenAIPolicy(EndpointClient):
         return self._parse(raw, prefix, n, params)
 
     async def stream(self, prefix: Prefix, params: SamplingParams) -> AsyncGenerator[Piece, None]:
+        """The pieces of one streamed continuation; a piece's text that may start a think tag
+        waits for the next piece, and what still waits at the end comes in a last piece."""
         streaming = getattr(self.http, "stream", None)
         if streaming is None:
             raise ConfigError(f"{self.endpoint} does not stream; streaming needs an HTTP server")
         body = self._body(prefix, 1, params) | {"stream": True, "stream_options": {"include_usage": True}}
+        splitter = ThinkingSplitter(self.think_tags, inside=self._inside(prefix))
+        counted = False  # the pieces carried token counts (logprobs)
         async with aclosing(streaming(self._path, body)) as events:
             async for event in events:
                 try:
-                    piece = self._piece(event)
+                    piece = self._piece(event, splitter)
                 except (KeyError, TypeError, AttributeError, IndexError) as exc:
                     raise EndpointError(self.endpoint, 200, f"unexpected stream event: {exc!r}") from exc
+                counted = counted or piece.tokens is not None
                 yield piece
+        thinking, text = splitter.flush()
+        if thinking or text:  # its tokens came with the pieces before
+            yield Piece(text=text, thinking=thinking, tokens=0 if counted else None)
 
-    def _piece(self, event: dict[str, Any]) -> Piece:
+    def _piece(self, event: dict[str, Any], splitter: ThinkingSplitter) -> Piece:
         usage = event.get("usage") or {}
         prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not event.get("choices"):
-            return Piece(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            return Piece(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                reasoning_tokens=_reasoning_tokens(usage),
+            )
         choice = event["choices"][0]
         logprobs = choice.get("logprobs") or {}
         if self.api == "completions":
-            text = choice.get("text") or ""
+            raw, apart = choice.get("text") or "", ""
             entries = logprobs.get("token_logprobs")
             tops = [list((top or {}).values()) for top in logprobs.get("top_logprobs") or ()]
         else:
-            text = (choice.get("delta") or {}).get("content") or ""
+            delta = choice.get("delta") or {}
+            raw, apart = delta.get("content") or "", _reasoning(delta)
             entries = logprobs.get("content")
             tops = [[top["logprob"] for top in t.get("top_logprobs") or ()] for t in entries or ()]
+        thinking, text = splitter.feed(raw)
         finish = choice.get("finish_reason")
         if finish == "stop" and "stop_reason" in choice and choice["stop_reason"] is None:
             finish = "eos"  # vLLM: the model ended the sequence
         return Piece(
             text=text,
+            thinking=apart + thinking,
             tokens=None if entries is None else len(entries),
             confidences=tuple(token_confidence(top) for top in tops if top),
             finish_reason=finish,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            reasoning_tokens=_reasoning_tokens(usage),
         )
+
+    def _inside(self, prefix: Prefix) -> bool:
+        """Whether the text the model continues ends inside a thinking (a template that opens
+        one, or steps that stopped within one)."""
+        shown = self.render_prompt(prefix) if self.api == "completions" else prefix.continuation()
+        return self.think_tags.opened_in(shown)
 
     def _body(self, prefix: Prefix, n: int, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -191,7 +222,8 @@ class OpenAIPolicy(EndpointClient):
     def _parse(self, raw: Any, prefix: Prefix, n: int, params: SamplingParams) -> Generation:
         try:
             choices = sorted(raw["choices"], key=lambda c: c.get("index", 0))
-            parsed = tuple(self._choice(c) for c in choices)
+            inside = self._inside(prefix)
+            parsed = tuple(self._choice(c, inside) for c in choices)
         except (KeyError, TypeError, AttributeError) as exc:
             raise EndpointError(self.endpoint, 200, f"unexpected response shape: {exc!r}") from exc
         # A limit is what two short answers in a row (to n > 1) agree on: one short answer
@@ -208,6 +240,7 @@ class OpenAIPolicy(EndpointClient):
                 choices=parsed,
                 prompt_tokens=int(usage["prompt_tokens"]),
                 completion_tokens=int(usage["completion_tokens"]),
+                reasoning_tokens=_reasoning_tokens(usage),
             )
         # No usage: charge upper bounds, never guesses, so a budget still holds.
         return Generation(
@@ -219,7 +252,9 @@ class OpenAIPolicy(EndpointClient):
             estimated=True,
         )
 
-    def _choice(self, raw: dict[str, Any]) -> Choice:
+    def _choice(self, raw: dict[str, Any], inside: bool) -> Choice:
+        """One choice, its thinking apart (``inside``: the text starts within a thinking)."""
+        apart = None
         if self.api == "completions":
             text = raw["text"]
             logprobs = raw.get("logprobs") or {}
@@ -227,6 +262,7 @@ class OpenAIPolicy(EndpointClient):
             tops = [list((top or {}).values()) for top in logprobs.get("top_logprobs") or ()]
         else:
             text = raw["message"].get("content") or ""
+            apart = _reasoning(raw["message"])
             content = (raw.get("logprobs") or {}).get("content")
             token_logprobs = None if content is None else [t["logprob"] for t in content]
             tops = [[top["logprob"] for top in t.get("top_logprobs") or ()] for t in content or ()]
@@ -234,8 +270,10 @@ class OpenAIPolicy(EndpointClient):
         # vLLM says which stop matched; None there means the model ended the sequence.
         if finish == "stop" and "stop_reason" in raw and raw["stop_reason"] is None:
             finish = "eos"
+        thinking, text = joined(apart, text) if apart else self.think_tags.split(text, inside=inside)
         return Choice(
             text=text,
+            thinking=thinking,
             finish_reason=finish,
             tokens=None if token_logprobs is None else len(token_logprobs),
             logprob=None
@@ -243,3 +281,16 @@ class OpenAIPolicy(EndpointClient):
             else float(sum(v for v in token_logprobs if v is not None)),
             confidences=tuple(token_confidence(top) for top in tops) if any(tops) else None,
         )
+
+
+def _reasoning(message: dict[str, Any]) -> str:
+    """The thinking a reasoning parser sent apart in a message or a delta: DeepSeek's and
+    older vLLM's ``reasoning_content``, newer vLLM's (gpt-oss) ``reasoning``."""
+    return str(message.get("reasoning_content") or message.get("reasoning") or "")
+
+
+def _reasoning_tokens(usage: dict[str, Any]) -> int | None:
+    """The thinking's tokens in a usage object, where the server counted them apart."""
+    details = usage.get("completion_tokens_details") or {}
+    count = details.get("reasoning_tokens")
+    return None if count is None else int(count)

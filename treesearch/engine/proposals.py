@@ -3,7 +3,8 @@
 A node's children come from requests to the policy, each charged to the budget before it
 is sent (``charged``), seeded from the node's place in the tree, and recorded in the tree
 as soon as it returns. When an endpoint gives fewer choices than asked, further requests
-top up; a streamed child can be cut short by the strategy's judgement.
+top up; a streamed child can be cut short by the strategy's judgement. A reasoning model's
+thinking is kept on the child apart from its text, and never read for an answer.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import anyio
@@ -30,6 +31,7 @@ from treesearch.engine.policy import (
 )
 from treesearch.engine.steps import StepFormat
 from treesearch.engine.taskgroups import gather
+from treesearch.engine.thinking import joined
 from treesearch.engine.tree import ROOT, Node, NodeStatus, SearchTree
 from treesearch.errors import ConfigError, EndpointError
 from treesearch.logs import get_logger
@@ -102,11 +104,14 @@ class Proposals:
                     generation = await self.policy.generate(
                         prefix, reservation.choices, replace(params, seed=seed)
                     )
+                    thought = _reasoning(generation)
                     self.budget.settle(
                         reservation,
                         generation.prompt_tokens,
                         generation.completion_tokens,
                         estimated=generation.estimated,
+                        reasoning_tokens=thought.total,
+                        reasoning_estimated=thought.estimated,
                     )
                 if len(generation.choices) > reservation.choices:
                     self.budget.overran(
@@ -114,7 +119,13 @@ class Proposals:
                     )
                     generation = replace(generation, choices=generation.choices[: reservation.choices])
                 return self._record(
-                    node_id, generation, whole, revises, request=request, own_prompt=prompt is None
+                    node_id,
+                    generation,
+                    thought.counts,
+                    whole,
+                    revises,
+                    request=request,
+                    own_prompt=prompt is None,
                 )
 
             batches = await gather([partial(one, size, *self._request(node_id, stream)) for size in sizes])
@@ -146,10 +157,12 @@ class Proposals:
         prompt_bound = self._prompt_bound(node_id, prefix)
         known_prompt = self.tree.node(node_id).prompt_tokens
         parts: list[str] = []
+        thinking: list[str] = []
         confidences: list[float] = []
         counted: int | None = 0
         finish: str | None = None
         reported: tuple[int | None, int | None] = (None, None)
+        reported_reasoning: int | None = None
 
         def record(cut: str | None) -> Node:
             text = "".join(parts)
@@ -163,20 +176,31 @@ class Proposals:
                     if counted is not None
                     else completion_token_bound(text, params.max_tokens, params.stop)
                 )
-            self.budget.settle(reservation, prompt_tokens or 0, completion_tokens or 0, estimated=not exact)
+            thought, reply = joined("".join(thinking), text)
             choice = Choice(
-                text=text,
+                text=reply,
                 finish_reason=cut or finish or "stop",
                 tokens=completion_tokens,
                 confidences=tuple(confidences) if confidences else None,
+                thinking=thought,
             )
             generation = Generation(
                 choices=(choice,),
                 prompt_tokens=prompt_tokens or 0,
                 completion_tokens=completion_tokens or 0,
                 estimated=not exact,
+                reasoning_tokens=reported_reasoning if cut is None else None,
             )
-            (child,) = self._record(node_id, generation, whole, request=request)
+            counts = _reasoning(generation)
+            self.budget.settle(
+                reservation,
+                prompt_tokens or 0,
+                completion_tokens or 0,
+                estimated=not exact,
+                reasoning_tokens=counts.total,
+                reasoning_estimated=counts.estimated,
+            )
+            (child,) = self._record(node_id, generation, counts.counts, whole, request=request)
             if cut is not None:
                 child = self.tree.update(child.id, status=NodeStatus.DEAD_END, answer=None, finish_reason=cut)
             return child
@@ -188,21 +212,23 @@ class Proposals:
                 async with aclosing(policy.stream(prefix, params)) as pieces:
                     async for piece in pieces:
                         parts.append(piece.text)
+                        thinking.append(piece.thinking)
                         confidences.extend(piece.confidences)
-                        if piece.tokens is None and piece.text:
+                        if piece.tokens is None and (piece.text or piece.thinking):
                             counted = None
                         elif counted is not None:
                             counted += piece.tokens or 0
                         finish = piece.finish_reason or finish
                         if piece.completion_tokens is not None:
                             reported = (piece.prompt_tokens, piece.completion_tokens)
+                            reported_reasoning = piece.reasoning_tokens
                         if keep is not None and not keep(piece.confidences, False):
                             break
                     else:
                         if keep is None or keep((), True):
                             return record(None)
             except anyio.get_cancelled_exc_class():
-                if parts:
+                if any(parts) or any(thinking):
                     record("cancelled")
                 raise
             return record("low_confidence")
@@ -249,6 +275,7 @@ class Proposals:
         self,
         parent_id: int,
         generation: Generation,
+        reasoning: Sequence[int | None],
         whole: bool,
         revises: int | None = None,
         *,
@@ -260,13 +287,9 @@ class Proposals:
         known = self.tree.node(parent_id).prompt_tokens is not None
         if own_prompt and not generation.estimated and not known:
             self.tree.update(parent_id, prompt_tokens=generation.prompt_tokens)
-        total_chars = sum(len(choice.text) for choice in generation.choices) or 1
         children = []
-        for index, choice in enumerate(generation.choices):
-            tokens = choice.tokens
-            if tokens is None:
-                tokens = round(generation.completion_tokens * len(choice.text) / total_chars)
-            text, answer, ran_on = self.step_format.answer(choice.text)
+        for index, (choice, tokens) in enumerate(zip(generation.choices, _tokens(generation), strict=True)):
+            text, answer, ran_on = self.step_format.answer(choice.text)  # the reply: never the thinking
             child = self.tree.add_child(
                 parent_id,
                 place=f"{request}.{index}",
@@ -278,6 +301,8 @@ class Proposals:
                 logprob=choice.logprob,
                 revises=revises,
                 confidences=choice.confidences,
+                thinking=choice.thinking,
+                reasoning_tokens=reasoning[index],
             )
             children.append(child)
             self._log.debug(
@@ -293,5 +318,52 @@ class Proposals:
     def _status(self, choice: Choice, answer: str | None, ended: bool) -> NodeStatus:
         if answer is not None:
             return NodeStatus.ANSWERED
-        ended = ended or choice.finish_reason != "stop" or not choice.text.strip()
+        # A step that stopped within its thinking has more to think, though it has no text yet.
+        ended = ended or choice.finish_reason != "stop" or not (choice.text.strip() or choice.thinking)
         return NodeStatus.DEAD_END if ended else NodeStatus.OPEN
+
+
+def _tokens(generation: Generation) -> list[int]:
+    """Each choice's completion tokens: its own count, or its share by characters (thinking
+    included) of the request's total."""
+    sizes = [len(choice.text) + len(choice.thinking or "") for choice in generation.choices]
+    total = sum(sizes) or 1
+    return [
+        round(generation.completion_tokens * size / total) if choice.tokens is None else choice.tokens
+        for choice, size in zip(generation.choices, sizes, strict=True)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Thought:
+    """A request's thinking tokens: each choice's (None where unknown), their total, and
+    whether that total is a share estimated by characters."""
+
+    counts: tuple[int | None, ...]
+    total: int
+    estimated: bool
+
+
+def _reasoning(generation: Generation) -> _Thought:
+    """The thinking tokens of ``generation``'s choices. A server's count is split among the
+    choices by the length of their thinking; without one, a choice's count is its thinking's
+    share by characters of its completion tokens (estimated), unless the choice knows it. A
+    server that counts thinking it does not show (OpenAI's) gives a total no choice claims."""
+    choices = generation.choices
+    thought = [len(choice.thinking or "") for choice in choices]
+    reported = generation.reasoning_tokens
+    if reported is not None:
+        whole = sum(thought)
+        counts = tuple(
+            choice.reasoning_tokens if choice.reasoning_tokens is not None
+            else round(reported * size / whole) if whole else None
+            for choice, size in zip(choices, thought, strict=True)
+        )  # fmt: skip
+        return _Thought(counts, reported, False)
+    counts = tuple(
+        choice.reasoning_tokens if choice.reasoning_tokens is not None
+        else round(tokens * size / (size + len(choice.text))) if size else None
+        for choice, size, tokens in zip(choices, thought, _tokens(generation), strict=True)
+    )  # fmt: skip
+    estimated = any(size and c.reasoning_tokens is None for c, size in zip(choices, thought, strict=True))
+    return _Thought(counts, sum(count or 0 for count in counts), estimated)
