@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Literal
 
+from treesearch.answers.certainty import token_certainty
 from treesearch.engine.policy import (
     Choice,
     Generation,
@@ -223,7 +224,7 @@ class OpenAIPolicy(EndpointClient):
         try:
             choices = sorted(raw["choices"], key=lambda c: c.get("index", 0))
             inside = self._inside(prefix)
-            parsed = tuple(self._choice(c, inside) for c in choices)
+            parsed = tuple(self._choice(c, inside, params.vocab_size) for c in choices)
         except (KeyError, TypeError, AttributeError) as exc:
             raise EndpointError(self.endpoint, 200, f"unexpected response shape: {exc!r}") from exc
         # A limit is what two short answers in a row (to n > 1) agree on: one short answer
@@ -252,8 +253,10 @@ class OpenAIPolicy(EndpointClient):
             estimated=True,
         )
 
-    def _choice(self, raw: dict[str, Any], inside: bool) -> Choice:
-        """One choice, its thinking apart (``inside``: the text starts within a thinking)."""
+    def _choice(self, raw: dict[str, Any], inside: bool, vocab_size: int) -> Choice:
+        """One choice, its thinking apart (``inside``: the text starts within a thinking), and
+        its tokens' confidences and self-certainties (over a vocabulary of ``vocab_size``) when
+        it came with top logprobs: every token's, the thinking's too, as the logprobs cover it."""
         apart = None
         if self.api == "completions":
             text = raw["text"]
@@ -280,6 +283,7 @@ class OpenAIPolicy(EndpointClient):
             if token_logprobs is None
             else float(sum(v for v in token_logprobs if v is not None)),
             confidences=tuple(token_confidence(top) for top in tops) if any(tops) else None,
+            certainties=tuple(token_certainty(top, vocab_size) for top in tops) if any(tops) else None,
         )
 
 

@@ -22,7 +22,7 @@ class SamplingParams:
     """Decoding settings of one request. ``stop`` is empty when a whole solution is wanted.
     The fields declared as options are set on the command line (SearchConfig checks their
     ranges: one of these is made for every request); the rest come from the step format and
-    the strategy."""
+    the strategy. ``vocab_size`` is never sent: it says how to read the top logprobs."""
 
     temperature: float = option(0.8, "sampling temperature", group="search", range=Range(float, 0, 5))
     top_p: float = option(1.0, "nucleus sampling's probability mass", group="search", range=SHARES)
@@ -30,6 +30,13 @@ class SamplingParams:
     stop: tuple[str, ...] = ("\n\n",)
     seed: int | None = option(None, "sampling seed (default: none)", group="search", parse=int)
     logprobs: int | None = None
+    vocab_size: int = option(
+        151_936,
+        "V, the vocabulary behind a token's self-certainty estimated from its top logprobs "
+        "(default: Qwen2.5's and Qwen3's 151,936; V ≫ k barely matters)",
+        group="search",
+        range=Range(int, 2),
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -50,7 +57,7 @@ class Choice:
     """One continuation. ``stop_reason`` is the stop string matched, when the server says so
     (vLLM does; llama.cpp and OpenAI do not), and None for end-of-sequence or unknown.
     ``confidences`` are its tokens' confidences when top logprobs were asked for (see
-    ``token_confidence``).
+    ``token_confidence``), ``certainties`` their self-certainties (``answers.certainty``).
 
     A reasoning model's continuation comes in two parts: ``thinking`` (None when the model
     did not think), and ``text``, what follows the thinking, the only part an answer is
@@ -62,6 +69,7 @@ class Choice:
     tokens: int | None = None
     logprob: float | None = None
     confidences: tuple[float, ...] | None = None
+    certainties: tuple[float, ...] | None = None
     thinking: str | None = None
     reasoning_tokens: int | None = None
 

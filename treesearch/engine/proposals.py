@@ -301,6 +301,7 @@ class Proposals:
                 logprob=choice.logprob,
                 revises=revises,
                 confidences=choice.confidences,
+                certainties=choice.certainties,
                 thinking=choice.thinking,
                 reasoning_tokens=reasoning[index],
             )

@@ -48,7 +48,8 @@ class Node:
     prefix ending at this node, when a server reported it; ``scores`` the
     verifier's per-step scores of the path ending here; ``revises`` the earlier attempt
     this one revises (a revision chain: every attempt is a whole solution under the root);
-    ``confidences`` its tokens' confidences, when top logprobs were asked for (DeepConf);
+    ``confidences`` its tokens' confidences, when top logprobs were asked for (DeepConf),
+    and ``certainties`` their self-certainties (``answers.certainty``);
     ``position`` its place in the tree whatever the arrival order: the parent's position,
     then the request under the parent and the choice's index in it ("0/0.1/0.0": the
     second choice of the root's first request, then its own first request's only choice);
@@ -73,6 +74,7 @@ class Node:
     scores: tuple[float, ...] | None = None
     revises: int | None = None
     confidences: tuple[float, ...] | None = None
+    certainties: tuple[float, ...] | None = None
     position: str = "0"
     thinking: str | None = None
     reasoning_tokens: int | None = None
@@ -204,7 +206,7 @@ class SearchTree:
         flat = nx.DiGraph(problem_id=self.problem_id)
         for node in self.nodes():
             attrs = _plain(node)
-            for name in ("scores", "confidences", "shown"):
+            for name in ("scores", "confidences", "certainties", "shown"):
                 attrs[name] = None if attrs[name] is None else json.dumps(attrs[name])
             flat.add_node(node.id, **{k: v for k, v in attrs.items() if v is not None})
         flat.add_edges_from(self.graph.edges)
@@ -241,5 +243,6 @@ def _plain(node: Node) -> dict[str, Any]:
     attrs["status"] = node.status.value
     attrs["scores"] = None if node.scores is None else list(node.scores)
     attrs["confidences"] = None if node.confidences is None else list(node.confidences)
+    attrs["certainties"] = None if node.certainties is None else list(node.certainties)
     attrs["shown"] = None if node.shown is None else list(node.shown)
     return attrs
