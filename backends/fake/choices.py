@@ -4,7 +4,11 @@ its logprobs, and a finished choice re-cut into the server-sent events of a stre
 
 Every token has logprob log 0.9 (``GOOD_LOGPROB``); with top logprobs asked for, its
 alternatives are placed so that the token's confidence (DeepConf's C, −mean of the top-k
-logprobs) is the one the server drew for it.
+logprobs) is the one the server drew for it, c, and (with k ≥ 3) so that the tokens outside
+the top k hold e^−c of the probability: the token's self-certainty estimated from its top k
+(``treesearch.answers.certainty``, about −log of that mass for a large vocabulary) is about c
+too, and the margin that separates the confidences of right and wrong traces separates their
+self-certainties as well.
 """
 
 from __future__ import annotations
@@ -38,14 +42,45 @@ def cut(text: str, stops: Sequence[str], max_tokens: int) -> tuple[str, str, str
 def confident_tops(
     tokens: Sequence[str], k: int, centre: float, spread: float, draws: random.Random
 ) -> list[dict[str, float]]:
-    """Each token's top-k logprobs: the token itself at log 0.9 and k − 1 alternatives far
-    below, placed so that −mean(top-k) is a confidence drawn around ``centre``."""
+    """Each token's top-k logprobs: the token itself at log 0.9 and k − 1 alternatives below,
+    placed so that −mean(top-k) is a confidence drawn around ``centre`` (at least
+    ``lowest_confidence(k)``, the least a distribution with the token at 0.9 allows), with e^−c
+    left outside the top k (see the module)."""
+    least = lowest_confidence(k)
     tops = []
     for token in tokens:
-        confidence = max(1.0, draws.gauss(centre, spread))
-        rest = (-confidence * k - GOOD_LOGPROB) / (k - 1)
-        tops.append({token: GOOD_LOGPROB, **{f"<alt{i}>": rest for i in range(1, k)}})
+        confidence = max(least, draws.gauss(centre, spread))
+        names = (f"<alt{i}>" for i in range(1, k))
+        tops.append({token: GOOD_LOGPROB, **dict(zip(names, _alternatives(confidence, k), strict=True))})
     return tops
+
+
+def lowest_confidence(k: int) -> float:
+    """The confidence of top k logprobs whose k − 1 alternatives share 0.04 evenly: below it
+    no distribution with the token at 0.9 and e^−c (at most 0.05) outside the top k has
+    confidence c."""
+    return (-GOOD_LOGPROB - (k - 1) * math.log(0.04 / (k - 1))) / k
+
+
+def _alternatives(confidence: float, k: int) -> list[float]:
+    """The k − 1 alternatives' logprobs of a token of ``confidence``: one at log a, the other
+    k − 2 equal at log b, with log a + (k − 2) log b fixing the confidence and a + (k − 2) b =
+    0.1 − e^−c (the rest of the vocabulary holding e^−c, at most 0.05). Their share u of the
+    mass solves u = (k − 2) exp((total − log(mass − u)) / (k − 2)), a map that climbs from
+    u = 0 to its least fixed point (where a is the largest alternative), fast since b ≪ a.
+    One alternative alone (k = 2) takes the whole confidence, and the tail what is left."""
+    total = -confidence * k - GOOD_LOGPROB  # the alternatives' logprobs add up to this
+    if k == 2:
+        return [total]
+    others = k - 2
+    mass = 0.1 - min(math.exp(-confidence), 0.05)
+    share = 0.0
+    for _ in range(200):
+        share, last = others * math.exp((total - math.log(mass - share)) / others), share
+        if share - last <= 1e-15 * share:
+            break
+    first = math.log(mass - share)
+    return [first, *[(total - first) / others] * others]
 
 
 def render_choice(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from treesearch.errors import ConfigError
 
@@ -108,12 +109,35 @@ def filter_vote(candidates: Sequence[Candidate], groups: Sequence[int]) -> str |
     return majority_vote([candidates[i] for i in kept], [groups[i] for i in kept])
 
 
+# Kang et al.'s Borda power: the default of --power in their code (backprop07/Self-Certainty,
+# src/voting_from_list.py); the paper sweeps p from 0 (majority vote) to about 1.2.
+BORDA_POWER = 0.5
+
+
+def borda_votes(candidates: Sequence[Candidate], power: float = BORDA_POWER) -> dict[int, float]:
+    """Each scored candidate's Borda votes by node: ranked by score (r = 1 the highest; equal
+    scores in the candidates' order), the one ranked r of N gives (N − r + 1)^p."""
+    scored = [c for c in candidates if c.score is not None]
+    ranked = sorted(scored, key=lambda c: -(c.score or 0.0))
+    return {c.node: float(len(ranked) - rank) ** power for rank, c in enumerate(ranked)}
+
+
+def borda_vote(
+    candidates: Sequence[Candidate], groups: Sequence[int], power: float = BORDA_POWER
+) -> str | None:
+    """Kang et al.'s Borda voting: the answer whose candidates' ``borda_votes`` sum highest
+    (p = 0 is majority vote; a larger p leans toward the best-scored candidates)."""
+    votes = borda_votes(candidates, power)
+    return _tally(candidates, groups, lambda candidate: votes.get(candidate.node, 0.0))
+
+
 AGGREGATORS: dict[str, Aggregator] = {
     "majority": majority_vote,
     "weighted": weighted_vote,
     "best": best_of_n,
     "filter": filter_vote,
     "hierarchical": hierarchical_vote,
+    "borda": borda_vote,
 }
 
 
@@ -123,10 +147,13 @@ def get_aggregator(name: str) -> Aggregator:
     return AGGREGATORS[name]
 
 
-def aggregate(name: str, candidates: Sequence[Candidate], groups: Sequence[int]) -> tuple[str | None, str]:
-    """The answer by aggregator ``name``, and the rule that chose it: "majority" when a
-    score-based rule finds no candidate with a score."""
+def aggregate(
+    name: str, candidates: Sequence[Candidate], groups: Sequence[int], *, borda_power: float = BORDA_POWER
+) -> tuple[str | None, str]:
+    """The answer by aggregator ``name`` (Borda's with power ``borda_power``), and the rule
+    that chose it: "majority" when a score-based rule finds no candidate with a score."""
     answered = [c for c in candidates if c.answer is not None]
     if name != "majority" and answered and all(c.score is None for c in answered):
         name = "majority"
-    return get_aggregator(name)(candidates, groups), name
+    rule = partial(borda_vote, power=borda_power) if name == "borda" else get_aggregator(name)
+    return rule(candidates, groups), name

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from treesearch.answers.aggregate import BORDA_POWER
 from treesearch.engine.budget import BudgetLimits
 from treesearch.engine.options import (
     COUNTS,
@@ -170,6 +171,16 @@ class SearchConfig:
     )
     trace_score: str = option(
         "lowest", "deepconf: a trace's confidence from its windows", choices=TRACE_SCORES
+    )
+    certainty_top_k: int = option(
+        20, "self-certainty and borda: top logprobs a token behind its self-certainty", range=COUNTS
+    )
+    borda_power: float = option(
+        BORDA_POWER,
+        "borda: p, the votes (N - r + 1)^p of the path ranked r by score (0: majority vote; the "
+        "default is the one of Kang et al.'s code)",
+        range=NOT_NEGATIVES,
+        cell=True,
     )
     policy_table: PolicyTable | None = option(  # noqa: RUF009 (option() is dataclasses.field)
         None,

@@ -215,7 +215,9 @@ async def run_strategy(
     ]
     if strategy.best_n:
         candidates = _best(candidates, config.n)
-    answer, aggregated_by, correct = await _decide(problem, candidates, aggregator, same, outcome)
+    answer, aggregated_by, correct = await _decide(
+        problem, candidates, aggregator, same, outcome, borda_power=config.borda_power
+    )
     stopped_by = outcome.stopped_by
     if stopped_by is StopReason.DONE and budget.overspent:
         stopped_by = StopReason.BUDGET
@@ -297,13 +299,15 @@ async def _decide(
     aggregator: str,
     same: AnswerEquivalence,
     outcome: _Outcome,
+    *,
+    borda_power: float,
 ) -> tuple[str | None, str, bool | None]:
     """The answer, the rule that chose it and whether it matches the gold, off the event
     loop (the equivalence may run sympy); an equivalence that fails is the search's error."""
 
     def decide() -> tuple[str | None, str, bool | None]:
         groups = same.group([c.answer or "" for c in candidates])
-        answer, rule = aggregate(aggregator, candidates, groups)
+        answer, rule = aggregate(aggregator, candidates, groups, borda_power=borda_power)
         if problem.answer is None:
             return answer, rule, None
         return answer, rule, answer is not None and same.matches(answer, problem.answer)

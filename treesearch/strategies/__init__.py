@@ -4,8 +4,8 @@ A routine is ``async (SearchContext, SearchConfig) -> None``: it grows the tree
 and keeps ``ctx.candidates``, the finished nodes to aggregate, up to date (left
 None: every finished node); the engine scores and aggregates them. ``best_n``
 strategies may finish more than N paths and offer the N best-scored; a strategy that
-``scores_itself`` (DeepConf, by confidence) aggregates by score without a verifier. Names are
-the command line's ``--strategy`` values.
+``scores_itself`` (DeepConf by confidence; self-certainty and borda by self-certainty)
+aggregates by score without a verifier. Names are the command line's ``--strategy`` values.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from treesearch.engine.context import SearchContext
 from treesearch.errors import ConfigError
 from treesearch.strategies.ab_mcts import ab_mcts
 from treesearch.strategies.beam import beam, dvts, lookahead
+from treesearch.strategies.certainty import self_certainty
 from treesearch.strategies.deepconf import deepconf
 from treesearch.strategies.early_vote import early_vote
 from treesearch.strategies.genselect import gen_select
@@ -56,6 +57,8 @@ STRATEGIES: dict[str, Strategy] = {
     "revisions": Strategy(run=revisions, aggregator="hierarchical"),
     "early-vote": Strategy(run=early_vote, aggregator="majority"),
     "deepconf": Strategy(run=deepconf, aggregator="weighted", scores_itself=True),
+    "self-certainty": Strategy(run=self_certainty, aggregator="best", scores_itself=True),
+    "borda": Strategy(run=self_certainty, aggregator="borda", scores_itself=True),
     "particle-filter": Strategy(run=particle_filter, aggregator="weighted", needs_verifier=True),
     "ab-mcts": Strategy(run=ab_mcts, aggregator="best", needs_verifier=True),
     # Keep the knock-out's winner (or, cut short, its survivors) as the candidates.
