@@ -31,8 +31,17 @@ def summarise(
     return rows
 
 
-def plot(rows: Sequence[dict[str, Any]], key: str, title: str, path: Path, *, log_x: bool = False) -> None:
-    """Accuracy against generated tokens, a panel per level, a line per value of ``rows[i][key]``."""
+def plot(
+    rows: Sequence[dict[str, Any]],
+    key: str,
+    title: str,
+    path: Path,
+    *,
+    log_x: bool = False,
+    tokens: str = "completion_tokens",
+) -> None:
+    """Accuracy against generated tokens (``tokens``: "total_tokens", prompts included), a panel
+    per level, a line per value of ``rows[i][key]``."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
@@ -49,8 +58,8 @@ def plot(rows: Sequence[dict[str, Any]], key: str, title: str, path: Path, *, lo
     for axis, level in zip(axes, levels, strict=False):
         for name in series:
             mine = sorted((r for r in rows if r[key] == name and r["level"] == level),
-                          key=lambda r: r["completion_tokens"])  # fmt: skip
-            axis.plot([r["completion_tokens"] for r in mine], [r["accuracy"] for r in mine],
+                          key=lambda r: r[tokens])  # fmt: skip
+            axis.plot([r[tokens] for r in mine], [r["accuracy"] for r in mine],
                       marker="o", label=name)  # fmt: skip
         if log_x:
             axis.set_xscale("log")
@@ -58,7 +67,7 @@ def plot(rows: Sequence[dict[str, Any]], key: str, title: str, path: Path, *, lo
             axis.xaxis.set_major_formatter(ScalarFormatter())
             axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_title(level)
-        axis.set_xlabel("generated tokens per problem")
+        axis.set_xlabel("tokens per problem" if tokens == "total_tokens" else "generated tokens per problem")
         axis.grid(alpha=0.3)
     for row in grid:
         row[0].set_ylabel("accuracy")
