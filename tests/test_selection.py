@@ -16,7 +16,13 @@ from treesearch.backends.fake.selection import SelectionModel, selection_reply
 from treesearch.backends.fake.tasks import FakeTask
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.engine.tree import ROOT, Node, NodeStatus, SearchTree
-from treesearch.strategies.genselect import SELECT_ATTEMPTS, knockout_calls, parse_choice, selection_prompt
+from treesearch.strategies.genselect import (
+    SELECT_ATTEMPTS,
+    knockout_calls,
+    parse_choice,
+    selection_prompt,
+    shown,
+)
 from treesearch.strategies.rsa import subset
 
 pytestmark = pytest.mark.anyio
@@ -132,6 +138,16 @@ def test_the_selection_prompt_numbers_the_solutions_and_keeps_braces() -> None:
     assert prompt.question.startswith(PROBLEMS["a0"].question)
     assert "Solution 0:\nx is \\boxed{1}\n\nSolution 1:\n{question}\n" in prompt.question
     assert prompt.question.rstrip().endswith("from 0 to 1.")
+
+
+def test_a_long_solution_is_shown_by_its_end_and_never_its_thinking() -> None:
+    text = " ".join(f"w{i}" for i in range(100)) + " The answer is 7."
+    node = Node(id=1, parent=0, depth=1, text=text, tokens=500, thinking="hmm " * 300, reasoning_tokens=300)
+    assert shown(node, 200) == text  # 200 tokens of reply: within the cap (the thinking is not counted)
+    cut = shown(node, 20)
+    assert cut.startswith("…") and cut.endswith("The answer is 7.") and "w0 " not in cut
+    assert len(cut.split()) == 104 * 20 // 200  # the words' share of the kept tokens
+    assert "hmm" not in cut
 
 
 # -- recursive self-aggregation -------------------------------------------------------------
@@ -273,7 +289,7 @@ def test_the_fake_model_selects_and_aggregates_as_set() -> None:
     assert selection_reply(task, "Q [task:x]\n\nSolution:\n", rng, False, sure) is None
 
 
-def test_gen_select_runs_from_the_command_line(fake_server: Callable[..., str], tmp_path: Any) -> None:
+def test_rsa_runs_from_the_command_line(fake_server: Callable[..., str], tmp_path: Any) -> None:
     problems_file = write_problems(tmp_path / "p.jsonl", problems("b", 2))
     done = run_cli(
         "run", "--problems", str(problems_file), "--output", str(tmp_path / "out"), "--base-url",

@@ -61,13 +61,15 @@ def knockout_calls(n: int, k: int) -> int:
 
 
 def shown(node: Node, tokens: int) -> str:
-    """A solution as a prompt shows it: whole, or its last ``tokens`` tokens (by the count
-    the server reported, shared out over its words) after an ellipsis, which keeps the answer."""
+    """A solution as a prompt shows it: its reply, never its thinking, whole or its last
+    ``tokens`` tokens (by the count the server reported, shared out over its words) after an
+    ellipsis, which keeps the answer."""
     text = node.text.strip()
-    if node.tokens <= tokens:
+    own = node.tokens - (node.reasoning_tokens or 0)
+    if own <= tokens:
         return text
     words = _WORD.findall(text)
-    keep = max(1, len(words) * tokens // node.tokens)
+    keep = max(1, len(words) * tokens // own)
     return "…" + "".join(words[-keep:])
 
 
