@@ -30,6 +30,7 @@ from .choices import GOOD_LOGPROB, confident_tops, cut, event, render_choice, to
 from .faults import FaultDraws, check_fault, withholds_answer
 from .selection import SelectionModel, selection_reply
 from .tasks import TOKEN, FakeTask, count_tokens, ends_with_gold, marked_id, reply, step_score
+from .thinking import TAGS, ThinkingModel, thinking_reply
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,7 +42,8 @@ class FakeServerConfig:
     logprobs, DeepConf's C) is drawn around ``confidence`` when the text's last claim is the
     gold answer and ``confidence_margin`` lower when not, with ``confidence_noise`` as the
     spread, from the choice's own seed. ``selection`` answers generative selections and
-    aggregations (see ``selection``)."""
+    aggregations (see ``selection``); ``thinking`` makes tasks think before they answer (see
+    ``thinking``)."""
 
     model: str = "fake"
     latency_s: float = 0.0
@@ -65,6 +67,7 @@ class FakeServerConfig:
     seed: int = 0
     tasks: Mapping[str, FakeTask] = field(default_factory=dict)
     selection: SelectionModel = field(default_factory=SelectionModel)
+    thinking: ThinkingModel = field(default_factory=ThinkingModel)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
@@ -236,7 +239,7 @@ class FakeServer:
         count = 1 if config.ignore_n else asked.n + config.extra_choices
         if fault == "fewer":
             count = self._faults.fewer(asked.n)
-        choices, completion_tokens = self._choices(asked, count)
+        choices, completion_tokens, reasoning_tokens = self._choices(asked, count)
         response: dict[str, Any] = {
             "id": f"fake-{self.stats['requests']}",
             "object": "chat.completion" if asked.chat else "text_completion",
@@ -250,6 +253,8 @@ class FakeServer:
                 "completion_tokens": completion_tokens,
                 "total_tokens": asked.prompt_tokens + completion_tokens,
             }
+            if reasoning_tokens is not None:
+                response["usage"]["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
         return _Answer(response=response, text=json.dumps(response), completion_tokens=completion_tokens)
 
     async def _deliver(
@@ -307,6 +312,9 @@ class FakeServer:
             if include_usage:
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": written,
                          "total_tokens": prompt_tokens + written}  # fmt: skip
+                details = (response.get("usage") or {}).get("completion_tokens_details")
+                if details is not None:
+                    usage["completion_tokens_details"] = details
                 await out.write(event({**head, "choices": [], "usage": usage}))
             await out.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, RuntimeError):  # the client closed the stream
@@ -318,9 +326,10 @@ class FakeServer:
         self.stats["completion_tokens"] += written
         return out
 
-    def _choices(self, asked: _Asked, count: int) -> tuple[list[dict[str, Any]], int]:
-        """``count`` choices continuing the request's context as its body asks, and their
-        completion tokens."""
+    def _choices(self, asked: _Asked, count: int) -> tuple[list[dict[str, Any]], int, int | None]:
+        """``count`` choices continuing the request's context as its body asks, their
+        completion tokens, and their thinking's tokens (None when the task does not think; a
+        chat's tokens leave the think tags out, as they are in neither of its fields)."""
         config, body = self.config, asked.body
         stop = body.get("stop") or []
         stops = [stop] if isinstance(stop, str) else list(stop)
@@ -331,9 +340,14 @@ class FakeServer:
         greedy = float(body.get("temperature", 1.0)) == 0.0
         max_tokens = 10**9 if config.ignore_max_tokens else asked.max_tokens
         choices, completion_tokens = [], 0
+        thinks = config.thinking.of(asked.task)[0] > 0
+        reasoning_tokens = 0 if thinks else None
+        inside = thinks and TAGS.opened_in(asked.context)
         for index in range(count):
             rng = self._rng if seed is None else random.Random(f"{seed}:{index}")
             said, yes = selection_reply(asked.task, asked.context, rng, greedy, config.selection), None
+            if said is None:
+                said = thinking_reply(asked.task, asked.context, rng, greedy, config.thinking)
             if said is None:
                 said, yes = reply(
                     asked.task, asked.context, rng, greedy,
@@ -341,6 +355,13 @@ class FakeServer:
                 )  # fmt: skip
             text, finish, stop_reason = cut(said, stops, max_tokens)
             tokens = TOKEN.findall(text)
+            thought, shown = None, text
+            if reasoning_tokens is not None:
+                thought, answer = TAGS.split(text, inside=inside)
+                reasoning_tokens += len(TOKEN.findall(thought or ""))
+                if asked.chat:
+                    shown = answer
+                    tokens = TOKEN.findall((thought or "") + " " + answer)
             completion_tokens += len(tokens)
             tops = [{t: GOOD_LOGPROB} for t in tokens]
             if top_k > 1 and yes is None:
@@ -348,9 +369,11 @@ class FakeServer:
                 draws = random.Random(None if seed is None else f"{seed}:{index}:confidence")
                 centre = config.confidence - (0.0 if right else config.confidence_margin)
                 tops = confident_tops(tokens, top_k, centre, config.confidence_noise, draws)
-            choices.append(render_choice(index, text, finish, stop_reason, chat=asked.chat, logprobs=logprobs,
-                                         yes=yes, tops=tops))  # fmt: skip
-        return choices, completion_tokens
+            chat_thought = (config.thinking.field, thought) if asked.chat and thought is not None else None
+            choices.append(render_choice(index, shown, finish, stop_reason, chat=asked.chat,
+                                         logprobs=logprobs, yes=yes, tops=tops,
+                                         thinking=chat_thought))  # fmt: skip
+        return choices, completion_tokens, reasoning_tokens
 
     async def _pooling(self, request: web.Request) -> web.Response:
         """vLLM's /pooling for a process reward model: per input, [p_bad, p_good] per step tag."""

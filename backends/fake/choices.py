@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .tasks import TOKEN
+from .thinking import REASONING_FIELDS
 
 GOOD_LOGPROB = math.log(0.9)
 _STREAMED_LOGPROBS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
@@ -93,15 +94,24 @@ def render_choice(
     logprobs: Any,
     yes: float | None,
     tops: list[dict[str, float]],
+    thinking: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """One choice as the API shapes it, with logprobs when the request's ``logprobs`` asks:
-    ``tops`` per token, or for completions of a yes/no question its yes/no distribution."""
+    ``tops`` per token, or for completions of a yes/no question its yes/no distribution. A
+    chat choice's ``thinking`` (its field and text) goes in its message apart from ``text``,
+    its tokens' logprobs before the reply's (a completion's thinking is in its text, tags
+    and all)."""
     choice: dict[str, Any] = {"index": index, "finish_reason": finish, "stop_reason": stop_reason}
     if not chat:
         choice["text"] = text
         choice["logprobs"] = None if logprobs is None else _completion_logprobs(text, yes, tops)
         return choice
     choice["message"] = {"role": "assistant", "content": text}
+    shown = TOKEN.findall(text)
+    if thinking is not None:
+        field, thought = thinking
+        choice["message"][field] = thought
+        shown = TOKEN.findall(thought) + shown
     if logprobs:
         choice["logprobs"] = {
             "content": [
@@ -111,7 +121,7 @@ def render_choice(
                     "bytes": None,
                     "top_logprobs": [{"token": k, "logprob": v} for k, v in top.items()],
                 }
-                for t, top in zip(TOKEN.findall(text), tops, strict=True)
+                for t, top in zip(shown, tops, strict=True)
             ]
         }
     return choice
@@ -140,23 +150,26 @@ def event(data: dict[str, Any]) -> bytes:
 
 def token_events(choice: dict[str, Any], chat: bool) -> list[dict[str, Any]]:
     """A finished choice as stream chunks: one a token (its text up to the next token, and
-    its logprobs when the choice has them), then one with the finish reason."""
-    text = choice["message"]["content"] if chat else choice["text"]
-    starts = [match.start() for match in TOKEN.finditer(text)]
-    bounds = [0, *starts[1:], len(text)] if starts else []
+    its logprobs when the choice has them; a chat's thinking first, in its own field), then
+    one with the finish reason."""
+    if chat:
+        message = choice["message"]
+        parts = [(key, message[key]) for key in (*REASONING_FIELDS, "content") if key in message]
+    else:
+        parts = [("text", choice["text"])]
+    pieces = [(key, piece) for key, text in parts for piece in _token_pieces(text)]
     logprobs = choice.get("logprobs")
     events: list[dict[str, Any]] = []
-    for position in range(len(starts)):
-        piece = text[bounds[position] : bounds[position + 1]]
+    for position, (key, piece) in enumerate(pieces):
         chunk: dict[str, Any] = {"index": choice["index"], "finish_reason": None}
         if chat:
-            chunk["delta"] = {"content": piece}
+            chunk["delta"] = {key: piece}
             if logprobs:
                 chunk["logprobs"] = {"content": [logprobs["content"][position]]}
         else:
             chunk["text"] = piece
             if logprobs:
-                chunk["logprobs"] = {key: [logprobs[key][position]] for key in _STREAMED_LOGPROBS}
+                chunk["logprobs"] = {name: [logprobs[name][position]] for name in _STREAMED_LOGPROBS}
         events.append(chunk)
     end: dict[str, Any] = {"index": choice["index"], "finish_reason": choice["finish_reason"],
                            "stop_reason": choice.get("stop_reason")}  # fmt: skip
@@ -166,3 +179,10 @@ def token_events(choice: dict[str, Any], chat: bool) -> list[dict[str, Any]]:
         end["text"] = ""
     events.append(end)
     return events
+
+
+def _token_pieces(text: str) -> list[str]:
+    """``text`` cut before each token but the first: every piece one token and the space after it."""
+    starts = [match.start() for match in TOKEN.finditer(text)]
+    bounds = [0, *starts[1:], len(text)] if starts else []
+    return [text[bounds[position] : bounds[position + 1]] for position in range(len(starts))]

@@ -46,7 +46,9 @@ class FakeTask:
     """One problem's behaviour. ``answers`` maps each final answer to its probability. A
     revision (a prompt showing earlier "Attempt k:" solutions) starts from the latest
     attempt's answer: a wrong one becomes right with probability ``revise_fix``, a right one
-    wrong with ``revise_break``; otherwise it keeps it."""
+    wrong with ``revise_break``; otherwise it keeps it. ``think`` tokens of thinking come
+    before each answer and ``wait_fix`` is how often more thinking after "Wait" fixes a wrong
+    one (see ``thinking``; None: the server's defaults)."""
 
     steps: int = 3
     answers: Mapping[str, float] = field(default_factory=lambda: {"42": 1.0})
@@ -56,6 +58,8 @@ class FakeTask:
     revise_fix: float = 0.0
     revise_break: float = 0.0
     gold: str | None = None
+    think: int | None = None
+    wait_fix: float | None = None
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any], gold: str | None = None) -> FakeTask:
@@ -69,6 +73,8 @@ class FakeTask:
             latency_s=float(spec.get("latency_s", 0.0)),
             revise_fix=float(spec.get("revise_fix", 0.0)),
             revise_break=float(spec.get("revise_break", 0.0)),
+            think=None if spec.get("think") is None else int(spec["think"]),
+            wait_fix=None if spec.get("wait_fix") is None else float(spec["wait_fix"]),
         )
 
 
@@ -94,9 +100,12 @@ def make_problems(
     early: float = 0.0,
     revise_fix: float = 0.0,
     revise_break: float = 0.0,
+    think: int | None = None,
+    wait_fix: float | None = None,
 ) -> list[dict[str, Any]]:
     """Problem records whose right answer has probability ``p_correct`` and the rest is spread
-    evenly over ``wrong`` wrong answers; ready for a problems JSONL file and for the server."""
+    evenly over ``wrong`` wrong answers; ready for a problems JSONL file and for the server.
+    ``think`` and ``wait_fix`` are written only when given (thinking tasks)."""
     records = []
     for index in range(count):
         gold = str(10 + index)
@@ -117,6 +126,8 @@ def make_problems(
                     "latency_s": latency_s,
                     "revise_fix": revise_fix,
                     "revise_break": revise_break,
+                    **({} if think is None else {"think": think}),
+                    **({} if wait_fix is None else {"wait_fix": wait_fix}),
                 },
             }
         )

@@ -18,6 +18,7 @@ def serve_fake(args: argparse.Namespace) -> int:
     from treesearch.backends.fake.launch import serve
     from treesearch.backends.fake.selection import SelectionModel
     from treesearch.backends.fake.tasks import tasks_from_file, write_problem_set
+    from treesearch.backends.fake.thinking import ThinkingModel
 
     if args.write_problems is not None:
         write_problem_set(args.write_problems, args.count)
@@ -50,6 +51,7 @@ def serve_fake(args: argparse.Namespace) -> int:
         token_latency_s=args.token_latency,
         tasks=tasks_from_file(args.problems) if args.problems else {},
         selection=SelectionModel.from_args(args),
+        thinking=ThinkingModel.from_args(args),
     )
     try:
         asyncio.run(serve(config, args.host, args.port))
@@ -112,4 +114,7 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     from treesearch.backends.fake.selection import add_arguments as add_selection_arguments
 
     add_selection_arguments(parser)
+    from treesearch.backends.fake.thinking import add_arguments as add_thinking_arguments
+
+    add_thinking_arguments(parser)
     parser.set_defaults(handler=serve_fake)
