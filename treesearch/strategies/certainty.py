@@ -27,8 +27,9 @@ from treesearch.errors import BudgetExhausted, ConfigError
 
 
 def score_traces(ctx: SearchContext) -> None:
-    """Score every trace under the root by its self-certainty."""
-    for trace in ctx.tree.children(ROOT):
+    """Score every trace under the root by its self-certainty, and offer them all."""
+    traces = ctx.tree.children(ROOT)
+    for trace in traces:
         if trace.certainties is None and trace.tokens:
             raise ConfigError(
                 f"self-certainty needs token logprobs with top_logprobs, and {ctx.policy.endpoint} sent "
@@ -36,9 +37,11 @@ def score_traces(ctx: SearchContext) -> None:
                 "choose another strategy"
             )
         ctx.tree.update(trace.id, scores=(trace_certainty(trace.certainties or ()),))
+    ctx.candidates = [trace.id for trace in traces]
 
 
 async def self_certainty(ctx: SearchContext, config: SearchConfig) -> None:
+    ctx.candidates = []  # none until scored: a refusal chooses nothing
     try:
         await ctx.expand(ROOT, config.n, whole=True, logprobs=config.certainty_top_k)
     except (BudgetExhausted, anyio.get_cancelled_exc_class()):
