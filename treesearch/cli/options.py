@@ -22,6 +22,8 @@ from treesearch.engine.config import OPTIONS, SearchConfig
 from treesearch.engine.options import COUNTS, NOT_NEGATIVES, POSITIVES, Group, Option, Range, declared
 from treesearch.engine.policy import SamplingParams
 from treesearch.engine.steps import StepFormat
+from treesearch.engine.thinking import ThinkTags
+from treesearch.errors import ConfigError
 from treesearch.problem_files import PRESETS, Fields
 from treesearch.problems import Problem, load_problems
 from treesearch.strategies import STRATEGIES
@@ -30,6 +32,14 @@ from treesearch.strategies import STRATEGIES
 def text(value: str) -> str:
     """Command-line text with backslash escapes, so ``--step-delimiter '\\n\\n'`` works."""
     return codecs.decode(value, "unicode_escape")
+
+
+def think_tags(value: str) -> ThinkTags:
+    """``--think-tags OPEN,CLOSE`` (backslash escapes allowed)."""
+    try:
+        return ThinkTags.parse(text(value))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def number(kind: Callable[[str], float], what: str, ok: Callable[[float], bool]) -> Callable[[str], Any]:
@@ -233,6 +243,9 @@ def add_endpoint_options(
     parser.add_argument(
         "--api", choices=["completions", "chat"], default="completions", help="the endpoint's API"
     )
+    parser.add_argument("--think-tags", type=think_tags, default=None, metavar="OPEN,CLOSE",
+                        help="the tags around a reasoning model's thinking in its text, where no "
+                        "reasoning parser sends it apart (default: <think>,</think>)")  # fmt: skip
     parser.add_argument(key_flag, dest="api_key", default=None, help="the key sent to the server, "
                         "never printed or logged (default: $OPENAI_API_KEY)")  # fmt: skip
     parser.add_argument(timeout_flag, dest="timeout_s", type=POSITIVE, default=600.0,

@@ -123,7 +123,7 @@ async def serve_command(args: argparse.Namespace) -> int:
             model=backends.model,
             policy=backends.policy,
             policy_for=lambda model: make_backend(
-                "openai", base_url=backends.endpoint, model=model, api=args.api
+                "openai", base_url=backends.endpoint, model=model, api=args.api, think_tags=args.think_tags
             ),
             verifier=backends.verifier,
             finish_check=backends.finish_check,

@@ -163,6 +163,7 @@ def backend_spec(args: argparse.Namespace, verifier: Verifier | str | None) -> B
         model=args.model,
         model_file=args.model_file,
         api=args.api,
+        think_tags=args.think_tags,
         concurrency=args.concurrency,
         timeout_s=args.timeout_s,
         completion_check=args.completion_check,

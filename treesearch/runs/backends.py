@@ -20,6 +20,7 @@ from treesearch.answers.equivalence import MathEquivalence
 from treesearch.backends.endpoint import Endpoint, server_root
 from treesearch.backends.verifiers import FINISHED_TEMPLATE
 from treesearch.engine.policy import Policy
+from treesearch.engine.thinking import ThinkTags
 from treesearch.engine.verify import Verifier
 from treesearch.errors import ConfigError
 from treesearch.registry import make_backend
@@ -31,8 +32,8 @@ class BackendSpec:
     model, ``model_file`` or the bundled one); ``verifier`` a verifier backend's kind built
     on the policy's server or on ``prm_urls`` (None: no verifier, or one given ready to
     ``open_backends``); ``completion_check`` "judge" adds the policy's own yes/no judge;
-    ``system_prompt`` and ``prompt_template`` replace the policy's own when given. Keys are
-    kept out of the repr."""
+    ``system_prompt`` and ``prompt_template`` replace the policy's own when given, as
+    ``think_tags`` do the policy's default tags. Keys are kept out of the repr."""
 
     backend: str = "openai"
     base_urls: tuple[str, ...] = ()
@@ -40,6 +41,7 @@ class BackendSpec:
     model: str | None = None
     model_file: Path | None = None
     api: str = "completions"
+    think_tags: ThinkTags | None = None
     concurrency: int = 256
     timeout_s: float = 600.0
     verifier: str | None = None
@@ -86,9 +88,12 @@ async def open_backends(spec: BackendSpec, verifier: Verifier | None = None) -> 
         )
         prompts = {"system_prompt": spec.system_prompt, "prompt_template": spec.prompt_template}
         prompts = {name: text for name, text in prompts.items() if text is not None}
+        policy = make_backend(
+            "openai", base_url=endpoint, model=model, api=spec.api, think_tags=spec.think_tags, **prompts
+        )
         yield Backends(
             model=model,
-            policy=make_backend("openai", base_url=endpoint, model=model, api=spec.api, **prompts),
+            policy=policy,
             verifier=verifier,
             finish_check=finish_check,
             equivalence=equivalence,
