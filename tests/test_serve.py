@@ -602,3 +602,56 @@ def test_the_serve_page_snippet_runs(fake_server: Callable[..., str]) -> None:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "The answer is" in done.stdout and "'strategy': 'beam'" in done.stdout
+
+
+@pytest.fixture(scope="module", params=["completions", "chat"])
+def thinking_proxy(request: pytest.FixtureRequest, fake_server: Callable[..., str]) -> Iterator[str]:
+    """serve before a model that thinks 40 tokens, read from its tags or its reasoning_content."""
+    with serving(fake_server("--think", "40"), "--n", "4", "--api", request.param) as url:
+        yield url
+
+
+def test_the_chosen_path_s_thinking_passes_through(
+    client: Callable[..., openai.OpenAI], thinking_proxy: str
+) -> None:
+    from treesearch.backends.fake.tasks import count_tokens
+
+    answer = client(thinking_proxy).chat.completions.create(model="fake", messages=question("sure2"), seed=2)  # type: ignore[arg-type]
+    message = answer.choices[0].message
+    thinking = (message.model_extra or {})["reasoning_content"]
+    assert thinking.startswith("First guess: \\boxed{") and "</think>" not in thinking
+    assert message.content == f"The answer is {PROBLEMS['sure2'].answer}."
+    assert answer.usage is not None and answer.usage.completion_tokens_details is not None
+    # four traces of one length, each counted by the upstream
+    assert answer.usage.completion_tokens_details.reasoning_tokens == 4 * count_tokens(thinking)
+    chunks = list(client(thinking_proxy).chat.completions.create(
+        model="fake", messages=question("sure2"), seed=2, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    ))  # fmt: skip
+    deltas = [(c.choices[0].delta.model_extra or {}, c.choices[0].delta.content) for c in chunks if c.choices]
+    streamed = [extra["reasoning_content"] for extra, _ in deltas if "reasoning_content" in extra]
+    said = [content for _, content in deltas if content]
+    assert "".join(streamed) == thinking and "".join(said) == message.content
+    assert all("reasoning_content" in extra for extra, _ in deltas[: len(streamed)])  # the thinking first
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens_details is not None
+    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == 4 * count_tokens(thinking)
+
+
+def test_raw_answers_carry_the_thinking_and_stay_openai_shaped(thinking_proxy: str) -> None:
+    from openai.types import Completion
+    from openai.types.chat import ChatCompletion
+
+    status, chat, _ = post(thinking_proxy, {**ASK, "seed": 1})
+    assert status == 200 and ChatCompletion.model_validate(chat, strict=True)
+    assert str(chat["choices"][0]["message"]["reasoning_content"]).startswith("First guess")  # type: ignore[index]
+    prompt: dict[str, object] = {"model": "fake", "prompt": PROBLEMS["sure1"].question}
+    status, text, _ = post(thinking_proxy, prompt, "/completions")
+    assert status == 200 and Completion.model_validate(text, strict=True)
+    choice = text["choices"][0]  # type: ignore[index]
+    assert str(choice["reasoning_content"]).startswith("First guess") and "<think>" not in choice["text"]
+
+
+def test_an_answer_without_thinking_carries_no_reasoning_fields(proxy: tuple[str, str]) -> None:
+    status, chat, _ = post(proxy[0], {**ASK, "seed": 1})
+    assert status == 200 and set(chat["choices"][0]["message"]) == {"role", "content"}  # type: ignore[index]
+    assert set(chat["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}  # type: ignore[call-overload]

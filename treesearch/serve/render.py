@@ -1,6 +1,12 @@
 """How ``treesearch serve`` renders search results, in pure functions of data: the error
 status a result maps to (by the type of its failure), and the OpenAI completion, chunks,
-usage and ``treesearch`` summary of the request's searches."""
+usage and ``treesearch`` summary of the request's searches.
+
+A reasoning model's thinking on the chosen path passes through as vLLM's reasoning parser
+sends it: ``reasoning_content`` beside the text (in a chat message, or a completion's
+choice), streamed first as its own deltas, and its tokens in
+``usage.completion_tokens_details.reasoning_tokens``. A response without thinking is what
+it was before."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Any
 
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.search import SearchResult, StopReason
+from treesearch.engine.tree import Node
 from treesearch.errors import EndpointError, VerifierError
 from treesearch.serve.protocol import RequestError, SearchRequest
 
@@ -45,11 +52,23 @@ def failure_of(result: SearchResult, config: SearchConfig) -> RequestError | Non
 
 def path_text(result: SearchResult, delimiter: str) -> str:
     """The text of the path behind the answer: the best-scored candidate giving it."""
+    return delimiter.join(node.text for node in _path(result))
+
+
+def path_thinking(result: SearchResult) -> str | None:
+    """The thinking on the path behind the answer, its steps' apart by blank lines (None
+    when none of them thought)."""
+    thoughts = [node.thinking for node in _path(result) if node.thinking]
+    return "\n\n".join(thoughts) if thoughts else None
+
+
+def _path(result: SearchResult) -> list[Node]:
+    """The path behind the answer: the best-scored candidate giving it (none without one)."""
     giving = [c for c in result.candidates if c.answer == result.answer]
     if result.tree is None or not giving:
-        return ""
+        return []
     best = max(giving, key=lambda c: c.score if c.score is not None else -1.0)
-    return delimiter.join(result.tree.steps(best.node))
+    return result.tree.path(best.node)
 
 
 def content_of(result: SearchResult, config: SearchConfig, stops: Sequence[str]) -> tuple[str, str]:
@@ -60,10 +79,16 @@ def content_of(result: SearchResult, config: SearchConfig, stops: Sequence[str])
     return text[:cut], "stop" if result.answer is not None else "length"
 
 
-def usage_of(results: Sequence[SearchResult]) -> dict[str, int]:
+def usage_of(results: Sequence[SearchResult]) -> dict[str, Any]:
+    """Every search's tokens; the thinking's among the completion tokens when a model thought."""
     prompt = sum(r.usage.prompt_tokens for r in results)
     completion = sum(r.usage.completion_tokens for r in results)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}  # fmt: skip
+    reasoning = sum(r.usage.reasoning_tokens for r in results)
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
 
 
 def summary_of(result: SearchResult, config: SearchConfig) -> dict[str, Any]:
@@ -96,6 +121,9 @@ def answer(
         text, finish = content_of(result, config, asked.stops())
         choice: dict[str, Any] = {"index": index, "finish_reason": finish, "logprobs": None}
         choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+        thinking = path_thinking(result)
+        if thinking is not None:
+            (choice["message"] if chat else choice)["reasoning_content"] = thinking
         if len(results) > 1:
             choice["treesearch"] = summary_of(result, config)
         choices.append(choice)
@@ -115,20 +143,25 @@ def chunks(
     asked: SearchRequest,
     chat: bool,
 ) -> list[dict[str, Any]]:
-    """The stream's chunks: each choice's text a line a chunk, its last carrying the finish
-    reason and its summary; then the usage when ``stream_options.include_usage`` asks."""
+    """The stream's chunks: each choice's thinking then its text a line a chunk, its last
+    carrying the finish reason and its summary; then the usage when
+    ``stream_options.include_usage`` asks."""
     kind = "chat.completion.chunk" if chat else "text_completion"
     out: list[dict[str, Any]] = []
     for index, result in enumerate(results):
         text, finish = content_of(result, config, asked.stops())
-        pieces = [line for line in re.split(r"(?<=\n)", text) if line] or [""]
-        for number, piece in enumerate(pieces):
+        thinking = path_thinking(result) or ""
+        pieces = [("reasoning_content", line) for line in _lines(thinking)]
+        pieces += [("content", line) for line in _lines(text)] or [("content", "")]
+        for number, (key, piece) in enumerate(pieces):
             last = number == len(pieces) - 1
             choice: dict[str, Any] = {"index": index, "finish_reason": finish if last else None}
             if chat:
-                choice["delta"] = {"content": piece, **({"role": "assistant"} if number == 0 else {})}
-            else:
+                choice["delta"] = {key: piece, **({"role": "assistant"} if number == 0 else {})}
+            elif key == "content":
                 choice["text"] = piece
+            else:
+                choice.update({"text": "", key: piece})
             chunk = {**head, "object": kind, "choices": [choice]}
             if last:
                 chunk["treesearch"] = summary_of(result, config)
@@ -136,3 +169,8 @@ def chunks(
     if asked.stream_options is not None and asked.stream_options.include_usage:
         out.append({**head, "object": kind, "choices": [], "usage": usage_of(results)})
     return out
+
+
+def _lines(text: str) -> list[str]:
+    """``text`` a line a piece, each with its line break."""
+    return [line for line in re.split(r"(?<=\n)", text) if line]
