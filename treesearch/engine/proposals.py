@@ -18,6 +18,16 @@ from functools import partial
 import anyio
 
 from treesearch.engine.budget import Budget
+from treesearch.engine.budget_forcing import (
+    Forced,
+    Send,
+    force,
+    forcing,
+    opened_by,
+    raw_steps,
+    raw_text_policy,
+    think_tags,
+)
 from treesearch.engine.charge import charged
 from treesearch.engine.policy import (
     Choice,
@@ -33,7 +43,7 @@ from treesearch.engine.steps import StepFormat
 from treesearch.engine.taskgroups import gather
 from treesearch.engine.thinking import joined
 from treesearch.engine.tree import ROOT, Node, NodeStatus, SearchTree
-from treesearch.errors import ConfigError, EndpointError
+from treesearch.errors import BudgetExhausted, ConfigError, EndpointError
 from treesearch.logs import get_logger
 from treesearch.problems import Problem
 
@@ -82,10 +92,13 @@ class Proposals:
         if revises is not None:
             stream = f"{stream}revises {self.tree.node(revises).position}:"
         whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
+        forced = whole and forcing(self.step_format)
+        if forced:
+            raw_text_policy(self.policy)
         params = replace(self._params(whole, temperature), logprobs=logprobs)
         prefix = Prefix(
             problem=prompt or self.problem,
-            steps=self.tree.steps(node_id),
+            steps=self._steps(node_id, prompt or self.problem),
             delimiter=self.step_format.delimiter,
         )
         prompt_bound = (
@@ -100,33 +113,27 @@ class Proposals:
                 sizes.append(wanted % per_request)
 
             async def one(size: int, request: str, seed: int | None) -> list[Node]:
-                async with charged(self.budget, prompt_bound, params.max_tokens, size) as reservation:
-                    generation = await self.policy.generate(
-                        prefix, reservation.choices, replace(params, seed=seed)
-                    )
-                    thought = _reasoning(generation)
-                    self.budget.settle(
-                        reservation,
-                        generation.prompt_tokens,
-                        generation.completion_tokens,
-                        estimated=generation.estimated,
-                        reasoning_tokens=thought.total,
-                        reasoning_estimated=thought.estimated,
-                    )
-                if len(generation.choices) > reservation.choices:
-                    self.budget.overran(
-                        f"{len(generation.choices)} choices for n={reservation.choices}; kept those asked for"
-                    )
-                    generation = replace(generation, choices=generation.choices[: reservation.choices])
-                return self._record(
+                asked = replace(params, seed=seed)
+                generation, thought = await self._generate(prefix, size, asked, prompt_bound)
+                counts: Sequence[int | None] = thought.counts
+                traces: list[Forced] = []
+                if forced:
+                    traces = await self._force(prefix, generation, thought, asked)
+                    generation = replace(generation, choices=tuple(trace.choice for trace in traces))
+                    counts = [trace.choice.reasoning_tokens for trace in traces]
+                children = self._record(
                     node_id,
                     generation,
-                    thought.counts,
+                    counts,
                     whole,
                     revises,
                     request=request,
                     own_prompt=prompt is None,
+                    requests=[trace.requests for trace in traces],
                 )
+                if any(trace.exhausted for trace in traces):
+                    raise BudgetExhausted("a thinking budget's next request did not fit")
+                return children
 
             batches = await gather([partial(one, size, *self._request(node_id, stream)) for size in sizes])
             got = [child for batch in batches for child in batch]
@@ -151,9 +158,8 @@ class Proposals:
         whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
         request, seed = self._request(node_id)
         params = replace(self._params(whole, None), logprobs=logprobs, seed=seed)
-        prefix = Prefix(
-            problem=self.problem, steps=self.tree.steps(node_id), delimiter=self.step_format.delimiter
-        )
+        steps = self._steps(node_id, self.problem)
+        prefix = Prefix(problem=self.problem, steps=steps, delimiter=self.step_format.delimiter)
         prompt_bound = self._prompt_bound(node_id, prefix)
         known_prompt = self.tree.node(node_id).prompt_tokens
         parts: list[str] = []
@@ -233,13 +239,77 @@ class Proposals:
                 raise
             return record("low_confidence")
 
+    async def _generate(
+        self, prefix: Prefix, size: int, params: SamplingParams, prompt_bound: int
+    ) -> tuple[Generation, _Thought]:
+        """One request for ``size`` choices, reserved before it is sent and settled after."""
+        async with charged(self.budget, prompt_bound, params.max_tokens, size) as reservation:
+            generation = await self.policy.generate(prefix, reservation.choices, params)
+            thought = _reasoning(generation)
+            self.budget.settle(
+                reservation,
+                generation.prompt_tokens,
+                generation.completion_tokens,
+                estimated=generation.estimated,
+                reasoning_tokens=thought.total,
+                reasoning_estimated=thought.estimated,
+            )
+        if len(generation.choices) > reservation.choices:
+            self.budget.overran(
+                f"{len(generation.choices)} choices for n={reservation.choices}; kept those asked for"
+            )
+            generation = replace(generation, choices=generation.choices[: reservation.choices])
+        return generation, thought
+
+    async def _force(
+        self, prefix: Prefix, generation: Generation, thought: _Thought, params: SamplingParams
+    ) -> list[Forced]:
+        """Each choice of a thinking request held to the thinking budget
+        (``budget_forcing``), its further requests continuing ``prefix`` with raw text."""
+        policy = raw_text_policy(self.policy)
+        tags, opened = policy.think_tags, opened_by(policy, prefix)
+        known = None if generation.estimated else generation.prompt_tokens
+
+        def sender(index: int) -> Send:
+            async def send(text: str, max_tokens: int, name: str) -> tuple[Choice, int | None, int]:
+                asked = Prefix(problem=prefix.problem, steps=(prefix.continuation() + text,), delimiter="")
+                bound = (
+                    self.policy.prompt_token_bound(asked) if known is None
+                    else known + token_upper_bound(text) + _BOUNDARY_SLACK
+                )  # fmt: skip
+                seed = None if params.seed is None else zlib.crc32(f"{params.seed}:{index}:{name}".encode())
+                more, counted = await self._generate(
+                    asked, 1, replace(params, max_tokens=max_tokens, seed=seed), bound
+                )
+                if not more.choices:
+                    raise EndpointError(self.policy.endpoint, None, "the server returned no choices")
+                return more.choices[0], counted.counts[0], _tokens(more)[0]
+
+            return send
+
+        served = _tokens(generation)
+        return await gather([
+            partial(force, choice, thought.counts[index], served[index], rules=self.step_format, tags=tags,
+                    opened=opened, send=sender(index))
+            for index, choice in enumerate(generation.choices)
+        ])  # fmt: skip
+
+    def _steps(self, node_id: int, problem: Problem) -> tuple[str, ...]:
+        """The steps of the path ending at ``node_id`` as the model continues them: their
+        texts, and where they thought, their thinking in its tags (``raw_steps``)."""
+        path = self.tree.path(node_id)
+        if all(node.thinking is None for node in path):
+            return tuple(node.text for node in path)
+        opened = opened_by(self.policy, Prefix(problem=problem))
+        return raw_steps(path, think_tags(self.policy), opened=opened)
+
     def _params(self, whole: bool, temperature: float | None) -> SamplingParams:
         fmt = self.step_format
         return replace(
             self.sampling,
             temperature=self.sampling.temperature if temperature is None else temperature,
-            max_tokens=fmt.max_tokens if whole else fmt.max_step_tokens,
-            stop=fmt.end_stops if whole else (fmt.delimiter, *fmt.end_stops),
+            max_tokens=(fmt.thinking_budget or fmt.max_tokens) if whole else fmt.step_tokens,
+            stop=fmt.end_stops if whole else fmt.step_stops,
         )
 
     def _request(self, node_id: int, stream: str = "") -> tuple[str, int | None]:
@@ -263,12 +333,13 @@ class Proposals:
         for the nearest ancestor plus a byte bound for the steps after it, or the policy's
         own bound before any count is known."""
         path = [self.tree.node(ROOT), *self.tree.path(node_id)]
+        steps = ("", *prefix.steps)  # as sent: a step's thinking in its tags
         extra = 0
-        for node in reversed(path):
+        for node, step in zip(reversed(path), reversed(steps), strict=True):
             if node.prompt_tokens is not None:
                 return node.prompt_tokens + extra
             if node.id != ROOT:
-                extra += token_upper_bound(node.text + prefix.delimiter) + _BOUNDARY_SLACK
+                extra += token_upper_bound(step + prefix.delimiter) + _BOUNDARY_SLACK
         return self.policy.prompt_token_bound(prefix)
 
     def _record(
@@ -281,7 +352,10 @@ class Proposals:
         *,
         request: str,
         own_prompt: bool = True,
+        requests: Sequence[int] = (),
     ) -> list[Node]:
+        """The children ``generation`` adds under ``parent_id``; ``requests``: how many
+        requests made each (one each when not given)."""
         # Another rendering's prompt (a revision's) is not the parent's prefix: its count
         # says nothing of the parent.
         known = self.tree.node(parent_id).prompt_tokens is not None
@@ -304,6 +378,7 @@ class Proposals:
                 certainties=choice.certainties,
                 thinking=choice.thinking,
                 reasoning_tokens=reasoning[index],
+                requests=requests[index] if requests else 1,
             )
             children.append(child)
             self._log.debug(
@@ -319,8 +394,13 @@ class Proposals:
     def _status(self, choice: Choice, answer: str | None, ended: bool) -> NodeStatus:
         if answer is not None:
             return NodeStatus.ANSWERED
-        # A step that stopped within its thinking has more to think, though it has no text yet.
-        ended = ended or choice.finish_reason != "stop" or not (choice.text.strip() or choice.thinking)
+        # A step that stopped within its thinking has more to think, though it has no text yet,
+        # and so has one cut by --thinking-step-tokens there.
+        capped = self.step_format.thinking_step_tokens is not None and choice.finish_reason == "length"
+        within = bool(choice.thinking) and not choice.text.strip()
+        ended = ended or (choice.finish_reason != "stop" and not (capped and within)) or not (
+            choice.text.strip() or choice.thinking
+        )
         return NodeStatus.DEAD_END if ended else NodeStatus.OPEN
 
 

@@ -19,8 +19,12 @@ class StepFormat:
     "\\nQ:" after a few-shot prompt); text that runs on into a next question anyway is cut
     there. A whole solution in one call may use ``max_tokens``. ``answer_pattern`` is a
     regular expression that states the final answer (group ``answer``, else group 1), in
-    place of the built-in ``\\boxed{}`` / "The answer is" rules. Each field is a search
-    option of the command line, shown by ``--help`` in the order of the fields."""
+    place of the built-in ``\\boxed{}`` / "The answer is" rules. A whole solution's thinking
+    may be held between ``min_thinking`` and ``thinking_budget`` tokens (``budget_forcing``:
+    the wait word, the answer cue and the answer's tokens are its settings); inside a long
+    thinking a step may also end before a marker word (``thinking_markers``) or after
+    ``thinking_step_tokens``, a cut that leaves its path open. Each field is a search option
+    of the command line, shown by ``--help`` in the order of the fields."""
 
     max_step_tokens: int = option(256, "tokens of one step", group="search", range=COUNTS)
     max_tokens: int = option(
@@ -49,11 +53,66 @@ class StepFormat:
         parse=str,
         metavar="REGEX",
     )
+    thinking_budget: int | None = option(
+        None,
+        "T: a whole solution's thinking stops at T tokens, then the end-of-thinking tag and "
+        "--answer-cue, and the answer in one short request (s1's budget forcing; completions "
+        "only) (default: no cap)",
+        group="search",
+        range=COUNTS,
+    )
+    min_thinking: int | None = option(
+        None,
+        "T0: a whole solution's thinking that ends before T0 tokens goes on after --wait-word "
+        "(s1; completions only) (default: none)",
+        group="search",
+        range=COUNTS,
+    )
+    max_waits: int = option(1, "k: how often --min-thinking may go on after --wait-word", group="search",
+                            range=COUNTS)  # fmt: skip
+    wait_word: str = option("Wait", "what a thinking ended too early goes on after", group="search")
+    answer_cue: str = option(
+        "Final Answer:", "what follows the end-of-thinking tag a thinking budget adds", group="search"
+    )
+    answer_tokens: int = option(
+        64, "tokens of the answer asked for after a thinking budget", group="search", range=COUNTS
+    )
+    thinking_markers: tuple[str, ...] = option(
+        (),
+        "a word that starts a new step where it follows a space or a line break, such as Wait "
+        "or Alternatively, repeatable (default: none)",
+        flag="--step-marker",
+        group="search",
+    )
+    thinking_step_tokens: int | None = option(
+        None,
+        "tokens of one step: a step cut there inside a thinking goes on in the next (default: "
+        "--max-step-tokens, which ends its path)",
+        group="search",
+        range=COUNTS,
+    )
 
     def __post_init__(self) -> None:
         if not self.delimiter:
             raise ConfigError("the step delimiter must not be empty")
         check(self, _CHECKS)
+        if not self.wait_word.strip() or not all(marker.strip() for marker in self.thinking_markers):
+            raise ConfigError("the wait word and step markers must not be blank")
+        low, high = self.min_thinking, self.thinking_budget
+        if low is not None and high is not None and low > high:
+            raise ConfigError(f"min thinking must not exceed the thinking budget, got {low} > {high}")
+
+    @property
+    def step_stops(self) -> tuple[str, ...]:
+        """The stop strings of one step: its delimiter, each marker after a space or a line
+        break (the marker starts the next step), and the solution's end stops."""
+        markers = tuple(f"{space}{marker}" for marker in self.thinking_markers for space in ("\n", " "))
+        return (self.delimiter, *markers, *self.end_stops)
+
+    @property
+    def step_tokens(self) -> int:
+        """The most tokens of one step."""
+        return self.max_step_tokens if self.thinking_step_tokens is None else self.thinking_step_tokens
         if self.answer_pattern is not None:
             try:
                 re.compile(self.answer_pattern)

@@ -56,7 +56,9 @@ class Node:
     ``thinking`` a reasoning model's thinking before ``text`` (None when it did not think:
     ``text`` and the answer are only what followed it) and ``reasoning_tokens`` its share of
     ``tokens``; ``shown`` the solutions its prompt showed (a generative selection's group, an
-    aggregation's subset) and ``chosen`` the one a selection named (None: it named none).
+    aggregation's subset) and ``chosen`` the one a selection named (None: it named none);
+    ``requests`` how many requests made it (a thinking budget's continuations and answer
+    request join its thinking request's node: ``engine.budget_forcing``).
     Scores are finite numbers, always: a NaN would decide selections at random and break
     the JSON rows.
     """
@@ -80,6 +82,7 @@ class Node:
     reasoning_tokens: int | None = None
     shown: tuple[int, ...] | None = None
     chosen: int | None = None
+    requests: int = 1
 
     def __post_init__(self) -> None:
         if self.scores is not None and not all(math.isfinite(score) for score in self.scores):
