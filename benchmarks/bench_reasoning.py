@@ -47,7 +47,7 @@ LEVELS = {"minority": (0.3, 2), "rare": (0.25, 5)}
 STEPS = 4
 # label: (strategy, its options, the (N, option changes) points of its curve)
 SERIES: dict[str, tuple[str, dict[str, Any], list[tuple[int, dict[str, Any]]]]] = {
-    "majority-vote": ("majority-vote", {}, [(n, {}) for n in (4, 8, 16, 32, 64)]),
+    "majority-vote": ("majority-vote", {}, [(n, {}) for n in (4, 8, 16, 32, 64, 128, 256)]),
     "gen-select (K=4)": ("gen-select", {"select_k": 4}, [(n, {}) for n in (4, 8, 16, 32)]),
     "rsa (K=4, T=2)": ("rsa", {"rsa_k": 4, "rsa_rounds": 2}, [(n, {}) for n in (4, 8, 16)]),
     "rsa (K=4, N=8)": ("rsa", {"rsa_k": 4}, [(8, {"rsa_rounds": t}) for t in (1, 2, 4, 8)]),
@@ -113,13 +113,13 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     for name in args.sections:
         routine, title, flags = SECTIONS[name]
-        started = time.perf_counter()
+        started, at = time.perf_counter(), commit()  # the code the run starts with
         with tempfile.TemporaryDirectory() as tmp, spawn(flags, made, Path(tmp)) as url:
             rows = anyio.run(routine, url, items)
         saved["sections"][name] = {
             "command": f"python benchmarks/bench_reasoning.py --per-level {args.per_level} --sections {name}",
             "date": datetime.date.today().isoformat(),
-            "commit": commit(),
+            "commit": at,
             "machine": machine(),
             "server": "treesearch serve-fake " + " ".join(flags),
             "wall_s": round(time.perf_counter() - started),
