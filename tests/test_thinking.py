@@ -6,9 +6,11 @@ the rows, with budgets held."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Callable
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from treesearch.engine.budget import Usage
 from treesearch.engine.thinking import ThinkingSplitter, ThinkTags
 from treesearch.engine.tree import ROOT
 from treesearch.errors import ConfigError
+from treesearch.evaluate.report import read_run, render, summarise
 
 pytestmark = pytest.mark.anyio
 
@@ -191,6 +194,24 @@ async def test_reasoning_tokens_are_counted_in_the_usage_and_the_rows(
     assert 0 < usage.reasoning_tokens < usage.completion_tokens
     assert result.to_record()["usage"]["reasoning_tokens"] == thought
     assert Usage.from_record(result.to_record()["usage"]) == usage
+
+
+@pytest.mark.parametrize("flags", [THINKING, ()], ids=["thinking", "not thinking"])
+async def test_the_report_has_a_reasoning_column_where_a_model_thought(
+    flags: tuple[str, ...],
+    tmp_path: Path,
+    fake_server: Callable[..., str],
+    make_policy: Callable[..., OpenAIPolicy],
+) -> None:
+    policy = make_policy(fake_server(*flags))
+    rows = [(await search(PROBLEMS[f"a{i}"], policy, config(n=2))).to_record() for i in range(3)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    [line] = summarise([read_run(path)])
+    mean = sum(row["usage"].get("reasoning_tokens", 0) for row in rows) / 3
+    assert line.reasoning_tokens == pytest.approx(mean) and (mean > 0) == bool(flags)
+    headers = render([line], "table").splitlines()[0].split()
+    assert ("reasoning" in headers) == bool(flags)
 
 
 async def test_a_run_without_thinking_writes_the_usage_it_always_did(

@@ -94,6 +94,7 @@ class Summary:
     confidence: float
     prompt_tokens: float
     completion_tokens: float
+    reasoning_tokens: float
     verifier_tokens: float
     flops: float | None
     flops_rows: int
@@ -222,6 +223,7 @@ def _summary(
         confidence=confidence,
         prompt_tokens=_mean(usage_of(row, "prompt_tokens") for row in rows),
         completion_tokens=_mean(usage_of(row, "completion_tokens") for row in rows),
+        reasoning_tokens=_mean(usage_of(row, "reasoning_tokens") for row in rows),
         verifier_tokens=_mean(usage_of(row, "verifier_tokens") for row in rows),
         flops=_mean(flops) if flops else None,
         flops_rows=len(flops),
@@ -267,20 +269,24 @@ def render(lines: Sequence[Summary], fmt: str, by: str | None = None) -> str:
     if fmt == "csv":
         return _csv(lines, by)
     level = f"{lines[0].confidence:.0%}" if lines else "95%"
+    thought = any(line.reasoning_tokens for line in lines)  # a reasoning column where a model thought
     headers = ["run", "strategy", "N", *([by] if by else []), "seeds", "problems", "no gold", "accuracy",
-               f"{level} interval", "prompt", "completion", "verifier", "FLOPs", "requests", "wall p50",
-               "wall p95", "stopped_by", "aggregated_by", "errors"]  # fmt: skip
+               f"{level} interval", "prompt", "completion", *(["reasoning"] if thought else []),
+               "verifier", "FLOPs", "requests", "wall p50", "wall p95", "stopped_by", "aggregated_by",
+               "errors"]  # fmt: skip
     cells = [
         [line.run, line.strategy or "", _cell(line.n), *([line.group or ""] if by else []),
          ",".join(_cell(seed) for seed in line.seeds), str(line.problems), str(line.no_gold),
          _cell(line.accuracy, ".3f"), _interval(line), f"{line.prompt_tokens:.1f}",
-         f"{line.completion_tokens:.1f}", f"{line.verifier_tokens:.1f}", _cell(line.flops, ".3g"),
+         f"{line.completion_tokens:.1f}", *([f"{line.reasoning_tokens:.1f}"] if thought else []),
+         f"{line.verifier_tokens:.1f}", _cell(line.flops, ".3g"),
          f"{line.requests:.1f}", _cell(line.wall_p50, ".2f"), _cell(line.wall_p95, ".2f"),
          _counts(line.stopped_by), _counts(line.aggregated_by), str(line.errors)]
         for line in lines
     ]  # fmt: skip
     notes = [
-        "tokens, FLOPs and requests are means per problem; wall times in seconds",
+        "tokens, FLOPs and requests are means per problem; wall times in seconds"
+        + ("; reasoning: the completion tokens spent thinking" if thought else ""),
         f"accuracy over the problems with a gold answer: Wilson {level} interval, or over seeds the "
         f"mean of per-seed accuracies with a {level} t interval",
     ]
