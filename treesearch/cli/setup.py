@@ -20,6 +20,7 @@ import anyio
 
 from treesearch.cli.options import config_fields, prompts_of
 from treesearch.engine.budget import ModelSizes
+from treesearch.engine.budget_forcing import check_api
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.taskgroups import most_telling
 from treesearch.engine.verify import CallableVerifier, Verifier
@@ -40,7 +41,9 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
     """The SearchConfig of a command's arguments: each option the command takes, read as
     its field declares it (a command without one keeps its default), and the policy table
     its file holds."""
-    return SearchConfig(**{**config_fields(args), "policy_table": _policy_table(args)})
+    config = SearchConfig(**{**config_fields(args), "policy_table": _policy_table(args)})
+    check_api(config.step, getattr(args, "api", "completions"))  # a thinking budget needs raw text
+    return config
 
 
 def _policy_table(args: argparse.Namespace) -> PolicyTable | None:

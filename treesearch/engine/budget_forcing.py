@@ -60,13 +60,22 @@ def forcing(step_format: StepFormat) -> bool:
     return step_format.thinking_budget is not None or step_format.min_thinking is not None
 
 
+_NEEDS_COMPLETIONS = (
+    "--thinking-budget and --min-thinking continue a thinking as raw text: they need --api "
+    "completions (a chat template drops or re-renders an assistant message's thinking)"
+)
+
+
+def check_api(step_format: StepFormat, api: str) -> None:
+    """Refuse a thinking budget over the chat API before any search starts (the command line's check)."""
+    if forcing(step_format) and api != "completions":
+        raise ConfigError(_NEEDS_COMPLETIONS)
+
+
 def raw_text_policy(policy: object) -> RawTextPolicy:
     """``policy`` as one whose prompts are raw text, or one ConfigError saying why not."""
     if not isinstance(policy, RawTextPolicy) or policy.api != "completions":
-        raise ConfigError(
-            "--thinking-budget and --min-thinking continue a thinking as raw text: they need "
-            "--api completions (a chat template drops or re-renders an assistant message's thinking)"
-        )
+        raise ConfigError(_NEEDS_COMPLETIONS)
     return policy
 
 
@@ -80,12 +89,15 @@ def think_tags(policy: object) -> ThinkTags:
     return policy.think_tags if isinstance(policy, RawTextPolicy) else ThinkTags()
 
 
-def raw_steps(path: list[Node], tags: ThinkTags, *, opened: bool) -> tuple[str, ...]:
-    """The steps of ``path`` as the model wrote them, to continue: a step's thinking behind
-    an open tag (unless the prompt or an earlier step opened it) and closed before the text
-    that followed it. A step with thinking and no text leaves the thinking open (its end
-    was not seen)."""
-    steps, inside = [], opened
+def raw_steps(path: list[Node], tags: ThinkTags, *, opened: bool, delimiter: str) -> tuple[str, ...]:
+    """The steps of ``path`` as the model wrote them, each with what followed it, to
+    continue: a step's thinking behind an open tag (unless the prompt or an earlier step
+    opened it) and closed before the text that followed it; a step with thinking and no
+    text leaves the thinking open (its end was not seen). A step cut by its length inside
+    the thinking (``thinking_step_tokens``) is followed by the next with no delimiter, as
+    one sentence goes on."""
+    steps: list[str] = []
+    inside, cut = opened, False
     for node in path:
         step = ""
         if node.thinking is not None:
@@ -94,7 +106,9 @@ def raw_steps(path: list[Node], tags: ThinkTags, *, opened: bool) -> tuple[str, 
         if node.text:
             step += f"\n{tags.close}\n\n{node.text}" if inside else node.text
             inside = False
-        steps.append(step)
+        step = _glued("", step) if cut else step
+        cut = inside and node.finish_reason == "length"
+        steps.append(step + ("" if cut else delimiter))
     return tuple(steps)
 
 
@@ -195,4 +209,4 @@ def _glued(thinking: str, more: str) -> str:
     punctuation."""
     if not more:
         return thinking
-    return thinking + ("" if more[0] in ",.;:!?)" else " ") + more
+    return thinking + ("" if more[0] in ",.;:!?)\n" else " ") + more

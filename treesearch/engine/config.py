@@ -166,7 +166,8 @@ class SearchConfig:
     )
     confidence_window: int | None = option(
         None,
-        "deepconf: tokens of a window (default: an eighth of the median trace length, at least 4)",
+        "deepconf: tokens of a window (default: 2,048 for traces that think, else an eighth of "
+        "the median trace length, at least 4)",
         range=COUNTS,
     )
     trace_score: str = option(

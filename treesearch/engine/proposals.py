@@ -96,11 +96,7 @@ class Proposals:
         if forced:
             raw_text_policy(self.policy)
         params = replace(self._params(whole, temperature), logprobs=logprobs)
-        prefix = Prefix(
-            problem=prompt or self.problem,
-            steps=self._steps(node_id, prompt or self.problem),
-            delimiter=self.step_format.delimiter,
-        )
+        prefix = self._prefix(node_id, prompt or self.problem)
         prompt_bound = (
             self._prompt_bound(node_id, prefix) if prompt is None else self.policy.prompt_token_bound(prefix)
         )
@@ -156,10 +152,12 @@ class Proposals:
         if not isinstance(policy, StreamingPolicy):
             raise ConfigError(f"{policy.endpoint} cannot stream; this strategy needs an HTTP server")
         whole = whole or self.tree.node(node_id).depth + 1 >= self.step_format.max_depth
+        forced = whole and forcing(self.step_format)
+        if forced:
+            raw_text_policy(policy)
         request, seed = self._request(node_id)
         params = replace(self._params(whole, None), logprobs=logprobs, seed=seed)
-        steps = self._steps(node_id, self.problem)
-        prefix = Prefix(problem=self.problem, steps=steps, delimiter=self.step_format.delimiter)
+        prefix = self._prefix(node_id, self.problem)
         prompt_bound = self._prompt_bound(node_id, prefix)
         known_prompt = self.tree.node(node_id).prompt_tokens
         parts: list[str] = []
@@ -170,7 +168,8 @@ class Proposals:
         reported: tuple[int | None, int | None] = (None, None)
         reported_reasoning: int | None = None
 
-        def record(cut: str | None) -> Node:
+        def served(cut: str | None) -> tuple[Generation, _Thought]:
+            """What streamed, settled."""
             text = "".join(parts)
             prompt_tokens, completion_tokens = reported
             exact = prompt_tokens is not None and completion_tokens is not None and cut is None
@@ -206,13 +205,20 @@ class Proposals:
                 reasoning_tokens=counts.total,
                 reasoning_estimated=counts.estimated,
             )
-            (child,) = self._record(node_id, generation, counts.counts, whole, request=request)
+            return generation, counts
+
+        def record(
+            cut: str | None, generation: Generation, counts: Sequence[int | None], requests: int = 1
+        ) -> Node:
+            (child,) = self._record(node_id, generation, counts, whole, request=request, requests=[requests])
             if cut is not None:
                 child = self.tree.update(child.id, status=NodeStatus.DEAD_END, answer=None, finish_reason=cut)
             return child
 
-        # A stream cancelled after it sent something keeps that (settled in ``record``);
-        # one cancelled before is abandoned by ``charged``.
+        # A stream cancelled after it sent something keeps that (settled in ``served``); one
+        # cancelled before is abandoned by ``charged``. A whole trace held to a thinking
+        # budget goes on once its stream is settled, its further requests asked whole.
+        finished: tuple[Generation, _Thought] | None = None
         async with charged(self.budget, prompt_bound, params.max_tokens) as reservation:
             try:
                 async with aclosing(policy.stream(prefix, params)) as pieces:
@@ -232,12 +238,21 @@ class Proposals:
                             break
                     else:
                         if keep is None or keep((), True):
-                            return record(None)
+                            finished = served(None)
             except anyio.get_cancelled_exc_class():
                 if any(parts) or any(thinking):
-                    record("cancelled")
+                    record("cancelled", *_counted(served("cancelled")))
                 raise
-            return record("low_confidence")
+            if finished is None:
+                return record("low_confidence", *_counted(served("low_confidence")))
+        if not forced:
+            return record(None, *_counted(finished))
+        (trace,) = await self._force(prefix, *finished, params)
+        child = record(None, replace(finished[0], choices=(trace.choice,)), [trace.choice.reasoning_tokens],
+                       trace.requests)  # fmt: skip
+        if trace.exhausted:
+            raise BudgetExhausted("a thinking budget's next request did not fit")
+        return child
 
     async def _generate(
         self, prefix: Prefix, size: int, params: SamplingParams, prompt_bound: int
@@ -294,14 +309,17 @@ class Proposals:
             for index, choice in enumerate(generation.choices)
         ])  # fmt: skip
 
-    def _steps(self, node_id: int, problem: Problem) -> tuple[str, ...]:
-        """The steps of the path ending at ``node_id`` as the model continues them: their
-        texts, and where they thought, their thinking in its tags (``raw_steps``)."""
+    def _prefix(self, node_id: int, problem: Problem) -> Prefix:
+        """What continues the path ending at ``node_id``: its steps' texts joined by the
+        delimiter, or where they thought, as the model wrote them (``raw_steps``: the
+        thinking in its tags, a step cut inside it continued without a delimiter)."""
         path = self.tree.path(node_id)
+        delimiter = self.step_format.delimiter
         if all(node.thinking is None for node in path):
-            return tuple(node.text for node in path)
+            return Prefix(problem=problem, steps=tuple(node.text for node in path), delimiter=delimiter)
         opened = opened_by(self.policy, Prefix(problem=problem))
-        return raw_steps(path, think_tags(self.policy), opened=opened)
+        steps = raw_steps(path, think_tags(self.policy), opened=opened, delimiter=delimiter)
+        return Prefix(problem=problem, steps=steps, delimiter="")
 
     def _params(self, whole: bool, temperature: float | None) -> SamplingParams:
         fmt = self.step_format
@@ -402,6 +420,11 @@ class Proposals:
             choice.text.strip() or choice.thinking
         )
         return NodeStatus.DEAD_END if ended else NodeStatus.OPEN
+
+
+def _counted(served: tuple[Generation, _Thought]) -> tuple[Generation, tuple[int | None, ...]]:
+    generation, thought = served
+    return generation, thought.counts
 
 
 def _tokens(generation: Generation) -> list[int]:

@@ -101,6 +101,11 @@ class StepFormat:
         low, high = self.min_thinking, self.thinking_budget
         if low is not None and high is not None and low > high:
             raise ConfigError(f"min thinking must not exceed the thinking budget, got {low} > {high}")
+        if self.answer_pattern is not None:
+            try:
+                re.compile(self.answer_pattern)
+            except re.error as exc:
+                raise ConfigError(f"answer pattern {self.answer_pattern!r}: {exc}") from None
 
     @property
     def step_stops(self) -> tuple[str, ...]:
@@ -113,11 +118,6 @@ class StepFormat:
     def step_tokens(self) -> int:
         """The most tokens of one step."""
         return self.max_step_tokens if self.thinking_step_tokens is None else self.thinking_step_tokens
-        if self.answer_pattern is not None:
-            try:
-                re.compile(self.answer_pattern)
-            except re.error as exc:
-                raise ConfigError(f"answer pattern {self.answer_pattern!r}: {exc}") from None
 
     def answer(self, text: str) -> tuple[str, str | None, bool]:
         """A step's text cut before any run-on into a next question, its final answer (or

@@ -27,7 +27,8 @@ the tree, and they vote.
 
 The window scales with the traces: left unset it is an eighth of the median length of
 the traces that set the threshold (at least 4 tokens), since DeepConf's 2,048 tokens
-suit chains of thought of tens of thousands, not of a hundred.
+suit chains of thought of tens of thousands, not of a hundred; traces that think (a
+reasoning model's) take the paper's 2,048 (a trace shorter than that is one window).
 """
 
 from __future__ import annotations
@@ -48,12 +49,16 @@ from treesearch.logs import get_logger
 
 log = get_logger(__name__)
 MIN_WINDOW = 4
+THINKING_WINDOW = 2048  # the paper's window for long reasoning traces
 
 
 def window_for(config: SearchConfig, traces: Sequence[Node]) -> int:
-    """The configured window, or an eighth of the traces' median length (at least 4)."""
+    """The configured window, else the paper's 2,048 tokens for traces that think, else an
+    eighth of the traces' median length (at least 4)."""
     if config.confidence_window is not None:
         return config.confidence_window
+    if any(node.thinking is not None for node in traces):
+        return THINKING_WINDOW
     lengths = [len(node.confidences or ()) for node in traces] or [0]
     return max(MIN_WINDOW, round(median(lengths) / 8))
 
