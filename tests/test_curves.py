@@ -21,7 +21,7 @@ from conftest import problems, run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
-from treesearch.answers.aggregate import Candidate, best_of_n, majority_vote, weighted_vote
+from treesearch.answers.aggregate import Candidate, aggregate, best_of_n, majority_vote, weighted_vote
 from treesearch.answers.equivalence import MathEquivalence
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
@@ -68,7 +68,7 @@ def test_hand_built_pool(same: MathEquivalence) -> None:
     assert vote_at_k(four, 1, "majority", samples=100, seed="").value == 0.5
     # Scores: 2 is scored highest, so best-of-k is right only when it is not drawn.
     scored = pool(["1", "2", "1", "3"], same, {"1": 0.5, "2": 0.9, "3": 0.1})
-    assert best_at_k(scored, 2).value == pytest.approx(3 / 6)
+    assert best_at_k(scored, 2, samples=100, seed="").value == pytest.approx(3 / 6)
     # weighted: 1's 0.5 + 0.5 beats 2's 0.9 only when both 1s are drawn: 2 of the 4 triples
     assert vote_at_k(scored, 3, "weighted", samples=100, seed="").value == pytest.approx(2 / 4)
 
@@ -158,7 +158,43 @@ def test_exact_expectations_are_the_aggregators_on_every_subset(
         assert vote_at_k(samples, k, "weighted", samples=many, seed="").value == pytest.approx(
             brute_force(samples, k, weighted_vote), abs=1e-12
         )
-        assert best_at_k(samples, k).value == pytest.approx(brute_force(samples, k, best_of_n), abs=1e-12)
+        best = best_at_k(samples, k, samples=many, seed="").value
+        assert best == pytest.approx(brute_force(samples, k, best_of_n), abs=1e-12)
+
+
+def the_best_rule(candidates: list[Candidate], groups: list[int]) -> str | None:
+    """A best-of-n run's own rule: majority vote where no candidate has a score."""
+    return aggregate("best", candidates, groups)[0]
+
+
+def test_best_of_k_falls_back_to_majority_in_subsets_without_a_score(same: MathEquivalence) -> None:
+    """1 unscored, 1 scored 0.8, 2 unscored and 4 unanswered (gold 1): at k = 1 the scored 1
+    wins its 1 of 7 draws, the unscored 1 its own by majority: 2/7, not 1/7."""
+    candidates = [Candidate(node=0, answer="1"), Candidate(node=1, answer="1", score=0.8),
+                  Candidate(node=2, answer="2")]  # fmt: skip
+    samples = Pool.of(candidates, 7, "1", same)
+    assert best_at_k(samples, 1, samples=100, seed="").value == pytest.approx(2 / 7)
+    assert brute_force(samples, 1, the_best_rule) == pytest.approx(2 / 7)
+
+
+@given(
+    answers=st.lists(answer, min_size=1, max_size=8),
+    scores=st.lists(st.sampled_from([None, None, 0.25, 0.5, 0.75]), min_size=8, max_size=8),
+    unanswered=st.integers(0, 2),
+)
+def test_best_of_k_is_the_best_of_n_rule_with_missing_scores(
+    answers: list[str | None], scores: list[float | None], unanswered: int
+) -> None:
+    """Whatever candidates lack a score, best-of-k equals the run's own rule (``aggregate``'s
+    best, majority vote in a subset without a score) on every k-subset."""
+    candidates = [Candidate(node=i, answer=a, score=None if a is None else s)
+                  for i, (a, s) in enumerate(zip(answers, scores, strict=False))]  # fmt: skip
+    with MathEquivalence() as same:
+        samples = Pool.of(candidates, len(answers) + unanswered, "1", same)
+    for k in range(1, samples.n + 1):
+        many = math.comb(samples.n, k)
+        best = best_at_k(samples, k, samples=many, seed="").value
+        assert best == pytest.approx(brute_force(samples, k, the_best_rule), abs=1e-12)
 
 
 def test_monte_carlo_within_its_error(same: MathEquivalence, monkeypatch: pytest.MonkeyPatch) -> None:

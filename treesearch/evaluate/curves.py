@@ -12,7 +12,9 @@ columns and how each is computed:
   right candidates.
 - best-of-k: the subset's best-scored candidate, ties to the one found first, as
   ``best_of_n``; closed form: sorted by (score descending, position), the candidate ranked r
-  wins exactly when it is drawn and none ranked above it is, C(N−r, k−1)/C(N, k).
+  wins exactly when it is drawn and none ranked above it is, C(N−r, k−1)/C(N, k); a subset
+  with no scored answer is decided by majority vote, as ``aggregate`` falls back (the
+  majority column's method on the unscored samples alone).
 - majority and weighted vote: the aggregators' own rule (the largest vote total, then score
   sum, then count, then the answer found first in the subset), majority vote without the
   scores, as a majority-vote run decides (ties to the answer found first). When every
@@ -28,9 +30,9 @@ columns and how each is computed:
 The winning answer is the first candidate of the winning group in the subset, graded on its
 own (``matches`` against the gold once per distinct answer), so a group holding a right and
 a wrong spelling of one answer is graded as the run would grade it. A candidate without a
-score counts 0 in the weighted sum and never wins best-of-k; a problem none of whose
-candidates has a score is decided by majority in those columns too, as ``aggregate`` falls
-back; a run with no scores at all has no weighted or best-of-k column. Slots of the N
+score counts 0 in the weighted sum and never wins best-of-k against a scored one; a subset
+none of whose candidates has a score is decided by majority in those columns, as
+``aggregate`` falls back; a run with no scores at all has no weighted or best-of-k column. Slots of the N
 samples that gave no answer are drawn like the others and never vote.
 """
 
@@ -117,7 +119,12 @@ def pass_at_k(pool: Pool, k: int) -> Estimate:
     return Estimate(1.0 - math.comb(pool.n - right, k) / math.comb(pool.n, k))
 
 
-def best_at_k(pool: Pool, k: int) -> Estimate:
+def best_at_k(pool: Pool, k: int, *, samples: int, seed: str) -> Estimate:
+    """The best-scored candidate of a random k-subset, in expectation; a subset without a
+    scored answer is decided by majority vote, as ``aggregate`` falls back. Sorted by (score
+    descending, position), the candidate ranked r wins exactly when it is drawn and none
+    ranked above it is, C(N−r, k−1)/C(N, k); the subsets with no scored answer are the
+    k-subsets of the other samples, C(N−S, k)/C(N, k) of them, and vote among themselves."""
     ranked = sorted(
         (i for i, c in enumerate(pool.candidates) if c.answer is not None and c.score is not None),
         key=lambda i: (-(pool.candidates[i].score or 0.0), i),
@@ -127,7 +134,18 @@ def best_at_k(pool: Pool, k: int) -> Estimate:
         for rank, i in enumerate(ranked, start=1)
         if pool.is_right(pool.candidates[i].answer)
     )
-    return Estimate(wins / math.comb(pool.n, k))
+    best = wins / math.comb(pool.n, k)
+    unscored = sorted(set(range(pool.n)) - set(ranked))
+    if len(unscored) < k:
+        return Estimate(best)
+    share = math.comb(len(unscored), k) / math.comb(pool.n, k)
+    rest = dataclasses.replace(
+        pool,
+        candidates=tuple(pool.candidates[i] for i in unscored),
+        groups=tuple(pool.groups[i] for i in unscored),
+    )
+    fallback = vote_at_k(rest, k, "majority", samples=samples, seed=seed)
+    return Estimate(best + share * fallback.value, share * share * fallback.variance, fallback.sampled)
 
 
 def vote_at_k(pool: Pool, k: int, rule: str, *, samples: int, seed: str) -> Estimate:
@@ -275,6 +293,7 @@ class CurvePoint:
     pass_at_k: float
     majority_error: float
     weighted_error: float
+    best_error: float
     sampled: bool
 
 
@@ -313,6 +332,7 @@ class Curve:
                     "pass_at_k": p.pass_at_k,
                     "majority_error": p.majority_error,
                     "weighted_error": p.weighted_error,
+                    "best_error": p.best_error,
                     "sampled": p.sampled,
                 }
                 for p in self.points
@@ -380,7 +400,9 @@ def run_curve(
                 votes["weighted"].append(
                     vote_at_k(pool, k, "weighted", samples=samples, seed=f"{draw}:weighted")
                 )
-                votes["best"].append(best_at_k(pool, k) if pool.scored else majority)
+                votes["best"].append(
+                    best_at_k(pool, k, samples=samples, seed=f"{draw}:best") if pool.scored else majority
+                )
         points.append(
             CurvePoint(
                 k=k,
@@ -391,6 +413,7 @@ def run_curve(
                 pass_at_k=_mean(passes),
                 majority_error=_error(votes["majority"]),
                 weighted_error=_error(votes["weighted"]),
+                best_error=_error(votes["best"]),
                 sampled=any(e.sampled for column in votes.values() for e in column),
             )
         )
@@ -475,7 +498,9 @@ def render(curves: Sequence[Curve], fmt: str) -> str:
             str(r["k"]),
             f"{r['tokens']:.1f}",
             *(_cell(r[key]) for key in ("majority", "weighted", "best", "pass_at_k")),
-            _cell(max(r["majority_error"], r["weighted_error"])) if r["sampled"] else "exact",
+            _cell(max(r["majority_error"], r["weighted_error"], r["best_error"]))
+            if r["sampled"]
+            else "exact",
         ]
         for r in records
     ]
@@ -487,7 +512,8 @@ def render(curves: Sequence[Curve], fmt: str) -> str:
     notes += [
         f"expected accuracy over the k-subsets of each problem's N samples; tokens: {TOKENS_FROM}",
         f"MC ±: the standard error where a column drew {curves[0].samples} random k-subsets a problem "
-        f"(seed {curves[0].seed}) instead of enumerating them; pass@k and best-of-k are closed forms",
+        f"(seed {curves[0].seed}) instead of enumerating them; pass@k is a closed form, and best-of-k "
+        "too but for its subsets without a score",
     ]
     if any(c.points[0].weighted is None for c in curves):
         notes.append("weighted and best-of-k need scores: a run without a verifier has none")
