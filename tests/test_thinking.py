@@ -17,6 +17,7 @@ import pytest
 from conftest import PROBLEMS, server_stats
 from hypothesis import given
 from hypothesis import strategies as st
+from stub_server import stub_server
 
 from treesearch import BudgetLimits, Prefix, SamplingParams, SearchConfig, search
 from treesearch.backends.fake.tasks import count_tokens
@@ -132,6 +133,32 @@ async def test_a_prompt_that_opens_the_thinking_is_continued_inside_it(
     for choice in generation.choices:
         assert choice.thinking is not None and choice.thinking.startswith("First guess")
         assert choice.text.startswith("The answer is")
+
+
+def streamed(*texts: str) -> Callable[[str, str, dict[str, str]], tuple[int, Any]]:
+    """A server that streams ``texts`` as a completion's pieces, then its finish and usage."""
+    events = [{"choices": [{"index": 0, "text": text, "finish_reason": None}]} for text in texts]
+    events += [{"choices": [{"index": 0, "text": "", "finish_reason": "length"}]},
+               {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": len(texts)}}]  # fmt: skip
+    lines = [f"data: {json.dumps(event)}\n\n" for event in events]
+    body = "".join([*lines, "data: [DONE]\n\n"]).encode()
+    return lambda method, path, headers: (200, body)
+
+
+@pytest.mark.parametrize(
+    ("texts", "thinking", "text"),
+    [(("x ", "<"), "", "x <"), (("<think>", "t", "</thi"), "t</thi", "")],
+    ids=["a reply ending in what might start a tag", "a thinking cut inside its close tag"],
+)
+async def test_what_a_stream_held_back_comes_at_its_end(
+    texts: tuple[str, ...], thinking: str, text: str, make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    with stub_server(streamed(*texts)) as url:
+        policy = make_policy(url)
+        async with aclosing(policy.stream(Prefix(problem=PROBLEMS["a1"]), SamplingParams())) as pieces:
+            got = [piece async for piece in pieces]
+    assert "".join(p.thinking for p in got) == thinking and "".join(p.text for p in got) == text
+    assert got[-1].tokens is None and (got[-1].thinking or got[-1].text)  # the held part, last
 
 
 def config(strategy: str = "majority-vote", **options: Any) -> SearchConfig:
