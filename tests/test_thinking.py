@@ -88,7 +88,7 @@ def test_a_stream_splits_as_the_whole_text_does(lead: str, body: list[str], cuts
     assert (thinking.strip() or None, reply.lstrip() if thinking.strip() else reply) == expected
 
 
-@pytest.mark.parametrize("given_tags", ["<think>", "<t>,<t>", ",</think>"])
+@pytest.mark.parametrize("given_tags", ["<think>", "<t>,<t>", ",</think>", "[,[/]", "<t>,<t>,</t>"])
 def test_bad_think_tags_are_refused(given_tags: str) -> None:
     with pytest.raises(ConfigError):
         ThinkTags.parse(given_tags)

@@ -35,9 +35,11 @@ class ThinkTags:
     close: str = "</think>"
 
     def __post_init__(self) -> None:
-        if not self.open or not self.close or self.open == self.close:
+        # one inside the other would be found where the other stands
+        if not self.open or not self.close or self.open in self.close or self.close in self.open:
             raise ConfigError(
-                f"think tags must be two different non-empty strings, got {self.open!r}, {self.close!r}"
+                f"think tags must be two non-empty strings, neither inside the other, got {self.open!r}, "
+                f"{self.close!r}"
             )
 
     @classmethod
