@@ -144,7 +144,7 @@ class OpenAIPolicy(EndpointClient):
         async with aclosing(streaming(self._path, body)) as events:
             async for event in events:
                 try:
-                    piece = self._piece(event, splitter)
+                    piece = self._piece(event, splitter, params.vocab_size)
                 except (KeyError, TypeError, AttributeError, IndexError) as exc:
                     raise EndpointError(self.endpoint, 200, f"unexpected stream event: {exc!r}") from exc
                 counted = counted or piece.tokens is not None
@@ -153,7 +153,7 @@ class OpenAIPolicy(EndpointClient):
         if thinking or text:  # its tokens came with the pieces before
             yield Piece(text=text, thinking=thinking, tokens=0 if counted else None)
 
-    def _piece(self, event: dict[str, Any], splitter: ThinkingSplitter) -> Piece:
+    def _piece(self, event: dict[str, Any], splitter: ThinkingSplitter, vocab_size: int) -> Piece:
         usage = event.get("usage") or {}
         prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not event.get("choices"):
@@ -182,6 +182,7 @@ class OpenAIPolicy(EndpointClient):
             thinking=apart + thinking,
             tokens=None if entries is None else len(entries),
             confidences=tuple(token_confidence(top) for top in tops if top),
+            certainties=tuple(token_certainty(top, vocab_size) for top in tops if top),
             finish_reason=finish,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,

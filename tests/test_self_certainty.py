@@ -286,3 +286,34 @@ async def test_a_budget_for_some_traces_is_never_overrun_and_those_that_came_bac
     assert all(node.scores == (trace_certainty(node.certainties or ()),) for node in traces)
     assert result.answer is not None and result.candidates
     assert result.aggregated_by == ("best" if strategy == "self-certainty" else "borda")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("api", ["completions", "chat"])
+async def test_a_stream_carries_the_same_certainties_as_the_whole_answer(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str], api: str
+) -> None:
+    policy = make_policy(fake_server(), api=api)
+    prefix = Prefix(problem=PROBLEMS["a7"])
+    params = SamplingParams(seed=4, logprobs=20, stop=())
+    (whole,) = (await policy.generate(prefix, 1, params)).choices
+    pieces = [piece async for piece in policy.stream(prefix, params)]
+    assert whole.certainties is not None and len(whole.certainties) == whole.tokens
+    assert tuple(c for piece in pieces for c in piece.certainties) == whole.certainties
+
+
+@pytest.mark.anyio
+async def test_streamed_traces_keep_their_certainties_in_the_tree(
+    make_policy: Callable[..., OpenAIPolicy], fake_server: Callable[..., str]
+) -> None:
+    """Online DeepConf streams all but its warm-up traces: each, cut or finished, keeps a
+    certainty for every token it streamed."""
+    policy = make_policy(fake_server())
+    chosen = config("deepconf", n=12, deepconf_warmup=4, deepconf_stop=None)
+    result = await search(PROBLEMS["b4"], policy, chosen)
+    assert result.error is None and result.tree is not None
+    streamed = result.tree.children(ROOT)[4:]
+    assert len(streamed) == 8
+    for trace in streamed:
+        assert trace.certainties is not None and trace.confidences is not None
+        assert len(trace.certainties) == len(trace.confidences) == trace.tokens

@@ -95,14 +95,15 @@ class Generation:
 class Piece:
     """A streamed part of one continuation: its new text (``thinking`` when the part is of
     the thinking, ``text`` when of what follows it), how many tokens it carries (its logprob
-    entries; None when the server sent none) and their confidences; the last piece has the
-    finish reason, and the server's counts when it sent usage (``reasoning_tokens`` when the
-    usage counted the thinking apart)."""
+    entries; None when the server sent none) and their confidences and self-certainties; the
+    last piece has the finish reason, and the server's counts when it sent usage
+    (``reasoning_tokens`` when the usage counted the thinking apart)."""
 
     text: str = ""
     thinking: str = ""
     tokens: int | None = None
     confidences: tuple[float, ...] = ()
+    certainties: tuple[float, ...] = ()
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None

@@ -163,6 +163,7 @@ class Proposals:
         parts: list[str] = []
         thinking: list[str] = []
         confidences: list[float] = []
+        certainties: list[float] = []
         counted: int | None = 0
         finish: str | None = None
         reported: tuple[int | None, int | None] = (None, None)
@@ -187,6 +188,7 @@ class Proposals:
                 finish_reason=cut or finish or "stop",
                 tokens=completion_tokens,
                 confidences=tuple(confidences) if confidences else None,
+                certainties=tuple(certainties) if certainties else None,
                 thinking=thought,
             )
             generation = Generation(
@@ -226,6 +228,7 @@ class Proposals:
                         parts.append(piece.text)
                         thinking.append(piece.thinking)
                         confidences.extend(piece.confidences)
+                        certainties.extend(piece.certainties)
                         if piece.tokens is None and (piece.text or piece.thinking):
                             counted = None
                         elif counted is not None:
