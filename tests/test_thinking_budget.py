@@ -295,3 +295,15 @@ async def test_deepconf_on_a_thinking_model_scores_with_the_long_window(
         await search(PROBLEMS["c3"], recording(*THINK), config("deepconf", n=4))
     (threshold,) = [event for event in events if event["event"] == "deepconf_threshold"]
     assert threshold["window"] == 2048
+
+
+async def test_a_template_that_opens_the_thinking_gets_no_second_open_tag(
+    recording: Callable[..., Recording],
+) -> None:
+    """DeepSeek-R1 distills' templates end the prompt with the open tag."""
+    policy = recording(*THINK, prompt_template="Problem: {question}\n<think>\n")
+    result = await search(PROBLEMS["a5"], policy, config(n=1, thinking_budget=30))
+    thinking, answer = policy.bodies
+    (node,) = traces(result.tree)
+    assert answer["prompt"] == f"{thinking['prompt']}{node.thinking}\n</think>\n\nFinal Answer:"
+    assert answer["prompt"].count("<think>") == 1 and node.answer is not None
