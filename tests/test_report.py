@@ -114,13 +114,16 @@ def test_seeds_of_one_configuration_fold_into_a_t_interval(runs: dict[str, Path]
     assert line["accuracy"] == pytest.approx(np.mean(per_seed))
     assert line["interval"] == pytest.approx([max(0.0, low), min(1.0, high)])
     assert line["run"].endswith("maj-s*")
-    assert (line["problems"], line["graded"]) == (45, 120)
+    # Every count is per seed: the 45 problems, 40 with gold, each run's stops.
+    assert (line["problems"], line["graded"], line["no_gold"]) == (45, 40, 5)
+    assert line["stopped_by"] == {"done": 45}
+    assert line["correct"] == pytest.approx(np.mean(per_seed) * 40)
 
 
 def test_runs_of_other_configurations_stay_apart(runs: dict[str, Path]) -> None:
     lines = report(str(runs["seed1"]), str(runs["faulty"]), str(runs["seed2"]))
-    # The faulty server answers under the same configuration: it folds with the seeds too.
-    assert len(lines) == 1
+    # The faulty server's run has seed1's configuration and seed: not another seed, a line each.
+    assert [line["seeds"] for line in lines] == [[1], [1], [2]]
     other = runs["seed1"].with_name("maj-n2.jsonl")
     other.write_text(
         "".join(
@@ -210,3 +213,118 @@ def test_runs_without_gold_or_usage_report_no_accuracy_and_no_nan(tmp_path: Path
     assert "nan" not in table.lower()
     header, values = table.splitlines()[:2]
     assert values[header.index("no gold") :].split()[:3] == ["2", "-", "-"]  # no gold, accuracy, interval
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def made_run(ids: range, seed: int | None, **config: Any) -> list[dict[str, Any]]:
+    """Majority-vote rows of problems ``ids``, half right, under ``seed`` (None: the default,
+    which records null)."""
+    return [
+        {"id": str(i), "strategy": "majority-vote", "answer": "1", "gold": "1", "correct": i % 2 == 0,
+         "candidates": [], "usage": {"prompt_tokens": 10, "completion_tokens": 20}, "stopped_by": "done",
+         "config": {"strategy": "majority-vote", "n": 4, "sampling": {"seed": seed}, **config}}
+        for i in ids
+    ]  # fmt: skip
+
+
+def test_only_seeds_on_the_same_problems_fold(tmp_path: Path) -> None:
+    """Two benchmarks run with the same settings and no seed, or one file twice, are not seeds
+    of one experiment (a line each); distinct seeds on the same problems are."""
+    math500 = write_rows(tmp_path / "math500.jsonl", made_run(range(100), None))
+    aime = write_rows(tmp_path / "aime.jsonl", made_run(range(100, 130), None))
+    assert [line["problems"] for line in report(str(math500), str(aime))] == [100, 30]
+    seeded = write_rows(tmp_path / "s0.jsonl", made_run(range(10), 0))
+    twice = report(str(seeded), str(seeded))
+    assert [(line["seeds"], line["interval_kind"]) for line in twice] == [([0], "wilson")] * 2
+    other = write_rows(tmp_path / "s1.jsonl", made_run(range(10), 1))
+    elsewhere = write_rows(tmp_path / "s2.jsonl", made_run(range(5, 15), 2))
+    lines = report(str(seeded), str(other), str(elsewhere))
+    assert [line["seeds"] for line in lines] == [[0, 1], [2]]
+    # A hand-edited row without sampling settings is a run without a seed, not a traceback.
+    bare = write_rows(tmp_path / "bare.jsonl", [{**made_run(range(1), 0)[0], "config": {"sampling": None}}])
+    assert report(str(bare), str(bare))[0]["seeds"] == [None]
+
+
+def test_an_unfinished_last_line_is_skipped_and_said(tmp_path: Path) -> None:
+    """A crash leaves a cut last line, which the run itself skips: so do report, --curve and
+    compare, in one warning line; a bad line anywhere else is still an error."""
+    path = write_rows(tmp_path / "cut.jsonl", made_run(range(10), 0))
+    with path.open("a") as handle:
+        handle.write('{"id": "99", "strategy": "maj')
+    done = run_cli("report", str(path), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["problems"] == 10
+    assert done.stderr.strip() == (
+        f"treesearch report: warning: {path}:11: skipped an unfinished last line (a run cut short)"
+    )
+    compared = run_cli("compare", str(path), str(path))
+    assert compared.returncode == 0 and "skipped an unfinished last line" in compared.stderr
+    middle = tmp_path / "middle.jsonl"
+    middle.write_text('{"id": "99", "strategy": "maj\n' + path.read_text().split("\n", 1)[1])
+    refused = run_cli("report", str(middle))
+    assert refused.returncode == 2 and f"{middle}:1: not JSON" in refused.stderr
+    ended = tmp_path / "ended.jsonl"
+    ended.write_text(path.read_text() + "\n")  # a newline after it: not a line a crash cut
+    assert run_cli("report", str(ended)).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "shown"),
+    [
+        ("wall_s", "NaN", "wall_s is nan"),
+        ("usage", '{"prompt_tokens": Infinity}', "usage.prompt_tokens is inf"),
+        ("usage", f'{{"prompt_tokens": {10**400}}}', "usage.prompt_tokens is an integer beyond a float"),
+        ("candidates", '[{"node": 1, "answer": "1", "score": -Infinity}]', "candidates[0].score is -inf"),
+    ],
+)
+def test_non_finite_numbers_are_refused_naming_the_row(
+    tmp_path: Path, field: str, text: str, shown: str
+) -> None:
+    """NaN, Infinity (Python's JSON reader takes them) and integers past a float are refused in
+    one line naming the row and field, by report, --curve and compare alike."""
+    rows = made_run(range(3), 0)
+    lines = [json.dumps(row) for row in rows]
+    lines[1] = lines[1][:-1] + f', "{field}": {text}}}'
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    for command in (["report"], ["report", "--curve"], ["compare", str(path)]):
+        done = run_cli(*command, str(path), "--format", "json")
+        assert done.returncode == 2
+        assert done.stderr.startswith(f"treesearch: error: {path}: row '1': {shown}")
+        assert done.stderr.strip().count("\n") == 0
+
+
+def test_by_a_parquet_date_decimal_or_bytes(tmp_path: Path) -> None:
+    """A Parquet problems file's dates, decimals and bytes name groups as Python writes them."""
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": ["0", "1"], "question": ["q", "q"],
+                      "when": [datetime.datetime(2024, 1, 1), datetime.datetime(2025, 6, 1)],
+                      "dec": [decimal.Decimal("1.5"), decimal.Decimal("2.5")],
+                      "blob": [b"\x00", b"x"]})  # fmt: skip
+    pq.write_table(table, tmp_path / "problems.parquet")
+    path = write_rows(tmp_path / "run.jsonl", made_run(range(2), 0))
+    expected = {"when": ["2024-01-01 00:00:00", "2025-06-01 00:00:00"], "dec": ["1.5", "2.5"],
+                "blob": ["b'\\x00'", "b'x'"]}  # fmt: skip
+    for field, groups in expected.items():
+        lines = report(str(path), "--by", field, "--problems", str(tmp_path / "problems.parquet"))
+        assert [line["group"] for line in lines] == groups
+
+
+@pytest.mark.parametrize("by", ["strategy", "correct"])
+def test_csv_by_a_summary_column_keeps_the_group(tmp_path: Path, by: str) -> None:
+    path = write_rows(tmp_path / "run.jsonl", made_run(range(4), 0))
+    done = run_cli("report", str(path), "--by", by, "--format", "csv")
+    records = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [record[f"by:{by}"] for record in records] == (
+        ["majority-vote"] if by == "strategy" else ["false", "true"]
+    )
+    assert all(record["strategy"] == "majority-vote" for record in records)

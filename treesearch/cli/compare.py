@@ -1,4 +1,4 @@
-"""``treesearch compare``: runs against each other: accuracy against cost as a table and a PNG,
+"""``treesearch compare``: runs against each other: accuracy against cost as a table and a plot,
 and each pair's paired difference on shared problems with a bootstrap interval and McNemar's
 exact test; a warning for each setting beyond strategy and N that differs."""
 
@@ -15,7 +15,7 @@ from treesearch.errors import ConfigError
 
 _DESCRIPTION = (
     "Compare runs (results files of treesearch run): a table of accuracy (Wilson interval) against "
-    "tokens or FLOPs per problem, with -o a PNG of it (one line per strategy through its runs at "
+    "tokens or FLOPs per problem, with -o a plot of it (one line per strategy through its runs at "
     "different N), and for each pair of runs, on the problems both graded, the accuracy difference "
     "A - B with a paired bootstrap interval and McNemar's exact p-value. Runs that differ in more "
     "than strategy and N (model, prompts, verifier, sampling, budget) are compared all the same, "
@@ -30,7 +30,8 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN.jsonl", help="results files, one per run")
     parser.add_argument("-o", "--output", type=Path, metavar="PLOT.png",
-                        help="write the plot as a PNG (needs matplotlib: the plots extra) "
+                        help="write the plot to this file, in the format its suffix names (.png, .pdf, "
+                        ".svg: any matplotlib writes; needs matplotlib: the plots extra) "
                         "(default: none)")  # fmt: skip
     parser.add_argument("--x", choices=("tokens", "flops"), default="tokens",
                         help="the cost axis: prompt and completion tokens, or FLOPs (runs with "
@@ -48,20 +49,22 @@ def add_parser(commands: argparse._SubParsersAction[Any]) -> None:
 
 def compare_command(args: argparse.Namespace) -> int:
     """``treesearch compare``: prints the tables (warnings on stderr), writes the plot; the exit code."""
+    from treesearch.cli.report import read_runs
     from treesearch.cli.setup import writable_file
     from treesearch.evaluate.compare import compare, plot, render
-    from treesearch.evaluate.report import read_run
 
     if len(args.runs) < 2:
         raise ConfigError("compare needs at least two runs")
     if args.output is not None:
         writable_file("-o", args.output)
-    runs = [read_run(path) for path in args.runs]
+    runs = read_runs(args.runs, "compare")
     comparison = compare(runs, x=args.x, confidence=args.confidence, resamples=args.resamples, seed=args.seed)
-    for warning in comparison.warnings:
+    warnings = list(comparison.warnings)
+    if args.output is not None:  # before printing: a plot that cannot be written is one error line
+        warnings += [note] if (note := plot(comparison, args.output)) else []
+    for warning in warnings:
         print(f"treesearch compare: warning: {warning}", file=sys.stderr)
     print(render(comparison, args.format))
     if args.output is not None:
-        plot(comparison, args.output)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -1,5 +1,5 @@
 """``treesearch report --curve``: a sampling run's accuracy at every k up to its N, from its rows
-alone (``treesearch.evaluate.curves``), as a table in the report's formats and a PNG.
+alone (``treesearch.evaluate.curves``), as a table in the report's formats and a plot.
 
 The report command adds these options with ``add_curve_options`` and hands its parsed
 arguments to ``report_curves`` when ``--curve`` is given.
@@ -41,21 +41,23 @@ def add_curve_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--samples", type=SAMPLES, default=DEFAULT_SAMPLES, help="Monte Carlo k-subsets a "
                        "problem and k, where there are more than this; fewer are all enumerated")  # fmt: skip
     group.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")
-    group.add_argument("--plot", metavar="PNG", help="also draw the curves to this PNG (the plots extra) "
+    group.add_argument("--plot", metavar="PLOT.png", help="also draw the curves to this file, in the format "
+                       "its suffix names (.png, .pdf, .svg: any matplotlib writes; the plots extra) "
                        "(default: no plot)")  # fmt: skip
 
 
 def report_curves(args: argparse.Namespace) -> int:
     """Print the curve of each of ``args.runs`` in ``args.format`` (and draw ``args.plot``)."""
     from treesearch.answers.equivalence import MathEquivalence
-    from treesearch.evaluate.report import read_run
+    from treesearch.cli.report import read_runs
 
     if getattr(args, "by", None):
         raise ConfigError("--curve takes no --by: a curve is over all of a run's problems")
+    runs = read_runs(args.runs, "report")
     with MathEquivalence() as same:
         curves = [
-            run_curve(path, read_run(path).rows, same, ks=args.ks, samples=args.samples, seed=args.seed)
-            for path in args.runs
+            run_curve(run.name, run.rows, same, ks=args.ks, samples=args.samples, seed=args.seed)
+            for run in runs
         ]
     if args.plot:  # before printing: without matplotlib, one error line and no table
         plot_curves(curves, args.plot)

@@ -5,11 +5,16 @@ cost per problem, how the problems ended; split by a problem's field, seeds fold
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from treesearch.cli import curves
 from treesearch.cli.options import add_problem_options, number, problems_of
+
+if TYPE_CHECKING:
+    from treesearch.evaluate.report import Run
 
 CONFIDENCE = number(float, "a number in (0, 1)", lambda value: 0 < value < 1)
 
@@ -17,9 +22,9 @@ _DESCRIPTION = (
     "Summarise runs from their results files (treesearch run --output): per run, the problems, "
     "accuracy over those with a gold answer and its Wilson interval, tokens per problem (prompt, "
     "completion and the verifier's part), FLOPs where rows record them, requests, wall time p50/p95, "
-    "and counts of stopped_by, aggregated_by and errors. Files of one configuration under several "
-    "seeds (their config equal but for the seed) fold into one line: the mean of per-seed "
-    "accuracies with a t interval over the seeds."
+    "and counts of stopped_by, aggregated_by and errors. Files of one configuration on the same "
+    "problems under distinct seeds (their config equal but for the seed) fold into one line: the "
+    "mean of per-seed accuracies with a t interval over the seeds, and each count's mean per seed."
 )
 
 
@@ -46,10 +51,23 @@ def report_command(args: argparse.Namespace) -> int:
     exit code."""
     if args.curve:
         return curves.report_curves(args)
-    from treesearch.evaluate.report import read_run, render, summarise
+    from treesearch.evaluate.report import render, summarise
 
-    runs = [read_run(path) for path in args.runs]
+    runs = read_runs(args.runs, "report")
     problems = None if args.problems is None else {p.id: p for p in problems_of(args)}
     lines = summarise(runs, by=args.by, problems=problems, confidence=args.confidence)
     print(render(lines, args.format, args.by))
     return 0
+
+
+def read_runs(paths: Sequence[Path], command: str) -> list[Run]:
+    """The runs in ``paths``, saying in one line on stderr for each that ended in an unfinished
+    line (a run cut short by a crash) that the line was skipped."""
+    from treesearch.evaluate.report import read_run
+
+    runs = [read_run(path) for path in paths]
+    for run in runs:
+        if run.cut is not None:
+            print(f"treesearch {command}: warning: {run.name}:{run.cut}: skipped an unfinished last line "
+                  "(a run cut short)", file=sys.stderr)  # fmt: skip
+    return runs

@@ -53,8 +53,9 @@ class Pair:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Comparison:
-    """What ``compare`` shows: the points, the pairs, and one warning per configuration key
-    (other than strategy, N and the seed) whose value differs between the runs."""
+    """What ``compare`` shows: the points, the pairs, one warning per configuration key (other
+    than strategy, N and the seed) whose value differs between the runs, and per pair of runs
+    one if their problems differ and one if their shared problems' gold answers do."""
 
     x: str
     confidence: float
@@ -101,7 +102,32 @@ def compare(
             seed=seed,
         )
         pairs.append(Pair(a=first.name, b=second.name, found=found))
-    return Comparison(x=x, confidence=confidence, points=points, pairs=pairs, warnings=differences(runs))
+    warnings = differences(runs) + problem_differences(runs)
+    return Comparison(x=x, confidence=confidence, points=points, pairs=pairs, warnings=warnings)
+
+
+def problem_differences(runs: Sequence[Run]) -> list[str]:
+    """A warning for each pair of runs on different problems (the runs table's accuracies are
+    then over different problems, and the pair compares only the shared ones), and one for
+    each pair whose shared problems have different gold answers (each run graded against its
+    own, so the same answer can be right in one and wrong in the other)."""
+    warnings = []
+    for first, second in itertools.combinations(runs, 2):
+        a, b = ({str(row["id"]): row.get("gold") for row in run.rows} for run in (first, second))
+        shared = [key for key in a if key in b]
+        if len(shared) < max(len(a), len(b)):
+            warnings.append(
+                f"{first.name} and {second.name} share {len(shared)} of their problems ({len(a)} and "
+                f"{len(b)}): the runs table's accuracies are over different problems; the pair compares "
+                "the shared ones"
+            )
+        differ = [key for key in shared if a[key] != b[key]]
+        if differ:
+            warnings.append(
+                f"{first.name} and {second.name} give different gold answers to {len(differ)} shared "
+                f"problems ({_short(', '.join(differ))}): each run is graded against its own"
+            )
+    return warnings
 
 
 def _graded(run: Run) -> dict[str, bool]:
@@ -183,7 +209,7 @@ def _short(value: str, limit: int = 60) -> str:
 def render(comparison: Comparison, fmt: str) -> str:
     """The runs' table and the pairs' table in ``fmt`` (one of FORMATS), or JSON."""
     if fmt == "json":
-        return json.dumps(dataclasses.asdict(comparison), indent=2)
+        return json.dumps(dataclasses.asdict(comparison), indent=2, allow_nan=False)
     first = next((pair.found for pair in comparison.pairs if pair.found is not None), None)
     level = f"{comparison.confidence:.0%}"
     runs = table(
@@ -234,10 +260,12 @@ def _span(interval: tuple[float, float] | None, spec: str = ".3f") -> str:
     return "-" if interval is None else f"{interval[0]:{spec}} to {interval[1]:{spec}}"
 
 
-def plot(comparison: Comparison, path: Path) -> None:
+def plot(comparison: Comparison, path: Path) -> str | None:
     """Accuracy (with Wilson error bars) against cost, one line per strategy through its runs
-    in order of cost, each point labelled with its N; written as a PNG. Needs matplotlib (the
-    ``plots`` extra)."""
+    in order of cost, each point labelled with its N; written in the format ``path``'s suffix
+    names (PNG, PDF, SVG: any matplotlib writes). The cost axis is logarithmic, unless a run
+    spent nothing, which no log axis can show: then linear, and the returned warning says so.
+    Needs matplotlib (the ``plots`` extra)."""
     try:
         import matplotlib
 
@@ -263,7 +291,9 @@ def plot(comparison: Comparison, path: Path) -> None:
             if point.n is not None:
                 axes.annotate(f"N={point.n}", (cost, value), textcoords="offset points", xytext=(4, -10),
                               fontsize=7)  # fmt: skip
-    axes.set_xscale("log", base=2)
+    free = [point.run for point in comparison.points if point.accuracy is not None and point.cost <= 0]
+    if not free:
+        axes.set_xscale("log", base=2)
     axes.set_xlabel(AXES[comparison.x])
     axes.set_ylabel(f"accuracy (Wilson {comparison.confidence:.0%} interval)")
     axes.grid(alpha=0.3)
@@ -273,5 +303,10 @@ def plot(comparison: Comparison, path: Path) -> None:
         figure.savefig(path, dpi=120)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a suffix matplotlib has no writer for
+        raise ConfigError(f"cannot write {path}: {exc}") from None
     finally:
         plt.close(figure)
+    if free:
+        return f"{', '.join(free)} spent no {comparison.x}: the plot's cost axis is linear, not logarithmic"
+    return None

@@ -362,13 +362,11 @@ def run_curve(
     if not rows:
         raise ConfigError(f"{run}: no rows")
     strategies = {str(row.get("strategy")) for row in rows}
-    ns = {(row.get("config") or {}).get("n") for row in rows}
+    ns = {_n(run, row) for row in rows}
     if len(strategies) > 1 or len(ns) > 1:
         kinds = f"{', '.join(sorted(strategies))}; N {', '.join(sorted(map(str, ns)))}"
         raise ConfigError(f"{run}: rows of several configurations ({kinds}): one run per curve")
     strategy, n = strategies.pop(), ns.pop()
-    if not isinstance(n, int) or n < 1:
-        raise ConfigError(f"{run}: its rows carry no N (config.n): are they a run's results?")
     if strategy not in SAMPLING_STRATEGIES:
         raise ConfigError(
             f"{run}: a curve from one run assumes independent samples, and {strategy}'s candidates are not "
@@ -429,6 +427,26 @@ def run_curve(
     )
 
 
+def _config(run: str | Path, row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A row's config ({} for a row without one); ConfigError naming the row for anything else."""
+    config = row.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{run}: row {row.get('id')!r} has a config that is not an object")
+    return config
+
+
+def _n(run: str | Path, row: Mapping[str, Any]) -> int:
+    """A row's N (config.n); ConfigError naming the row where it is not a positive integer."""
+    n = _config(run, row).get("n")
+    if n is None:
+        raise ConfigError(f"{run}: row {row.get('id')!r} carries no N (config.n): is it a run's results?")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"{run}: row {row.get('id')!r}: config.n is {json.dumps(n)}, not an integer ≥ 1")
+    return n
+
+
 def _candidates(run: str | Path, row: Mapping[str, Any], n: int) -> list[Candidate]:
     """A row's candidates; ConfigError naming the row for anything else."""
     found = row.get("candidates")
@@ -459,9 +477,9 @@ def _tokens(run: str | Path, row: Mapping[str, Any]) -> tuple[float, float]:
     the verifier's calls and, step by step, each path's own rollout prompts grow with k."""
     try:
         usage = Usage.from_record(row.get("usage"))
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, OverflowError):
         raise ConfigError(f"{run}: row {row.get('id')!r} has a usage that is not token counts") from None
-    whole = bool((row.get("config") or {}).get("whole", True))
+    whole = bool(_config(run, row).get("whole", True))
     once = max(0, usage.prompt_tokens - usage.verifier_tokens) if whole else 0
     return once, usage.total_tokens - once
 
@@ -479,7 +497,7 @@ def render(curves: Sequence[Curve], fmt: str) -> str:
     """The curves in ``fmt`` (``report``'s formats): an aligned table or Markdown with notes, CSV
     (one row a run and k, raw numbers) or JSON (``Curve.to_record`` of each)."""
     if fmt == "json":
-        return json.dumps([curve.to_record() for curve in curves], indent=2)
+        return json.dumps([curve.to_record() for curve in curves], indent=2, allow_nan=False)
     records = [
         {"run": c.run, "strategy": c.strategy, "n": c.n, "problems": c.problems, **point}
         for c in curves
@@ -525,8 +543,9 @@ def _cell(value: float | None) -> str:
 
 
 def plot_curves(curves: Sequence[Curve], path: str | Path) -> None:
-    """Accuracy against k (log scale) for each curve's columns, as a PNG; each k's tokens per
-    problem under it when there is one curve. Needs matplotlib (the ``plots`` extra)."""
+    """Accuracy against k (log scale) for each curve's columns, in the format ``path``'s suffix
+    names (PNG, PDF, SVG: any matplotlib writes); each k's tokens per problem under it when
+    there is one curve. Needs matplotlib (the ``plots`` extra)."""
     try:
         import matplotlib
     except ImportError:
@@ -566,5 +585,7 @@ def plot_curves(curves: Sequence[Curve], path: str | Path) -> None:
         figure.savefig(path, dpi=120)
     except OSError as exc:
         raise ConfigError(f"--plot {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # a suffix matplotlib has no writer for
+        raise ConfigError(f"--plot {path}: {exc}") from None
     finally:
         pyplot.close(figure)

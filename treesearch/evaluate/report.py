@@ -3,9 +3,12 @@ problems ended; split by a problem's field, and folded over seeds.
 
 A run is one results file (``treesearch run --output``). Accuracy counts only problems with a
 gold answer (the others are counted apart), with its Wilson interval. Files whose rows'
-``config`` is the same but for the sampling seed are one configuration run under several
-seeds: they fold into one line, the mean of the per-seed accuracies with a Student t interval
-over them (see ``stats.seed_interval`` for why not one pooled interval). Costs are means per
+``config`` is the same but for the sampling seed, on the same problems, each under its own
+seed, are one configuration run under several seeds: they fold into one line, the mean of the
+per-seed accuracies with a Student t interval over them (see ``stats.seed_interval`` for why
+not one pooled interval), and the mean per seed of every count. Files that share a
+configuration but not their problems (two benchmarks) or not distinct seeds (the same file
+twice, runs without a seed) are not seeds of one experiment: a line each. Costs are means per
 problem over every row, failed problems included, since they spent what they spent.
 """
 
@@ -15,6 +18,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import statistics
 from collections import Counter
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from treesearch.errors import ConfigError
+from treesearch.errors import ConfigError, ProblemFileError
 from treesearch.evaluate.stats import percentile, seed_interval, wilson_interval
 from treesearch.problems import Problem
 from treesearch.runs.rows import iter_rows
@@ -34,12 +38,14 @@ _MISSING = "(none)"
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Run:
-    """One results file: its rows (the last row of an id wins, as a resumed run writes them)
-    and the configuration its first row records (None for rows written without one)."""
+    """One results file: its rows (the last row of an id wins, as a resumed run writes them),
+    the configuration its first row records (None for rows written without one) and the
+    number of an unfinished last line skipped (``cut``; None if there was none)."""
 
     name: str
     rows: list[dict[str, Any]]
     config: Mapping[str, Any] | None
+    cut: int | None = None
 
     @property
     def strategy(self) -> str | None:
@@ -48,26 +54,75 @@ class Run:
 
     @property
     def n(self) -> int | None:
-        found = (self.config or {}).get("n")
-        return found if isinstance(found, int) else None
+        return _integer((self.config or {}).get("n"))
 
     @property
     def seed(self) -> int | None:
-        found = (self.config or {}).get("sampling", {}).get("seed")
-        return found if isinstance(found, int) else None
+        return _integer(_sampling(self.config or {}).get("seed"))
+
+
+def _integer(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _sampling(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A config's sampling settings ({} where a hand-edited row has none or not an object)."""
+    sampling = config.get("sampling")
+    return sampling if isinstance(sampling, Mapping) else {}
 
 
 def read_run(path: str | Path) -> Run:
-    """The run in a results file; ConfigError for a missing file or one without rows, and
-    ProblemFileError naming the line of one that is not a row (no ``id``)."""
+    """The run in a results file; ConfigError for a missing file, one without rows or a row
+    with a number that is not finite (NaN, Infinity, beyond a float), and ProblemFileError
+    naming the line of one that is not a row (no ``id``). An unfinished last line, which a
+    run cut short by a crash leaves and skips when it resumes, is skipped here too (``cut``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    rows = list({str(row["id"]): row for row in iter_rows(path, "id", "results", strict=True)}.values())
-    if not rows:
+    by_id: dict[str, dict[str, Any]] = {}
+    cut = None
+    try:
+        for row in iter_rows(path, "id", "results", strict=True):
+            by_id[str(row["id"])] = row
+    except ProblemFileError as exc:
+        if not _unfinished_last_line(path, exc):
+            raise
+        cut = exc.line
+    if not by_id:
         raise ConfigError(f"{path} holds no rows")
+    for row in by_id.values():
+        _check_finite(path, row, row)
+    rows = list(by_id.values())
     config = rows[0].get("config")
-    return Run(name=str(path), rows=rows, config=config if isinstance(config, Mapping) else None)
+    return Run(name=str(path), rows=rows, config=config if isinstance(config, Mapping) else None, cut=cut)
+
+
+def _unfinished_last_line(path: Path, error: ProblemFileError) -> bool:
+    """Whether ``error`` is about the file's last line, not JSON and not ended by a newline:
+    a line a crash cut short (bad lines anywhere else are not the run's writing)."""
+    data = path.read_bytes()
+    last = data.count(b"\n") + 1
+    return error.reason.startswith("not JSON") and not data.endswith(b"\n") and error.line == last
+
+
+def _check_finite(path: Path, row: Mapping[str, Any], value: object, where: str = "") -> None:
+    """ConfigError naming the row and field of a NaN, an infinity or an integer too large for
+    a float (JSON allows none of them; Python's reader takes NaN and Infinity): every mean,
+    interval and cost would be NaN or fail, and strict JSON could not be written."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(path, row, item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(path, row, item, f"{where}[{index}]")
+    elif isinstance(value, float | int) and not isinstance(value, bool):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:
+            finite = False
+        if not finite:
+            shown = repr(value) if isinstance(value, float) else "an integer beyond a float's range"
+            raise ConfigError(f"{path}: row {row.get('id')!r}: {where} is {shown}, not a finite number")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,17 +132,19 @@ class Summary:
     ``graded`` (the problems with a gold answer; ``no_gold`` lack one) with its Wilson
     ``interval``, or over seeds the mean of per-seed accuracies with a t interval
     (``interval_kind`` says which). Tokens, FLOPs (over the rows that carry them, ``flops_rows``)
-    and requests are means per problem; wall times are in seconds."""
+    and requests are means per problem; wall times are in seconds. Over seeds, every count
+    (problems, graded, correct, no_gold, flops_rows, stopped_by, aggregated_by, errors) is the
+    mean per seed, an integer where it is whole."""
 
     run: str
     strategy: str | None
     n: int | None
     group: str | None
     seeds: tuple[int | None, ...]
-    problems: int
-    graded: int
-    correct: int
-    no_gold: int
+    problems: float
+    graded: float
+    correct: float
+    no_gold: float
     accuracy: float | None
     interval: tuple[float, float] | None
     interval_kind: str
@@ -97,13 +154,13 @@ class Summary:
     reasoning_tokens: float
     verifier_tokens: float
     flops: float | None
-    flops_rows: int
+    flops_rows: float
     requests: float
     wall_p50: float | None
     wall_p95: float | None
-    stopped_by: dict[str, int]
-    aggregated_by: dict[str, int]
-    errors: int
+    stopped_by: dict[str, float]
+    aggregated_by: dict[str, float]
+    errors: float
 
 
 def fold_key(run: Run) -> str | None:
@@ -111,8 +168,26 @@ def fold_key(run: Run) -> str | None:
     folded, for rows without a config)."""
     if run.config is None:
         return None
-    config = {**run.config, "sampling": {**run.config.get("sampling", {}), "seed": None}}
+    config = {**run.config, "sampling": {**_sampling(run.config), "seed": None}}
     return json.dumps(config, sort_keys=True)
+
+
+def _folds(runs: Sequence[Run]) -> list[list[int]]:
+    """The runs' indices by report line: runs of one configuration (``fold_key``) on the same
+    problem ids, each under its own seed, fold into one; every other run is a line of its own
+    (the config records neither the problems nor, by default, a seed, so an equal config alone
+    does not make seeds of one experiment)."""
+    groups: dict[object, list[int]] = {}
+    for index, run in enumerate(runs):
+        key = fold_key(run)
+        ids = frozenset(str(row["id"]) for row in run.rows)
+        groups.setdefault(index if key is None else (key, ids), []).append(index)
+    folds: list[list[int]] = []
+    for indices in groups.values():
+        seeds = [runs[index].seed for index in indices]
+        distinct = None not in seeds and len(set(seeds)) == len(seeds)
+        folds += [indices] if distinct else [[index] for index in indices]
+    return folds
 
 
 def summarise(
@@ -125,12 +200,9 @@ def summarise(
     """The report's lines: one per configuration (seeds folded) and, with ``by``, per value of
     that field, taken from the row or else from the problem of its id in ``problems``. A field
     found in no row and no problem is a ConfigError naming the fields there are."""
-    groups: dict[object, list[int]] = {}
-    for index, run in enumerate(runs):
-        groups.setdefault(fold_key(run) or index, []).append(index)
     values = {} if by is None else _field_values(runs, by, problems or {})
     lines = []
-    for indices in groups.values():
+    for indices in _folds(runs):
         split = [_split(runs[index], values, index) for index in indices]
         for group in sorted({value for parts in split for value in parts}, key=_order):
             parts = [parts.get(group, []) for parts in split]
@@ -163,7 +235,13 @@ def _field_values(
 
 
 def _text(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """A field's value as a group's name: text as it is, JSON values as JSON, and anything else
+    a problems file can hold (a Parquet date, decimal or bytes) as Python writes it."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, bool | int | float | list | dict):
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 def _order(value: str) -> tuple[int, float, str]:
@@ -188,18 +266,16 @@ def _split(run: Run, values: Mapping[tuple[int, str], str], index: int) -> dict[
 def _summary(
     members: Sequence[Run], parts: Sequence[list[dict[str, Any]]], group: str | None, confidence: float
 ) -> Summary:
+    """The line of ``members`` (one run, or the seeds of one configuration), ``parts`` holding
+    each one's rows in ``group``."""
     rows = [row for part in parts for row in part]
-    graded = [row for row in rows if row.get("gold") is not None]
-    correct = sum(row.get("correct") is True for row in graded)
+    graded = [[row for row in part if row.get("gold") is not None] for part in parts]
+    correct = [sum(row.get("correct") is True for row in part) for part in graded]
     if len(members) == 1:
-        accuracy = correct / len(graded) if graded else None
-        interval, kind = wilson_interval(correct, len(graded), confidence), "wilson"
+        accuracy = correct[0] / len(graded[0]) if graded[0] else None
+        interval, kind = wilson_interval(correct[0], len(graded[0]), confidence), "wilson"
     else:
-        per_seed = []
-        for part in parts:
-            with_gold = [row for row in part if row.get("gold") is not None]
-            if with_gold:
-                per_seed.append(sum(row.get("correct") is True for row in with_gold) / len(with_gold))
+        per_seed = [right / len(part) for right, part in zip(correct, graded, strict=True) if part]
         spread = seed_interval(per_seed, confidence)
         accuracy = None if spread is None else spread.mean
         interval, kind = (None if spread is None else spread.interval), "t over seeds"
@@ -213,10 +289,10 @@ def _summary(
         n=members[0].n,
         group=group,
         seeds=tuple(run.seed for run in members),
-        problems=len({str(row["id"]) for row in rows}),
-        graded=len(graded),
-        correct=correct,
-        no_gold=len(rows) - len(graded),
+        problems=_per_seed([len(part) for part in parts]),
+        graded=_per_seed([len(part) for part in graded]),
+        correct=_per_seed(correct),
+        no_gold=_per_seed([len(part) - len(gold) for part, gold in zip(parts, graded, strict=True)]),
         accuracy=accuracy,
         interval=interval,
         interval_kind=kind,
@@ -226,20 +302,28 @@ def _summary(
         reasoning_tokens=_mean(usage_of(row, "reasoning_tokens") for row in rows),
         verifier_tokens=_mean(usage_of(row, "verifier_tokens") for row in rows),
         flops=_mean(flops) if flops else None,
-        flops_rows=len(flops),
+        flops_rows=_per_seed([sum(flops_of(row) is not None for row in part) for part in parts]),
         requests=_mean(usage_of(row, "requests") for row in rows),
         wall_p50=percentile(walls, 50) if walls else None,
         wall_p95=percentile(walls, 95) if walls else None,
-        stopped_by=_count(rows, "stopped_by"),
-        aggregated_by=_count(rows, "aggregated_by"),
-        errors=sum(row.get("error") is not None for row in rows),
+        stopped_by=_count(parts, "stopped_by"),
+        aggregated_by=_count(parts, "aggregated_by"),
+        errors=_per_seed([sum(row.get("error") is not None for row in part) for part in parts]),
     )
 
 
-def _count(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, int]:
-    """How many rows have each value of ``key``, commonest first (a failed problem has no
-    aggregation: rows without one are not counted)."""
-    return dict(Counter(str(row[key]) for row in rows if row.get(key) is not None).most_common())
+def _per_seed(counts: Sequence[int]) -> float:
+    """The mean of per-seed counts (the count itself for one run), an int where it is whole."""
+    mean = statistics.fmean(counts)
+    return int(mean) if mean.is_integer() else mean
+
+
+def _count(parts: Sequence[Iterable[Mapping[str, Any]]], key: str) -> dict[str, float]:
+    """How many rows have each value of ``key``, per seed, commonest first (a failed problem
+    has no aggregation: rows without one are not counted)."""
+    counts = [Counter(str(row[key]) for row in part if row.get(key) is not None) for part in parts]
+    kinds = sum(counts, Counter()).most_common()
+    return {kind: _per_seed([count[kind] for count in counts]) for kind, _ in kinds}
 
 
 def flops_of(row: Mapping[str, Any]) -> float | None:
@@ -265,7 +349,7 @@ def render(lines: Sequence[Summary], fmt: str, by: str | None = None) -> str:
     """The report in ``fmt`` (one of FORMATS): an aligned text table, a Markdown table, CSV
     (raw numbers, one column per stop and aggregation kind) or JSON (the summaries)."""
     if fmt == "json":
-        return json.dumps([dataclasses.asdict(line) for line in lines], indent=2)
+        return json.dumps([dataclasses.asdict(line) for line in lines], indent=2, allow_nan=False)
     if fmt == "csv":
         return _csv(lines, by)
     level = f"{lines[0].confidence:.0%}" if lines else "95%"
@@ -276,12 +360,12 @@ def render(lines: Sequence[Summary], fmt: str, by: str | None = None) -> str:
                "errors"]  # fmt: skip
     cells = [
         [line.run, line.strategy or "", _cell(line.n), *([line.group or ""] if by else []),
-         ",".join(_cell(seed) for seed in line.seeds), str(line.problems), str(line.no_gold),
+         ",".join(_cell(seed) for seed in line.seeds), _number(line.problems), _number(line.no_gold),
          _cell(line.accuracy, ".3f"), _interval(line), f"{line.prompt_tokens:.1f}",
          f"{line.completion_tokens:.1f}", *([f"{line.reasoning_tokens:.1f}"] if thought else []),
          f"{line.verifier_tokens:.1f}", _cell(line.flops, ".3g"),
          f"{line.requests:.1f}", _cell(line.wall_p50, ".2f"), _cell(line.wall_p95, ".2f"),
-         _counts(line.stopped_by), _counts(line.aggregated_by), str(line.errors)]
+         _counts(line.stopped_by), _counts(line.aggregated_by), _number(line.errors)]
         for line in lines
     ]  # fmt: skip
     notes = [
@@ -290,6 +374,8 @@ def render(lines: Sequence[Summary], fmt: str, by: str | None = None) -> str:
         f"accuracy over the problems with a gold answer: Wilson {level} interval, or over seeds the "
         f"mean of per-seed accuracies with a {level} t interval",
     ]
+    if any(len(line.seeds) > 1 for line in lines):
+        notes.append("over seeds, problems, no gold, stopped_by, aggregated_by and errors are means per seed")
     if any(line.flops is not None and line.flops_rows < line.problems for line in lines):
         notes.append("FLOPs over the rows that record them (runs with --model-params)")
     return table(headers, cells, fmt, notes)
@@ -316,8 +402,13 @@ def _interval(line: Summary) -> str:
     return "-" if line.interval is None else f"{line.interval[0]:.3f} to {line.interval[1]:.3f}"
 
 
-def _counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{kind} {count}" for kind, count in counts.items())
+def _number(count: float) -> str:
+    """A count, or a mean per seed to one decimal."""
+    return str(count) if isinstance(count, int) else f"{count:.1f}"
+
+
+def _counts(counts: Mapping[str, float]) -> str:
+    return ", ".join(f"{kind} {_number(count)}" for kind, count in counts.items())
 
 
 def _csv(lines: Sequence[Summary], by: str | None) -> str:
@@ -328,7 +419,7 @@ def _csv(lines: Sequence[Summary], by: str | None) -> str:
         record = {key: value for key, value in dataclasses.asdict(line).items()
                   if key not in {"group", "seeds", "interval", "stopped_by", "aggregated_by"}}  # fmt: skip
         if by:
-            record = {"run": line.run, by: line.group, **record}
+            record = {"run": line.run, f"by:{by}": line.group, **record}  # not a summary column's name
         record["seeds"] = ";".join(_cell(seed) for seed in line.seeds)
         record["interval_low"], record["interval_high"] = line.interval or (None, None)
         record |= {f"stopped_by:{kind}": line.stopped_by.get(kind, 0) for kind in stops}
