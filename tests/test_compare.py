@@ -103,6 +103,47 @@ def test_runs_on_other_problems_share_none(runs: dict[str, Path]) -> None:
     assert f"{runs['maj4']}  {runs['other4']}  0 " in table
 
 
+def test_runs_on_partly_other_problems_or_gold_are_warned(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Half the problems shared, and a different gold answer to some of those: one warning
+    line each, the first saying the runs table's accuracies are over different problems."""
+    mine = list(read_output(runs["maj4"]).values())
+    theirs = [{**row, "gold": "-1"} if index < 3 else row for index, row in enumerate(mine[:20])]
+    theirs += list(read_output(runs["other4"]).values())
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(row) + "\n" for row in theirs))
+    found, warnings = compare(str(runs["maj4"]), str(mixed))
+    assert found["pairs"][0]["found"]["pairs"] == 20
+    ids = ", ".join(row["id"] for row in mine[:3])
+    assert warnings.splitlines() == [
+        f"treesearch compare: warning: {runs['maj4']} and {mixed} share 20 of their problems (40 and 30): "
+        "the runs table's accuracies are over different problems; the pair compares the shared ones",
+        f"treesearch compare: warning: {runs['maj4']} and {mixed} give different gold answers to 3 shared "
+        f"problems ({ids}): each run is graded against its own",
+    ]
+    assert compare(str(runs["maj4"]), str(runs["maj8"]))[1] == ""
+
+
+def test_a_run_that_spent_nothing_is_plotted_on_a_linear_axis(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A log cost axis cannot show 0 tokens: a linear one, and one warning line (not
+    matplotlib's); any format matplotlib writes, by the suffix; an unknown one is one line."""
+    rows = list(read_output(runs["maj4"]).values())
+    free = tmp_path / "free.jsonl"
+    free.write_text("".join(json.dumps({**row, "usage": None}) + "\n" for row in rows))
+    plot = tmp_path / "free.pdf"
+    done = run_cli("compare", str(runs["maj4"]), str(free), "-o", str(plot))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"treesearch compare: warning: {free} spent no tokens: the plot's cost axis is linear, not "
+        "logarithmic",
+        f"wrote {plot}",
+    ]
+    assert plot.read_bytes()[:5] == b"%PDF-"
+    unknown = run_cli("compare", str(runs["maj4"]), str(free), "-o", str(tmp_path / "free.xyz"))
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr.startswith(f"treesearch: error: cannot write {tmp_path / 'free.xyz'}: Format 'xyz'")
+    assert unknown.stderr.strip().count("\n") == 0
+
+
 def test_a_strategy_option_names_its_line(runs: dict[str, Path], tmp_path: Path) -> None:
     rows = list(read_output(runs["maj4"]).values())
     waves = tmp_path / "waves.jsonl"

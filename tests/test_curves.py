@@ -238,7 +238,11 @@ def row(**fields: object) -> dict[str, object]:
         ([row(candidates="x")], "row 'a' needs a list of at most N = 4 candidates"),
         ([row(candidates=[{"answer": "1"}])], "row 'a' needs a list of at most N = 4 candidates"),
         ([row(candidates=[{"node": i, "answer": "1"} for i in range(5)])], "at most N = 4 candidates"),
-        ([row(config={})], r"its rows carry no N \(config.n\)"),
+        ([row(config={})], r"row 'a' carries no N \(config.n\)"),
+        ([row(config=[4])], "row 'a' has a config that is not an object"),
+        ([row(config={"n": [4]})], r"row 'a': config.n is \[4\], not an integer ≥ 1"),
+        ([row(config={"n": True})], "row 'a': config.n is true, not an integer ≥ 1"),
+        ([row(usage={"prompt_tokens": 10**400})], "row 'a' has a usage that is not token counts"),
         (
             [row(), row(id="b", config={"n": 8})],
             r"several configurations \(majority-vote; N 4, 8\): one run per",

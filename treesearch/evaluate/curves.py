@@ -475,13 +475,13 @@ def _tokens(run: str | Path, row: Mapping[str, Any]) -> tuple[float, float]:
     synthetic server honour ``n``; a server that ignores it is sent a request per sample, so
     there this overstates the cost of k < N by the prompts of N − k requests). Completions,
     the verifier's calls and, step by step, each path's own rollout prompts grow with k."""
+    whole = bool(_config(run, row).get("whole", True))
     try:
         usage = Usage.from_record(row.get("usage"))
-    except (TypeError, ValueError, AttributeError, OverflowError):
+        once = float(max(0, usage.prompt_tokens - usage.verifier_tokens) if whole else 0)
+        return once, float(usage.total_tokens) - once
+    except (TypeError, ValueError, AttributeError, OverflowError):  # OverflowError: past a float
         raise ConfigError(f"{run}: row {row.get('id')!r} has a usage that is not token counts") from None
-    whole = bool(_config(run, row).get("whole", True))
-    once = max(0, usage.prompt_tokens - usage.verifier_tokens) if whole else 0
-    return once, usage.total_tokens - once
 
 
 def _mean(estimates: Sequence[Estimate]) -> float:
