@@ -3,6 +3,7 @@ through Playwright pointed at the system browser), and the command's edges."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -15,7 +16,8 @@ from conftest import problems, run_cli, write_problems
 
 from treesearch.cli.main import main
 from treesearch.engine.tree import NodeStatus, SearchTree
-from treesearch.view.page import embed_json
+from treesearch.runs.runner import tree_path
+from treesearch.view.page import embed_json, load_run, load_tree, render
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -227,6 +229,25 @@ def test_missing_trees_are_one_line(
         (None, "does not exist"),
         ('{"nodes": [{"id": 0}], "edges": []}', "not a search tree"),
         ('{"nodes": [{"id": 1, "parent": null, "depth": 0}], "edges": []}', "breaks the order"),
+        (
+            '{"nodes": [{"id": 0, "parent": 0, "depth": 0}, {"id": 1, "parent": 0, "depth": 1}]}',
+            "node 0 breaks",
+        ),
+        (
+            '{"nodes": [{"id": 0, "parent": 2, "depth": 0}, {"id": 1, "parent": 0, "depth": 1},'
+            ' {"id": 2, "parent": 0, "depth": 1}]}',
+            "node 0 breaks",
+        ),
+        (
+            '{"nodes": [{"id": 0, "parent": null, "depth": 0}, {"id": 1, "parent": 0, "depth": 1},'
+            ' {"id": 1, "parent": 0, "depth": 1}]}',
+            "node 1 breaks",
+        ),
+        (
+            '{"nodes": [{"id": 0, "parent": null, "depth": 0}, {"id": 1, "parent": 0, "depth": 0}]}',
+            "node 1 breaks",
+        ),
+        ('{"graph": [1], "nodes": [{"id": 0, "parent": null, "depth": 0}]}', "not a search tree"),
         ("hello\n", "not JSON"),
         ("", "holds no rows"),
     ],
@@ -240,3 +261,129 @@ def test_bad_input_is_one_line(
     assert main(["view", str(source)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def small_tree(**graph: Any) -> dict[str, Any]:
+    """A root and two steps, the second answered, with ``graph`` as its attributes."""
+    nodes = [
+        {"id": 0, "parent": None, "depth": 0, "text": "Q", "scores": []},
+        {"id": 1, "parent": 0, "depth": 1, "text": "a", "scores": [0.5], "position": "0/0"},
+        {"id": 2, "parent": 0, "depth": 1, "text": "b", "scores": [0.7], "status": "answered",
+         "answer": "1", "position": "0/1"},
+    ]  # fmt: skip
+    return {"graph": {"problem_id": "p", **graph}, "nodes": nodes, "edges": []}
+
+
+@pytest.mark.parametrize(
+    ("graph", "chosen", "note"),
+    [
+        ({"chosen": [99, -1, 2]}, [2], "chosen ids that are no node of the tree left out: 99, -1"),
+        ({"chosen": ["x", None, True]}, [], 'left out: "x", null, true'),
+        ({"chosen": 2}, [2], None),
+        ({"result": [1, 2], "chosen": [2]}, [2], "the tree's result is not a row: left out"),
+        (
+            {"result": {"answer": "1", "candidates": [{"answer": "1"}, {"node": 2, "answer": "1"}]}},
+            [2],
+            "null",
+        ),
+        ({"result": {"answer": "1", "candidates": "none"}}, [], None),
+    ],
+)
+def test_a_tree_with_bad_attributes_is_shown_without_them(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    graph: dict[str, Any],
+    chosen: list[int],
+    note: str | None,
+) -> None:
+    source = tmp_path / "t.json"
+    source.write_text(json.dumps(small_tree(**graph)))
+    problem = load_tree(source)
+    assert problem.chosen == chosen
+    assert (problem.note is None) if note is None else (note in (problem.note or "")), problem.note
+    assert main(["view", str(source)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == (1 if note is None else 2) and (note is None or note in err[0])
+
+
+def test_nan_and_infinity_show_as_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = small_tree()
+    data["nodes"][1]["scores"] = [float("nan")]
+    data["nodes"][2]["confidences"] = [float("-inf"), 0.5]
+    data["nodes"][2]["scores"] = ["HUGE"]
+    source = tmp_path / "t.json"
+    source.write_text(json.dumps(data).replace('"HUGE"', "1e999"))  # NaN and -Infinity as Python writes them
+    problem = load_tree(source)
+    assert (problem.nodes[1]["score"], problem.nodes[1]["scores"]) == (None, [None])
+    assert (problem.nodes[2]["score"], problem.nodes[2]["confidence"]) == (None, 0.5)
+    assert problem.note == "3 NaN or infinite numbers in the tree shown as missing"
+    render([problem], "t")  # JSON without NaN: it raised ValueError
+
+    row = {"id": "p", "answer": "1", "wall_s": float("nan"), "usage": {"requests": float("-inf")}}
+    (tmp_path / "run.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "trees").mkdir()
+    (tmp_path / "trees" / "p.json").write_text(json.dumps(small_tree()))
+    assert main(["view", str(tmp_path / "run.jsonl")]) == 0
+    assert "shown as missing in: requests, wall_s" in capsys.readouterr().err
+    (loaded,), _ = load_run(tmp_path / "run.jsonl")
+    assert loaded.row is not None
+    assert (loaded.row["wall_s"], loaded.row["usage"]) == (None, {"requests": None})
+
+
+def test_ids_of_one_safe_name_keep_their_own_trees(
+    fake_server: Callable[..., str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ids "a/b" and "a_b" both made a_b.json once, and the viewer showed one tree twice."""
+    assert tree_path(tmp_path, "a_b") == tmp_path / "a_b.json"  # a safe id's name is unchanged
+    assert tree_path(tmp_path, "a/b") != tree_path(tmp_path, "a_b")
+    chosen = [dataclasses.replace(p, id=i) for p, i in zip(problems("s", 2), ["a/b", "a_b"], strict=True)]
+    done = run_cli("run", "--base-url", fake_server(), "--model", "fake", "--problems",
+                   str(write_problems(tmp_path / "p.jsonl", chosen)), "--output", str(tmp_path / "run.jsonl"),
+                   "--trees", str(tmp_path / "trees"), "--strategy", "majority-vote", "--n", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found, missing = load_run(tmp_path / "run.jsonl")
+    assert missing == [] and [p.id for p in found] == ["a/b", "a_b"]
+    assert [p.nodes[0]["text"] for p in found] == [p.question for p in chosen]
+
+    # A tree written before names had a hash is found by its old name, if it is the problem's.
+    tree_path(tmp_path / "trees", "a/b").rename(tmp_path / "trees" / "a_b.json")
+    found, missing = load_run(tmp_path / "run.jsonl")
+    assert [p.id for p in found] == ["a/b", "a_b"] and missing == ["a_b"]
+    assert found[1].note == f"the tree at {tmp_path / 'trees' / 'a_b.json'} is problem a/b's"
+    assert found[0].nodes[0]["text"] == chosen[0].question
+
+
+@needs_chromium
+def test_the_page_survives_what_the_command_refuses(browser: Browser, tmp_path: Path) -> None:
+    """The command refuses a root with a parent and drops chosen ids that are no nodes; the
+    page, given them anyway, must neither loop for ever following parents nor throw."""
+    problems_ = []
+    for root_parent in (0, 2):
+        problem = load_tree(write_json(tmp_path / "t.json", small_tree()))
+        problem.nodes[0]["parent"] = root_parent
+        problems_.append(dataclasses.replace(problem, id=str(root_parent), chosen=[99, -1, 2]))
+    (tmp_path / "page.html").write_text(render(problems_, "bad"))
+    page, errors = open_page(browser, tmp_path / "page.html")
+    assert drawn(page) == 3
+    click_node(page, 2)
+    assert page.locator("#path-text li").all_text_contents() == ["b"]
+    page.select_option("#problem", index=1)
+    assert drawn(page) == 3
+    assert errors == []
+
+
+@needs_chromium
+def test_a_tree_of_200000_nodes_loads(browser: Browser, tmp_path: Path) -> None:
+    """Math.min(...scores) overflowed the call stack past some 120,000 values."""
+    nodes: list[dict[str, Any]] = [{"id": 0, "parent": None, "depth": 0, "text": "Q"}]
+    nodes += [{"id": i, "parent": 0, "depth": 1, "scores": [i / 200_000]} for i in range(1, 200_000)]
+    write_json(tmp_path / "big.json", {"graph": {"problem_id": "big"}, "nodes": nodes, "edges": []})
+    assert main(["view", str(tmp_path / "big.json")]) == 0
+    page, errors = open_page(browser, tmp_path / "big.html")
+    assert drawn(page) == 200_000
+    assert errors == []
+
+
+def write_json(path: Path, value: Any) -> Path:
+    path.write_text(json.dumps(value))
+    return path

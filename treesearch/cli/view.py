@@ -22,6 +22,10 @@ def view(args: argparse.Namespace) -> int:
     if missing:
         print(f"treesearch view: {len(missing)} of {len(problems)} problems have no tree (first: "
               f"{missing[0]}); the page lists them without one", file=sys.stderr)  # fmt: skip
+    noted = [problem for problem in problems if problem.note and problem.nodes]
+    if noted:
+        print(f"treesearch view: {len(noted)} of {len(problems)} problems have a note on the page "
+              f"(first, {noted[0].id}: {noted[0].note})", file=sys.stderr)  # fmt: skip
     nodes = sum(len(problem.nodes) for problem in problems)
     size = len(page.encode("utf-8")) / 1e6
     print(f"wrote {output}: {len(problems)} problems, {nodes} nodes, {size:.1f} MB", file=sys.stderr)

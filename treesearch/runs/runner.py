@@ -170,6 +170,10 @@ def _write_tree(result: SearchResult, path: Path, same: AnswerEquivalence, sizes
 
 def tree_path(trees_dir: str | Path, problem_id: str) -> Path:
     """Where ``run`` writes a problem's tree (and ``treesearch view`` looks for it): its id, any
-    character but letters, digits and ``-_.`` made ``_``, as a JSON file in ``trees_dir``."""
+    character but letters, digits and ``-_.`` made ``_``, as a JSON file in ``trees_dir``. An
+    id so changed gets 8 hex digits of its SHA-256 after a ``-`` ("a/b" is ``a_b-c14cddc0.json``),
+    so it cannot take the file of an id spelled that way ("a_b" is ``a_b.json``)."""
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in problem_id)
+    if name != problem_id:
+        name += "-" + hashlib.sha256(problem_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return Path(trees_dir) / f"{name}.json"

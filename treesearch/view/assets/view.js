@@ -46,21 +46,31 @@
     return x.length - y.length;
   }
 
+  // Loops, not Math.min(...values): a spread of 200,000 values overflows the call stack.
   function domain(values, probabilities) {
-    const present = values.filter((value) => value !== null);
-    if (!present.length) return [0, 1];
-    let lo = Math.min(...present);
-    let hi = Math.max(...present);
+    let [lo, hi] = [Infinity, -Infinity];
+    for (const value of values) {
+      if (typeof value !== "number" || !Number.isFinite(value)) continue;
+      if (value < lo) lo = value;
+      if (value > hi) hi = value;
+    }
+    if (lo > hi) return [0, 1];
     if (probabilities && lo >= 0 && hi <= 1) [lo, hi] = [0, 1];
     return hi > lo ? [lo, hi] : [lo, lo + 1];
   }
 
   // The layout, once per problem: depth across; leaves down in tree position order (an order
-  // no scheduling changes), each parent level with the middle of its children.
+  // no scheduling changes), each parent level with the middle of its children. A parent that
+  // is not an earlier node is dropped (treesearch view refuses such trees): then following
+  // parents always ends, at node 0 or a node without one.
   function prepare(nodes) {
     const n = nodes.length;
     const kids = nodes.map(() => []);
-    for (const node of nodes) if (node.parent !== null) kids[node.parent].push(node.id);
+    nodes.forEach((node, index) => {
+      const parent = node.parent;
+      if (Number.isInteger(parent) && parent >= 0 && parent < index) kids[parent].push(index);
+      else node.parent = null;
+    });
     for (const list of kids) list.sort((a, b) => comparePositions(nodes[a].position, nodes[b].position));
     const x = new Float64Array(n);
     const y = new Float64Array(n);
@@ -83,7 +93,7 @@
       subtree[node.id] = node.tokens;
       depth = Math.max(depth, node.depth);
     }
-    for (let i = n - 1; i > 0; i--) subtree[nodes[i].parent] += subtree[i]; // parents come first
+    for (let i = n - 1; i > 0; i--) if (nodes[i].parent !== null) subtree[nodes[i].parent] += subtree[i]; // parents come first
     const kinds = nodes.map((node) =>
       node.status === "answered" || node.status === "dead_end" ? node.status : kids[node.id].length ? "kept" : "pruned");
     return {
@@ -96,6 +106,7 @@
   function chosenPaths() {
     const marked = new Uint8Array(tree.nodes.length);
     for (const id of problem.chosen) {
+      if (!Number.isInteger(id) || id < 0 || id >= marked.length) continue; // treesearch view drops them
       for (let v = id; v !== null && v < marked.length && !marked[v]; v = tree.nodes[v].parent) marked[v] = 1;
     }
     return marked;
@@ -111,7 +122,7 @@
     let count = 0;
     for (let i = 0; i <= last && i < tree.nodes.length; i++) {
       const node = tree.nodes[i];
-      if (i > 0 && !visible[node.parent]) continue;
+      if (i > 0 && (node.parent === null || !visible[node.parent])) continue;
       if (node.depth > depth || (node.score !== null && node.score < min - 1e-12)) continue;
       visible[i] = 1;
       count++;
@@ -159,7 +170,7 @@
       for (const [which, style, lineWidth] of [[0, "#c9ced6", 1], [marked, CHOSEN, 3.5], [path, SELECTED, 2]]) {
         ctx.beginPath();
         for (let i = 1; i < total; i++) {
-          if (!visible[i] || (which && !which[i])) continue;
+          if (!visible[i] || (which && !which[i]) || tree.nodes[i].parent === null) continue;
           const p = tree.nodes[i].parent;
           const [x0, y0, x1, y1] = [screenX(p), screenY(p), screenX(i), screenY(i)];
           const middle = (x0 + x1) / 2;
@@ -258,9 +269,10 @@
     ]);
     $("node-text").textContent = node.text;
     const steps = [];
-    for (let v = id; v !== null && v > 0; v = tree.nodes[v].parent) steps.unshift(v);
-    $("path-text").replaceChildren(
-      ...steps.map((v) => element("li", tree.nodes[v].text, v === id ? "selected" : undefined)));
+    for (let v = id; v !== null && v > 0; v = tree.nodes[v].parent) steps.push(v);
+    const list = $("path-text");
+    list.replaceChildren(); // a loop, not a spread: a path may be deeper than the stack
+    for (let i = steps.length - 1; i >= 0; i--) list.append(element("li", tree.nodes[steps[i]].text, i === 0 ? "selected" : undefined));
     schedule();
   }
 
