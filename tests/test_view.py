@@ -248,6 +248,7 @@ def test_missing_trees_are_one_line(
             "node 1 breaks",
         ),
         ('{"graph": [1], "nodes": [{"id": 0, "parent": null, "depth": 0}]}', "not a search tree"),
+        ('{"nodes": [], "edges": []}', "a search tree without nodes"),
         ("hello\n", "not JSON"),
         ("", "holds no rows"),
     ],

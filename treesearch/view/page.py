@@ -82,6 +82,8 @@ def read_tree(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (ValueError, TypeError, KeyError, AttributeError):
         raise ConfigError(f"{path}: not a search tree (the node-link JSON run --trees writes)") from None
+    if not nodes:
+        raise ConfigError(f"{path}: a search tree without nodes (node 0 is the problem)")
     for index, node in enumerate(nodes):
         parent = node["parent"]
         if index == 0:
