@@ -277,15 +277,16 @@ def test_an_unfinished_last_line_is_skipped_and_said(tmp_path: Path) -> None:
     [
         ("wall_s", "NaN", "wall_s is nan"),
         ("usage", '{"prompt_tokens": Infinity}', "usage.prompt_tokens is inf"),
-        ("usage", f'{{"prompt_tokens": {10**400}}}', "usage.prompt_tokens is an integer beyond a float"),
+        ("usage", f'{{"prompt_tokens": {10**400}}}', "usage.prompt_tokens is beyond 1e+100"),
+        ("wall_s", "1.5e308", "wall_s is beyond 1e+100"),  # two of them overflow a sum
         ("candidates", '[{"node": 1, "answer": "1", "score": -Infinity}]', "candidates[0].score is -inf"),
     ],
 )
 def test_non_finite_numbers_are_refused_naming_the_row(
     tmp_path: Path, field: str, text: str, shown: str
 ) -> None:
-    """NaN, Infinity (Python's JSON reader takes them) and integers past a float are refused in
-    one line naming the row and field, by report, --curve and compare alike."""
+    """NaN, Infinity (Python's JSON reader takes them) and numbers whose sums would overflow are
+    refused in one line naming the row and field, by report, --curve and compare alike."""
     rows = made_run(range(3), 0)
     lines = [json.dumps(row) for row in rows]
     lines[1] = lines[1][:-1] + f', "{field}": {text}}}'

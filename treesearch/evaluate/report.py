@@ -33,6 +33,9 @@ from treesearch.problems import Problem
 from treesearch.runs.rows import iter_rows
 
 FORMATS = ("table", "md", "csv", "json")
+# No count, score or cost a run records comes near this; a sum of numbers below it cannot
+# overflow a float (an integer past a float's range, or sums of 1e308s, would).
+_LARGEST = 1e100
 _MISSING = "(none)"
 
 
@@ -106,23 +109,21 @@ def _unfinished_last_line(path: Path, error: ProblemFileError) -> bool:
 
 
 def _check_finite(path: Path, row: Mapping[str, Any], value: object, where: str = "") -> None:
-    """ConfigError naming the row and field of a NaN, an infinity or an integer too large for
-    a float (JSON allows none of them; Python's reader takes NaN and Infinity): every mean,
-    interval and cost would be NaN or fail, and strict JSON could not be written."""
+    """ConfigError naming the row and field of a NaN, an infinity (JSON allows neither;
+    Python's reader takes them) or a number past ``_LARGEST``: every mean, interval and cost
+    would be NaN, overflow or fail, and strict JSON could not be written."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             _check_finite(path, row, item, f"{where}.{key}" if where else str(key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_finite(path, row, item, f"{where}[{index}]")
-    elif isinstance(value, float | int) and not isinstance(value, bool):
-        try:
-            finite = math.isfinite(value)
-        except OverflowError:
-            finite = False
-        if not finite:
-            shown = repr(value) if isinstance(value, float) else "an integer beyond a float's range"
-            raise ConfigError(f"{path}: row {row.get('id')!r}: {where} is {shown}, not a finite number")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: row {row.get('id')!r}: {where} is {value!r}, not a finite number")
+    elif isinstance(value, float | int) and not isinstance(value, bool) and abs(value) > _LARGEST:
+        raise ConfigError(
+            f"{path}: row {row.get('id')!r}: {where} is beyond {_LARGEST:g}, larger than any count or cost"
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
