@@ -146,6 +146,12 @@ def test_duplicate_ids_name_both_rows(tmp_path: Path) -> None:
         ("1,000 + 234 = 1,234\n#### 1,234", "1234"),
         ("#### -5", "-5"),
         ("no conclusion here", None),
+        ("\\boxed{\\dfrac{\\sqrt{3}}{2}}", "\\dfrac{\\sqrt{3}}{2}"),
+        # Only a box or the hashes state a gold: prose that states an answer is no gold.
+        ("So 3 + 9 = 12.\nThe answer is 12", None),
+        ("Final Answer: The final answer is 5. I hope it is correct.", None),
+        ("\\boxed{}", None),
+        ("\\boxed{12", None),
     ],
 )
 def test_gold_from_a_solution(solution: str, gold: str | None) -> None:
@@ -253,3 +259,54 @@ def test_split_is_for_datasets_folders_and_missing_files_say_so(tmp_path: Path) 
         load_problems(parquet(tmp_path / "p.parquet", MATH500), split="test")
     with pytest.raises(ProblemFileError, match=r"absent\.parquet:0: No such file"):
         load_problems(tmp_path / "absent.parquet")
+
+
+def test_two_columns_of_one_name_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("id,question,question\n1,a,b\n", encoding="utf-8")
+    with pytest.raises(ProblemFileError, match=r"p.csv:0: two columns are named 'question': rename one"):
+        load_problems(path)
+    table = pa.Table.from_arrays([pa.array(["q"]), pa.array(["1"]), pa.array(["2"])],
+                                 names=["question", "answer", "answer"])  # fmt: skip
+    pq.write_table(table, tmp_path / "p.parquet")
+    with pytest.raises(ProblemFileError, match=r"p.parquet:0: two columns are named 'answer'"):
+        load_problems(tmp_path / "p.parquet")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("p.jsonl", '{"id": "a", "question": "q"}\n{"id": "b", "question": ""}\n', "p.jsonl:2"),
+        ("p.jsonl", '{"id": "a", "question": " \\n "}\n', "p.jsonl:1"),
+        ("p.csv", "id,question\na,q\nb,\n", "p.csv: row 1"),
+        ("p.json", '[{"problem": ""}]', "p.json: row 0"),
+    ],
+)
+def test_an_empty_question_names_its_row(tmp_path: Path, name: str, text: str, where: str) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    fields = Fields(question="problem") if name.endswith(".json") else Fields()
+    with pytest.raises(ProblemFileError, match=f'{where}: an empty "(question|problem)"'):
+        load_problems(path, fields=fields)
+
+
+def test_an_empty_question_with_a_ready_prompt_is_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "question": "", "prompt": "Q: 1 + 1?\\nA:"}\n', encoding="utf-8")
+    (problem,) = load_problems(path)
+    assert (problem.question, problem.prompt) == ("", "Q: 1 + 1?\nA:")
+
+
+def test_nan_is_a_missing_value(tmp_path: Path) -> None:
+    """pandas writes an empty cell as NaN: an answer of NaN is no gold, not the gold "nan"."""
+    rows = [{"id": "a", "question": "q", "answer": 1.0, "level": 2.0},
+            {"id": "b", "question": "r", "answer": float("nan"), "level": float("nan")}]  # fmt: skip
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")  # bare NaN
+    for path in (jsonl, parquet(tmp_path / "p.parquet", rows)):
+        first, second = load_problems(path)
+        assert (first.answer, second.answer, second.metadata) == ("1.0", None, {"level": None}), path
+    gold_from = tmp_path / "g.jsonl"
+    gold_from.write_text('{"id": "a", "question": "q", "answer": NaN}\n', encoding="utf-8")
+    with pytest.raises(ProblemFileError, match=r'g.jsonl:1: no solution in "answer"'):
+        load_problems(gold_from, fields=PRESETS["gsm8k"].fields)

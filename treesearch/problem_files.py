@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import io
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +28,14 @@ from treesearch.errors import ConfigError, ProblemFileError
 GoldFrom = Literal["answer", "solution"]
 _SUFFIXES = {".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+# The two ways a solution states its gold, given to extract_answer as patterns so that its other
+# rules (prose such as "The answer is 12", Minerva's "final answer is") take nothing: GSM8K's
+# closing "#### 42", and a \boxed{} or \fbox{}, its braces balanced up to eight deep.
+_HASHES = re.compile(r"(?:^|\n)####[ \t]*(?P<answer>[^\n]+?)\s*$")
+_BRACED = r"[^{}]*"
+for _ in range(8):
+    _BRACED = rf"(?:[^{{}}]|\{{{_BRACED}\}})*"
+_BOXED = re.compile(rf"\\(?:boxed|fbox)\s*\{{(?P<answer>{_BRACED})\}}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -95,11 +105,11 @@ PRESETS: dict[str, Preset] = {  # layouts checked against the datasets' cards on
 def gold_from_solution(text: str) -> str | None:
     """What a whole solution concludes, or None: the number after GSM8K's closing ``#### ``
     (thousands commas dropped: "#### 1,234" is 1234), else the last ``\\boxed{}`` or
-    ``\\fbox{}`` (braces balanced), as ``treesearch.answers.extract`` finds answers."""
-    answer = extract_answer(text)
-    if answer is not None and "####" in text and _THOUSANDS.fullmatch(answer):
-        return answer.replace(",", "")
-    return answer
+    ``\\fbox{}`` (braces balanced), and nothing else: a gold is stated, never guessed."""
+    answer = extract_answer(text, _HASHES)
+    if answer is not None:
+        return answer.replace(",", "") if _THOUSANDS.fullmatch(answer) else answer
+    return extract_answer(text, _BOXED)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -128,22 +138,34 @@ def file_format(path: Path) -> str:
 
 def read_records(path: str | Path, *, split: str | None = None) -> Records:
     """The records of a problems file in any format ``file_format`` tells; ``split`` picks
-    one split of a ``datasets`` folder that holds several (a DatasetDict)."""
+    one split of a ``datasets`` folder that holds several (a DatasetDict). A NaN is read as
+    None: it is pandas' missing value (a DataFrame's empty cell, written to Parquet or JSON),
+    so an answer of NaN is no gold, not the gold "nan"."""
     path = Path(path)
     kind = file_format(path)
     if split is not None and kind != "datasets":
         raise ConfigError(f"--split is for a folder saved by datasets; {path} is a {kind} file")
     if kind == "datasets":
-        return _datasets(path, split)
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise ProblemFileError(str(path), 0, exc.strerror or str(exc)) from exc
-    try:  # the records' iterator closes the file once read
-        return _READERS[kind](path, handle)
-    except BaseException:
-        handle.close()
-        raise
+        source = _datasets(path, split)
+    else:
+        try:
+            handle = path.open("rb")
+        except OSError as exc:
+            raise ProblemFileError(str(path), 0, exc.strerror or str(exc)) from exc
+        try:  # the records' iterator closes the file once read
+            source = _READERS[kind](path, handle)
+        except BaseException:
+            handle.close()
+            raise
+    return dataclasses.replace(source, records=_without_nan(source.records))
+
+
+def _without_nan(records: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for place, record in records:
+        if any(isinstance(value, float) and math.isnan(value) for value in record.values()):
+            record = {key: None if isinstance(value, float) and math.isnan(value) else value
+                      for key, value in record.items()}  # fmt: skip
+        yield place, record
 
 
 def _jsonl(path: Path, handle: BinaryIO) -> Records:
@@ -225,7 +247,7 @@ def _csv(path: Path, handle: BinaryIO) -> Records:
                 yield index, dict(zip(header, cells, strict=True))
                 index += 1
 
-    return Records(path=str(path), unit="row", columns=header, records=rows())
+    return Records(path=str(path), unit="row", columns=_columns(path, header), records=rows())
 
 
 def _parquet(path: Path, handle: BinaryIO) -> Records:
@@ -247,7 +269,18 @@ def _parquet(path: Path, handle: BinaryIO) -> Records:
                     yield index, record
                     index += 1
 
-    return Records(path=str(path), unit="row", columns=list(table.schema_arrow.names), records=rows())
+    columns = _columns(path, table.schema_arrow.names)
+    return Records(path=str(path), unit="row", columns=columns, records=rows())
+
+
+def _columns(path: Path, names: list[str]) -> list[str]:
+    """A file's column names, refused when two are the same: a record keeps only one of them."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ProblemFileError(str(path), 0, f"two columns are named {name!r}: rename one")
+        seen.add(name)
+    return list(names)
 
 
 _READERS: dict[str, Callable[[Path, BinaryIO], Records]] = {

@@ -70,6 +70,8 @@ def problem_from(record: Mapping[str, Any], fields: Fields, row_id: str | None =
         if not isinstance(question, str):
             raise ValueError(f"needs a string {json.dumps(fields.question)}")
         used.add(fields.question)
+    if not (prompt or question).strip():  # an empty CSV cell, say: nothing to ask
+        raise ValueError(f"an empty {json.dumps(fields.question or 'question')}")
     gold = record.get(answer_name)
     gold = None if gold is None or gold == "" else str(gold)
     if fields.gold_from == "solution":
