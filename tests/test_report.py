@@ -244,9 +244,12 @@ def test_only_seeds_on_the_same_problems_fold(tmp_path: Path) -> None:
     elsewhere = write_rows(tmp_path / "s2.jsonl", made_run(range(5, 15), 2))
     lines = report(str(seeded), str(other), str(elsewhere))
     assert [line["seeds"] for line in lines] == [[0, 1], [2]]
-    # A hand-edited row without sampling settings is a run without a seed, not a traceback.
+    # A hand-edited row without sampling settings is a run without a seed, not a traceback;
+    # an N of true is no N.
     bare = write_rows(tmp_path / "bare.jsonl", [{**made_run(range(1), 0)[0], "config": {"sampling": None}}])
     assert report(str(bare), str(bare))[0]["seeds"] == [None]
+    true = write_rows(tmp_path / "true.jsonl", made_run(range(1), 0, n=True))
+    assert report(str(true))[0]["n"] is None
 
 
 def test_an_unfinished_last_line_is_skipped_and_said(tmp_path: Path) -> None:
