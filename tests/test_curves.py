@@ -26,6 +26,7 @@ from treesearch.answers.equivalence import MathEquivalence
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.backends.verifiers import PoolingPRM
 from treesearch.cli.curves import add_curve_options, report_curves
+from treesearch.cli.report import read_runs
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.policy import SamplingParams
 from treesearch.errors import ConfigError
@@ -376,7 +377,7 @@ def test_report_curves_prints_each_format_and_plots(
 ) -> None:
     png = tmp_path / "curve.png"
     args = report_parser().parse_args([str(runs.weighted), "--curve", "--ks", "1,3,8", "--plot", str(png)])
-    assert report_curves(args) == 0
+    assert report_curves(args, read_runs(args.runs, "report")) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == [
         "run",
@@ -392,12 +393,12 @@ def test_report_curves_prints_each_format_and_plots(
     assert len([line for line in out.splitlines() if line.startswith(str(runs.weighted))]) == 3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     args = report_parser().parse_args([str(runs.curve), "--curve", "--format", "json"])
-    assert report_curves(args) == 0
+    assert report_curves(args, read_runs(args.runs, "report")) == 0
     (record,) = json.loads(capsys.readouterr().out)
     assert record["n"] == 16 and [p["k"] for p in record["points"]] == [1, 2, 4, 8, 16]
     assert record["points"][0]["weighted"] is None
     args = report_parser().parse_args([str(runs.curve), "--curve", "--format", "csv", "--ks", "2"])
-    assert report_curves(args) == 0
+    assert report_curves(args, read_runs(args.runs, "report")) == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.startswith("run,strategy,n,problems,k,tokens,majority,") and row.split(",")[4] == "2"
 

@@ -8,10 +8,15 @@ arguments to ``report_curves`` when ``--curve`` is given.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from treesearch.cli.options import number
 from treesearch.errors import ConfigError
 from treesearch.evaluate.curves import DEFAULT_SAMPLES, plot_curves, render, run_curve
+
+if TYPE_CHECKING:
+    from treesearch.evaluate.report import Run
 
 SAMPLES = number(int, "an integer >= 2", lambda value: value >= 2)
 
@@ -46,14 +51,13 @@ def add_curve_options(parser: argparse.ArgumentParser) -> None:
                        "(default: no plot)")  # fmt: skip
 
 
-def report_curves(args: argparse.Namespace) -> int:
-    """Print the curve of each of ``args.runs`` in ``args.format`` (and draw ``args.plot``)."""
+def report_curves(args: argparse.Namespace, runs: Sequence[Run]) -> int:
+    """Print the curve of each of ``runs`` (``args.runs``, read by the report command) in
+    ``args.format`` (and draw ``args.plot``)."""
     from treesearch.answers.equivalence import MathEquivalence
-    from treesearch.cli.report import read_runs
 
     if getattr(args, "by", None):
         raise ConfigError("--curve takes no --by: a curve is over all of a run's problems")
-    runs = read_runs(args.runs, "report")
     with MathEquivalence() as same:
         curves = [
             run_curve(run.name, run.rows, same, ks=args.ks, samples=args.samples, seed=args.seed)

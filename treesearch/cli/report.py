@@ -50,7 +50,7 @@ def report_command(args: argparse.Namespace) -> int:
     """``treesearch report``: prints the report (or, with --curve, the scaling curves); the
     exit code."""
     if args.curve:
-        return curves.report_curves(args)
+        return curves.report_curves(args, read_runs(args.runs, "report"))
     from treesearch.evaluate.report import render, summarise
 
     runs = read_runs(args.runs, "report")
