@@ -6,12 +6,13 @@ The bundled Gemma 3 270M (GGUF, through llama-cpp-python on the CPU; V = 262,144
 0.8, one token at a time, and at every position its whole distribution gives the exact
 KL(U ‖ p) (float64 log-softmax of the logits). The estimate ``token_certainty`` reads only
 the top k of them, rounded to float32 as a server sends them, for k in ``--k``. Printed and
-written as JSON: per token, the mean shortfall (exact − estimate) and its mean relative size;
+written as JSON: per token, the mean shortfall (exact − estimate), its mean relative size
+and the correlation of the estimates with the exact values;
 per trace (the mean over its tokens), the same, how often the estimate picks the exact
 value's best-of-N trace, and the rank correlation of the N traces' estimates with their exact
 values; and how much a wrong V (``--vocab-size``'s default, 151,936) moves the estimate.
 
-    python benchmarks/bench_certainty.py [--n 8] [--tokens 48] [--k 1 5 20 100] [--output F]
+    python benchmarks/bench_certainty.py [--n 8] [--tokens 48] [--k 1 5 20 100] [--seed 0] [--output F]
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 20, 100])
+    parser.add_argument("--seed", type=int, default=0, help="question i samples with seed + i")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     from llama_cpp import Llama
@@ -104,7 +106,9 @@ def main() -> None:
         llm = Llama(str(bundled_model()), n_ctx=256, logits_all=True, verbose=False, seed=0)
     vocab = llm.n_vocab()
     default_vocab = SamplingParams().vocab_size
-    per_k: dict[int, dict[str, list[float]]] = {k: {"token": [], "relative": [], "trace": []} for k in args.k}
+    per_k: dict[int, dict[str, list[float]]] = {
+        k: {"token": [], "relative": [], "trace": [], "estimate": []} for k in args.k
+    }
     picks: dict[int, list[bool]] = {k: [] for k in args.k}
     correlations: dict[int, list[float]] = {k: [] for k in args.k}
     wrong_vocab: list[float] = []
@@ -112,7 +116,8 @@ def main() -> None:
     confidence_correlations: list[float] = []
     exact_tokens: list[float] = []
     for index, question in enumerate(QUESTIONS):
-        traces = sample_traces(llm, f"Question: {question}\nAnswer:", args.n, args.tokens, seed=index)
+        prompt = f"Question: {question}\nAnswer:"
+        traces = sample_traces(llm, prompt, args.n, args.tokens, seed=args.seed + index)
         exact = [[exact_certainty(p) for p in trace] for trace in traces]
         exact_traces = [trace_certainty(values) for values in exact]
         exact_tokens += [value for values in exact for value in values]
@@ -124,6 +129,7 @@ def main() -> None:
                 tops = [top[:k].astype(np.float32).tolist() for top in tops_of_trace]
                 values = [token_certainty(top, vocab) for top in tops]
                 per_k[k]["token"] += [t - v for t, v in zip(truth, values, strict=True)]
+                per_k[k]["estimate"] += values
                 per_k[k]["relative"] += [(t - v) / t for t, v in zip(truth, values, strict=True)]
                 if k == 20:
                     wrong_vocab += [
@@ -142,6 +148,7 @@ def main() -> None:
         confidence_correlations.append(spearman(confidence, exact_traces))
     summary: dict[str, Any] = {
         "model": "gemma-3-270m-q4_k_m",
+        "seed": args.seed,
         "vocab_size": vocab,
         "questions": len(QUESTIONS),
         "n": args.n,
@@ -152,6 +159,7 @@ def main() -> None:
                 "token_shortfall_mean": statistics.fmean(per_k[k]["token"]),
                 "token_shortfall_max": max(per_k[k]["token"]),
                 "token_relative_shortfall_mean": statistics.fmean(per_k[k]["relative"]),
+                "token_pearson": statistics.correlation(per_k[k]["estimate"], exact_tokens),
                 "trace_shortfall_mean": statistics.fmean(per_k[k]["trace"]),
                 "same_best_of_n": sum(picks[k]) / len(picks[k]),
                 "spearman_mean": statistics.fmean(correlations[k]),
