@@ -66,7 +66,9 @@ class SearchConfig:
     posteriors. DeepConf keeps the share ``deepconf_keep`` of its
     traces by confidence (``trace_score`` over windows of ``confidence_window`` tokens, from
     ``deepconf_top_k`` top logprobs), online after ``deepconf_warmup`` traces (0: offline),
-    stopping once one answer holds ``deepconf_stop`` of the weight (None: never).
+    stopping once one answer holds ``deepconf_stop`` of the weight (None: never). gen-select
+    knocks out its N solutions in groups of ``select_k`` and rsa aggregates ``rsa_k`` of them a
+    time for ``rsa_rounds`` rounds, each showing a solution's last ``shown_tokens`` tokens.
 
     The options are shown by ``--help`` in the order of the fields.
     """
