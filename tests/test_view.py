@@ -223,6 +223,21 @@ def test_missing_trees_are_one_line(
     assert (tmp_path / "v.html").exists()
 
 
+def test_a_run_cut_short_is_shown_without_its_unfinished_line(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A crash leaves a cut last line, which the run skips when it resumes: so does the view,
+    saying so in one line; a bad line before the last is still refused."""
+    cut = tmp_path / "run.jsonl"
+    cut.write_text((run_dir / "run.jsonl").read_text() + '{"id": "s9", "strategy": "be')
+    assert main(["view", str(cut), "-o", str(tmp_path / "v.html"), "--trees", str(run_dir / "trees")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"treesearch view: warning: {cut}:4: skipped an unfinished last line (a run cut short)"
+    middle = tmp_path / "middle.jsonl"
+    middle.write_text('{"id": "s9", "strategy": "be\n' + (run_dir / "run.jsonl").read_text())
+    assert main(["view", str(middle), "-o", str(tmp_path / "w.html"), "--trees", str(run_dir / "trees")]) == 2
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

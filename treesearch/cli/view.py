@@ -11,10 +11,15 @@ from treesearch.cli.setup import writable_file
 
 
 def view(args: argparse.Namespace) -> int:
+    from treesearch.runs.rows import unfinished_last_line
     from treesearch.view.page import load_run, load_tree, render, tree_file
 
     source: Path = args.source
     problems, missing = ([load_tree(source)], []) if tree_file(source) else load_run(source, args.trees)
+    cut = None if tree_file(source) else unfinished_last_line(source)
+    if cut is not None:
+        print(f"treesearch view: warning: {source}:{cut}: skipped an unfinished last line (a run cut "
+              "short)", file=sys.stderr)  # fmt: skip
     output: Path = args.output if args.output is not None else source.with_suffix(".html")
     writable_file("-o", output)
     page = render(problems, source.name)

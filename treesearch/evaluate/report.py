@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from treesearch.errors import ConfigError, ProblemFileError
+from treesearch.errors import ConfigError
 from treesearch.evaluate.stats import percentile, seed_interval, wilson_interval
 from treesearch.problems import Problem
-from treesearch.runs.rows import iter_rows
+from treesearch.runs.rows import iter_rows, unfinished_last_line
 
 FORMATS = ("table", "md", "csv", "json")
 # No count, score or cost a run records comes near this; a sum of numbers below it cannot
@@ -82,15 +82,8 @@ def read_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    by_id: dict[str, dict[str, Any]] = {}
-    cut = None
-    try:
-        for row in iter_rows(path, "id", "results", strict=True):
-            by_id[str(row["id"])] = row
-    except ProblemFileError as exc:
-        if not _unfinished_last_line(path, exc):
-            raise
-        cut = exc.line
+    by_id = {str(row["id"]): row for row in iter_rows(path, "id", "results", strict=True)}
+    cut = unfinished_last_line(path)
     if not by_id:
         raise ConfigError(f"{path} holds no rows")
     for row in by_id.values():
@@ -98,14 +91,6 @@ def read_run(path: str | Path) -> Run:
     rows = list(by_id.values())
     config = rows[0].get("config")
     return Run(name=str(path), rows=rows, config=config if isinstance(config, Mapping) else None, cut=cut)
-
-
-def _unfinished_last_line(path: Path, error: ProblemFileError) -> bool:
-    """Whether ``error`` is about the file's last line, not JSON and not ended by a newline:
-    a line a crash cut short (bad lines anywhere else are not the run's writing)."""
-    data = path.read_bytes()
-    last = data.count(b"\n") + 1
-    return error.reason.startswith("not JSON") and not data.endswith(b"\n") and error.line == last
 
 
 def _check_finite(path: Path, row: Mapping[str, Any], value: object, where: str = "") -> None:

@@ -23,7 +23,8 @@ from treesearch.errors import ConfigError, ProblemFileError
 def iter_rows(path: str | Path, key: str, what: str, *, strict: bool = False) -> Iterator[dict[str, Any]]:
     """The JSON objects with ``key`` in the file at ``path`` (none if it does not exist).
     ``what`` names the kind of file in errors ("results"); ``strict`` makes a line that is
-    not such an object a ProblemFileError instead of skipping it."""
+    not such an object a ProblemFileError instead of skipping it, all but an unfinished last
+    line (``unfinished_last_line``), which a crash leaves and a rerun replaces."""
     path = Path(path)
     if not path.exists():
         return
@@ -35,7 +36,7 @@ def iter_rows(path: str | Path, key: str, what: str, *, strict: bool = False) ->
                 except UnicodeDecodeError:
                     raise ConfigError(f"{path}:{number}: not UTF-8; is it a {what} file?") from None
                 except json.JSONDecodeError as exc:
-                    if strict and raw.strip():
+                    if strict and raw.strip() and raw.endswith(b"\n"):
                         reason = f"not JSON ({exc.msg}); is it a {what} file?"
                         raise ProblemFileError(str(path), number, reason) from None
                     continue
@@ -47,6 +48,20 @@ def iter_rows(path: str | Path, key: str, what: str, *, strict: bool = False) ->
                     )
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def unfinished_last_line(path: str | Path) -> int | None:
+    """The number of the file's last line when a crash cut it short: not ended by a newline
+    and not JSON (a run writes whole lines, each with its newline); None otherwise."""
+    data = Path(path).read_bytes()
+    if not data or data.endswith(b"\n"):
+        return None
+    last = data.rsplit(b"\n", 1)[-1]
+    try:
+        json.loads(last.decode("utf-8", errors="replace"))
+    except json.JSONDecodeError:
+        return data.count(b"\n") + 1
+    return None
 
 
 def check_same_run(
