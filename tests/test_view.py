@@ -178,6 +178,24 @@ def test_a_step_holding_html_stays_text(run_dir: Path, browser: Browser, tmp_pat
 
 
 @needs_chromium
+def test_a_reasoning_models_thinking_is_shown_apart_from_its_reply(browser: Browser, tmp_path: Path) -> None:
+    data = small_tree()
+    thinking = "Maybe 2. Wait, \\boxed{2} is wrong."
+    data["nodes"][2] |= {"thinking": thinking, "reasoning_tokens": 9, "requests": 3}
+    write_json(tmp_path / "tree.json", data)
+    assert main(["view", str(tmp_path / "tree.json")]) == 0
+    page, errors = open_page(browser, tmp_path / "tree.html")
+    assert page.locator("#thinking").is_hidden()  # the root did not think
+    click_node(page, 2)
+    assert page.text_content("#node-thinking") == thinking
+    assert page.text_content("#node-text") == "b"
+    assert fields(page)["reasoning tokens"] == "9" and fields(page)["requests"] == "3"
+    click_node(page, 1)
+    assert page.locator("#thinking").is_hidden() and "reasoning tokens" not in fields(page)
+    assert errors == []
+
+
+@needs_chromium
 def test_a_tree_of_5000_nodes_is_drawn_whole(browser: Browser, tmp_path: Path) -> None:
     rng = random.Random(7)
     big = SearchTree("big", "A wide and deep search.")
@@ -357,16 +375,18 @@ def test_ids_of_one_safe_name_keep_their_own_trees(
                    str(write_problems(tmp_path / "p.jsonl", chosen)), "--output", str(tmp_path / "run.jsonl"),
                    "--trees", str(tmp_path / "trees"), "--strategy", "majority-vote", "--n", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    found, missing = load_run(tmp_path / "run.jsonl")
-    assert missing == [] and [p.id for p in found] == ["a/b", "a_b"]
-    assert [p.nodes[0]["text"] for p in found] == [p.question for p in chosen]
+    found, missing = load_run(tmp_path / "run.jsonl")  # rows in the order the problems finished
+    by_id = {p.id: p for p in found}
+    assert missing == [] and sorted(by_id) == ["a/b", "a_b"]
+    assert [by_id[p.id].nodes[0]["text"] for p in chosen] == [p.question for p in chosen]
 
     # A tree written before names had a hash is found by its old name, if it is the problem's.
     tree_path(tmp_path / "trees", "a/b").rename(tmp_path / "trees" / "a_b.json")
     found, missing = load_run(tmp_path / "run.jsonl")
-    assert [p.id for p in found] == ["a/b", "a_b"] and missing == ["a_b"]
-    assert found[1].note == f"the tree at {tmp_path / 'trees' / 'a_b.json'} is problem a/b's"
-    assert found[0].nodes[0]["text"] == chosen[0].question
+    by_id = {p.id: p for p in found}
+    assert sorted(by_id) == ["a/b", "a_b"] and missing == ["a_b"]
+    assert by_id["a_b"].note == f"the tree at {tmp_path / 'trees' / 'a_b.json'} is problem a/b's"
+    assert by_id["a/b"].nodes[0]["text"] == chosen[0].question
 
 
 @needs_chromium

@@ -190,7 +190,8 @@ _SCRIPT_SAFE = str.maketrans({char: f"\\u{ord(char):04x}" for char in "<>&\u2028
 
 def _node(raw: dict[str, Any]) -> dict[str, Any]:
     """What the page needs of a node: the path score is the last of its scores, the
-    confidence the mean of its tokens' confidences."""
+    confidence the mean of its tokens' confidences; a reasoning model's thinking apart from
+    the step's reply."""
     scores = raw.get("scores") or []
     confidences = [value for value in raw.get("confidences") or () if value is not None]
     return {
@@ -199,6 +200,9 @@ def _node(raw: dict[str, Any]) -> dict[str, Any]:
         "depth": int(raw["depth"]),
         "status": str(raw.get("status", "open")),
         "text": str(raw.get("text", "")),
+        "thinking": None if raw.get("thinking") is None else str(raw["thinking"]),
+        "reasoning": raw.get("reasoning_tokens"),
+        "requests": raw.get("requests"),
         "answer": raw.get("answer"),
         "tokens": int(raw.get("tokens") or 0),
         "score": scores[-1] if scores else None,

@@ -263,11 +263,15 @@
       ["answer", node.answer],
       ["chosen answer's path", tree.marked[id] ? "yes" : null],
       ["step tokens", node.tokens],
+      ["reasoning tokens", node.reasoning],
+      ["requests", node.requests > 1 ? node.requests : null],
       ["tokens below", usage],
       ["finish reason", node.finish],
       ["position", node.position],
     ]);
     $("node-text").textContent = node.text;
+    $("thinking").hidden = node.thinking === null || node.thinking === undefined;
+    $("node-thinking").textContent = node.thinking || "";
     const steps = [];
     for (let v = id; v !== null && v > 0; v = tree.nodes[v].parent) steps.push(v);
     const list = $("path-text");
@@ -295,6 +299,7 @@
       ["prompt tokens", usage.prompt_tokens],
       ["completion tokens", usage.completion_tokens],
       ["verifier tokens", usage.verifier_tokens],
+      ["reasoning tokens", usage.reasoning_tokens],
       ["requests", usage.requests],
       ["error", row.error],
       ["nodes", problem.nodes.length],
@@ -305,6 +310,7 @@
     finished.replaceChildren();
     for (const id of ["node-fields", "path-text"]) $(id).replaceChildren();
     $("node-text").textContent = "";
+    $("thinking").hidden = true;
     if (!tree) {
       draw();
       return;
