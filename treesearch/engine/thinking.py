@@ -50,9 +50,14 @@ class ThinkTags:
             raise ConfigError(f"--think-tags takes OPEN,CLOSE, got {given!r}")
         return cls(open=parts[0], close=parts[1])
 
-    def opened_in(self, prompt: str) -> bool:
-        """Whether ``prompt`` ends inside a thinking: its last open tag after its last close tag."""
-        return prompt.rfind(self.open) > prompt.rfind(self.close)
+    def opened_in(self, prompt: str, question: str = "") -> bool:
+        """Whether ``prompt`` ends inside a thinking: its last open tag after its last close
+        tag, both read after the ``question`` the prompt shows (its first occurrence), since a
+        question may quote a tag. A template that opens the thinking does so after the
+        question (DeepSeek-R1 distills' end with ``<think>`` and a newline), and steps continue it."""
+        start = prompt.find(question) if question else -1
+        tail = prompt[start + len(question) :] if start >= 0 else prompt
+        return tail.rfind(self.open) > tail.rfind(self.close)
 
     def split(self, text: str, *, inside: bool = False) -> tuple[str | None, str]:
         """``text``'s thinking (None when there is none) and its reply; ``inside``: the prompt
