@@ -18,6 +18,7 @@ and streamed), else from the think tags in the text; the reply alone is the choi
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Literal
@@ -154,13 +155,12 @@ class OpenAIPolicy(EndpointClient):
             yield Piece(text=text, thinking=thinking, tokens=0 if counted else None)
 
     def _piece(self, event: dict[str, Any], splitter: ThinkingSplitter, vocab_size: int) -> Piece:
-        usage = event.get("usage") or {}
-        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        prompt_tokens, completion_tokens, reasoning_tokens = _usage(event.get("usage")) or (None, None, None)
         if not event.get("choices"):
             return Piece(
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
-                reasoning_tokens=_reasoning_tokens(usage),
+                reasoning_tokens=reasoning_tokens,
             )
         choice = event["choices"][0]
         logprobs = choice.get("logprobs") or {}
@@ -186,14 +186,15 @@ class OpenAIPolicy(EndpointClient):
             finish_reason=finish,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            reasoning_tokens=_reasoning_tokens(usage),
+            reasoning_tokens=reasoning_tokens,
         )
 
     def _inside(self, prefix: Prefix) -> bool:
         """Whether the text the model continues ends inside a thinking (a template that opens
-        one, or steps that stopped within one)."""
-        shown = self.render_prompt(prefix) if self.api == "completions" else prefix.continuation()
-        return self.think_tags.opened_in(shown)
+        one, or steps that stopped within one); a tag the question quotes does not count."""
+        if self.api == "chat":  # the question is in a message of its own
+            return self.think_tags.opened_in(prefix.continuation())
+        return self.think_tags.opened_in(self.render_prompt(prefix), prefix.problem.question)
 
     def _body(self, prefix: Prefix, n: int, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -236,15 +237,17 @@ class OpenAIPolicy(EndpointClient):
                 self._max_choices = short
                 log.info("endpoint_ignores_n", endpoint=self.endpoint, asked=n, got=short)
             self._short = short
-        usage = raw.get("usage") or {}
-        if "prompt_tokens" in usage and "completion_tokens" in usage:
+        usage = _usage(raw.get("usage"))
+        if usage is not None:
+            prompt_tokens, completion_tokens, reasoning_tokens = usage
             return Generation(
                 choices=parsed,
-                prompt_tokens=int(usage["prompt_tokens"]),
-                completion_tokens=int(usage["completion_tokens"]),
-                reasoning_tokens=_reasoning_tokens(usage),
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                reasoning_tokens=reasoning_tokens,
             )
-        # No usage: charge upper bounds, never guesses, so a budget still holds.
+        # No usage (or one whose counts are not counts): charge upper bounds, never guesses,
+        # so a budget still holds.
         return Generation(
             choices=parsed,
             prompt_tokens=self.prompt_token_bound(prefix),
@@ -257,7 +260,9 @@ class OpenAIPolicy(EndpointClient):
     def _choice(self, raw: dict[str, Any], inside: bool, vocab_size: int) -> Choice:
         """One choice, its thinking apart (``inside``: the text starts within a thinking), and
         its tokens' confidences and self-certainties (over a vocabulary of ``vocab_size``) when
-        it came with top logprobs: every token's, the thinking's too, as the logprobs cover it."""
+        it came with top logprobs: every token's, the thinking's too, as the logprobs cover it.
+        A token listed without top logprobs gives no estimate and is skipped, as it is in a
+        stream, so a trace scores the same whole and streamed."""
         apart = None
         if self.api == "completions":
             text = raw["text"]
@@ -283,8 +288,8 @@ class OpenAIPolicy(EndpointClient):
             logprob=None
             if token_logprobs is None
             else float(sum(v for v in token_logprobs if v is not None)),
-            confidences=tuple(token_confidence(top) for top in tops) if any(tops) else None,
-            certainties=tuple(token_certainty(top, vocab_size) for top in tops) if any(tops) else None,
+            confidences=tuple(token_confidence(top) for top in tops if top) or None,
+            certainties=tuple(token_certainty(top, vocab_size) for top in tops if top) or None,
         )
 
 
@@ -294,8 +299,24 @@ def _reasoning(message: dict[str, Any]) -> str:
     return str(message.get("reasoning_content") or message.get("reasoning") or "")
 
 
-def _reasoning_tokens(usage: dict[str, Any]) -> int | None:
-    """The thinking's tokens in a usage object, where the server counted them apart."""
-    details = usage.get("completion_tokens_details") or {}
-    count = details.get("reasoning_tokens")
-    return None if count is None else int(count)
+def _usage(usage: Any) -> tuple[int, int, int | None] | None:
+    """A usage object's prompt, completion and reasoning tokens (the thinking's, where the
+    server counted them apart). None where the prompt or completion count is missing or not
+    a count (negative, not a finite number): the request is then charged as one without
+    usage. A reasoning count that is not a number is ignored (None: estimated), and one
+    outside [0, completion tokens] is clamped to it."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    if prompt is None or completion is None or prompt < 0 or completion < 0:
+        return None
+    details = usage.get("completion_tokens_details")
+    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    return prompt, completion, None if reasoning is None else min(max(reasoning, 0), completion)
+
+
+def _count(value: Any) -> int | None:
+    """A count as JSON gave it: a finite number (a bool is not one), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value)

@@ -6,6 +6,7 @@ gold answer."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 import statistics
@@ -16,12 +17,13 @@ import pytest
 from conftest import PROBLEMS, problems
 from hypothesis import given
 from hypothesis import strategies as st
-from stub_server import stub_server
+from stub_server import Script, stub_server
 
 from treesearch import BudgetLimits, Candidate, Prefix, SamplingParams, SearchConfig, StepFormat, run, search
 from treesearch.answers.aggregate import aggregate, borda_vote, borda_votes, majority_vote
-from treesearch.answers.certainty import TAIL_FLOOR, token_certainty, trace_certainty
+from treesearch.answers.certainty import LOGPROB_FLOOR, TAIL_FLOOR, token_certainty, trace_certainty
 from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.engine.policy import token_confidence
 from treesearch.engine.tree import ROOT
 
 V = 151_936  # the default vocabulary
@@ -317,3 +319,86 @@ async def test_streamed_traces_keep_their_certainties_in_the_tree(
     for trace in streamed:
         assert trace.certainties is not None and trace.confidences is not None
         assert len(trace.certainties) == len(trace.confidences) == trace.tokens
+
+
+# -- logprobs a broken server sends ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.inf, 1e-3], ids=["+inf", "above 0"])
+def test_a_logprob_above_0_counts_as_0_in_both_measures(bad: float) -> None:
+    """No probability exceeds 1: a logprob above 0 (+Infinity, which Python's json reads, or
+    a rounding) is bounded to 0, as NaN and −inf are to the floor, so neither self-certainty
+    nor DeepConf's confidence is ever infinite."""
+    assert token_certainty([bad, -3.0], V) == token_certainty([0.0, -3.0], V)
+    assert token_confidence([bad, -3.0]) == token_confidence([0.0, -3.0]) == 1.5
+    for low in (-math.inf, math.nan, -9999.0):
+        assert token_confidence([-0.1, low]) == token_confidence([-0.1, LOGPROB_FLOOR])
+
+
+def chat_entries(tops: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+    """A chat answer's logprob entries: token i and its top logprobs ``tops[i]`` (none where
+    the list is empty)."""
+    return [{"token": f"t{i}", "logprob": top[0] if top else -0.5, "bytes": None,
+             "top_logprobs": [{"token": f"t{i}.{j}", "logprob": v, "bytes": None} for j, v in enumerate(top)]}
+            for i, top in enumerate(tops)]  # fmt: skip
+
+
+USAGE = {"prompt_tokens": 9, "completion_tokens": 4}
+
+
+
+def whole_chat(tops: Sequence[Sequence[float]], answers: Sequence[str] = ("7",)) -> Script:
+    """A chat server that answers every request with one choice an answer of ``answers``,
+    each token's top logprobs ``tops`` (json writes inf as Infinity and Python reads it)."""
+    choices = [{"index": i, "finish_reason": "stop", "logprobs": {"content": chat_entries(tops)},
+                "message": {"role": "assistant", "content": f"The answer is {a}."}}
+               for i, a in enumerate(answers)]  # fmt: skip
+    body = {"id": "x", "object": "chat.completion", "model": "fake", "choices": choices, "usage": USAGE}
+    return lambda method, path, headers: (200, body)
+
+
+def streamed_chat(tops: Sequence[Sequence[float]]) -> Script:
+    """The same answer as ``whole_chat``'s first, streamed a token an event."""
+    events = [{"choices": [{"index": 0, "delta": {"content": f"t{i}"}, "finish_reason": None,
+                            "logprobs": {"content": [entry]}}]}
+              for i, entry in enumerate(chat_entries(tops))]  # fmt: skip
+    events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+               {"choices": [], "usage": USAGE}]  # fmt: skip
+    body = "".join([*(f"data: {json.dumps(event)}\n\n" for event in events), "data: [DONE]\n\n"]).encode()
+    return lambda method, path, headers: (200, body)
+
+
+@pytest.mark.anyio
+async def test_a_token_without_top_logprobs_is_skipped_whole_and_streamed_alike(
+    make_policy: Callable[..., OpenAIPolicy],
+) -> None:
+    """A token listed without top logprobs has no estimate: it counts in neither measure, so
+    the trace's self-certainty is the same whole and streamed (not pulled towards 0 whole)."""
+    tops = [[-0.1, -3.0], [], [-0.2, -2.5], []]
+    params = SamplingParams(logprobs=2)
+    prefix = Prefix(problem=PROBLEMS["a1"])
+    with stub_server(whole_chat(tops)) as url:
+        (whole,) = (await make_policy(url, api="chat").generate(prefix, 1, params)).choices
+    with stub_server(streamed_chat(tops)) as url:
+        pieces = [piece async for piece in make_policy(url, api="chat").stream(prefix, params)]
+    listed = [top for top in tops if top]
+    assert whole.tokens == sum(piece.tokens or 0 for piece in pieces) == 4
+    assert whole.certainties == tuple(c for piece in pieces for c in piece.certainties)
+    assert whole.certainties == tuple(token_certainty(top, V) for top in listed)
+    assert whole.confidences == tuple(c for piece in pieces for c in piece.confidences)
+    assert whole.confidences == tuple(token_confidence(top) for top in listed)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("strategy", ["self-certainty", "borda", "deepconf"])
+async def test_an_infinite_logprob_never_stops_the_problem(
+    make_policy: Callable[..., OpenAIPolicy], strategy: str
+) -> None:
+    """A server's +Infinity logprob scores as a logprob of 0, never as an infinite score the
+    tree refuses ("scores must be finite numbers")."""
+    tops = [[math.inf, -3.0], [-0.1, -3.0], [-0.1, -3.0], [-0.1, -3.0]]
+    with stub_server(whole_chat(tops, ["7", "8"])) as url:
+        result = await search(PROBLEMS["a1"], make_policy(url, api="chat"), config(strategy, n=2))
+    assert result.error is None and result.answer in ("7", "8")
+    scores = [candidate.score for candidate in result.candidates]
+    assert scores and all(score is not None and math.isfinite(score) for score in scores)

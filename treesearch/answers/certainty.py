@@ -16,8 +16,10 @@ it by O(k log V / V) only, a few thousandths for k = 20 and V = 150k.
 
 R is floored at ``TAIL_FLOOR`` (float32's ε): logprobs come as float32, so a remainder below
 that is rounding noise, and at or below zero (the listed probabilities summing to 1 or more
-after rounding) the estimate would be infinite. A listed logprob below ``LOGPROB_FLOOR``
-(−inf for a masked token, or not a number) counts as that floor.
+after rounding) the estimate would be infinite. A listed logprob is first bounded
+(``bounded_logprob``): below ``LOGPROB_FLOOR`` (−inf for a masked token, vLLM's −9999 for
+one, or not a number) it counts as that floor, above 0 (+inf from a broken server, or a
+rounding) as 0, so every estimate is finite.
 """
 
 from __future__ import annotations
@@ -29,11 +31,21 @@ TAIL_FLOOR = 2.0**-23
 LOGPROB_FLOOR = -100.0
 
 
+def bounded_logprob(value: float) -> float:
+    """A listed logprob within [``LOGPROB_FLOOR``, 0], where every real one lies: one below
+    the floor or not a number counts as the floor, one above 0 as 0. DeepConf's confidences
+    read them bounded too, so neither measure is ever infinite and one masked token cannot
+    outweigh a window of real ones."""
+    if value > 0.0:
+        return 0.0
+    return value if value >= LOGPROB_FLOOR else LOGPROB_FLOOR
+
+
 def token_certainty(top_logprobs: Sequence[float], vocab_size: int) -> float:
     """One token's self-certainty estimated from its top logprobs (see the module); exact when
     all ``vocab_size`` tokens are listed. A vocabulary smaller than the list counts as the
     list's size."""
-    logs = [value if value >= LOGPROB_FLOOR else LOGPROB_FLOOR for value in top_logprobs]
+    logs = [bounded_logprob(value) for value in top_logprobs]
     vocab = max(vocab_size, len(logs))
     rest = vocab - len(logs)
     listed = math.fsum(logs)

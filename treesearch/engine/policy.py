@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from treesearch.answers.certainty import bounded_logprob
 from treesearch.engine.options import SHARES, Range, option
 from treesearch.problems import Problem
 
@@ -149,8 +150,9 @@ class StreamingPolicy(Policy, Protocol):
 
 def token_confidence(top_logprobs: Sequence[float]) -> float:
     """DeepConf's token confidence C = −(1/k) Σ of the position's top-k logprobs: high where
-    the model was sure (one likely token, the rest far below)."""
-    return -sum(top_logprobs) / len(top_logprobs) if top_logprobs else 0.0
+    the model was sure (one likely token, the rest far below). Each logprob is bounded as
+    self-certainty's are (``answers.certainty.bounded_logprob``), so C is finite."""
+    return -sum(map(bounded_logprob, top_logprobs)) / len(top_logprobs) if top_logprobs else 0.0
 
 
 def token_upper_bound(text: str) -> int:
