@@ -359,9 +359,11 @@ def whole_chat(tops: Sequence[Sequence[float]], answers: Sequence[str] = ("7",))
 
 def streamed_chat(tops: Sequence[Sequence[float]]) -> Script:
     """The same answer as ``whole_chat``'s first, streamed a token an event."""
-    events = [{"choices": [{"index": 0, "delta": {"content": f"t{i}"}, "finish_reason": None,
-                            "logprobs": {"content": [entry]}}]}
-              for i, entry in enumerate(chat_entries(tops))]  # fmt: skip
+    events: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"content": f"t{i}"}, "finish_reason": None,
+                      "logprobs": {"content": [entry]}}]}
+        for i, entry in enumerate(chat_entries(tops))
+    ]  # fmt: skip
     events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
                {"choices": [], "usage": USAGE}]  # fmt: skip
     body = "".join([*(f"data: {json.dumps(event)}\n\n" for event in events), "data: [DONE]\n\n"]).encode()
