@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import anyio
 import pytest
+from aiohttp import web
 from conftest import PROBLEMS, run_cli, server_stats, write_problems
+from scripted_server import completion, scripted_server
 from structlog.testing import capture_logs
 
 from treesearch import BudgetLimits, Prefix, SamplingParams, SearchConfig, search
@@ -307,3 +310,64 @@ async def test_a_template_that_opens_the_thinking_gets_no_second_open_tag(
     (node,) = traces(result.tree)
     assert answer["prompt"] == f"{thinking['prompt']}{node.thinking}\n</think>\n\nFinal Answer:"
     assert answer["prompt"].count("<think>") == 1 and node.answer is not None
+
+
+# -- a judge that thinks; follow-up requests that a failure or a deadline stops ---------------
+
+
+async def test_a_judge_that_thought_and_replied_keeps_its_judgement(
+    make_policy: Callable[..., OpenAIPolicy],
+) -> None:
+    """gen-select under a thinking budget: a judgement whose thinking closed within T and
+    whose reply finished names its solution, though it states no answer; no answer request
+    replaces it."""
+    prompts: list[str] = []
+
+    async def reply(path: str, body: dict[str, Any]) -> Any:
+        prompt, n = body["prompt"], body["n"]
+        prompts.append(prompt)
+        if prompt.endswith("Final Answer:"):
+            return completion(" \\boxed{7}")
+        if "Judgment: IDX" in prompt:
+            return completion(*["<think>\nSolution 1 checks out.\n</think>\n\nJudgment: 1"] * n)
+        solutions = [f"<think>\nworking {i}\n</think>\n\nThe answer is {10 + i % 2}." for i in range(n)]
+        return completion(*solutions)
+
+    async with scripted_server(reply) as url:
+        chosen = replace(config("gen-select", thinking_budget=500), select_k=4)
+        result = await search(PROBLEMS["a5"], make_policy(url, "m"), chosen)
+    assert not any(prompt.endswith("Final Answer:") for prompt in prompts)
+    (judge,) = [node for node in traces(result.tree) if node.shown is not None]
+    assert judge.requests == 1 and judge.text == "Judgment: 1" and judge.thinking == "Solution 1 checks out."
+    assert judge.shown is not None and judge.chosen == judge.shown[1]
+    assert result.answer == "11"
+
+
+@pytest.mark.parametrize("stop", ["error", "deadline"])
+async def test_traces_whose_answer_request_never_came_back_are_kept(
+    stop: str, make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    """The thinking request served four traces cut at T; their answer requests fail, or
+    stall until the deadline: the four traces (paid for) stay in the tree, without an
+    answer, and the search stops as the failure or the deadline says."""
+    release = anyio.Event()
+
+    async def reply(path: str, body: dict[str, Any]) -> Any:
+        if body["prompt"].endswith("Final Answer:"):
+            if stop == "error":
+                raise web.HTTPBadRequest(text="no answers today")
+            await release.wait()
+        return completion(*["<think>\nFirst guess: \\boxed{3}. Let me"] * body["n"], finish="length")
+
+    async with scripted_server(reply) as url:
+        try:
+            held = config(thinking_budget=30, budget=BudgetLimits(deadline_s=2.0))
+            result = await search(PROBLEMS["a5"], make_policy(url, "m"), held)
+        finally:
+            release.set()
+    assert result.stopped_by == stop and result.answer is None
+    nodes = traces(result.tree)
+    assert len(nodes) == 4
+    for node in nodes:
+        assert node.thinking == "First guess: \\boxed{3}. Let me" and node.answer is None
+        assert (node.requests, node.tokens, node.finish_reason) == (1, 10, "length")

@@ -9,9 +9,9 @@ One trace, request by request (each charged to the budget like any other):
    (``min_thinking``), at most k times (``max_waits``): the close tag and what followed are
    dropped, the wait word appended after a blank line, and the thinking continued, its
    ``max_tokens`` what is left of T;
-3. with a thinking budget, when the trace has no answer yet (its thinking cut at T, or its
-   reply cut short): the answer request, the thinking closed by the end tag and the answer
-   cue, ``max_tokens`` = ``answer_tokens``.
+3. with a thinking budget, when the trace has no reply yet (its thinking cut at T, or its
+   reply cut short or blank, and no answer in it): the answer request, the thinking closed
+   by the end tag and the answer cue, ``max_tokens`` = ``answer_tokens``.
 
 The trace is one node: its thinking is every request's thinking joined, with the wait
 words where they were appended; its text the reply of the last request (after the cue when
@@ -20,7 +20,8 @@ requests' completion tokens, ``reasoning_tokens`` the thinking's, and ``requests
 requests made it. One node keeps a trace what every strategy expects of a whole solution
 (one child, its answer in its own text) and the viewer shows it whole. A budget that
 refuses a request midway ends the trace with what was served (no answer unless one came);
-the refusal then stops the search as any other does.
+the refusal then stops the search as any other does. So does a deadline, a cancellation
+or a failed request midway: the trace is recorded as it stood, then the search stops.
 
 A continued thinking is sent as raw text, the think tags written by the client, so budget
 forcing needs a completions endpoint: a chat server renders an assistant message to
@@ -141,6 +142,15 @@ class _Trace:
         """Whether the last request ended the thinking (the model closed it, or stopped)."""
         return bool(self.last.text.strip()) or self.last.finish_reason != "length"
 
+    def unanswered(self, rules: StepFormat) -> bool:
+        """Whether the trace still lacks its reply: the thinking was cut (at T: never closed),
+        or the reply was cut by ``max_tokens`` or is blank, and no answer came. A closed
+        thinking with a finished reply is kept whatever it says (a judge's "Judgment: 1"
+        states no mathematical answer, and is the reply all the same)."""
+        last = self.last
+        cut = last.finish_reason == "length" or not last.text.strip()
+        return cut and rules.answer(last.text)[1] is None
+
     def then(self, choice: Choice, thought: int | None, tokens: int, thinking: str) -> _Trace:
         return replace(self, thinking=thinking, spent=self.spent + (thought or 0), last=choice,
                        tokens=self.tokens + tokens, requests=self.requests + 1)  # fmt: skip
@@ -148,17 +158,20 @@ class _Trace:
 
 async def force(
     first: Choice, thought: int | None, tokens: int, *, rules: StepFormat, tags: ThinkTags, opened: bool,
-    send: Send,
-) -> Forced:  # fmt: skip
+    send: Send, keep: Callable[[Forced], None],
+) -> None:  # fmt: skip
     """Hold the thinking of ``first`` (the thinking request's choice, its ``thought`` tokens
     of thinking and ``tokens`` in all) to ``rules``' budget with further requests made by
-    ``send``. A choice without thinking is left as it is: the model did not think."""
+    ``send``; ``keep`` is told the trace as it stands after each request, so a cancellation
+    or a failed request midway leaves the caller every request paid for. A choice without
+    thinking is left as it is: the model did not think."""
     if first.thinking is None:
-        return Forced(choice=first, requests=1)
+        return
     budget, least = rules.thinking_budget, rules.min_thinking
     head = "" if opened else f"{tags.open}\n"
     trace = _Trace(thinking=first.thinking, spent=thought or 0, last=first, tokens=tokens)
     parts = [first]
+    keep(Forced(choice=_joined(trace, parts), requests=trace.requests))
     try:
         while (
             least is not None
@@ -173,15 +186,16 @@ async def force(
             trace = replace(trace.then(choice, more, served, _glued(nudged, choice.thinking or "")),
                             waits=trace.waits + 1)  # fmt: skip
             parts.append(choice)
-        if budget is not None and rules.answer(trace.last.text)[1] is None:
+            keep(Forced(choice=_joined(trace, parts), requests=trace.requests))
+        if budget is not None and trace.unanswered(rules):
             ask = f"{head}{trace.thinking}\n{tags.close}\n\n{rules.answer_cue}"
             choice, more, served = await send(ask, rules.answer_tokens, "answer")
             cued = f"{rules.answer_cue} {choice.text.lstrip()}".strip()
             trace = trace.then(replace(choice, text=cued), more, served, trace.thinking)
             parts.append(choice)
+            keep(Forced(choice=_joined(trace, parts), requests=trace.requests))
     except BudgetExhausted:
-        return Forced(choice=_joined(trace, parts), requests=trace.requests, exhausted=True)
-    return Forced(choice=_joined(trace, parts), requests=trace.requests)
+        keep(Forced(choice=_joined(trace, parts), requests=trace.requests, exhausted=True))
 
 
 def _joined(trace: _Trace, parts: list[Choice]) -> Choice:

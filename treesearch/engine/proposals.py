@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Protocol
 
 import anyio
 
@@ -111,25 +112,11 @@ class Proposals:
             async def one(size: int, request: str, seed: int | None) -> list[Node]:
                 asked = replace(params, seed=seed)
                 generation, thought = await self._generate(prefix, size, asked, prompt_bound)
-                counts: Sequence[int | None] = thought.counts
-                traces: list[Forced] = []
+                record = partial(self._record, node_id, whole=whole, revises=revises, request=request,
+                                 own_prompt=prompt is None)  # fmt: skip
                 if forced:
-                    traces = await self._force(prefix, generation, thought, asked)
-                    generation = replace(generation, choices=tuple(trace.choice for trace in traces))
-                    counts = [trace.choice.reasoning_tokens for trace in traces]
-                children = self._record(
-                    node_id,
-                    generation,
-                    counts,
-                    whole,
-                    revises,
-                    request=request,
-                    own_prompt=prompt is None,
-                    requests=[trace.requests for trace in traces],
-                )
-                if any(trace.exhausted for trace in traces):
-                    raise BudgetExhausted("a thinking budget's next request did not fit")
-                return children
+                    return await self._force(prefix, generation, thought, asked, record)
+                return record(generation, thought.counts)
 
             batches = await gather([partial(one, size, *self._request(node_id, stream)) for size in sizes])
             got = [child for batch in batches for child in batch]
@@ -210,9 +197,13 @@ class Proposals:
             return generation, counts
 
         def record(
-            cut: str | None, generation: Generation, counts: Sequence[int | None], requests: int = 1
+            cut: str | None,
+            generation: Generation,
+            counts: Sequence[int | None],
+            requests: Sequence[int] = (),
         ) -> Node:
-            (child,) = self._record(node_id, generation, counts, whole, request=request, requests=[requests])
+            made = self._record(node_id, generation, counts, whole=whole, request=request, requests=requests)
+            (child,) = made
             if cut is not None:
                 child = self.tree.update(child.id, status=NodeStatus.DEAD_END, answer=None, finish_reason=cut)
             return child
@@ -250,11 +241,13 @@ class Proposals:
                 return record("low_confidence", *_counted(served("low_confidence")))
         if not forced:
             return record(None, *_counted(finished))
-        (trace,) = await self._force(prefix, *finished, params)
-        child = record(None, replace(finished[0], choices=(trace.choice,)), [trace.choice.reasoning_tokens],
-                       trace.requests)  # fmt: skip
-        if trace.exhausted:
-            raise BudgetExhausted("a thinking budget's next request did not fit")
+
+        def recorded(
+            generation: Generation, reasoning: Sequence[int | None], *, requests: Sequence[int] = ()
+        ) -> list[Node]:
+            return [record(None, generation, reasoning, requests)]
+
+        (child,) = await self._force(prefix, *finished, params, recorded)
         return child
 
     async def _generate(
@@ -280,10 +273,38 @@ class Proposals:
         return generation, thought
 
     async def _force(
-        self, prefix: Prefix, generation: Generation, thought: _Thought, params: SamplingParams
-    ) -> list[Forced]:
+        self, prefix: Prefix, generation: Generation, thought: _Thought, params: SamplingParams,
+        record: _Record,
+    ) -> list[Node]:  # fmt: skip
         """Each choice of a thinking request held to the thinking budget
-        (``budget_forcing``), its further requests continuing ``prefix`` with raw text."""
+        (``budget_forcing``), its further requests continuing ``prefix`` with raw text, and
+        the traces recorded by ``record``. Every trace is recorded as it stands when a
+        deadline, a cancellation or a failed request stops them (its requests were paid
+        for), then that stop goes on; a budget refusal once all are recorded."""
+        traces = [Forced(choice=replace(choice, reasoning_tokens=count), requests=1)
+                  for choice, count in zip(generation.choices, thought.counts, strict=True)]  # fmt: skip
+
+        def recorded() -> list[Node]:
+            choices = tuple(trace.choice for trace in traces)
+            counts = [choice.reasoning_tokens for choice in choices]
+            return record(replace(generation, choices=choices), counts, requests=[t.requests for t in traces])
+
+        try:
+            await self._forcing(prefix, generation, thought, params, traces.__setitem__)
+        except BaseException:  # a cancellation too: recorded (synchronously), then raised again
+            recorded()
+            raise
+        children = recorded()
+        if any(trace.exhausted for trace in traces):
+            raise BudgetExhausted("a thinking budget's next request did not fit")
+        return children
+
+    async def _forcing(
+        self, prefix: Prefix, generation: Generation, thought: _Thought, params: SamplingParams,
+        keep: Callable[[int, Forced], None],
+    ) -> None:  # fmt: skip
+        """``force`` on each choice of ``generation``, ``keep`` told each trace's progress by
+        its index."""
         policy = raw_text_policy(self.policy)
         tags, opened = policy.think_tags, opened_by(policy, prefix)
         known = None if generation.estimated else generation.prompt_tokens
@@ -306,9 +327,9 @@ class Proposals:
             return send
 
         served = _tokens(generation)
-        return await gather([
+        await gather([
             partial(force, choice, thought.counts[index], served[index], rules=self.step_format, tags=tags,
-                    opened=opened, send=sender(index))
+                    opened=opened, send=sender(index), keep=partial(keep, index))
             for index, choice in enumerate(generation.choices)
         ])  # fmt: skip
 
@@ -368,9 +389,9 @@ class Proposals:
         parent_id: int,
         generation: Generation,
         reasoning: Sequence[int | None],
+        *,
         whole: bool,
         revises: int | None = None,
-        *,
         request: str,
         own_prompt: bool = True,
         requests: Sequence[int] = (),
@@ -423,6 +444,15 @@ class Proposals:
             choice.text.strip() or choice.thinking
         )
         return NodeStatus.DEAD_END if ended else NodeStatus.OPEN
+
+
+class _Record(Protocol):
+    """Records a request's children: its generation, each choice's thinking tokens and how
+    many requests made each."""
+
+    def __call__(
+        self, generation: Generation, reasoning: Sequence[int | None], *, requests: Sequence[int] = ()
+    ) -> list[Node]: ...
 
 
 def _counted(served: tuple[Generation, _Thought]) -> tuple[Generation, tuple[int | None, ...]]:
