@@ -27,6 +27,7 @@ from treesearch.engine.thinking import ThinkingSplitter, ThinkTags
 from treesearch.engine.tree import ROOT
 from treesearch.errors import ConfigError
 from treesearch.evaluate.report import read_run, render, summarise
+from treesearch.problems import Problem
 
 pytestmark = pytest.mark.anyio
 
@@ -137,7 +138,8 @@ async def test_a_prompt_that_opens_the_thinking_is_continued_inside_it(
 
 def streamed(*texts: str) -> Callable[[str, str, dict[str, str]], tuple[int, Any]]:
     """A server that streams ``texts`` as a completion's pieces, then its finish and usage."""
-    events = [{"choices": [{"index": 0, "text": text, "finish_reason": None}]} for text in texts]
+    events: list[dict[str, Any]] = [{"choices": [{"index": 0, "text": text, "finish_reason": None}]}
+                                    for text in texts]  # fmt: skip
     events += [{"choices": [{"index": 0, "text": "", "finish_reason": "length"}]},
                {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": len(texts)}}]  # fmt: skip
     lines = [f"data: {json.dumps(event)}\n\n" for event in events]
@@ -274,3 +276,112 @@ async def test_budgets_hold_with_thinking(
     after = server_stats(upstream)
     assert result.usage.total_tokens <= limit
     assert result.usage.completion_tokens == after["completion_tokens"] - before["completion_tokens"]
+
+
+# -- what a server counts, and a question that quotes a tag -------------------------------------
+
+USAGE = {"prompt_tokens": 9, "completion_tokens": 8}
+# the reply as one token, for DeepConf (its thinking comes without logprobs)
+LOGPROBS = {"content": [{"token": "7", "logprob": -0.1, "top_logprobs": [{"token": "7", "logprob": -0.1}]}]}
+THOUGHT = {"role": "assistant", "content": "The answer is 7.", "reasoning_content": "I think \\boxed{1000}."}
+
+
+def reasoned(usage: dict[str, Any]) -> Callable[[str, str, dict[str, str]], tuple[int, Any]]:
+    """A chat server whose one choice thought apart, with ``usage``."""
+    choice = {"index": 0, "finish_reason": "stop", "message": THOUGHT, "logprobs": LOGPROBS}
+    body = {"object": "chat.completion", "choices": [choice], "usage": usage}
+    return lambda method, path, headers: (200, body)
+
+
+def reasoned_stream(usage: dict[str, Any]) -> Callable[[str, str, dict[str, str]], tuple[int, Any]]:
+    """The same choice streamed: its thinking, its reply, its finish, then ``usage``."""
+    deltas = [{"reasoning_content": THOUGHT["reasoning_content"]}, {"content": THOUGHT["content"]}]
+    events: list[dict[str, Any]] = [{"choices": [{"index": 0, "delta": d, "finish_reason": None,
+                                                  "logprobs": LOGPROBS if "content" in d else None}]}
+                                    for d in deltas]  # fmt: skip
+    events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+               {"choices": [], "usage": usage}]  # fmt: skip
+    body = "".join([*(f"data: {json.dumps(event)}\n\n" for event in events), "data: [DONE]\n\n"]).encode()
+    return lambda method, path, headers: (200, body)
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(5, 5), (40, 8), (-50, 0), (float("nan"), None), ("12a", None), (True, None), (float("inf"), None)],
+    ids=["in range", "above completion", "negative", "NaN", "a string", "a bool", "infinite"],
+)
+async def test_a_server_s_reasoning_count_is_clamped_or_ignored(
+    count: Any, expected: int | None, make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    """A reasoning count is clamped to [0, completion tokens], one that is not a finite number
+    ignored (the thinking's share is then estimated); the rest of the usage stands."""
+    usage = USAGE | {"completion_tokens_details": {"reasoning_tokens": count}}
+    prefix, params = Prefix(problem=PROBLEMS["a1"]), SamplingParams()
+    with stub_server(reasoned(usage)) as url:
+        generation = await make_policy(url, api="chat").generate(prefix, 1, params)
+    assert (generation.prompt_tokens, generation.completion_tokens, generation.estimated) == (9, 8, False)
+    assert generation.reasoning_tokens == expected
+    with stub_server(reasoned_stream(usage)) as url:
+        pieces = [piece async for piece in make_policy(url, api="chat").stream(prefix, params)]
+    (last,) = [piece for piece in pieces if piece.completion_tokens is not None]
+    assert (last.prompt_tokens, last.completion_tokens, last.reasoning_tokens) == (9, 8, expected)
+
+
+@pytest.mark.parametrize(
+    ("usage", "estimated"),
+    [
+        (USAGE | {"completion_tokens_details": {"reasoning_tokens": "12a"}}, False),
+        ({"prompt_tokens": 9, "completion_tokens": float("nan")}, True),
+        ({"prompt_tokens": "9", "completion_tokens": 8}, True),
+        ({"prompt_tokens": 9, "completion_tokens": -8}, True),
+        (USAGE | {"completion_tokens_details": [1]}, False),
+    ],
+    ids=["reasoning a string", "completion NaN", "prompt a string", "completion negative", "details a list"],
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_malformed_usage_is_charged_never_lost(
+    usage: dict[str, Any], estimated: bool, stream: bool, make_policy: Callable[..., OpenAIPolicy]
+) -> None:
+    """A usage whose counts are not counts stops nothing: the request is charged what it
+    reported, or, without a prompt or completion count to trust, what a request without
+    usage is charged (streamed: online DeepConf's second trace)."""
+
+    async def charged(usage: dict[str, Any]) -> Usage:
+        answers = [reasoned(usage), reasoned_stream(usage)]
+        posts = itertools.count()  # online DeepConf: one whole warm-up trace, then one streamed
+        with stub_server(lambda *asked: answers[min(next(posts), 1) if stream else 0](*asked)) as url:
+            chosen = config("deepconf", n=2, deepconf_warmup=1, deepconf_stop=None) if stream else config(n=1)
+            result = await search(PROBLEMS["a1"], make_policy(url, api="chat"), chosen)
+        assert result.error is None and result.answer == "7"
+        return result.usage
+
+    got = await charged(usage)
+    assert got.estimated is estimated and got.reasoning_estimated
+    if estimated:
+        assert got == await charged({})
+    else:
+        assert (got.prompt_tokens, got.completion_tokens) == (9 * (1 + stream), 8 * (1 + stream))
+
+
+async def test_a_tag_the_question_quotes_opens_no_thinking(
+    make_policy: Callable[..., OpenAIPolicy],
+) -> None:
+    """Only the prompt's end counts: a question that mentions ``<think>`` leaves the reply a
+    reply, while a template that opens the thinking after it (DeepSeek-R1's) and steps that
+    stopped within one still start the text inside it."""
+    question = "What does the tag <think> open? Say 7."
+    assert not TAGS.opened_in(f"Problem: {question}\n\nSolution:\n", question)
+    assert TAGS.opened_in(f"Problem: {question}\n<think>\n", question)
+    assert TAGS.opened_in(f"Problem: {question}\n<think>\nstep one\n\n", question)
+    assert not TAGS.opened_in(f"Problem: {question}\n<think>\nx\n</think>\n\n", question)
+    quoting_the_close = "Why end with </think>?"
+    assert TAGS.opened_in(f"Problem: {quoting_the_close}\n<think>\n", quoting_the_close)
+    prefix = Prefix(problem=Problem(id="q", question=question, answer="7"))
+    choices = [{"index": 0, "text": "The answer is 7.", "finish_reason": "stop"}]
+    answer = {"object": "text_completion", "choices": choices, "usage": USAGE}
+    with stub_server(lambda method, path, headers: (200, answer)) as url:
+        (choice,) = (await make_policy(url).generate(prefix, 1, SamplingParams())).choices
+    assert (choice.thinking, choice.text) == (None, "The answer is 7.")
+    with stub_server(streamed("The answer ", "is 7.")) as url:
+        pieces = [piece async for piece in make_policy(url).stream(prefix, SamplingParams())]
+    assert "".join(p.thinking for p in pieces) == "" and "".join(p.text for p in pieces) == "The answer is 7."
