@@ -279,10 +279,12 @@ class OpenAIPolicy(EndpointClient):
         # vLLM says which stop matched; None there means the model ended the sequence.
         if finish == "stop" and "stop_reason" in raw and raw["stop_reason"] is None:
             finish = "eos"
+        closed = bool(text) if apart else self.think_tags.closes(text)
         thinking, text = joined(apart, text) if apart else self.think_tags.split(text, inside=inside)
         return Choice(
             text=text,
             thinking=thinking,
+            thinking_closed=thinking is not None and closed,
             finish_reason=finish,
             tokens=None if token_logprobs is None else len(token_logprobs),
             logprob=None
@@ -302,21 +304,21 @@ def _reasoning(message: dict[str, Any]) -> str:
 def _usage(usage: Any) -> tuple[int, int, int | None] | None:
     """A usage object's prompt, completion and reasoning tokens (the thinking's, where the
     server counted them apart). None where the prompt or completion count is missing or not
-    a count (negative, not a finite number): the request is then charged as one without
-    usage. A reasoning count that is not a number is ignored (None: estimated), and one
-    outside [0, completion tokens] is clamped to it."""
+    a count: the request is then charged as one without usage. A reasoning count that is not
+    one is ignored (None: the thinking's share is estimated), and one above the completion
+    tokens, which include it, is clamped to them."""
     if not isinstance(usage, dict):
         return None
     prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
-    if prompt is None or completion is None or prompt < 0 or completion < 0:
+    if prompt is None or completion is None:
         return None
     details = usage.get("completion_tokens_details")
     reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
-    return prompt, completion, None if reasoning is None else min(max(reasoning, 0), completion)
+    return prompt, completion, None if reasoning is None else min(reasoning, completion)
 
 
 def _count(value: Any) -> int | None:
-    """A count as JSON gave it: a finite number (a bool is not one), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """A count as JSON gave it: a finite number at least 0 (a bool is not one), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         return None
     return int(value)

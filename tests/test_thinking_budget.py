@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 from treesearch import BudgetLimits, Prefix, SamplingParams, SearchConfig, search
 from treesearch.backends.fake.tasks import count_tokens
 from treesearch.backends.openai_compat import OpenAIPolicy
+from treesearch.backends.verifiers import PoolingPRM
 from treesearch.engine.steps import StepFormat
 from treesearch.engine.tree import ROOT, Node, SearchTree
 from treesearch.errors import ConfigError
@@ -281,6 +282,37 @@ async def test_without_the_cap_a_step_cut_by_length_ends_its_path(
     result = await search(PROBLEMS["a5"], policy, step_config(max_step_tokens=6, max_depth=5))
     assert result.tree is not None
     assert all(node.depth == 1 and node.terminal for node in traces(result.tree))
+
+
+async def test_a_step_that_closes_the_thinking_is_continued_past_it(
+    recording: Callable[..., Recording],
+) -> None:
+    """R1's layout, "...\\n</think>\\n\\nThe answer is X.": the step that closes the thinking
+    stops at the blank line after the close tag, with no text yet; its end is kept and sent
+    back, so the next step is the reply and every path reaches an answer."""
+    policy = recording("--think", "40")
+    result = await search(PROBLEMS["a5"], policy, step_config(thinking_step_tokens=30))
+    assert result.tree is not None
+    nodes = traces(result.tree)
+    closing = [node for node in nodes if node.thinking_closed]
+    assert closing and all(node.text == "" and node.thinking for node in closing)
+    for node in closing:
+        (reply,) = result.tree.children(node.id)
+        assert reply.thinking is None and reply.answer is not None
+    assert all(node.answer is not None for node in nodes if node.terminal)
+    assert any(body["prompt"].endswith(f"{closing[0].thinking}\n</think>\n\n") for body in policy.bodies)
+    assert result.answer is not None
+
+
+async def test_beam_with_a_prm_searches_inside_the_thinking(
+    recording: Callable[..., Recording], prm: PoolingPRM
+) -> None:
+    """The PRM judges a step within the thinking by its thinking (it has no reply yet)."""
+    policy = recording("--think", "40")
+    beam = replace(step_config(thinking_step_tokens=30), strategy="beam", n=4, beam_width=2)
+    result = await search(PROBLEMS["a5"], policy, beam, verifier=prm)
+    assert result.error is None and result.answer is not None
+    assert any(node.scores and node.thinking and not node.text for node in traces(result.tree))
 
 
 def test_deepconf_s_window_is_2048_for_traces_that_think() -> None:

@@ -93,10 +93,11 @@ def think_tags(policy: object) -> ThinkTags:
 def raw_steps(path: list[Node], tags: ThinkTags, *, opened: bool, delimiter: str) -> tuple[str, ...]:
     """The steps of ``path`` as the model wrote them, each with what followed it, to
     continue: a step's thinking behind an open tag (unless the prompt or an earlier step
-    opened it) and closed before the text that followed it; a step with thinking and no
-    text leaves the thinking open (its end was not seen). A step cut by its length inside
-    the thinking (``thinking_step_tokens``) is followed by the next with no delimiter, as
-    one sentence goes on."""
+    opened it) and closed before the text that followed it, or where its end was seen
+    (``thinking_closed``: a step that stopped at the blank line after the close tag); a step
+    with thinking, no text and no end seen leaves the thinking open. A step cut by its
+    length inside the thinking (``thinking_step_tokens``) is followed by the next with no
+    delimiter, as one sentence goes on."""
     steps: list[str] = []
     inside, cut = opened, False
     for node in path:
@@ -104,9 +105,11 @@ def raw_steps(path: list[Node], tags: ThinkTags, *, opened: bool, delimiter: str
         if node.thinking is not None:
             step = node.thinking if inside else f"{tags.open}\n{node.thinking}"
             inside = True
-        if node.text:
-            step += f"\n{tags.close}\n\n{node.text}" if inside else node.text
+        if inside and (node.text or node.thinking_closed):
+            step += f"\n{tags.close}" + (f"\n\n{node.text}" if node.text else "")
             inside = False
+        else:
+            step += node.text
         step = _glued("", step) if cut else step
         cut = inside and node.finish_reason == "length"
         steps.append(step + ("" if cut else delimiter))

@@ -62,7 +62,9 @@ class Choice:
 
     A reasoning model's continuation comes in two parts: ``thinking`` (None when the model
     did not think), and ``text``, what follows the thinking, the only part an answer is
-    read from. ``reasoning_tokens`` is the thinking's share of ``tokens``, when known."""
+    read from. ``reasoning_tokens`` is the thinking's share of ``tokens``, when known;
+    ``thinking_closed`` whether the thinking's end was seen, which an empty ``text`` cannot
+    tell (a step that stopped at the blank line after the close tag)."""
 
     text: str
     finish_reason: str
@@ -73,6 +75,7 @@ class Choice:
     certainties: tuple[float, ...] | None = None
     thinking: str | None = None
     reasoning_tokens: int | None = None
+    thinking_closed: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

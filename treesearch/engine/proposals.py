@@ -420,6 +420,7 @@ class Proposals:
                 certainties=choice.certainties,
                 thinking=choice.thinking,
                 reasoning_tokens=reasoning[index],
+                thinking_closed=choice.thinking_closed,
                 requests=requests[index] if requests else 1,
             )
             children.append(child)

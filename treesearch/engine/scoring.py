@@ -126,6 +126,13 @@ class Scoring:
         return tuple(values)
 
     def _verifier_steps(self, node_id: int) -> list[str]:
-        """A path's steps for a verifier: a whole solution in one node splits at the delimiter."""
+        """A path's steps for a verifier: a whole solution in one node splits at the delimiter;
+        a step within a thinking (no reply) is its thinking. A reply is judged without the
+        thinking before it, as a whole solution's is: a process reward model judges the steps
+        of a solution, and a long thinking would not fit its context."""
         delimiter = self.step_format.delimiter
-        return [part for node in self.tree.path(node_id) for part in node.text.split(delimiter) if part]
+        steps: list[str] = []
+        for node in self.tree.path(node_id):
+            parts = [part for part in node.text.split(delimiter) if part]
+            steps += parts or ([node.thinking] if node.thinking else [])
+        return steps

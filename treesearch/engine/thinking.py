@@ -70,6 +70,11 @@ class ThinkTags:
         more_thinking, more_reply = splitter.flush()
         return joined(thinking + more_thinking, reply + more_reply)
 
+    def closes(self, text: str) -> bool:
+        """Whether ``text`` ends past the end of a thinking: its last close tag after its last
+        open tag (what a reply left empty by a stop right after the close tag cannot say)."""
+        return text.rfind(self.close) > text.rfind(self.open)
+
 
 def joined(thinking: str, reply: str) -> tuple[str | None, str]:
     """A choice's thinking and reply from their parts: the thinking stripped (None when it

@@ -54,9 +54,11 @@ class Node:
     then the request under the parent and the choice's index in it ("0/0.1/0.0": the
     second choice of the root's first request, then its own first request's only choice);
     ``thinking`` a reasoning model's thinking before ``text`` (None when it did not think:
-    ``text`` and the answer are only what followed it) and ``reasoning_tokens`` its share of
-    ``tokens``; ``shown`` the solutions its prompt showed (a generative selection's group, an
-    aggregation's subset) and ``chosen`` the one a selection named (None: it named none);
+    ``text`` and the answer are only what followed it), ``reasoning_tokens`` its share of
+    ``tokens`` and ``thinking_closed`` whether its end was seen (a step may stop right after
+    the close tag, with no text yet); ``shown`` the solutions its prompt showed (a
+    generative selection's group, an aggregation's subset) and ``chosen`` the one a
+    selection named (None: it named none);
     ``requests`` how many requests made it (a thinking budget's continuations and answer
     request join its thinking request's node: ``engine.budget_forcing``).
     Scores are finite numbers, always: a NaN would decide selections at random and break
@@ -80,6 +82,7 @@ class Node:
     position: str = "0"
     thinking: str | None = None
     reasoning_tokens: int | None = None
+    thinking_closed: bool = False
     shown: tuple[int, ...] | None = None
     chosen: int | None = None
     requests: int = 1
