@@ -307,14 +307,15 @@ def reasoned_stream(usage: dict[str, Any]) -> Callable[[str, str, dict[str, str]
 
 @pytest.mark.parametrize(
     ("count", "expected"),
-    [(5, 5), (40, 8), (-50, 0), (float("nan"), None), ("12a", None), (True, None), (float("inf"), None)],
+    [(5, 5), (40, 8), (-50, None), (float("nan"), None), ("12a", None), (True, None), (float("inf"), None)],
     ids=["in range", "above completion", "negative", "NaN", "a string", "a bool", "infinite"],
 )
 async def test_a_server_s_reasoning_count_is_clamped_or_ignored(
     count: Any, expected: int | None, make_policy: Callable[..., OpenAIPolicy]
 ) -> None:
-    """A reasoning count is clamped to [0, completion tokens], one that is not a finite number
-    ignored (the thinking's share is then estimated); the rest of the usage stands."""
+    """A reasoning count above the completion tokens (which include it) is clamped to them,
+    one that is no count (negative, not a finite number) ignored: the thinking's share is
+    then estimated. The rest of the usage stands."""
     usage = USAGE | {"completion_tokens_details": {"reasoning_tokens": count}}
     prefix, params = Prefix(problem=PROBLEMS["a1"]), SamplingParams()
     with stub_server(reasoned(usage)) as url:
