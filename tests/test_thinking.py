@@ -23,6 +23,7 @@ from treesearch import BudgetLimits, Prefix, SamplingParams, SearchConfig, searc
 from treesearch.backends.fake.tasks import count_tokens
 from treesearch.backends.openai_compat import OpenAIPolicy
 from treesearch.engine.budget import Usage
+from treesearch.engine.budget_forcing import opened_by
 from treesearch.engine.thinking import ThinkingSplitter, ThinkTags
 from treesearch.engine.tree import ROOT
 from treesearch.errors import ConfigError
@@ -386,3 +387,6 @@ async def test_a_tag_the_question_quotes_opens_no_thinking(
     with stub_server(streamed("The answer ", "is 7.")) as url:
         pieces = [piece async for piece in make_policy(url).stream(prefix, SamplingParams())]
     assert "".join(p.thinking for p in pieces) == "" and "".join(p.text for p in pieces) == "The answer is 7."
+    # a thinking budget reads the prompt's end alike
+    assert not opened_by(make_policy(url), prefix)
+    assert opened_by(make_policy(url, prompt_template="Problem: {question}\n<think>\n"), prefix)

@@ -82,8 +82,11 @@ def raw_text_policy(policy: object) -> RawTextPolicy:
 
 def opened_by(policy: object, problem: Prefix) -> bool:
     """Whether the prompt of ``problem`` (no steps) itself opens the thinking, as DeepSeek-R1
-    distills' templates do; never for a policy whose prompt is not raw text."""
-    return isinstance(policy, RawTextPolicy) and policy.think_tags.opened_in(policy.render_prompt(problem))
+    distills' templates do (a tag the question quotes does not); never for a policy whose
+    prompt is not raw text."""
+    return isinstance(policy, RawTextPolicy) and policy.think_tags.opened_in(
+        policy.render_prompt(problem), problem.problem.question
+    )
 
 
 def think_tags(policy: object) -> ThinkTags:
