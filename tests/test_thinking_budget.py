@@ -403,3 +403,39 @@ async def test_traces_whose_answer_request_never_came_back_are_kept(
     for node in nodes:
         assert node.thinking == "First guess: \\boxed{3}. Let me" and node.answer is None
         assert (node.requests, node.tokens, node.finish_reason) == (1, 10, "length")
+
+
+async def test_a_streamed_trace_whose_template_opened_the_thinking_answers_from_its_reply(
+    make_policy: Callable[..., OpenAIPolicy],
+) -> None:
+    """A chat server with no reasoning parser whose template opened the thinking sends only
+    its close tag: online DeepConf's streamed traces (after a warm-up that answered 7 and
+    8) split as whole answers do, so their answer is the reply's, never the thinking's
+    boxed first guess."""
+    thought = "First guess: \\boxed{1000}.\n\nit looks like 10.\n</think>\n\n"
+    words = re.findall(r"\S+\s*|\s+", f"{thought}The answer is 10.")
+    tops = [{"token": w, "logprob": -0.1, "top_logprobs": [{"token": w, "logprob": -0.1}]} for w in words]
+    usage = {"prompt_tokens": 20, "completion_tokens": len(words)}
+
+    async def reply(path: str, body: dict[str, Any]) -> Any:
+        if body.get("stream"):
+            events: list[Any] = [
+                {"choices": [{"index": 0, "delta": {"content": w}, "logprobs": {"content": [top]}}]}
+                for w, top in zip(words, tops, strict=True)
+            ]
+            return [*events, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                    {"choices": [], "usage": usage}]  # fmt: skip
+        said = [f"{thought}The answer is {7 + i}." for i in range(body["n"])]
+        messages = [{"role": "assistant", "content": text} for text in said]
+        choices = [{"index": i, "message": message, "finish_reason": "stop", "logprobs": {"content": tops}}
+                   for i, message in enumerate(messages)]  # fmt: skip
+        return {"choices": choices, "usage": usage | {"completion_tokens": len(words) * body["n"]}}
+
+    async with scripted_server(reply) as url:
+        online = replace(config("deepconf", n=4), deepconf_warmup=2)
+        result = await search(PROBLEMS["a5"], make_policy(url, "m", api="chat"), online)
+    nodes = traces(result.tree)
+    assert [node.answer for node in nodes] == ["7", "8", "10", "10"] and result.answer == "10"
+    for node in nodes:
+        assert node.thinking == "First guess: \\boxed{1000}.\n\nit looks like 10."
+        assert node.text == f"The answer is {node.answer}."

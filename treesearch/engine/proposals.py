@@ -169,7 +169,10 @@ class Proposals:
                     if counted is not None
                     else completion_token_bound(text, params.max_tokens, params.stop)
                 )
-            thought, reply = joined("".join(thinking), text)
+            # With no thinking told apart as it streamed, the whole text's rule: a close tag
+            # with no open tag before it ends a thinking the server's template opened.
+            apart = "".join(thinking)
+            thought, reply = joined(apart, text) if apart else think_tags(policy).split(text)
             choice = Choice(
                 text=reply,
                 finish_reason=cut or finish or "stop",

@@ -12,7 +12,9 @@ the same for a whole text and a stream (which must decide as the text arrives):
 - an open tag never closed (a text cut by ``max_tokens``) leaves the rest as thinking;
 - a whole text with a close tag and no open tag before it (the server's template opened
   the thinking where the client cannot see it) is thinking up to that tag. A stream cannot
-  know this before the tag arrives: there the text before it stays in the reply.
+  know this before the tag arrives: its splitter leaves the text before it in the reply,
+  and the streamed text is split again by the whole text's rule once it ended
+  (``engine.proposals``).
 
 Tags are removed; the thinking is stripped of the blank space around it (a blank one is
 none), and the reply of the blank space before it, so ``"<think>\\nx\\n</think>\\n\\nThe
