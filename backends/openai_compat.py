@@ -252,10 +252,20 @@ class OpenAIPolicy(EndpointClient):
             choices=parsed,
             prompt_tokens=self.prompt_token_bound(prefix),
             completion_tokens=sum(
-                c.tokens or completion_token_bound(c.text, params.max_tokens, params.stop) for c in parsed
+                c.tokens or completion_token_bound(self._sent(r), params.max_tokens, params.stop)
+                for c, r in zip(parsed, choices, strict=True)
             ),
             estimated=True,
         )
+
+    def _sent(self, raw: dict[str, Any]) -> str:
+        """All the text a choice's tokens made: its thinking too, with the tags a reasoning
+        parser took out of it (they were tokens as well), for a bound that holds."""
+        if self.api == "completions":
+            return str(raw["text"])
+        apart = _reasoning(raw["message"])
+        tags = self.think_tags.open + self.think_tags.close if apart else ""
+        return tags + apart + (raw["message"].get("content") or "")
 
     def _choice(self, raw: dict[str, Any], inside: bool, vocab_size: int) -> Choice:
         """One choice, its thinking apart (``inside``: the text starts within a thinking), and

@@ -390,3 +390,21 @@ async def test_a_tag_the_question_quotes_opens_no_thinking(
     # a thinking budget reads the prompt's end alike
     assert not opened_by(make_policy(url), prefix)
     assert opened_by(make_policy(url, prompt_template="Problem: {question}\n<think>\n"), prefix)
+
+
+@pytest.mark.parametrize(("api", "flags"), FORMS)
+async def test_without_usage_the_thinking_is_charged_within_the_bound(
+    api: str,
+    flags: tuple[str, ...],
+    fake_server: Callable[..., str],
+    make_policy: Callable[..., OpenAIPolicy],
+) -> None:
+    """A server that sends no usage is charged an upper bound of every choice's tokens: its
+    thinking's too, sent apart or in tags, so a budget still holds."""
+    upstream = fake_server(*THINKING, *flags, "--no-usage")
+    before = server_stats(upstream)
+    params = SamplingParams(seed=2, max_tokens=400, stop=())
+    generation = await make_policy(upstream, api=api).generate(Prefix(problem=PROBLEMS["a3"]), 4, params)
+    served = server_stats(upstream)["completion_tokens"] - before["completion_tokens"]
+    assert generation.estimated and all(choice.thinking for choice in generation.choices)
+    assert served <= generation.completion_tokens <= 4 * params.max_tokens
