@@ -2,10 +2,14 @@
 cut at exactly T tokens and the answer asked for after the end tag and the cue, "Wait"
 appended at most k times and only when the thinking ended before T0, budgets never overrun
 (a trace the budget stops keeps what was served, never an answer from its thinking), chat
-refused in one line; steps split at marker words and at a length cap, their thinking sent
-back in its tags; DeepConf's window of 2,048 tokens for traces that think. Every request
-goes to the synthetic server, whose thinking trace is a wrong boxed first guess and then
-checks that settle on an answer (``backends/fake/thinking.py``)."""
+refused in one line; a judge that thought and replied keeps its judgement; traces whose
+answer request failed or stalled past the deadline stay in the tree; steps split at marker
+words and at a length cap, their thinking sent back in its tags, and past the end of the
+thinking (beam with a PRM too); a streamed trace whose template opened the thinking
+answers from its reply; DeepConf's window of 2,048 tokens for traces that think. Requests go
+to the synthetic server, whose thinking trace is a wrong boxed first guess and then checks
+that settle on an answer (``backends/fake/thinking.py``), or, for replies it never gives, to
+a scripted one (``scripted_server``)."""
 
 from __future__ import annotations
 
