@@ -443,3 +443,35 @@ async def test_a_streamed_trace_whose_template_opened_the_thinking_answers_from_
     for node in nodes:
         assert node.thinking == "First guess: \\boxed{1000}.\n\nit looks like 10."
         assert node.text == f"The answer is {node.answer}."
+
+
+async def test_a_streamed_trace_without_usage_or_logprobs_is_charged_its_thinking_too(
+    make_policy: Callable[..., OpenAIPolicy],
+) -> None:
+    """A stream that sends neither usage nor logprobs is charged an upper bound of its tokens:
+    the thinking sent apart (``reasoning_content``) counts as well as the reply, with the tags a
+    reasoning parser took out, so a budget still holds (it counted the reply alone)."""
+    thought = "Let me think this through at some length before I answer. " * 4
+
+    async def reply(path: str, body: dict[str, Any]) -> Any:
+        if body.get("stream"):
+            thinking = [{"choices": [{"index": 0, "delta": {"reasoning_content": thought}}]}]
+            answer = [{"choices": [{"index": 0, "delta": {"content": "The answer is 10."}}]}]
+            return [*thinking, *answer, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+        said = {"role": "assistant", "reasoning_content": thought, "content": "The answer is 10."}
+        tops = {
+            "content": [{"token": "x", "logprob": -0.1, "top_logprobs": [{"token": "x", "logprob": -0.1}]}]
+        }
+        choices = [
+            {"index": i, "message": said, "finish_reason": "stop", "logprobs": tops} for i in range(body["n"])
+        ]
+        return {"choices": choices}  # the warm-up's traces carry logprobs; the streamed one none
+
+    async with scripted_server(reply) as url:
+        online = replace(config("deepconf", n=3), deepconf_warmup=2, deepconf_stop=None)
+        result = await search(PROBLEMS["a5"], make_policy(url, "m", api="chat"), online)
+    nodes = traces(result.tree)  # the streamed trace is kept, though DeepConf then refuses it
+    assert len(nodes) == 3 and all(node.thinking == thought.strip() for node in nodes)
+    assert result.error is not None and "logprobs" in result.error
+    sent = len(f"<think>{thought}</think>The answer is 10.".encode())
+    assert result.usage.completion_tokens >= sent  # the warm-up's two logprob entries, and the stream's bound

@@ -160,18 +160,22 @@ class Proposals:
             """What streamed, settled."""
             text = "".join(parts)
             prompt_tokens, completion_tokens = reported
+            apart = "".join(thinking)
             exact = prompt_tokens is not None and completion_tokens is not None and cut is None
             if not exact:  # a stream cut short sends no usage: its counted tokens, a known prompt
                 exact = counted is not None and known_prompt is not None
                 prompt_tokens = prompt_bound if known_prompt is None else known_prompt
+                # The bound covers every token the text made: the thinking sent apart too, with
+                # the tags a reasoning parser took out of it.
+                tags = think_tags(policy)
+                sent = tags.open + apart + tags.close + text if apart else text
                 completion_tokens = (
                     counted
                     if counted is not None
-                    else completion_token_bound(text, params.max_tokens, params.stop)
+                    else completion_token_bound(sent, params.max_tokens, params.stop)
                 )
             # With no thinking told apart as it streamed, the whole text's rule: a close tag
             # with no open tag before it ends a thinking the server's template opened.
-            apart = "".join(thinking)
             thought, reply = joined(apart, text) if apart else think_tags(policy).split(text)
             choice = Choice(
                 text=reply,
