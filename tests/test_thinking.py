@@ -408,3 +408,22 @@ async def test_without_usage_the_thinking_is_charged_within_the_bound(
     served = server_stats(upstream)["completion_tokens"] - before["completion_tokens"]
     assert generation.estimated and all(choice.thinking for choice in generation.choices)
     assert served <= generation.completion_tokens <= 4 * params.max_tokens
+
+
+def test_a_rerun_with_other_think_tags_is_refused(fake_server: Callable[..., str], tmp_path: Path) -> None:
+    """The think tags decide what is thinking and so which answer a row holds: a rerun onto the
+    same output with other tags is another run, refused as another configuration is; the
+    default tags leave the rows' config as it was before they were recorded."""
+    from conftest import problems, run_cli, write_problems
+
+    chosen = write_problems(tmp_path / "p.jsonl", problems("a", 2))
+    base = ["run", "--base-url", fake_server(), "--model", "fake", "--problems", str(chosen),
+            "--output", str(tmp_path / "out.jsonl"), "--n", "2", "--seed", "1"]  # fmt: skip
+    assert run_cli(*base).returncode == 0
+    row = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    assert "think_tags" not in row["config"]["policy"]
+    again = run_cli(*base)
+    assert again.returncode == 0 and "2 already done" in again.stderr
+    other = run_cli(*base, "--think-tags", "<reasoning>,</reasoning>")
+    assert other.returncode == 2 and "another configuration" in other.stderr
+    assert "think_tags" in other.stderr

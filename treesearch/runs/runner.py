@@ -28,6 +28,7 @@ from treesearch.engine.budget import ModelSizes, Tally
 from treesearch.engine.config import SearchConfig
 from treesearch.engine.policy import Policy
 from treesearch.engine.search import SearchResult
+from treesearch.engine.thinking import ThinkTags
 from treesearch.engine.verify import Verifier
 from treesearch.errors import ConfigError
 from treesearch.logs import get_logger
@@ -71,10 +72,15 @@ _DESCRIBED = (
 
 
 def _describe(part: object) -> dict[str, Any]:
-    """A policy's or verifier's kind and the public settings that change what it answers."""
+    """A policy's or verifier's kind and the public settings that change what it answers; its
+    think tags only where they are not the default, so rows written before they were recorded
+    still resume."""
     settings = {
         key: getattr(part, key) for key in _DESCRIBED if isinstance(getattr(part, key, None), str | int)
     }
+    tags = getattr(part, "think_tags", None)
+    if isinstance(tags, ThinkTags) and tags != ThinkTags():
+        settings["think_tags"] = f"{tags.open},{tags.close}"
     return {"kind": type(part).__name__, **settings}
 
 
