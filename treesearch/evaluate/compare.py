@@ -20,6 +20,7 @@ from typing import Any
 
 from treesearch.engine.config import SearchConfig
 from treesearch.errors import ConfigError
+from treesearch.evaluate.figures import figure
 from treesearch.evaluate.report import Run, flops_of, table, usage_of
 from treesearch.evaluate.stats import DEFAULT_RESAMPLES, PairedDifference, paired_difference, wilson_interval
 
@@ -266,47 +267,31 @@ def plot(comparison: Comparison, path: Path) -> str | None:
     names (PNG, PDF, SVG: any matplotlib writes). The cost axis is logarithmic, unless a run
     spent nothing, which no log axis can show: then linear, and the returned warning says so.
     Needs matplotlib (the ``plots`` extra)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("compare -o needs matplotlib: pip install 'treesearch[plots]'") from None
-    figure, axes = plt.subplots(figsize=(7, 4.5))
     lines: dict[str, list[Point]] = {}
     for point in comparison.points:
         if point.accuracy is not None:
             lines.setdefault(point.line, []).append(point)
-    for name, points in lines.items():
-        points.sort(key=lambda point: point.cost)
-        accuracy = [point.accuracy or 0.0 for point in points]
-        errors = [
-            [a - (p.interval or (a, a))[0] for a, p in zip(accuracy, points, strict=True)],
-            [(p.interval or (a, a))[1] - a for a, p in zip(accuracy, points, strict=True)],
-        ]
-        costs = [point.cost for point in points]
-        axes.errorbar(costs, accuracy, yerr=errors, marker="o", capsize=3, label=name)
-        for cost, value, point in zip(costs, accuracy, points, strict=True):
-            if point.n is not None:
-                axes.annotate(f"N={point.n}", (cost, value), textcoords="offset points", xytext=(4, -10),
-                              fontsize=7)  # fmt: skip
     free = [point.run for point in comparison.points if point.accuracy is not None and point.cost <= 0]
-    if not free:
-        axes.set_xscale("log", base=2)
-    axes.set_xlabel(AXES[comparison.x])
-    axes.set_ylabel(f"accuracy (Wilson {comparison.confidence:.0%} interval)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    try:
-        figure.savefig(path, dpi=120)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:  # a suffix matplotlib has no writer for
-        raise ConfigError(f"cannot write {path}: {exc}") from None
-    finally:
-        plt.close(figure)
+    with figure(path, "compare -o") as axes:
+        for name, points in lines.items():
+            points.sort(key=lambda point: point.cost)
+            accuracy = [point.accuracy or 0.0 for point in points]
+            errors = [
+                [a - (p.interval or (a, a))[0] for a, p in zip(accuracy, points, strict=True)],
+                [(p.interval or (a, a))[1] - a for a, p in zip(accuracy, points, strict=True)],
+            ]
+            costs = [point.cost for point in points]
+            axes.errorbar(costs, accuracy, yerr=errors, marker="o", capsize=3, label=name)
+            for cost, value, point in zip(costs, accuracy, points, strict=True):
+                if point.n is not None:
+                    axes.annotate(f"N={point.n}", (cost, value), textcoords="offset points", xytext=(4, -10),
+                                  fontsize=7)  # fmt: skip
+        if not free:
+            axes.set_xscale("log", base=2)
+        axes.set_xlabel(AXES[comparison.x])
+        axes.set_ylabel(f"accuracy (Wilson {comparison.confidence:.0%} interval)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
     if free:
         return f"{', '.join(free)} spent no {comparison.x}: the plot's cost axis is linear, not logarithmic"
     return None

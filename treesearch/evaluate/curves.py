@@ -55,6 +55,7 @@ from treesearch.answers.aggregate import Aggregator, Candidate, majority_vote, w
 from treesearch.answers.equivalence import AnswerEquivalence
 from treesearch.engine.budget import Usage
 from treesearch.errors import ConfigError
+from treesearch.evaluate.figures import figure
 from treesearch.evaluate.report import table
 
 # Exact vote expectations by count vectors up to this many vectors a problem and k: a vector
@@ -546,46 +547,30 @@ def plot_curves(curves: Sequence[Curve], path: str | Path) -> None:
     """Accuracy against k (log scale) for each curve's columns, in the format ``path``'s suffix
     names (PNG, PDF, SVG: any matplotlib writes); each k's tokens per problem under it when
     there is one curve. Needs matplotlib (the ``plots`` extra)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'treesearch[plots]'") from None
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(7, 4.5))
-    for curve in curves:
-        name = f"{Path(curve.run).stem}: " if len(curves) > 1 else ""
-        columns: dict[str, list[float | None]] = {
-            "majority": [p.majority for p in curve.points],
-            "weighted": [p.weighted for p in curve.points],
-            "best-of-k": [p.best for p in curve.points],
-            "pass@k": [p.pass_at_k for p in curve.points],
-        }
-        for label, column in columns.items():
-            values = [v for v in column if v is not None]
-            if len(values) == len(curve.points):
-                axes.plot([p.k for p in curve.points], values, marker="o", label=f"{name}{label}")
-    axes.set_xscale("log", base=2)
-    axes.minorticks_off()
-    axes.set_ylabel("expected accuracy")
-    if len(curves) == 1:  # each k's tokens under it
-        (curve,) = curves
-        axes.set_xticks([p.k for p in curve.points], [f"{p.k}\n{p.tokens:,.0f}" for p in curve.points])
-        axes.set_xlabel("k (samples per problem) and tokens per problem")
-        axes.set_title(f"{curve.strategy}, N = {curve.n}, {curve.problems} problems")
-    else:
-        ks = sorted({p.k for curve in curves for p in curve.points})
-        axes.set_xticks(ks, [str(k) for k in ks])
-        axes.set_xlabel("k (samples per problem)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    try:
-        figure.savefig(path, dpi=120)
-    except OSError as exc:
-        raise ConfigError(f"--plot {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:  # a suffix matplotlib has no writer for
-        raise ConfigError(f"--plot {path}: {exc}") from None
-    finally:
-        pyplot.close(figure)
+    with figure(path, "--plot") as axes:
+        for curve in curves:
+            name = f"{Path(curve.run).stem}: " if len(curves) > 1 else ""
+            columns: dict[str, list[float | None]] = {
+                "majority": [p.majority for p in curve.points],
+                "weighted": [p.weighted for p in curve.points],
+                "best-of-k": [p.best for p in curve.points],
+                "pass@k": [p.pass_at_k for p in curve.points],
+            }
+            for label, column in columns.items():
+                values = [v for v in column if v is not None]
+                if len(values) == len(curve.points):
+                    axes.plot([p.k for p in curve.points], values, marker="o", label=f"{name}{label}")
+        axes.set_xscale("log", base=2)
+        axes.minorticks_off()
+        axes.set_ylabel("expected accuracy")
+        if len(curves) == 1:  # each k's tokens under it
+            (curve,) = curves
+            axes.set_xticks([p.k for p in curve.points], [f"{p.k}\n{p.tokens:,.0f}" for p in curve.points])
+            axes.set_xlabel("k (samples per problem) and tokens per problem")
+            axes.set_title(f"{curve.strategy}, N = {curve.n}, {curve.problems} problems")
+        else:
+            ks = sorted({p.k for curve in curves for p in curve.points})
+            axes.set_xticks(ks, [str(k) for k in ks])
+            axes.set_xlabel("k (samples per problem)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
